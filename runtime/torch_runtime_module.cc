@@ -9,6 +9,9 @@
  * view, keeping the TVM tensor alive), and the results go back zero-copy as TVM tensors that
  * own the ATen storage.
  *
+ * The module also carries a metadata string (byoc_torch stores the compiled model's input and
+ * output signature there as JSON), returned by the function `__byoc_torch_metadata__`.
+ *
  * Calling conventions of the function named by a subgraph symbol:
  *   - value-returning (what byoc_torch's own lowering emits): f(in_0..in_{n-1}) -> tensor or
  *     Array of tensors;
@@ -16,7 +19,7 @@
  *     the results are copied into the given outputs.
  *
  * Serialized form (SaveToBytes / ffi.Module.load_from_bytes.torch), all integers little endian:
- *   magic "BYOCTRCH" | u32 version | u32 function count | per function:
+ *   magic "BYOCTRCH" | u32 version | str metadata | u32 function count | per function:
  *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source
  * where `str` is a u64 length followed by that many bytes.
  */
@@ -266,9 +269,14 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     subgraphs_.push_back(std::move(sg));
   }
 
+  void set_metadata(std::string metadata) { metadata_ = std::move(metadata); }
+
   ffi::Optional<ffi::Function> GetFunction(const ffi::String& name) final {
     ffi::ObjectPtr<ffi::Object> self = ffi::GetObjectPtr<ffi::Object>(this);
     std::string key(name);
+    if (key == "__byoc_torch_metadata__") {
+      return ffi::Function([self, this](ffi::PackedArgs, ffi::Any* rv) { *rv = metadata_; });
+    }
     if (key == "__byoc_torch_symbols__") {
       return ffi::Function([self, this](ffi::PackedArgs, ffi::Any* rv) {
         ffi::Array<ffi::String> names;
@@ -297,6 +305,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
   ffi::Bytes SaveToBytes() const final {
     std::string out(kMagic, sizeof(kMagic));
     PutU32(&out, kFormatVersion);
+    PutStr(&out, metadata_);
     PutU32(&out, static_cast<uint32_t>(subgraphs_.size()));
     for (const auto& sg : subgraphs_) {
       PutStr(&out, sg.symbol);
@@ -318,10 +327,12 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     TVM_FFI_CHECK(version == kFormatVersion, ValueError)
         << "byoc_torch artifact has format version " << version << ", this runtime reads version "
         << kFormatVersion;
+    std::string metadata = r.Str("metadata");
     uint64_t count = r.U32("function count");
     TVM_FFI_CHECK(count <= kMaxFunctions, ValueError)
         << "corrupt byoc_torch artifact: implausible function count " << count;
     auto n = ffi::make_object<TorchRuntimeModuleObj>();
+    n->set_metadata(std::move(metadata));
     for (uint64_t i = 0; i < count; ++i) {
       std::string symbol = r.Str("subgraph symbol");
       uint32_t num_inputs = r.U32("input count");
@@ -473,6 +484,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     *rv = outs;
   }
 
+  std::string metadata_;
   std::vector<TorchSubgraph> subgraphs_;
   std::unordered_map<std::string, size_t> index_;
 };
@@ -481,18 +493,21 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
  * \brief Create a torch runtime module.
  * \param symbols, sources, num_inputs, num_outputs, returns_tuple parallel arrays, one entry per
  *        external function.
+ * \param metadata an opaque string stored with the module.
  */
 ffi::Module CreateTorchRuntimeModule(const ffi::Array<ffi::String>& symbols,
                                      const ffi::Array<ffi::String>& sources,
                                      const ffi::Array<int64_t>& num_inputs,
                                      const ffi::Array<int64_t>& num_outputs,
-                                     const ffi::Array<bool>& returns_tuple) {
+                                     const ffi::Array<bool>& returns_tuple,
+                                     const ffi::String& metadata) {
   const size_t n = symbols.size();
   TVM_FFI_CHECK(sources.size() == n && num_inputs.size() == n && num_outputs.size() == n &&
                     returns_tuple.size() == n,
                 ValueError)
       << "byoc_torch.CreateTorchRuntimeModule: the five arrays must have equal length";
   auto obj = ffi::make_object<TorchRuntimeModuleObj>();
+  obj->set_metadata(std::string(metadata));
   for (size_t i = 0; i < n; ++i) {
     TVM_FFI_CHECK(num_inputs[i] >= 0 && num_outputs[i] >= 0, ValueError)
         << "byoc_torch: negative arity for subgraph '" << symbols[i] << "'";

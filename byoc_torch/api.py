@@ -1,0 +1,102 @@
+"""``byoc_torch.compile``: nn.Module or ExportedProgram -> CompiledModule.
+
+Place in the data flow: the driver. It runs the stages in order:
+
+    torch.export  ->  frontend (torchops)  ->  partition  ->  codegen/lowering  ->  relax.build
+
+and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import tvm
+from torch.utils import _pytree as pytree
+from tvm import relax
+
+from .codegen import LowerTorchFunctions
+from .compiled import CompiledModule, InputSpec, Signature
+from .frontend import import_with_records, relax_dtype
+from .options import Options
+from .partition import PartitionForTorch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["compile", "export_program"]
+
+
+def export_program(
+    model: torch.nn.Module | torch.export.ExportedProgram,
+    example_inputs: Sequence[torch.Tensor],
+    dynamic_shapes=None,
+) -> torch.export.ExportedProgram:
+    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module)."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"byoc_torch.compile: expected an nn.Module or an ExportedProgram, got "
+            f"{type(model).__name__}"
+        )
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    model = model.eval()
+    with torch.no_grad():
+        return torch.export.export(model, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+
+
+def _signature(ep: torch.export.ExportedProgram, device: str) -> Signature:
+    user_inputs = set(ep.graph_signature.user_inputs)
+    specs = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise TypeError(
+                f"byoc_torch.compile: input {node.name} is a {type(val).__name__}; only tensor "
+                "inputs are supported"
+            )
+        shape = tuple(
+            str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
+        )
+        specs.append(InputSpec(node.name, relax_dtype(val.dtype), shape))
+    return Signature(tuple(specs), pytree.treespec_dumps(ep.call_spec.out_spec), device)
+
+
+def _device_of(target) -> str:
+    kind = target.get("kind") if isinstance(target, dict) else str(target).split()[0]
+    return "cuda" if str(kind) == "cuda" else "cpu"
+
+
+def compile(  # noqa: A001  (the public name the design card fixes)
+    model: torch.nn.Module | torch.export.ExportedProgram,
+    example_inputs: Sequence[torch.Tensor] = (),
+    target: str | dict = "llvm",
+    **options,
+) -> CompiledModule:
+    """Compile ``model``: TVM compiles what its importer handles, LibTorch runs the rest.
+
+    Args:
+        model: an ``nn.Module`` (exported here with ``torch.export``) or an ExportedProgram.
+        example_inputs: tensors to export with (ignored for an ExportedProgram).
+        target: a TVM target, ``"llvm"`` or a dict such as ``{"kind": "llvm"}``.
+        **options: fields of :class:`byoc_torch.Options`.
+    """
+    opts = Options.from_kwargs(options)
+    ep = export_program(model, example_inputs)
+    mod, records = import_with_records(ep, opts)
+    mod = PartitionForTorch(**_partition_kwargs(opts))(mod)
+    signature = _signature(ep, _device_of(target))
+    mod = LowerTorchFunctions(metadata=signature.to_json())(mod)
+    tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    executable = relax.build(mod, target=tvm_target)
+    logger.debug("compiled: %d node(s) run in LibTorch", len(records))
+    return CompiledModule(executable, signature, ir_module=mod, fallbacks=records)
+
+
+def _partition_kwargs(opts: Options) -> dict:
+    return {"torch_executed_ops": opts.torch_executed_ops}

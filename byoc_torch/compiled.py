@@ -1,0 +1,245 @@
+"""The compiled model: torch tensors in, torch tensors out; export to and load from one file.
+
+Place in the data flow: last stage. ``byoc_torch.compile`` builds the Relax VM executable and
+wraps it in :class:`CompiledModule`; ``CompiledModule.export`` writes it with TVM's
+``export_library`` (one shared object holding the native code, the VM bytecode and the torch
+runtime module with its TorchScript); :func:`load` reads it back in any process.
+
+Inputs cross into TVM with DLPack, without a copy (a non-contiguous input is made contiguous
+first, which copies it). Outputs come back with DLPack, without a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tvm
+from torch.utils import _pytree as pytree
+from tvm import relax
+
+from .frontend import FallbackRecord
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompiledModule", "InputSpec", "Signature", "load"]
+
+METADATA_FUNC = "__byoc_torch_metadata__"
+SIGNATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One user input: its name, dtype and dims (an int, or a symbol name for a dynamic dim)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a compiled model takes and returns; stored inside the exported artifact."""
+
+    inputs: tuple[InputSpec, ...]
+    out_spec: str  # torch pytree spec of the outputs, serialized
+    device: str = "cpu"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": SIGNATURE_VERSION,
+                "inputs": [
+                    {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in self.inputs
+                ],
+                "out_spec": self.out_spec,
+                "device": self.device,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Signature:
+        try:
+            data = json.loads(text)
+            if data.get("version") != SIGNATURE_VERSION:
+                raise ValueError(f"signature version {data.get('version')}")
+            inputs = tuple(
+                InputSpec(str(i["name"]), str(i["dtype"]), tuple(i["shape"]))
+                for i in data["inputs"]
+            )
+            return cls(inputs, str(data["out_spec"]), str(data.get("device", "cpu")))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"byoc_torch artifact has an unreadable signature: {err}") from err
+
+
+class CompiledModule:
+    """A model compiled by byoc_torch. Call it like the original ``nn.Module``."""
+
+    def __init__(
+        self,
+        executable: tvm.runtime.Module,
+        signature: Signature,
+        *,
+        ir_module: tvm.IRModule | None = None,
+        fallbacks: Sequence[FallbackRecord] = (),
+    ) -> None:
+        self.executable = executable
+        self.signature = signature
+        self.ir_module = ir_module
+        self.fallbacks = tuple(fallbacks)
+        self.device = tvm.device(signature.device)
+        self._vm = relax.VirtualMachine(executable, self.device)
+        self._main = self._vm["main"]
+        self._out_spec = pytree.treespec_loads(signature.out_spec)
+
+    # -- calling ------------------------------------------------------------------------------
+    def __call__(self, *inputs: torch.Tensor):
+        args = self._check_inputs(inputs)
+        result = self._main(*args)
+        flat = [torch.from_dlpack(t) for t in _flatten_tvm(result)]
+        if len(flat) != self._out_spec.num_leaves:
+            raise RuntimeError(
+                f"byoc_torch: the compiled model returned {len(flat)} tensors, its signature "
+                f"expects {self._out_spec.num_leaves}"
+            )
+        return pytree.tree_unflatten(flat, self._out_spec)
+
+    def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list:
+        specs = self.signature.inputs
+        if len(inputs) != len(specs):
+            names = ", ".join(s.name for s in specs)
+            raise TypeError(
+                f"byoc_torch: the compiled model takes {len(specs)} input(s) ({names}), "
+                f"got {len(inputs)}"
+            )
+        symbols: dict[str, int] = {}
+        args = []
+        for k, (x, spec) in enumerate(zip(inputs, specs)):
+            where = f"input {k} ('{spec.name}')"
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"byoc_torch: {where} must be a torch.Tensor, got {type(x).__name__}")
+            dtype = str(x.dtype).removeprefix("torch.")
+            if dtype != spec.dtype:
+                raise TypeError(f"byoc_torch: {where} has dtype {dtype}, expected {spec.dtype}")
+            if x.dim() != len(spec.shape):
+                raise ValueError(
+                    f"byoc_torch: {where} has shape {tuple(x.shape)}, expected rank "
+                    f"{len(spec.shape)} {_shape_str(spec.shape)}"
+                )
+            for d, (got, want) in enumerate(zip(x.shape, spec.shape)):
+                if isinstance(want, int):
+                    if got != want:
+                        raise ValueError(
+                            f"byoc_torch: {where} has shape {tuple(x.shape)}, expected "
+                            f"{_shape_str(spec.shape)} (dim {d} must be {want})"
+                        )
+                elif symbols.setdefault(want, got) != got:
+                    raise ValueError(
+                        f"byoc_torch: {where} dim {d} is {got} but symbol {want} is already "
+                        f"{symbols[want]}"
+                    )
+            if x.device.type != self.device_type:
+                raise ValueError(
+                    f"byoc_torch: {where} is on {x.device}, the model was compiled for "
+                    f"{self.signature.device}"
+                )
+            if x.requires_grad:
+                x = x.detach()
+            if not x.is_contiguous():
+                x = x.contiguous()  # TVM kernels take compact tensors: this one copy is needed
+            args.append(tvm.runtime.from_dlpack(x))
+        return args
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.signature.device.startswith("cuda") else "cpu"
+
+    # -- export -------------------------------------------------------------------------------
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write one self-contained artifact (a shared object) that :func:`load` reads."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.executable.export_library(str(path))
+        return path
+
+    # -- inspection ---------------------------------------------------------------------------
+    @property
+    def torch_ops(self) -> list[str]:
+        """The ATen ops that run in LibTorch, one entry per fallback node."""
+        return [r.op for r in self.fallbacks]
+
+    def num_torch_subgraphs(self) -> int:
+        """How many LibTorch subgraphs the compiled model calls."""
+        names = _runtime_symbols(self.executable)
+        return len(names)
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledModule(inputs={[s.name for s in self.signature.inputs]}, "
+            f"torch_ops={len(self.fallbacks)}, device={self.signature.device})"
+        )
+
+
+def _shape_str(shape: Sequence[int | str]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _flatten_tvm(value) -> list:
+    if isinstance(value, tvm.runtime.Tensor):
+        return [value]
+    if isinstance(value, Sequence) or hasattr(value, "__len__"):
+        out = []
+        for v in value:
+            out.extend(_flatten_tvm(v))
+        return out
+    raise TypeError(f"byoc_torch: unexpected VM result {type(value).__name__}")
+
+
+def _torch_modules(executable) -> list:
+    """The torch runtime modules inside an executable (a VMExecutable or a loaded module)."""
+    found = []
+
+    def visit(m) -> None:
+        if m.kind == "torch":
+            found.append(m)
+        for sub in m.imports:
+            visit(sub)
+
+    visit(getattr(executable, "mod", executable))
+    return found
+
+
+def _runtime_symbols(executable) -> list[str]:
+    return [str(s) for m in _torch_modules(executable) for s in m["__byoc_torch_symbols__"]()]
+
+
+def _metadata(executable) -> str | None:
+    for m in _torch_modules(executable):
+        text = str(m[METADATA_FUNC]())
+        if text:
+            return text
+    return None
+
+
+def load(path: str | os.PathLike) -> CompiledModule:
+    """Load an artifact written by :meth:`CompiledModule.export`.
+
+    Loading runs the TorchScript inside the artifact: load only artifacts you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
+    try:
+        executable = tvm.runtime.load_module(str(path))
+    except Exception as err:
+        raise ValueError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
+    text = _metadata(executable)
+    if text is None:
+        raise ValueError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
+    signature = Signature.from_json(text)
+    return CompiledModule(executable, signature)

@@ -1,0 +1,297 @@
+"""Frontend: ExportedProgram -> Relax IRModule in which every node TVM cannot handle is a torchop.
+
+Place in the data flow: first stage. ``byoc_torch.compile`` exports the model with
+``torch.export``, then calls :func:`from_exported_program`; the partition pass follows.
+
+Every FX node is converted exactly as TVM's own importer
+(``tvm.relax.frontend.torch.from_exported_program``) converts it, except the nodes it cannot
+handle:
+
+* its op is missing from TVM's convert map ("unsupported by TVM's importer"), or
+* TVM's converter raises on it ("TVM's converter raised: ..."), or
+* the user forced it (``torch_executed_ops``).
+
+Each of those becomes one ``relax.torchop`` call carrying that node's TorchScript. A converter
+that raises may already have emitted bindings, so the import restarts from scratch with that
+node forced to LibTorch; the loop ends after at most one restart per failing node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sympy
+import torch
+import tvm
+from torch import fx
+from torch.utils._sympy import functions as symfn
+from tvm import relax, tirx
+from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+import relay_ext
+
+from .options import Options
+from .torchscript import FallbackError, is_scalar_node, output_metas, script_for_node
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FallbackRecord", "from_exported_program", "import_with_records"]
+
+REASON_UNSUPPORTED = "unsupported by TVM's importer"
+REASON_CONVERTER = "TVM's converter raised"
+REASON_FORCED_OP = "forced op (torch_executed_ops)"
+
+
+@dataclass(frozen=True)
+class FallbackRecord:
+    """Why one FX node runs in LibTorch."""
+
+    node: str
+    op: str
+    reason: str
+    detail: str = ""
+
+
+def op_key(target: object) -> str:
+    """``aten.erfinv.default`` for ``torch.ops.aten.erfinv.default``."""
+    name = getattr(target, "name", None)
+    if callable(name):  # OpOverload.name() -> "aten::erfinv" (overload "default" implied)
+        schema = target._schema
+        ns, _, base = schema.name.partition("::")
+        return f"{ns}.{base}.{schema.overload_name or 'default'}"
+    return getattr(target, "__name__", str(target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Types of torch.export metadata as Relax types
+# ---------------------------------------------------------------------------------------------
+
+
+def relax_dtype(dtype: torch.dtype) -> str:
+    """TVM's name for a torch dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+class _SymbolTable:
+    """Maps torch.export's sympy symbols to TIR variables, one table per torchop signature."""
+
+    def __init__(self) -> None:
+        self.vars: dict[str, tirx.Var] = {}
+
+    def var(self, name: str) -> tirx.Var:
+        if name not in self.vars:
+            self.vars[name] = tirx.Var(name, "int64")
+        return self.vars[name]
+
+    def to_prim(self, e: sympy.Expr) -> tvm.ir.PrimExpr:
+        if isinstance(e, sympy.Integer) or (isinstance(e, int) and not isinstance(e, bool)):
+            return tirx.IntImm("int64", int(e))
+        if isinstance(e, sympy.Symbol):
+            return self.var(e.name)
+        args = [self.to_prim(a) for a in e.args]
+        if isinstance(e, sympy.Add):
+            return _fold(args, lambda a, b: a + b)
+        if isinstance(e, sympy.Mul):
+            return _fold(args, lambda a, b: a * b)
+        if isinstance(e, symfn.FloorDiv):
+            return tirx.floordiv(args[0], args[1])
+        if isinstance(e, symfn.CeilDiv):
+            return tirx.floordiv(args[0] + args[1] - 1, args[1])
+        if isinstance(e, symfn.Mod | symfn.PythonMod):
+            return tirx.floormod(args[0], args[1])
+        if isinstance(e, sympy.Max | symfn.Max):
+            return _fold(args, tirx.max)
+        if isinstance(e, sympy.Min | symfn.Min):
+            return _fold(args, tirx.min)
+        if isinstance(e, sympy.Pow) and isinstance(e.exp, sympy.Integer) and int(e.exp) > 0:
+            return _fold([args[0]] * int(e.exp), lambda a, b: a * b)
+        raise FallbackError(f"symbolic size {e} has no TIR equivalent here")
+
+    def tensor_type(self, t: torch.Tensor) -> relax.TensorType:
+        dims = []
+        for s in t.shape:
+            if isinstance(s, torch.SymInt):
+                try:
+                    dims.append(self.to_prim(s.node.expr))
+                except FallbackError:
+                    return relax.TensorType(dtype=relax_dtype(t.dtype), ndim=t.dim())
+            else:
+                dims.append(tirx.IntImm("int64", int(s)))
+        return relax.TensorType(dims, dtype=relax_dtype(t.dtype))
+
+
+def _fold(args, fn):
+    out = args[0]
+    for a in args[1:]:
+        out = fn(out, a)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The importer
+# ---------------------------------------------------------------------------------------------
+
+
+class _ConverterRaised(Exception):
+    def __init__(self, node: fx.Node, error: BaseException) -> None:
+        super().__init__(f"{node.name}: {error}")
+        self.node = node
+        self.error = error
+
+
+class _NotAValue:
+    """Placeholder for a scalar node TVM cannot convert; only torchop scripts may consume it."""
+
+    def __init__(self, node: fx.Node) -> None:
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"<scalar {self.node.name} computed only inside LibTorch>"
+
+
+class _FallbackImporter(ExportedProgramImporter):
+    """TVM's ExportedProgram importer, with torchops for the nodes it cannot handle."""
+
+    def __init__(self, options: Options, forced: Mapping[str, FallbackRecord]) -> None:
+        super().__init__()
+        self.options = options
+        self.forced = dict(forced)  # node name -> record, grows when converters raise
+        self.records: dict[str, FallbackRecord] = {}
+
+    # TVM stops the whole import here when an op is missing; we fall back instead.
+    def _check_unsupported_func_type(self, nodes: list[fx.Node]) -> None:
+        return None
+
+    def _fallback_reason(self, node: fx.Node) -> FallbackRecord | None:
+        key = op_key(node.target)
+        if node.name in self.forced:
+            return self.forced[node.name]
+        if self.options.is_forced_op(node.target):
+            return FallbackRecord(node.name, key, REASON_FORCED_OP)
+        if node.target.__name__ not in self.convert_map:
+            return FallbackRecord(node.name, key, REASON_UNSUPPORTED)
+        return None
+
+    def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
+        custom_ops = custom_ops or set()
+        output_args = None
+        for node in nodes:
+            if node.op == "placeholder":
+                if "grapharg" in node.meta and node.meta["grapharg"].fake_tensor is None:
+                    continue
+                if node.name in inputs_vars:
+                    self.env[node] = inputs_vars[node.name]
+            elif node.op == "output":
+                args = self.retrieve_args(node)
+                output_args = args[0]
+                break
+            elif node.op == "get_attr":
+                self.env[node] = getattr(graph_module, node.target)
+            elif node.op == "call_function":
+                record = self._fallback_reason(node)
+                if record is not None:
+                    self.env[node] = self._emit_fallback(node, record)
+                    continue
+                func_name = node.target.__name__
+                try:
+                    if func_name in custom_ops:
+                        self.env[node] = self.convert_map[func_name](node, self)
+                    else:
+                        self.env[node] = self.convert_map[func_name](node)
+                except Exception as err:  # any converter failure means: run it in LibTorch
+                    raise _ConverterRaised(node, err) from err
+            else:
+                raise ValueError(f"Unsupported FX node kind {node.op} ({node.name})")
+        if output_args is None:
+            raise ValueError("the exported graph has no output node")
+        for value in _flatten(output_args):
+            if isinstance(value, _NotAValue):
+                raise FallbackError(
+                    f"model output {value.node.name} is a scalar computed in LibTorch; byoc_torch "
+                    "returns tensors only"
+                )
+        return self._flatten_output_args(output_args)
+
+    def _emit_fallback(self, node: fx.Node, record: FallbackRecord):
+        if is_scalar_node(node):
+            # A scalar (e.g. a symbolic size) TVM cannot compute: torchop scripts that use it
+            # recompute it themselves; a TVM consumer will raise and be moved to LibTorch too.
+            self.records[node.name] = record
+            return _NotAValue(node)
+        if output_metas(node) is None:
+            if not node.users:
+                logger.debug("dropping unsupported node %s with no tensor output", node.name)
+                self.records[node.name] = record
+                return None
+            raise FallbackError(
+                f"node {node.name} ({record.op}) is {record.reason} and does not produce tensors"
+            )
+        ns = script_for_node(node)
+        symbols = _SymbolTable()
+        in_types = [symbols.tensor_type(n.meta["val"]) for n in ns.inputs]
+        out_metas = output_metas(node)
+        out_types = [symbols.tensor_type(m) for m in out_metas]
+        out_type = relax.TupleType(out_types) if ns.returns_tuple else out_types[0]
+        args = []
+        for n in ns.inputs:
+            value = self.env[n]
+            if not isinstance(value, relax.Expr):
+                raise FallbackError(f"input {n.name} of {node.name} is not a tensor in Relax")
+            args.append(value)
+        call = relay_ext.torchop(
+            args, script=ns.source, in_types=in_types, out_type=out_type, op_name=record.op
+        )
+        self.records[node.name] = record
+        logger.debug("node %s (%s) -> torchop: %s", node.name, record.op, record.reason)
+        return self.block_builder.emit(call, name_hint=node.name)
+
+
+def _flatten(value):
+    if isinstance(value, list | tuple):
+        for v in value:
+            yield from _flatten(v)
+    else:
+        yield value
+
+
+def import_with_records(
+    ep: torch.export.ExportedProgram, options: Options
+) -> tuple[tvm.IRModule, list[FallbackRecord]]:
+    """Import ``ep``; also return why each fallback node runs in LibTorch (graph order)."""
+    if options.run_decompositions:
+        ep = ep.run_decompositions()
+    forced: dict[str, FallbackRecord] = {}
+    node_order = {n.name: i for i, n in enumerate(ep.graph.nodes)}
+    while True:
+        importer = _FallbackImporter(options, forced)
+        try:
+            mod = importer.from_exported_program(
+                ep,
+                keep_params_as_input=options.keep_params_as_input,
+                unwrap_unit_return_tuple=False,
+                no_bind_return_tuple=False,
+                custom_convert_map=None,
+            )
+        except _ConverterRaised as err:
+            node = err.node
+            if node.name in forced:  # cannot happen: a forced node never reaches a converter
+                raise
+            detail = f"{type(err.error).__name__}: {err.error}".splitlines()[0][:300]
+            forced[node.name] = FallbackRecord(
+                node.name, op_key(node.target), REASON_CONVERTER, detail
+            )
+            logger.debug("TVM's converter raised on %s; importing again: %s", node.name, detail)
+            continue
+        records = sorted(importer.records.values(), key=lambda r: node_order.get(r.node, 0))
+        return mod, records
+
+
+def from_exported_program(ep: torch.export.ExportedProgram, **options) -> tvm.IRModule:
+    """Convert an ExportedProgram to Relax; nodes TVM cannot handle become ``relax.torchop``.
+
+    Accepts the keyword options of :class:`byoc_torch.Options`.
+    """
+    mod, _ = import_with_records(ep, Options.from_kwargs(options))
+    return mod

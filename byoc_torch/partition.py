@@ -1,0 +1,431 @@
+"""Partition pass: lift maximal cycle-free groups of torchop calls into external functions.
+
+Place in the data flow: after the frontend (which leaves ``relax.torchop`` calls in ``main``)
+and before the codegen (``byoc_torch.codegen``), which turns every function carrying
+``Codegen="torch"`` into LibTorch work.
+
+Per binding block, bindings are "torch" (a ``relax.torchop`` call, or a ``TupleGetItem`` of a
+torch binding) or "native" (anything else). Grouping has two phases:
+
+1. *Stages.* A binding's stage is the largest, over its inputs, of the input's stage, plus one
+   when the input has the other color. All torch bindings of one stage form one group. This is
+   linear and never creates a cycle: every path that leaves a group through a native binding
+   comes back, if at all, at a higher stage.
+2. *Maximality.* Two groups merge whenever no path joins them through a binding outside both
+   (which is exactly when merging creates no cycle). Pairs are tried in a fixed order until
+   no pair can merge, so the result is maximal and deterministic. Reachability is kept as
+   Python-int bitsets over the groups, recomputed after each merge.
+
+Each group becomes a function ``torch_<fn>_<k>`` with attributes ``Codegen="torch"``,
+``global_symbol`` and ``torch_script`` (one TorchScript for the whole group, see
+:func:`byoc_torch.torchscript.merge_scripts`). Its parameters are the group's inputs (including
+parameters bound as constants, which are passed in, never copied into the script); it returns
+the group's values used outside it (a tuple when several). The block is then re-ordered
+topologically, keeping the original order wherever dependencies allow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+import relay_ext
+
+from .options import Options
+from .torchscript import GroupStep, merge_scripts
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PartitionForTorch", "partition_for_torch", "torch_functions"]
+
+CODEGEN = "torch"
+
+
+@dataclass
+class _Node:
+    index: int
+    binding: relax.VarBinding
+    is_torch: bool
+    inputs: list[int] = field(default_factory=list)  # indices of in-block producers
+
+
+def _is_torch_value(value: relax.Expr, torch_vars: set) -> bool:
+    if relay_ext.is_torchop(value):
+        return True
+    return isinstance(value, relax.TupleGetItem) and value.tuple_value in torch_vars
+
+
+def _block_graph(block: relax.BindingBlock) -> list[_Node]:
+    nodes: list[_Node] = []
+    index_of: dict[relax.Var, int] = {}
+    torch_vars: set = set()
+    for i, b in enumerate(block.bindings):
+        is_torch = isinstance(b, relax.VarBinding) and _is_torch_value(b.value, torch_vars)
+        if is_torch:
+            torch_vars.add(b.var)
+        value = b.value if isinstance(b, relax.VarBinding) else None
+        used = relax.analysis.free_vars(value) if value is not None else []
+        inputs = sorted({index_of[v] for v in used if v in index_of})
+        nodes.append(_Node(i, b, is_torch, inputs))
+        index_of[b.var] = i
+    return nodes
+
+
+def _group(nodes: list[_Node]) -> list[list[int]]:
+    """Maximal cycle-free groups of torch nodes, each sorted, in order of first member."""
+    # Phase 1: stages.
+    stage = [0] * len(nodes)
+    for n in nodes:
+        s = 0
+        for p in n.inputs:
+            s = max(s, stage[p] + (nodes[p].is_torch != n.is_torch))
+        stage[n.index] = s
+    group_of: dict[int, int] = {}  # node index -> group id (torch nodes only)
+    by_stage: dict[int, int] = {}
+    for n in nodes:
+        if n.is_torch:
+            group_of[n.index] = by_stage.setdefault(stage[n.index], len(by_stage))
+    # Phase 2: merge pairs of groups that no outside path joins, until none can.
+    while True:
+        pair = _first_mergeable_pair(nodes, group_of)
+        if pair is None:
+            break
+        keep, drop = pair
+        for i, g in group_of.items():
+            if g == drop:
+                group_of[i] = keep
+    groups: dict[int, list[int]] = {}
+    for i, g in sorted(group_of.items()):
+        groups.setdefault(g, []).append(i)
+    return sorted(groups.values(), key=lambda ms: ms[0])
+
+
+def _first_mergeable_pair(nodes: list[_Node], group_of: dict[int, int]) -> tuple[int, int] | None:
+    """The first pair of groups (ordered by first member) whose merge creates no cycle.
+
+    Works on the contracted graph, where each group is one unit and each native binding is
+    another: merging groups a and b creates a cycle iff some unit outside both lies on a path
+    from one to the other.
+    """
+    group_ids = sorted(set(group_of.values()), key=lambda g: min(i for i, h in group_of.items() if h == g))
+    if len(group_ids) < 2:
+        return None
+    unit_of = [len(nodes) + group_of[n.index] if n.is_torch else n.index for n in nodes]
+    succ: dict[int, set[int]] = {}
+    for n in nodes:
+        u = unit_of[n.index]
+        for p in n.inputs:
+            pu = unit_of[p]
+            if pu != u:
+                succ.setdefault(pu, set()).add(u)
+    # reach[u]: bitset of groups reachable from unit u, u's own group included. Units are
+    # visited in reverse topological order of the contracted graph (it is a DAG).
+    reach: dict[int, int] = {}
+    for u in reversed(_topological_units(unit_of, succ)):
+        bits = 1 << (u - len(nodes)) if u >= len(nodes) else 0
+        for s in succ.get(u, ()):
+            bits |= reach[s]
+        reach[u] = bits
+
+    def outside_path(a: int, b: int) -> bool:
+        ua, bit_b = len(nodes) + a, 1 << b
+        return any(s != len(nodes) + b and reach[s] & bit_b for s in succ.get(ua, ()))
+
+    for k, a in enumerate(group_ids):
+        for b in group_ids[k + 1 :]:
+            if not outside_path(a, b) and not outside_path(b, a):
+                return a, b
+    return None
+
+
+def _topological_units(unit_of: list[int], succ: dict[int, set[int]]) -> list[int]:
+    units = sorted(set(unit_of))
+    indeg = dict.fromkeys(units, 0)
+    for ss in succ.values():
+        for s in ss:
+            indeg[s] += 1
+    ready = [u for u in units if indeg[u] == 0]
+    order = []
+    while ready:
+        u = ready.pop()
+        order.append(u)
+        for s in sorted(succ.get(u, ())):
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    if len(order) != len(units):
+        raise RuntimeError("byoc_torch partition: grouping produced a cycle (internal error)")
+    return order
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifting groups into functions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lifted:
+    members: list[int]
+    inputs: list[relax.Expr]  # Vars from outside the group, or constants
+    outputs: list[relax.Var]  # member vars used outside the group
+    gvar: tvm.ir.GlobalVar
+    func: relax.Function
+
+
+def _lift(
+    nodes: list[_Node], members: list[int], used_outside: set, symbol: str
+) -> tuple[relax.Function, list[relax.Expr], list[relax.Var]]:
+    member_vars = {nodes[i].binding.var for i in members}
+    inputs: list[relax.Expr] = []
+    seen: set = set()
+
+    def note_input(e: relax.Expr) -> None:
+        key = e
+        if isinstance(e, relax.Var) and e in member_vars:
+            return
+        if key not in seen:
+            seen.add(key)
+            inputs.append(e)
+
+    for i in members:
+        value = nodes[i].binding.value
+        if relay_ext.is_torchop(value):
+            for a in value.args:
+                if not isinstance(a, relax.Var | tvm.ir.GenericConst):
+                    raise ValueError(
+                        f"torchop {value.attrs['op_name']}: argument {a} is neither a variable "
+                        "nor a constant; run relax.transform.Normalize first"
+                    )
+                note_input(a)
+        else:
+            note_input(value.tuple_value)
+    outputs = [nodes[i].binding.var for i in members if nodes[i].binding.var in used_outside]
+    if not outputs:  # a group nobody uses is still kept alive by its last member
+        outputs = [nodes[members[-1]].binding.var]
+
+    params = [relax.Var(f"p{k}", e.ty) for k, e in enumerate(inputs)]
+    param_of = {e: p for e, p in zip(inputs, params)}
+    step_of: dict[relax.Var, int] = {}  # member var -> step index (torchop members only)
+    getitem_of: dict[relax.Var, tuple[int, int]] = {}
+    steps: list[GroupStep] = []
+    op_names: list[str] = []
+
+    bb = relax.BlockBuilder()
+    new_of: dict[relax.Var, relax.Var] = {}
+    with bb.function(symbol, params, attrs={"Codegen": CODEGEN, "global_symbol": symbol}):
+        for i in members:
+            b = nodes[i].binding
+            value = b.value
+            if relay_ext.is_torchop(value):
+                args, step_args = [], []
+                for a in value.args:
+                    if a in param_of:
+                        args.append(param_of[a])
+                        step_args.append(("in", inputs.index(a)))
+                    elif a in step_of:
+                        args.append(new_of[a])
+                        step_args.append(("val", step_of[a], None))
+                    else:
+                        args.append(new_of[a])
+                        step_args.append(("val", *getitem_of[a]))
+                new_of[b.var] = bb.emit(
+                    relax.Call(value.op, args, attrs=value.attrs), name_hint=b.var.name
+                )
+                step_of[b.var] = len(steps)
+                steps.append(
+                    GroupStep(
+                        str(value.attrs["script"]),
+                        step_args,
+                        isinstance(value.attrs["out_type"], relax.TupleType),
+                    )
+                )
+                op_names.append(str(value.attrs["op_name"]))
+            else:  # TupleGetItem of a member
+                src = value.tuple_value
+                new_of[b.var] = bb.emit(
+                    relax.TupleGetItem(new_of[src], value.index), name_hint=b.var.name
+                )
+                getitem_of[b.var] = (step_of[src], value.index)
+        out_refs = []
+        for v in outputs:
+            if v in step_of:
+                if steps[step_of[v]].returns_tuple:
+                    raise ValueError(
+                        f"{symbol}: tuple-valued member {v.name} is used outside its group; "
+                        "byoc_torch passes tensors only across the boundary"
+                    )
+                out_refs.append((step_of[v], None))
+            else:
+                out_refs.append(getitem_of[v])
+        ret = new_of[outputs[0]] if len(outputs) == 1 else relax.Tuple([new_of[v] for v in outputs])
+        bb.emit_func_output(ret)
+    func = bb.get()[symbol]
+    script = merge_scripts(steps, len(inputs), out_refs)
+    func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
+    return func, inputs, outputs
+
+
+def _topo_order(nodes: list[_Node], unit_of: list[int], n_units: int) -> list[int]:
+    """Order units (native bindings and groups) topologically, earliest original position
+    first."""
+    import heapq
+
+    preds: list[set[int]] = [set() for _ in range(n_units)]
+    first_pos = [len(nodes)] * n_units
+    for n in nodes:
+        u = unit_of[n.index]
+        first_pos[u] = min(first_pos[u], n.index)
+        for p in n.inputs:
+            pu = unit_of[p]
+            if pu != u:
+                preds[u].add(pu)
+    succs: list[list[int]] = [[] for _ in range(n_units)]
+    indeg = [len(p) for p in preds]
+    for u, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(u)
+    heap = [(first_pos[u], u) for u in range(n_units) if indeg[u] == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, u = heapq.heappop(heap)
+        order.append(u)
+        for s in succs[u]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                heapq.heappush(heap, (first_pos[s], s))
+    if len(order) != n_units:  # would mean the grouping made a cycle: a bug, not user error
+        raise RuntimeError("byoc_torch partition produced a cyclic grouping")
+    return order
+
+
+class _Partitioner:
+    def __init__(self, mod: tvm.IRModule, options: Options) -> None:
+        self.mod = mod
+        self.options = options
+        taken = {gv.name_hint for gv in mod.get_global_vars()}
+        self.taken = taken
+
+    def fresh_symbol(self, fn_name: str) -> str:
+        k = 0
+        while f"torch_{fn_name}_{k}" in self.taken:
+            k += 1
+        name = f"torch_{fn_name}_{k}"
+        self.taken.add(name)
+        return name
+
+    def run(self) -> tvm.IRModule:
+        # Lifted functions enter the module as soon as they exist, so that calls use the
+        # module's own GlobalVars (which carry the function types).
+        self.bb = relax.BlockBuilder(self.mod)
+        changed = False
+        for gv, func in sorted(self.mod.functions.items(), key=lambda kv: kv[0].name_hint):
+            if not isinstance(func, relax.Function) or func.attrs.get("Codegen") is not None:
+                continue
+            new_func = self.rewrite_function(gv.name_hint, func)
+            if new_func is not func:
+                self.bb.update_func(gv, new_func)
+                changed = True
+        if not changed:
+            return self.mod
+        return relax.transform.Normalize()(self.bb.get())
+
+    def add_function(self, symbol: str, func: relax.Function) -> tvm.ir.GlobalVar:
+        return self.bb.add_func(func, symbol)
+
+    def rewrite_function(self, fn_name: str, func: relax.Function) -> relax.Function:
+        body = func.body
+        if not isinstance(body, relax.SeqExpr):
+            return func
+        # Vars used after each block (by later blocks or the function's result).
+        new_blocks = []
+        changed = False
+        for bi, block in enumerate(body.blocks):
+            later_used = set(relax.analysis.free_vars(body.body))
+            for later in body.blocks[bi + 1 :]:
+                for b in later.bindings:
+                    later_used.update(relax.analysis.free_vars(b.value))
+            new_block = self.rewrite_block(fn_name, block, later_used)
+            changed |= new_block is not block
+            new_blocks.append(new_block)
+        if not changed:
+            return func
+        new_body = relax.SeqExpr(new_blocks, body.body)
+        return relax.Function(func.params, new_body, func.ret_ty, func.is_pure, func.attrs)
+
+    def rewrite_block(self, fn_name, block, later_used) -> relax.BindingBlock:
+        nodes = _block_graph(block)
+        groups = _group(nodes)
+        if not groups:
+            return block
+        unit_of = [-1] * len(nodes)
+        n_units = 0
+        for ms in groups:
+            for i in ms:
+                unit_of[i] = n_units
+            n_units += 1
+        group_units = n_units
+        for n in nodes:
+            if unit_of[n.index] < 0:
+                unit_of[n.index] = n_units
+                n_units += 1
+        lifted: list[_Lifted] = []
+        for ms in groups:
+            member_set = set(ms)
+            used_outside = set(later_used)
+            for n in nodes:
+                if n.index not in member_set:
+                    used_outside.update(relax.analysis.free_vars(n.binding.value))
+            symbol = self.fresh_symbol(fn_name)
+            f, inputs, outputs = _lift(nodes, ms, used_outside, symbol)
+            gvar = self.add_function(symbol, f)
+            lifted.append(_Lifted(ms, inputs, outputs, gvar, f))
+            logger.debug("%s: %d torch bindings -> %s", fn_name, len(ms), symbol)
+        order = _topo_order(nodes, unit_of, n_units)
+        native_binding = {unit_of[n.index]: n.binding for n in nodes if unit_of[n.index] >= group_units}
+        dataflow = isinstance(block, relax.DataflowBlock)
+        bindings = []
+        for u in order:
+            if u >= group_units:
+                bindings.append(native_binding[u])
+                continue
+            lg = lifted[u]
+            call = relax.Call(lg.gvar, lg.inputs, ret_ty=lg.func.ret_ty)
+            if len(lg.outputs) == 1:
+                bindings.append(relax.VarBinding(lg.outputs[0], call))
+            else:
+                make = relax.DataflowVar if dataflow else relax.Var
+                tup = make(f"{lg.gvar.name_hint}_out", lg.func.ret_ty)
+                bindings.append(relax.VarBinding(tup, call))
+                for k, v in enumerate(lg.outputs):
+                    bindings.append(relax.VarBinding(v, relax.TupleGetItem(tup, k)))
+        return relax.DataflowBlock(bindings) if dataflow else relax.BindingBlock(bindings)
+
+
+def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
+    """The external functions of ``mod`` that byoc_torch's codegen owns, by symbol."""
+    out = {}
+    for gv, f in mod.functions.items():
+        if isinstance(f, relax.Function) and f.attrs is not None and f.attrs.get("Codegen") == CODEGEN:
+            out[gv.name_hint] = f
+    return dict(sorted(out.items()))
+
+
+@tvm.transform.module_pass(opt_level=0, name="PartitionForTorch")
+class PartitionForTorch:
+    """ModulePass: group ``relax.torchop`` calls into maximal cycle-free ``Codegen="torch"``
+    functions. Composable in ``tvm.transform.Sequential``."""
+
+    def __init__(self, **options) -> None:
+        self.options = Options.from_kwargs(options)
+
+    def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Partitioner(mod, self.options).run()
+
+
+def partition_for_torch(mod: tvm.IRModule, **options) -> tvm.IRModule:
+    """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``)."""
+    return PartitionForTorch(**options)(mod)

@@ -1,0 +1,344 @@
+"""TorchScript source for FX nodes, and for groups of them.
+
+Place in the data flow: the frontend calls :func:`script_for_node` for every FX node that falls
+back to LibTorch; the result becomes the ``script`` attribute of a ``relax.torchop``. The
+partition pass calls :func:`merge_scripts` to fuse the scripts of one group into the single
+TorchScript that the runtime compiles.
+
+The source is written for LibTorch's own TorchScript compiler (``torch::jit::compile``), which
+resolves ``torch.X`` to the ATen builtin ``aten::X`` but knows no Python objects. So dtypes,
+layouts and memory formats are written as the integers of their ATen enums, lists get a typed
+local variable instead of ``annotate``, and scalar inputs (symbolic sizes such as ``s0 * 2``) are
+recomputed inside the script from the tensor inputs rather than passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+
+__all__ = [
+    "FallbackError",
+    "NodeScript",
+    "merge_scripts",
+    "script_for_node",
+    "tensor_meta",
+    "output_metas",
+]
+
+
+class FallbackError(ValueError):
+    """An FX node that cannot be expressed as a TorchScript function of tensor inputs."""
+
+
+# ATen enum values, as TorchScript sees them (c10::ScalarType, c10::Layout, c10::MemoryFormat).
+_DTYPE_CODE: dict[torch.dtype, int] = {
+    torch.uint8: 0,
+    torch.int8: 1,
+    torch.int16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+    torch.float16: 5,
+    torch.float32: 6,
+    torch.float64: 7,
+    torch.complex32: 8,
+    torch.complex64: 9,
+    torch.complex128: 10,
+    torch.bool: 11,
+    torch.bfloat16: 15,
+}
+_LAYOUT_CODE = {torch.strided: 0, torch.sparse_coo: 1}
+_MEMORY_FORMAT_CODE = {
+    torch.contiguous_format: 0,
+    torch.preserve_format: 1,
+    torch.channels_last: 2,
+    torch.channels_last_3d: 3,
+}
+
+# Python operators on SymInts that FX records as call_function nodes.
+_BINARY_SYMBOLS: dict[Callable, str] = {
+    operator.add: "+",
+    operator.sub: "-",
+    operator.mul: "*",
+    operator.floordiv: "//",
+    operator.mod: "%",
+    operator.truediv: "/",
+    operator.pow: "**",
+    operator.eq: "==",
+    operator.ne: "!=",
+    operator.lt: "<",
+    operator.le: "<=",
+    operator.gt: ">",
+    operator.ge: ">=",
+}
+
+
+def tensor_meta(node: fx.Node) -> torch.Tensor | None:
+    """The fake tensor torch.export recorded for a node's output, if it is one tensor."""
+    val = node.meta.get("val")
+    return val if isinstance(val, torch.Tensor) else None
+
+
+def output_metas(node: fx.Node) -> list[torch.Tensor] | None:
+    """The node's outputs as a list of fake tensors: one for a tensor, k for a tuple/list of
+    tensors; None when any output is not a tensor."""
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return [val]
+    if isinstance(val, list | tuple) and val and all(isinstance(v, torch.Tensor) for v in val):
+        return list(val)
+    return None
+
+
+def is_scalar_node(node: fx.Node) -> bool:
+    """True when the node produces a Python scalar (SymInt, SymFloat, SymBool, int, ...)."""
+    val = node.meta.get("val")
+    return isinstance(val, int | float | bool | torch.SymInt | torch.SymFloat | torch.SymBool)
+
+
+@dataclass
+class NodeScript:
+    """TorchScript for one FX node.
+
+    ``source`` defines ``forward(a0: Tensor, ...)`` over the tensors in ``inputs`` (in order)
+    and returns a tensor, or a tuple when ``returns_tuple``.
+    """
+
+    source: str
+    inputs: list[fx.Node]
+    returns_tuple: bool
+    num_outputs: int
+
+
+@dataclass
+class _Writer:
+    """Accumulates the statements of one TorchScript function."""
+
+    inputs: list[fx.Node] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    scalar_names: dict[fx.Node, str] = field(default_factory=dict)
+    counter: int = 0
+
+    def tensor(self, node: fx.Node) -> str:
+        if node not in self.inputs:
+            self.inputs.append(node)
+        return f"a{self.inputs.index(node)}"
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def aten_callee(target: object) -> str:
+    """The TorchScript callee for an ATen OpOverload, e.g. ``torch.erfinv``."""
+    schema = getattr(target, "_schema", None)
+    if schema is None:
+        raise FallbackError(f"{target} is not an ATen operator overload")
+    ns, _, name = schema.name.partition("::")
+    if ns != "aten":
+        raise FallbackError(
+            f"{schema.name}: only aten operators can run in LibTorch through TorchScript "
+            f"(namespace '{ns}')"
+        )
+    return f"torch.{name}"
+
+
+def _float_literal(x: float) -> str:
+    if math.isnan(x):
+        return 'float("nan")'
+    if math.isinf(x):
+        return 'float("inf")' if x > 0 else 'float("-inf")'
+    return repr(float(x))
+
+
+def _ts_type(annotation: str) -> str:
+    # TorchScript spells SymInt as int in annotations.
+    return re.sub(r"\bSymInt\b", "int", annotation)
+
+
+def _render(w: _Writer, value: object, annotation: str | None = None) -> str:
+    """A TorchScript expression for one argument value."""
+    if isinstance(value, fx.Node):
+        if is_scalar_node(value):
+            return _render_scalar(w, value)
+        if tensor_meta(value) is not None:
+            return w.tensor(value)
+        raise FallbackError(f"argument {value.name} is neither a tensor nor a scalar")
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_literal(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, torch.dtype):
+        if value not in _DTYPE_CODE:
+            raise FallbackError(f"dtype {value} has no TorchScript code here")
+        return str(_DTYPE_CODE[value])
+    if isinstance(value, torch.layout):
+        if value not in _LAYOUT_CODE:
+            raise FallbackError(f"layout {value} is not supported")
+        return str(_LAYOUT_CODE[value])
+    if isinstance(value, torch.memory_format):
+        return str(_MEMORY_FORMAT_CODE[value])
+    if isinstance(value, torch.device):
+        return f'torch.device("{value}")'
+    if isinstance(value, list | tuple):
+        items = ", ".join(_render(w, v, _element_annotation(annotation)) for v in value)
+        if annotation is not None and annotation.startswith("List["):
+            name = w.fresh("l")
+            w.emit(f"{name}: {_ts_type(annotation)} = [{items}]")
+            return name
+        return f"[{items}]"
+    raise FallbackError(f"cannot write a {type(value).__name__} argument in TorchScript")
+
+
+def _element_annotation(annotation: str | None) -> str | None:
+    if annotation and annotation.startswith("List[") and annotation.endswith("]"):
+        return annotation[5:-1]
+    return None
+
+
+def _render_scalar(w: _Writer, node: fx.Node) -> str:
+    """Recompute a scalar (e.g. a symbolic size) inside the script from tensor inputs."""
+    if node in w.scalar_names:
+        return w.scalar_names[node]
+    t = node.target
+    args = node.args
+    if t is torch.ops.aten.sym_size.int:
+        expr = f"{_render(w, args[0])}.size({int(args[1])})"
+    elif t is torch.ops.aten.sym_stride.int:
+        expr = f"{_render(w, args[0])}.stride({int(args[1])})"
+    elif t is torch.ops.aten.sym_numel.default:
+        expr = f"{_render(w, args[0])}.numel()"
+    elif t is torch.ops.aten.sym_storage_offset.default:
+        expr = f"{_render(w, args[0])}.storage_offset()"
+    elif t is torch.ops.aten._local_scalar_dense.default:
+        val = node.meta.get("val")
+        cast = "bool" if isinstance(val, bool | torch.SymBool) else (
+            "float" if isinstance(val, float | torch.SymFloat) else "int"
+        )
+        expr = f"{cast}({_render(w, args[0])})"
+    elif t in _BINARY_SYMBOLS:
+        expr = f"({_render(w, args[0])} {_BINARY_SYMBOLS[t]} {_render(w, args[1])})"
+    elif t is operator.neg:
+        expr = f"(-{_render(w, args[0])})"
+    elif t in (torch.sym_max, torch.sym_min):
+        fn = "max" if t is torch.sym_max else "min"
+        expr = f"{fn}({_render(w, args[0])}, {_render(w, args[1])})"
+    else:
+        raise FallbackError(
+            f"scalar input {node.name} ({node.target}) cannot be recomputed inside TorchScript"
+        )
+    name = w.fresh("i")
+    w.emit(f"{name} = {expr}")
+    w.scalar_names[node] = name
+    return name
+
+
+def _call_expr(w: _Writer, node: fx.Node) -> str:
+    """``torch.op(args...)`` for a call_function node, arguments laid out by the op's schema."""
+    callee = aten_callee(node.target)
+    schema = node.target._schema
+    parts: list[str] = []
+    for i, arg in enumerate(schema.arguments):
+        annotation = arg.type.annotation_str
+        if i < len(node.args) and not arg.kwarg_only:
+            parts.append(_render(w, node.args[i], annotation))
+        elif arg.name in node.kwargs:
+            parts.append(f"{arg.name}={_render(w, node.kwargs[arg.name], annotation)}")
+    return f"{callee}({', '.join(parts)})"
+
+
+def script_for_node(node: fx.Node) -> NodeScript:
+    """TorchScript running one FX ``call_function`` node of an ExportedProgram graph."""
+    if node.op != "call_function":
+        raise FallbackError(f"node {node.name} is a {node.op}, not a call_function")
+    metas = output_metas(node)
+    if metas is None:
+        raise FallbackError(
+            f"node {node.name} ({node.target}) does not produce tensors, so it cannot run as a "
+            "torchop"
+        )
+    w = _Writer()
+    call = _call_expr(w, node)
+    val = node.meta["val"]
+    returns_tuple = not isinstance(val, torch.Tensor)
+    if returns_tuple:
+        w.emit(f"r = {call}")
+        ret = "(" + "".join(f"r[{k}], " for k in range(len(metas))) + ")"
+        ret_type = "Tuple[" + ", ".join("Tensor" for _ in metas) + "]"
+    else:
+        ret, ret_type = call, "Tensor"
+    params = ", ".join(f"a{k}: Tensor" for k in range(len(w.inputs)))
+    body = "".join(f"    {line}\n" for line in w.lines)
+    source = f"def forward({params}) -> {ret_type}:\n{body}    return {ret}\n"
+    return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging the scripts of one group
+# ---------------------------------------------------------------------------------------------
+
+_DEF_RE = re.compile(r"^def forward\(", re.MULTILINE)
+
+
+@dataclass
+class GroupStep:
+    """One member of a group: its script and where its inputs come from.
+
+    ``args`` holds, per input of the member's ``forward``, either ``("in", k)`` (the group's
+    k-th input) or ``("val", j, idx)`` (output ``idx`` of step ``j``; idx is None for a tensor).
+    """
+
+    source: str
+    args: list[tuple]
+    returns_tuple: bool
+
+
+def merge_scripts(
+    steps: list[GroupStep], num_inputs: int, outputs: list[tuple[int, int | None]]
+) -> str:
+    """One TorchScript ``forward`` running all ``steps`` in order.
+
+    Each step's ``forward`` is renamed ``op<j>``; TorchScript inlines those calls when it
+    compiles the group, so LibTorch optimizes across the whole group. ``outputs`` lists
+    ``(step, idx)`` pairs the group returns; a single output is returned as a bare tensor.
+    """
+    defs = []
+    for j, step in enumerate(steps):
+        src, n = _DEF_RE.subn(f"def op{j}(", step.source, count=1)
+        if n != 1:
+            raise FallbackError(f"group member {j} has no 'def forward(' to merge")
+        defs.append(src)
+    body = []
+    for j, step in enumerate(steps):
+        call_args = []
+        for a in step.args:
+            if a[0] == "in":
+                call_args.append(f"a{a[1]}")
+            else:
+                _, src_step, idx = a
+                call_args.append(f"v{src_step}" if idx is None else f"v{src_step}[{idx}]")
+        body.append(f"    v{j} = op{j}({', '.join(call_args)})")
+    rets = [f"v{s}" if i is None else f"v{s}[{i}]" for s, i in outputs]
+    params = ", ".join(f"a{k}: Tensor" for k in range(num_inputs))
+    if len(rets) == 1:
+        ret, ret_type = rets[0], "Tensor"
+    else:
+        ret = "(" + ", ".join(rets) + ")"
+        ret_type = "Tuple[" + ", ".join("Tensor" for _ in rets) + "]"
+    main = f"def forward({params}) -> {ret_type}:\n" + "\n".join(body) + f"\n    return {ret}\n"
+    return "\n".join(defs) + "\n" + main

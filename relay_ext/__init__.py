@@ -1,0 +1,12 @@
+"""byoc_torch's graph-IR extension: the ``torchop`` operator and its type relation.
+
+The folder is named ``relay_ext`` by the product's design card, after TVM's first graph IR,
+Relay. Relay was removed from TVM in v0.20 and no pip-installable TVM has it; its successor,
+Relax, is the graph IR here. So ``torchop`` is registered as the Relax operator
+``relax.torchop`` and its type relation is the op attribute ``FInferType``
+(see :mod:`relay_ext.torchop`).
+"""
+
+from .torchop import OP_NAME, TorchOpTypeError, get_op, infer_type, is_torchop, torchop
+
+__all__ = ["OP_NAME", "TorchOpTypeError", "get_op", "infer_type", "is_torchop", "torchop"]
