@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from pathlib import Path
 
 import torch  # noqa: F401  (loads LibTorch before the runtime that links it)
@@ -21,11 +22,20 @@ _ENV = "BYOC_TORCH_RUNTIME_LIB"
 
 
 def library_path() -> Path:
-    """Where the runtime library is: ``$BYOC_TORCH_RUNTIME_LIB`` or the installed package."""
+    """Where the runtime library is: ``$BYOC_TORCH_RUNTIME_LIB``, else ``byoc_torch/lib/`` of
+    this package or of an installed copy on ``sys.path`` (an editable install keeps the
+    Python sources in the checkout and the built library in site-packages)."""
     env = os.environ.get(_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent / "lib" / _LIB_NAME
+    own = Path(__file__).resolve().parent / "lib" / _LIB_NAME
+    if own.is_file():
+        return own
+    for entry in sys.path:
+        candidate = Path(entry or ".") / "byoc_torch" / "lib" / _LIB_NAME
+        if candidate.is_file():
+            return candidate
+    return own
 
 
 def _load() -> ctypes.CDLL:
