@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 import torch
 import tvm
-from torch.utils import _pytree as pytree
 from tvm import relax
 
 from .codegen import LowerTorchFunctions
-from .compiled import CompiledModule, InputSpec, Signature
+from .compiled import CompiledModule, InputSpec, Signature, output_structure
 from .frontend import import_with_records, relax_dtype
 from .options import Options
 from .partition import PartitionForTorch
@@ -64,7 +63,7 @@ def _signature(ep: torch.export.ExportedProgram, device: str) -> Signature:
             str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
         )
         specs.append(InputSpec(node.name, relax_dtype(val.dtype), shape))
-    return Signature(tuple(specs), pytree.treespec_dumps(ep.call_spec.out_spec), device)
+    return Signature(tuple(specs), output_structure(ep.call_spec.out_spec), device)
 
 
 def _device_of(target) -> str:

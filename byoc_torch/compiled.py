@@ -27,7 +27,7 @@ from .frontend import FallbackRecord
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompiledModule", "InputSpec", "Signature", "load"]
+__all__ = ["CompiledModule", "InputSpec", "Signature", "load", "output_structure"]
 
 METADATA_FUNC = "__byoc_torch_metadata__"
 SIGNATURE_VERSION = 1
@@ -47,7 +47,7 @@ class Signature:
     """What a compiled model takes and returns; stored inside the exported artifact."""
 
     inputs: tuple[InputSpec, ...]
-    out_spec: str  # torch pytree spec of the outputs, serialized
+    outputs: dict  # nesting of the outputs, see output_structure()
     device: str = "cpu"
 
     def to_json(self) -> str:
@@ -57,7 +57,7 @@ class Signature:
                 "inputs": [
                     {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in self.inputs
                 ],
-                "out_spec": self.out_spec,
+                "outputs": self.outputs,
                 "device": self.device,
             }
         )
@@ -72,7 +72,9 @@ class Signature:
                 InputSpec(str(i["name"]), str(i["dtype"]), tuple(i["shape"]))
                 for i in data["inputs"]
             )
-            return cls(inputs, str(data["out_spec"]), str(data.get("device", "cpu")))
+            outputs = data["outputs"]
+            _count_leaves(outputs)  # validates the nesting
+            return cls(inputs, outputs, str(data.get("device", "cpu")))
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"byoc_torch artifact has an unreadable signature: {err}") from err
 
@@ -95,19 +97,19 @@ class CompiledModule:
         self.device = tvm.device(signature.device)
         self._vm = relax.VirtualMachine(executable, self.device)
         self._main = self._vm["main"]
-        self._out_spec = pytree.treespec_loads(signature.out_spec)
+        self._num_outputs = _count_leaves(signature.outputs)
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, *inputs: torch.Tensor):
         args = self._check_inputs(inputs)
         result = self._main(*args)
         flat = [torch.from_dlpack(t) for t in _flatten_tvm(result)]
-        if len(flat) != self._out_spec.num_leaves:
+        if len(flat) != self._num_outputs:
             raise RuntimeError(
                 f"byoc_torch: the compiled model returned {len(flat)} tensors, its signature "
-                f"expects {self._out_spec.num_leaves}"
+                f"expects {self._num_outputs}"
             )
-        return pytree.tree_unflatten(flat, self._out_spec)
+        return _unflatten(iter(flat), self.signature.outputs)
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list:
         specs = self.signature.inputs
@@ -183,6 +185,38 @@ class CompiledModule:
             f"CompiledModule(inputs={[s.name for s in self.signature.inputs]}, "
             f"torch_ops={len(self.fallbacks)}, device={self.signature.device})"
         )
+
+
+def output_structure(spec: pytree.TreeSpec) -> dict:
+    """The nesting of a model's outputs as plain JSON: a leaf (one tensor), a tuple, a list or
+    a dict of those. Named tuples (e.g. torch.return_types) come back as plain tuples."""
+    if spec.is_leaf():
+        return {"t": "leaf"}
+    children = [output_structure(c) for c in spec.children_specs]
+    if spec.type is dict:
+        return {"t": "dict", "k": [str(k) for k in spec.context], "c": children}
+    if spec.type is list:
+        return {"t": "list", "c": children}
+    return {"t": "tuple", "c": children}
+
+
+def _count_leaves(node: dict) -> int:
+    kind = node["t"]
+    if kind == "leaf":
+        return 1
+    if kind not in ("tuple", "list", "dict"):
+        raise ValueError(f"unknown output kind {kind!r}")
+    return sum(_count_leaves(c) for c in node["c"])
+
+
+def _unflatten(leaves, node: dict):
+    kind = node["t"]
+    if kind == "leaf":
+        return next(leaves)
+    children = [_unflatten(leaves, c) for c in node["c"]]
+    if kind == "dict":
+        return dict(zip(node["k"], children))
+    return children if kind == "list" else tuple(children)
 
 
 def _shape_str(shape: Sequence[int | str]) -> str:

@@ -19,6 +19,7 @@ node forced to LibTorch; the loop ends after at most one restart per failing nod
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,7 +34,13 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 import relay_ext
 
 from .options import Options
-from .torchscript import FallbackError, is_scalar_node, output_metas, script_for_node
+from .torchscript import (
+    FallbackError,
+    is_scalar_node,
+    output_metas,
+    script_for_node,
+    script_for_nodes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ __all__ = ["FallbackRecord", "from_exported_program", "import_with_records"]
 REASON_UNSUPPORTED = "unsupported by TVM's importer"
 REASON_CONVERTER = "TVM's converter raised"
 REASON_FORCED_OP = "forced op (torch_executed_ops)"
+REASON_COMPLEX = "uses a complex value, which TVM cannot hold"
+
+# dtypes a Relax tensor cannot carry; values of these types stay inside LibTorch.
+_FOREIGN_DTYPES = {torch.complex32, torch.complex64, torch.complex128}
 
 
 @dataclass(frozen=True)
@@ -177,7 +188,11 @@ class _FallbackImporter(ExportedProgramImporter):
     def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
         custom_ops = custom_ops or set()
         output_args = None
-        for node in nodes:
+        for item in _schedule(list(nodes)):
+            if isinstance(item, list):  # a cluster around complex values
+                self._emit_cluster(item)
+                continue
+            node = item
             if node.op == "placeholder":
                 if "grapharg" in node.meta and node.meta["grapharg"].fake_tensor is None:
                     continue
@@ -214,6 +229,57 @@ class _FallbackImporter(ExportedProgramImporter):
                 )
         return self._flatten_output_args(output_args)
 
+    def _emit_cluster(self, members: list[fx.Node]) -> None:
+        """One torchop for nodes that pass complex values among themselves."""
+        member_set = set(members)
+        outputs: list[tuple[fx.Node, int | None]] = []
+        for n in members:
+            if not any(u not in member_set for u in n.users):
+                continue
+            metas = output_metas(n)
+            if metas is None or any(m.dtype in _FOREIGN_DTYPES for m in metas):
+                raise FallbackError(
+                    f"node {n.name} ({op_key(n.target)}) passes a complex or non-tensor value to "
+                    "TVM; byoc_torch keeps complex values inside LibTorch, so convert them to "
+                    "real tensors (e.g. torch.view_as_real) before TVM-supported ops"
+                )
+            if isinstance(n.meta["val"], torch.Tensor):
+                outputs.append((n, None))
+            else:
+                outputs.extend((n, k) for k in range(len(metas)))
+        ns = script_for_nodes(members, outputs)
+        symbols = _SymbolTable()
+        in_types = [symbols.tensor_type(n.meta["val"]) for n in ns.inputs]
+        out_types = [symbols.tensor_type(_meta_at(n, k)) for n, k in outputs]
+        names = "+".join(op_key(n.target) for n in members if n.target is not operator.getitem)
+        args = [self._relax_input(n, members[0]) for n in ns.inputs]
+        call = relay_ext.torchop(
+            args, script=ns.source, in_types=in_types, out_type=relax.TupleType(out_types),
+            op_name=names,
+        )
+        result = self.block_builder.emit(call, name_hint=members[0].name)
+        position = {key: k for k, key in enumerate(outputs)}
+        for n in members:
+            record = self._fallback_reason(n)
+            if record is None or record.reason != REASON_UNSUPPORTED:
+                record = FallbackRecord(n.name, op_key(n.target), REASON_COMPLEX)
+            self.records[n.name] = record
+            if (n, None) in position:
+                self.env[n] = self.block_builder.emit(
+                    relax.TupleGetItem(result, position[(n, None)]), name_hint=n.name
+                )
+            elif (n, 0) in position:
+                k = len(output_metas(n))
+                self.env[n] = relax.Tuple(
+                    [relax.TupleGetItem(result, position[(n, i)]) for i in range(k)]
+                )
+
+    def _relax_input(self, n: fx.Node, consumer: fx.Node) -> relax.Expr:
+        value = self.env.get(n)
+        if not isinstance(value, relax.Expr):
+            raise FallbackError(f"input {n.name} of {consumer.name} is not a tensor in Relax")
+        return value
+
     def _emit_fallback(self, node: fx.Node, record: FallbackRecord):
         if is_scalar_node(node):
             # A scalar (e.g. a symbolic size) TVM cannot compute: torchop scripts that use it
@@ -234,18 +300,79 @@ class _FallbackImporter(ExportedProgramImporter):
         out_metas = output_metas(node)
         out_types = [symbols.tensor_type(m) for m in out_metas]
         out_type = relax.TupleType(out_types) if ns.returns_tuple else out_types[0]
-        args = []
-        for n in ns.inputs:
-            value = self.env[n]
-            if not isinstance(value, relax.Expr):
-                raise FallbackError(f"input {n.name} of {node.name} is not a tensor in Relax")
-            args.append(value)
+        args = [self._relax_input(n, node) for n in ns.inputs]
         call = relay_ext.torchop(
             args, script=ns.source, in_types=in_types, out_type=out_type, op_name=record.op
         )
         self.records[node.name] = record
         logger.debug("node %s (%s) -> torchop: %s", node.name, record.op, record.reason)
         return self.block_builder.emit(call, name_hint=node.name)
+
+
+def _meta_at(node: fx.Node, k: int | None) -> torch.Tensor:
+    val = node.meta["val"]
+    return val if k is None else val[k]
+
+
+def _produces_foreign(node: fx.Node) -> bool:
+    metas = output_metas(node)
+    return node.op == "call_function" and metas is not None and any(
+        m.dtype in _FOREIGN_DTYPES for m in metas
+    )
+
+
+def _schedule(nodes: list[fx.Node]) -> list:
+    """The nodes in an order TVM can import: each cluster of nodes that pass complex values
+    among themselves becomes one list item, placed where all its inputs exist (a stable
+    topological order of the graph with every cluster contracted)."""
+    parent: dict[fx.Node, fx.Node] = {}
+
+    def find(n: fx.Node) -> fx.Node:
+        while parent.get(n, n) is not n:
+            n = parent[n]
+        return n
+
+    for n in nodes:
+        if _produces_foreign(n):
+            for u in n.users:
+                if u.op == "call_function":
+                    parent[find(u)] = find(n)
+    if not parent:
+        return nodes
+    index = {n: i for i, n in enumerate(nodes)}
+    unit: dict[fx.Node, fx.Node] = {n: find(n) for n in nodes}
+    members: dict[fx.Node, list[fx.Node]] = {}
+    for n in nodes:
+        members.setdefault(unit[n], []).append(n)
+    preds: dict[fx.Node, set[fx.Node]] = {r: set() for r in members}
+    for n in nodes:
+        for p in n.all_input_nodes:
+            if p in unit and unit[p] is not unit[n]:
+                preds[unit[n]].add(unit[p])
+    import heapq
+
+    succs: dict[fx.Node, list[fx.Node]] = {r: [] for r in members}
+    for r, ps in preds.items():
+        for p in ps:
+            succs[p].append(r)
+    indeg = {r: len(ps) for r, ps in preds.items()}
+    heap = [(index[members[r][0]], index[r], r) for r in members if indeg[r] == 0]
+    heapq.heapify(heap)
+    order: list = []
+    while heap:
+        _, _, r = heapq.heappop(heap)
+        group = members[r]
+        order.append(group if len(group) > 1 or group[0] in parent else group[0])
+        for s in succs[r]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                heapq.heappush(heap, (index[members[s][0]], index[s], s))
+    if len(order) != len(members):
+        raise FallbackError(
+            "a complex value would have to pass through TVM between two LibTorch ops; "
+            "byoc_torch cannot place this graph"
+        )
+    return order
 
 
 def _flatten(value):

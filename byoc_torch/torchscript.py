@@ -28,6 +28,7 @@ __all__ = [
     "NodeScript",
     "merge_scripts",
     "script_for_node",
+    "script_for_nodes",
     "tensor_meta",
     "output_metas",
 ]
@@ -121,6 +122,7 @@ class _Writer:
     """Accumulates the statements of one TorchScript function."""
 
     inputs: list[fx.Node] = field(default_factory=list)
+    local: dict[fx.Node, str] = field(default_factory=dict)  # values computed in this script
     lines: list[str] = field(default_factory=list)
     scalar_names: dict[fx.Node, str] = field(default_factory=dict)
     counter: int = 0
@@ -168,6 +170,8 @@ def _ts_type(annotation: str) -> str:
 def _render(w: _Writer, value: object, annotation: str | None = None) -> str:
     """A TorchScript expression for one argument value."""
     if isinstance(value, fx.Node):
+        if value in w.local:
+            return w.local[value]
         if is_scalar_node(value):
             return _render_scalar(w, value)
         if tensor_meta(value) is not None:
@@ -286,6 +290,33 @@ def script_for_node(node: fx.Node) -> NodeScript:
     body = "".join(f"    {line}\n" for line in w.lines)
     source = f"def forward({params}) -> {ret_type}:\n{body}    return {ret}\n"
     return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
+
+
+def script_for_nodes(
+    members: list[fx.Node], outputs: list[tuple[fx.Node, int | None]]
+) -> NodeScript:
+    """TorchScript running several FX nodes (in the given topological order) as one function.
+
+    ``outputs`` lists what the function returns: ``(node, None)`` for a tensor-valued member,
+    ``(node, k)`` for element k of a tuple-valued one. The result is always a tuple. Used for
+    values TVM cannot hold (complex tensors): their producers and consumers run together.
+    """
+    w = _Writer()
+    for k, node in enumerate(members):
+        if node.target is operator.getitem and node.args[0] in w.local:
+            w.local[node] = f"{w.local[node.args[0]]}[{int(node.args[1])}]"
+            continue
+        if node.op != "call_function":
+            raise FallbackError(f"node {node.name} is a {node.op}, not a call_function")
+        w.emit(f"v{k} = {_call_expr(w, node)}")
+        w.local[node] = f"v{k}"
+    rets = [w.local[n] if idx is None else f"{w.local[n]}[{idx}]" for n, idx in outputs]
+    params = ", ".join(f"a{k}: Tensor" for k in range(len(w.inputs)))
+    body = "".join(f"    {line}\n" for line in w.lines)
+    ret_type = "Tuple[" + ", ".join("Tensor" for _ in rets) + "]"
+    ret = "(" + "".join(f"{r}, " for r in rets) + ")"
+    source = f"def forward({params}) -> {ret_type}:\n{body}    return {ret}\n"
+    return NodeScript(source, list(w.inputs), True, len(rets))
 
 
 # ---------------------------------------------------------------------------------------------

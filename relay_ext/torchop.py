@@ -149,8 +149,8 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
                     analyzer.bind(w, g)
                 elif _provably_different(analyzer, prev, g):
                     raise TorchOpTypeError(
-                        f"torchop '{name}': input {i} dim {d} is {g}, but the signature needs it "
-                        f"equal to {prev} (symbol {w.name})"
+                        f"torchop '{name}': input {i} dim {d} is {_dim(g)}, but the signature "
+                        f"needs it equal to {_dim(prev)} (symbol {w.name})"
                     )
             else:
                 deferred.append((i, d, g, w))
@@ -158,9 +158,16 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
         expected = analyzer.simplify(w)
         if _provably_different(analyzer, expected, g):
             raise TorchOpTypeError(
-                f"torchop '{name}': input {i} dim {d} is {g}, expected {expected}"
+                f"torchop '{name}': input {i} dim {d} is {_dim(g)}, expected {_dim(expected)}"
             )
     return _substitute(attrs["out_type"], analyzer, set(bound))
+
+
+def _dim(e: tvm.ir.PrimExpr) -> str:
+    """A dim as people write it: ``3`` rather than ``T.int64(3)``."""
+    if isinstance(e, tirx.IntImm):
+        return str(int(e.value))
+    return str(e).replace("T.int64(", "(")
 
 
 def _provably_different(

@@ -518,10 +518,19 @@ ffi::Module CreateTorchRuntimeModule(const ffi::Array<ffi::String>& symbols,
   return ffi::Module(obj);
 }
 
+/*! \brief The serialized form of a torch runtime module (what export_library embeds). */
+ffi::Bytes SaveTorchRuntimeModule(const ffi::Module& mod) {
+  TVM_FFI_CHECK(std::string(mod->kind()) == "torch", ValueError)
+      << "byoc_torch.SaveTorchRuntimeModule: expected a 'torch' module, got '" << mod->kind()
+      << "'";
+  return mod->SaveToBytes();
+}
+
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
       .def("byoc_torch.CreateTorchRuntimeModule", CreateTorchRuntimeModule)
+      .def("byoc_torch.SaveTorchRuntimeModule", SaveTorchRuntimeModule)
       .def("ffi.Module.load_from_bytes.torch", TorchRuntimeModuleObj::LoadFromBytes);
 }
 
