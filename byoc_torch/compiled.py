@@ -5,8 +5,9 @@ wraps it in :class:`CompiledModule`; ``CompiledModule.export`` writes it with TV
 ``export_library`` (one shared object holding the native code, the VM bytecode and the torch
 runtime module with its TorchScript); :func:`load` reads it back in any process.
 
-Inputs cross into TVM with DLPack, without a copy (a non-contiguous input is made contiguous
-first, which copies it). Outputs come back with DLPack, without a copy.
+Inputs cross into TVM with DLPack, without a copy (a non-contiguous or unaligned input is
+copied once first: TVM kernels need compact, 64-byte aligned data). Outputs come back with
+DLPack, without a copy.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from .frontend import FallbackRecord
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompiledModule", "InputSpec", "Signature", "load", "output_structure"]
+__all__ = ["CompiledModule", "InputSpec", "Signature", "load", "output_structure", "to_tvm"]
 
 METADATA_FUNC = "__byoc_torch_metadata__"
 SIGNATURE_VERSION = 1
+_ALIGNMENT = 64  # bytes; what TVM's compiled kernels assume of their inputs
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,7 @@ class CompiledModule:
                 )
             if x.requires_grad:
                 x = x.detach()
-            if not x.is_contiguous():
-                x = x.contiguous()  # TVM kernels take compact tensors: this one copy is needed
-            args.append(tvm.runtime.from_dlpack(x))
+            args.append(to_tvm(x))
         return args
 
     @property
@@ -185,6 +185,17 @@ class CompiledModule:
             f"CompiledModule(inputs={[s.name for s in self.signature.inputs]}, "
             f"torch_ops={len(self.fallbacks)}, device={self.signature.device})"
         )
+
+
+def to_tvm(x: torch.Tensor) -> tvm.runtime.Tensor:
+    """A TVM view of ``x`` without a copy, when TVM can take it as it is.
+
+    TVM's kernels need compact tensors whose data is 64-byte aligned. A non-contiguous tensor
+    or an unaligned view (e.g. ``x[1:]``) is copied once into a fresh compact tensor.
+    """
+    if not x.is_contiguous() or x.data_ptr() % _ALIGNMENT:
+        x = x.clone(memory_format=torch.contiguous_format)
+    return tvm.runtime.from_dlpack(x)
 
 
 def output_structure(spec: pytree.TreeSpec) -> dict:

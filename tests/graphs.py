@@ -8,12 +8,12 @@ output.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import tvm
 from tvm import relax
 
 import byoc_torch
+from byoc_torch.compiled import to_tvm
 import relay_ext
 
 Graph = list[tuple[str, list[int]]]
@@ -72,7 +72,7 @@ def run(mod: tvm.IRModule, x: torch.Tensor) -> list[torch.Tensor]:
     lowered = byoc_torch.LowerTorchFunctions()(mod)
     ex = relax.build(lowered, target="llvm")
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](tvm.runtime.from_dlpack(x))
+    out = vm["main"](to_tvm(x))
     if isinstance(out, tvm.runtime.Tensor):
         return [torch.from_dlpack(out)]
     return [torch.from_dlpack(o) for o in out]
@@ -91,4 +91,4 @@ def groups_of(mod: tvm.IRModule) -> list[int]:
 
 
 def random_input() -> torch.Tensor:
-    return torch.from_numpy(np.linspace(-1.0, 1.0, 4, dtype=np.float32))
+    return torch.linspace(-1.0, 1.0, 4)

@@ -281,3 +281,10 @@ def test_unknown_option():
 def test_bad_model_type():
     with pytest.raises(TypeError, match="expected an nn.Module or an ExportedProgram"):
         byoc_torch.compile(lambda x: x, (torch.rand(2),))
+
+
+def test_unaligned_input_view_is_handled(erfinv_model):
+    base = torch.rand(7, 3)
+    x = base[1:3]  # contiguous, but its data starts 12 bytes into the storage
+    y = torch.rand(2, 3)
+    torch.testing.assert_close(erfinv_model(x, y), torch.special.erfinv(x) + y)

@@ -9,6 +9,7 @@ import tvm_ffi
 from graphs import Graph, build, groups_of, num_torch_functions, random_input, reference, run
 
 import byoc_torch
+from byoc_torch.compiled import to_tvm
 
 CASES: dict[str, tuple[Graph, int]] = {
     # name: (graph, expected number of torch functions)
@@ -96,7 +97,7 @@ def test_pass_composes_in_sequential():
     ex = tvm.relax.build(lowered, target="llvm")
     vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
     torch.testing.assert_close(
-        torch.from_dlpack(vm["main"](tvm.runtime.from_dlpack(x))), reference(graph, x)[0]
+        torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0]
     )
 
 
@@ -121,7 +122,7 @@ def test_stock_run_codegen_uses_destination_passing():
     ex = tvm.relax.build(mod, target="llvm")
     vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
     torch.testing.assert_close(
-        torch.from_dlpack(vm["main"](tvm.runtime.from_dlpack(x))), reference(graph, x)[0]
+        torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0]
     )
 
 

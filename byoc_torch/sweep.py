@@ -1,0 +1,1061 @@
+"""Operator sweep: how byoc_torch fares on a broad set of real ATen ops.
+
+What it is for: a quick, deterministic survey of which PyTorch ops run natively in TVM, which
+run (correctly) through the LibTorch fallback, and which break -- and where. Each case is a tiny
+``nn.Module`` with seeded example inputs chosen inside the op's domain. For each case the sweep
+
+1. exports the model with ``torch.export`` (eval mode, no grad),
+2. compiles it with :func:`byoc_torch.compile` and runs it,
+3. compares the outputs with eager PyTorch (``torch.testing.assert_close``; tolerances by
+   dtype, integer and bool outputs exact),
+
+and classifies it:
+
+* ``native``   -- no node fell back to LibTorch and the result is correct;
+* ``fallback`` -- some nodes ran in LibTorch and the result is correct;
+* ``wrong``    -- it ran, but the result differs from eager;
+* ``error``    -- an exception at export, compile or run (its type and first line are kept).
+
+For context it also records whether the op alone goes through plain TVM
+(``tvm.relax.frontend.torch.from_exported_program`` + ``relax.build`` + run).
+
+Run it with ``python -m byoc_torch.sweep`` (``--help`` lists the options, ``--json PATH`` writes
+the results). One case's failure never stops the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+import time
+import traceback
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import _pytree as pytree
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CASES", "Case", "Result", "main", "run_case", "run_sweep", "select_cases"]
+
+STATUSES = ("native", "fallback", "wrong", "error")
+CORRECT = ("native", "fallback")
+
+# (rtol, atol) per floating output dtype; integer and bool outputs are compared exactly.
+_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (2e-2, 2e-2),
+    torch.float32: (1e-4, 1e-5),
+    torch.float64: (1e-7, 1e-9),
+    torch.complex64: (1e-4, 1e-5),
+    torch.complex128: (1e-7, 1e-9),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------------
+
+
+class Fn(nn.Module):
+    """An ``nn.Module`` whose forward is ``fn(*inputs)``."""
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs: torch.Tensor) -> object:
+        return self.fn(*xs)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One sweep case: a tiny model and its example inputs.
+
+    ``make_model`` and ``make_inputs`` run right after ``torch.manual_seed(seed)``, so weights and
+    inputs are the same on every run. ``rtol``/``atol`` override the per-dtype tolerances for
+    floating outputs.
+    """
+
+    name: str
+    category: str
+    make_model: Callable[[], nn.Module]
+    make_inputs: Callable[[], tuple[torch.Tensor, ...]]
+    rtol: float | None = None
+    atol: float | None = None
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class Result:
+    """The outcome of one case.
+
+    ``stage`` is where an error happened (``export``, ``compile``, ``run``) or ``compare`` for a
+    wrong result. ``plain_tvm`` is ``ok``, ``wrong``, ``error`` or ``skipped`` (the same model
+    through TVM's own importer, without byoc_torch).
+    """
+
+    name: str
+    category: str
+    status: str
+    fallback_ops: list[str] = field(default_factory=list)
+    fallback_reasons: list[str] = field(default_factory=list)
+    num_torch_subgraphs: int = 0
+    stage: str = ""
+    error_type: str = ""
+    detail: str = ""
+    plain_tvm: str = "skipped"
+    plain_tvm_detail: str = ""
+    seconds: float = 0.0
+    traceback: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.status in CORRECT
+
+
+# Seeded input makers. Each returns one tensor; call them inside ``make_inputs``.
+
+
+def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, dtype=dtype)
+
+
+def uniform(lo: float, hi: float, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.rand(*shape, dtype=dtype) * (hi - lo) + lo
+
+
+def randint(lo: int, hi: int, *shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    return torch.randint(lo, hi, shape, dtype=dtype)
+
+
+def randbool(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape) > 0.5
+
+
+def spd(n: int, batch: int = 2, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A batch of well-conditioned symmetric positive definite matrices."""
+    a = torch.randn(batch, n, n, dtype=dtype)
+    return a @ a.transpose(-1, -2) + n * torch.eye(n, dtype=dtype)
+
+
+def _fn(
+    name: str,
+    category: str,
+    fn: Callable[..., object],
+    make_inputs: Callable[[], tuple[torch.Tensor, ...]],
+    **tol: float,
+) -> Case:
+    return Case(name, category, lambda: Fn(fn), make_inputs, **tol)
+
+
+def _mod(
+    name: str,
+    category: str,
+    make_model: Callable[[], nn.Module],
+    make_inputs: Callable[[], tuple[torch.Tensor, ...]],
+    **tol: float,
+) -> Case:
+    return Case(name, category, make_model, make_inputs, **tol)
+
+
+def _x(*shape: int) -> Callable[[], tuple[torch.Tensor, ...]]:
+    return lambda: (randn(*shape),)
+
+
+def _u(lo: float, hi: float, *shape: int) -> Callable[[], tuple[torch.Tensor, ...]]:
+    return lambda: (uniform(lo, hi, *shape),)
+
+
+def _xy(*shape: int) -> Callable[[], tuple[torch.Tensor, ...]]:
+    return lambda: (randn(*shape), randn(*shape))
+
+
+def _unary_cases() -> list[Case]:
+    c = "unary"
+    x = _x(4, 6)
+    pos = _u(0.1, 4.0, 4, 6)
+    unit = _u(-0.9, 0.9, 4, 6)
+    return [
+        _fn("abs", c, torch.abs, x),
+        _fn("neg", c, torch.neg, x),
+        _fn("exp", c, torch.exp, x),
+        _fn("exp2", c, torch.exp2, x),
+        _fn("expm1", c, torch.expm1, x),
+        _fn("log", c, torch.log, pos),
+        _fn("log2", c, torch.log2, pos),
+        _fn("log10", c, torch.log10, pos),
+        _fn("log1p", c, torch.log1p, pos),
+        _fn("sqrt", c, torch.sqrt, pos),
+        _fn("rsqrt", c, torch.rsqrt, pos),
+        _fn("sin", c, torch.sin, x),
+        _fn("cos", c, torch.cos, x),
+        _fn("tan", c, torch.tan, unit),
+        _fn("asin", c, torch.asin, unit),
+        _fn("acos", c, torch.acos, unit),
+        _fn("atan", c, torch.atan, x),
+        _fn("sinh", c, torch.sinh, x),
+        _fn("cosh", c, torch.cosh, x),
+        _fn("tanh", c, torch.tanh, x),
+        _fn("asinh", c, torch.asinh, x),
+        _fn("acosh", c, torch.acosh, _u(1.1, 4.0, 4, 6)),
+        _fn("atanh", c, torch.atanh, unit),
+        _fn("sigmoid", c, torch.sigmoid, x),
+        _fn("logit", c, lambda t: torch.logit(t, eps=1e-6), _u(0.05, 0.95, 4, 6)),
+        _fn("erf", c, torch.erf, x),
+        _fn("erfc", c, torch.erfc, x),
+        _fn("relu", c, torch.relu, x),
+        _fn("relu6", c, F.relu6, _u(-8, 8, 4, 6)),
+        _fn("gelu", c, F.gelu, x),
+        _fn("gelu_tanh", c, lambda t: F.gelu(t, approximate="tanh"), x),
+        _fn("silu", c, F.silu, x),
+        _fn("mish", c, F.mish, x),
+        _fn("softplus", c, lambda t: F.softplus(t, beta=2.0, threshold=5.0), x),
+        _fn("hardswish", c, F.hardswish, _u(-4, 4, 4, 6)),
+        _fn("hardsigmoid", c, F.hardsigmoid, _u(-4, 4, 4, 6)),
+        _fn("elu", c, F.elu, x),
+        _fn("selu", c, F.selu, x),
+        _fn("celu", c, lambda t: F.celu(t, alpha=0.5), x),
+        _fn("leaky_relu", c, lambda t: F.leaky_relu(t, 0.1), x),
+        _fn("hardtanh", c, lambda t: F.hardtanh(t, -0.5, 0.5), x),
+        _fn("softsign", c, F.softsign, x),
+        _fn("logsigmoid", c, F.logsigmoid, x),
+        _fn("tanhshrink", c, F.tanhshrink, x),
+        _fn("softshrink", c, lambda t: F.softshrink(t, 0.5), x),
+        _fn("hardshrink", c, lambda t: F.hardshrink(t, 0.5), x),
+        _fn("floor", c, torch.floor, _u(-5, 5, 4, 6)),
+        _fn("ceil", c, torch.ceil, _u(-5, 5, 4, 6)),
+        _fn("round", c, torch.round, _u(-5, 5, 4, 6)),
+        _fn("round_decimals", c, lambda t: torch.round(t, decimals=2), _u(-5, 5, 4, 6)),
+        _fn("trunc", c, torch.trunc, _u(-5, 5, 4, 6)),
+        _fn("frac", c, torch.frac, _u(-5, 5, 4, 6)),
+        _fn("sign", c, torch.sign, x),
+        _fn("reciprocal", c, torch.reciprocal, pos),
+        _fn("square", c, torch.square, x),
+        _fn("sinc", c, torch.sinc, x),
+        _fn("deg2rad", c, torch.deg2rad, x),
+        _fn("nan_to_num", c, lambda t: torch.nan_to_num(torch.log(t), posinf=9.0), _u(-1, 1, 4, 6)),
+        _fn("clamp", c, lambda t: torch.clamp(t, -0.5, 0.7), x),
+        _fn("clamp_tensor", c, lambda t, lo: torch.clamp(t, min=lo), _xy(4, 6)),
+        _fn("isnan_isinf", c, lambda t: (torch.isnan(t.log()), torch.isinf(1 / t.relu())), x),
+        _fn("signbit", c, torch.signbit, x),
+    ]
+
+
+def _special_cases() -> list[Case]:
+    c = "special"
+    pos = _u(0.2, 5.0, 4, 6)
+    return [
+        _fn("erfinv", c, torch.special.erfinv, _u(-0.95, 0.95, 4, 6)),
+        _fn("lgamma", c, torch.lgamma, pos),
+        _fn("digamma", c, torch.digamma, pos),
+        _fn("polygamma1", c, lambda t: torch.polygamma(1, t), pos),
+        _fn("mvlgamma", c, lambda t: torch.mvlgamma(t, 2), _u(1.0, 5.0, 4, 6)),
+        _fn("i0", c, torch.i0, _u(-3, 3, 4, 6)),
+        _fn("i0e", c, torch.special.i0e, _u(-3, 3, 4, 6)),
+        _fn("i1", c, torch.special.i1, _u(-3, 3, 4, 6)),
+        _fn("i1e", c, torch.special.i1e, _u(-3, 3, 4, 6)),
+        _fn("ndtr", c, torch.special.ndtr, _x(4, 6)),
+        _fn("ndtri", c, torch.special.ndtri, _u(0.05, 0.95, 4, 6)),
+        _fn("log_ndtr", c, torch.special.log_ndtr, _x(4, 6)),
+        _fn("erfcx", c, torch.special.erfcx, _u(-1, 3, 4, 6)),
+        _fn("entr", c, torch.special.entr, _u(0.01, 2, 4, 6)),
+        _fn("bessel_j0", c, torch.special.bessel_j0, _u(0, 6, 4, 6)),
+        _fn("bessel_j1", c, torch.special.bessel_j1, _u(0, 6, 4, 6)),
+        _fn("zeta", c, torch.special.zeta, lambda: (uniform(1.5, 4, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("xlogy", c, torch.xlogy, lambda: (uniform(0, 2, 4, 6), uniform(0.1, 2, 4, 6))),
+        _fn("xlog1py", c, torch.special.xlog1py, lambda: (uniform(0, 2, 4, 6), uniform(0, 2, 4, 6))),
+        _fn("igamma", c, torch.igamma, lambda: (uniform(0.5, 3, 4, 6), uniform(0.1, 3, 4, 6))),
+        _fn("igammac", c, torch.igammac, lambda: (uniform(0.5, 3, 4, 6), uniform(0.1, 3, 4, 6))),
+        _fn("lgamma_f64", c, torch.lgamma, lambda: (uniform(0.2, 5, 4, 6, dtype=torch.float64),)),
+    ]
+
+
+def _binary_cases() -> list[Case]:
+    c = "binary"
+    xy = _xy(4, 6)
+    return [
+        _fn("add_broadcast", c, lambda a, b: a + b, lambda: (randn(4, 6), randn(6))),
+        _fn("sub_alpha", c, lambda a, b: torch.sub(a, b, alpha=2), xy),
+        _fn("mul", c, torch.mul, xy),
+        _fn("div", c, torch.div, lambda: (randn(4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("div_floor", c, lambda a, b: torch.div(a, b, rounding_mode="floor"),
+            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("div_trunc", c, lambda a, b: torch.div(a, b, rounding_mode="trunc"),
+            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("remainder", c, torch.remainder, lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("fmod", c, torch.fmod, lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn("pow", c, torch.pow, lambda: (uniform(0.1, 3, 4, 6), randn(4, 6))),
+        _fn("pow_scalar", c, lambda a: a**3 + 2.0**a, _x(4, 6)),
+        _fn("atan2", c, torch.atan2, xy),
+        _fn("maximum", c, torch.maximum, xy),
+        _fn("minimum", c, torch.minimum, xy),
+        _fn("fmax", c, torch.fmax, xy),
+        _fn("hypot", c, torch.hypot, xy),
+        _fn("logaddexp", c, torch.logaddexp, xy),
+        _fn("logaddexp2", c, torch.logaddexp2, xy),
+        _fn("nextafter", c, torch.nextafter, xy),
+        _fn("copysign", c, torch.copysign, xy),
+        _fn("lerp", c, lambda a, b: torch.lerp(a, b, 0.3), xy),
+        _fn("addcmul", c, lambda a, b: torch.addcmul(a, a, b, value=0.5), xy),
+        _fn("addcdiv", c, lambda a, b: torch.addcdiv(a, a, b.abs() + 1, value=0.5), xy),
+        _fn("heaviside", c, lambda a, b: torch.heaviside(a.round(), b), xy),
+        _fn("ldexp", c, torch.ldexp, lambda: (randn(4, 6), randint(-3, 4, 4, 6))),
+        _fn("float_pow_int_tensor", c, lambda a, n: a ** n, lambda: (randn(4, 6), randint(0, 4, 4, 6))),
+    ]
+
+
+def _int_bool_cases() -> list[Case]:
+    c = "int/bool"
+    ii = lambda: (randint(-50, 50, 4, 6), randint(1, 50, 4, 6))  # noqa: E731
+    i32 = lambda: (randint(0, 100, 4, 6, dtype=torch.int32), randint(0, 100, 4, 6, dtype=torch.int32))  # noqa: E731
+    return [
+        _fn("int_add_mul", c, lambda a, b: a * b + a, ii),
+        _fn("int_floor_divide", c, torch.floor_divide, ii),
+        _fn("int_remainder", c, torch.remainder, ii),
+        _fn("int_div_true", c, lambda a, b: a / b, ii),
+        _fn("int_abs_neg", c, lambda a, b: torch.abs(a) - b, ii),
+        _fn("int_clamp", c, lambda a, b: torch.clamp(a, -10, 10), ii),
+        _fn("bitwise_and_or_xor", c, lambda a, b: (a & b, a | b, a ^ b), i32),
+        _fn("bitwise_not", c, lambda a, b: torch.bitwise_not(a), i32),
+        _fn("bitwise_shift", c, lambda a, b: (a << 2, b >> 1), i32),
+        _fn("gcd_lcm", c, lambda a, b: (torch.gcd(a, b), torch.lcm(a, b)), i32),
+        _fn("int8_add", c, lambda a, b: a + b,
+            lambda: (randint(-50, 50, 8, dtype=torch.int8), randint(-50, 50, 8, dtype=torch.int8))),
+        _fn("uint8_to_float", c, lambda a: a.to(torch.float32) / 255.0,
+            lambda: (randint(0, 256, 8, dtype=torch.uint8),)),
+        _fn("float_to_int", c, lambda a: (a * 10).to(torch.int32), _x(4, 6)),
+        _fn("int_promote_float", c, lambda a, b: a + b, lambda: (randint(0, 9, 4, 6), randn(4, 6))),
+        _fn("compare_eq_lt_ge", c, lambda a, b: (a == b, a < b, a >= b), ii),
+        _fn("compare_float", c, lambda a, b: (a > b, a != b, torch.isclose(a, b)), _xy(4, 6)),
+        _fn("logical_ops", c, lambda a, b: (a & b, a | b, torch.logical_xor(a, b), ~a),
+            lambda: (randbool(4, 6), randbool(4, 6))),
+        _fn("where", c, lambda m, a, b: torch.where(m, a, b),
+            lambda: (randbool(4, 6), randn(4, 6), randn(4, 6))),
+        _fn("where_scalar", c, lambda a: torch.where(a > 0, a, 0.0), _x(4, 6)),
+        _fn("bool_any_all", c, lambda m: (m.any(1), m.all(0), m.any()), lambda: (randbool(4, 6),)),
+        _fn("bool_sum", c, lambda m: m.sum(1), lambda: (randbool(4, 6),)),
+        _fn("argmax_argmin", c, lambda a: (a.argmax(1), a.argmin(0, keepdim=True)), _x(4, 6)),
+        _fn("argmax_int", c, lambda a: a.argmax(), lambda: (randint(0, 1000, 4, 6),)),
+        _fn("int_sum_prod", c, lambda a: (a.sum(0), a.prod(1)), lambda: (randint(-3, 4, 4, 6),)),
+        _fn("int_cumsum", c, lambda a: torch.cumsum(a, 1), lambda: (randint(-9, 9, 4, 6),)),
+        _fn("int_max_dim", c, lambda a: a.max(1), lambda: (randint(0, 1000, 4, 6),)),
+        _fn("bool_to_float_mean", c, lambda a: (a > 0).float().mean(), _x(4, 6)),
+    ]
+
+
+def _reduction_cases() -> list[Case]:
+    c = "reduction"
+    x = _x(4, 6)
+    return [
+        _fn("sum_dim", c, lambda t: t.sum(1), x),
+        _fn("mean_keepdim", c, lambda t: t.mean((0, 1), keepdim=True), x),
+        _fn("prod", c, lambda t: t.prod(1), _u(0.5, 1.5, 4, 6)),
+        _fn("amax_amin", c, lambda t: (t.amax(1), t.amin(0)), x),
+        _fn("max_dim", c, lambda t: torch.max(t, 1), x),
+        _fn("min_dim_keepdim", c, lambda t: torch.min(t, 0, keepdim=True), x),
+        _fn("std_var", c, lambda t: (t.std(1), t.var(0, unbiased=False)), x),
+        _fn("var_mean", c, lambda t: torch.var_mean(t, 1), x),
+        _fn("std_mean", c, lambda t: torch.std_mean(t, 0, correction=0), x),
+        _fn("norm_p2", c, lambda t: torch.norm(t, dim=1), x),
+        _fn("norm_p1_inf", c, lambda t: (t.norm(p=1, dim=1), t.norm(p=float("inf"), dim=0)), x),
+        _fn("vector_norm_p3", c, lambda t: torch.linalg.vector_norm(t, 3, dim=1), x),
+        _fn("logsumexp", c, lambda t: torch.logsumexp(t, 1), x),
+        _fn("count_nonzero", c, lambda t: torch.count_nonzero(t.round(), 1), x),
+        _fn("nansum_nanmean", c, lambda t: (torch.nansum(t.log(), 1), torch.nanmean(t.log(), 1)), x),
+        _fn("aminmax", c, lambda t: torch.aminmax(t, dim=1), x),
+        _fn("softmax", c, lambda t: F.softmax(t, -1), x),
+        _fn("log_softmax", c, lambda t: F.log_softmax(t, 0), x),
+        _fn("median_all", c, torch.median, x),
+        _fn("median_dim", c, lambda t: torch.median(t, 1), x),
+        _fn("nanmedian", c, lambda t: torch.nanmedian(t, 1), x),
+        _fn("mode", c, lambda t: torch.mode(t, 1), lambda: (randint(0, 4, 4, 6).float(),)),
+        _fn("kthvalue", c, lambda t: torch.kthvalue(t, 3, 1), x),
+        _fn("quantile", c, lambda t: torch.quantile(t, 0.3, dim=1), x),
+        _fn("cosine_similarity", c, lambda a, b: F.cosine_similarity(a, b, dim=1), _xy(4, 6)),
+        _fn("pairwise_distance", c, F.pairwise_distance, _xy(4, 6)),
+        _fn("cdist", c, torch.cdist, lambda: (randn(5, 3), randn(4, 3))),
+        _fn("pdist", c, F.pdist, _x(5, 3)),
+    ]
+
+
+def _scan_sort_cases() -> list[Case]:
+    c = "scan/sort"
+    x = _x(4, 6)
+    return [
+        _fn("cumsum", c, lambda t: torch.cumsum(t, 1), x),
+        _fn("cumprod", c, lambda t: torch.cumprod(t, 1), _u(0.5, 1.5, 4, 6)),
+        _fn("logcumsumexp", c, lambda t: torch.logcumsumexp(t, 1), x),
+        _fn("cummax", c, lambda t: torch.cummax(t, 1), x),
+        _fn("cummin", c, lambda t: torch.cummin(t, 0), x),
+        _fn("sort", c, lambda t: torch.sort(t, 1), x),
+        _fn("sort_descending_stable", c, lambda t: torch.sort(t, 1, descending=True, stable=True),
+            lambda: (randint(0, 4, 4, 6).float(),)),
+        _fn("argsort", c, lambda t: torch.argsort(t, 0), x),
+        _fn("msort", c, torch.msort, x),
+        _fn("topk", c, lambda t: torch.topk(t, 3, 1), x),
+        _fn("topk_smallest", c, lambda t: torch.topk(t, 2, 0, largest=False), x),
+        _fn("topk_int", c, lambda t: torch.topk(t, 2, 1), lambda: (randperm_rows(4, 6),)),
+    ]
+
+
+def randperm_rows(rows: int, cols: int) -> torch.Tensor:
+    """Integer rows without ties (so sort/topk indices are unique)."""
+    return torch.stack([torch.randperm(cols) for _ in range(rows)])
+
+
+def _indexing_cases() -> list[Case]:
+    c = "indexing"
+    x = _x(4, 6)
+    idx = lambda: (randn(4, 6), randint(0, 6, 4, 3))  # noqa: E731
+    return [
+        _fn("gather", c, lambda t, i: torch.gather(t, 1, i), idx),
+        _fn("take_along_dim", c, lambda t, i: torch.take_along_dim(t, i, 1), idx),
+        _fn("take", c, lambda t, i: torch.take(t, i), lambda: (randn(4, 6), randint(0, 24, 5))),
+        _fn("index_select", c, lambda t, i: torch.index_select(t, 1, i),
+            lambda: (randn(4, 6), randint(0, 6, 5))),
+        _fn("advanced_index", c, lambda t, i: t[i], lambda: (randn(4, 6), randint(0, 4, 5))),
+        _fn("advanced_index_2d", c, lambda t, i, j: t[i, j],
+            lambda: (randn(4, 6), randint(0, 4, 5), randint(0, 6, 5))),
+        _fn("scatter_src", c, lambda t, s: torch.zeros(4, 6).scatter(1, s.argsort(1)[:, :3], t[:, :3]),
+            _xy(4, 6)),
+        _fn("scatter_value", c, lambda t, i: t.scatter(1, i, 2.5), idx),
+        _fn("scatter_add", c, lambda t, i: torch.zeros(4, 6).scatter_add(1, i, t[:, :3]), idx),
+        _fn("scatter_reduce_amax", c,
+            lambda t, i: torch.zeros(4, 6).scatter_reduce(1, i, t[:, :3], "amax"), idx),
+        _fn("scatter_reduce_mean", c,
+            lambda t, i: t.scatter_reduce(1, i, t[:, :3], "mean", include_self=False), idx),
+        _fn("index_add", c, lambda t, i: t.index_add(0, i, torch.ones(3, 6)),
+            lambda: (randn(4, 6), randint(0, 4, 3))),
+        _fn("index_copy", c, lambda t, s: t.index_copy(0, torch.tensor([2, 0]), s[:2]), _xy(4, 6)),
+        _fn("index_fill", c, lambda t: t.index_fill(1, torch.tensor([0, 3]), -1.0), x),
+        _fn("index_put", c, lambda t, i, v: torch.index_put(t, (i,), v),
+            lambda: (randn(6), torch.tensor([1, 4, 2]), randn(3))),
+        _fn("index_put_accumulate", c, lambda t, i, v: torch.index_put(t, (i,), v, accumulate=True),
+            lambda: (randn(6), torch.tensor([1, 4, 1]), randn(3))),
+        _fn("setitem_slice", c, _setitem, x),
+        _fn("masked_fill", c, lambda t: t.masked_fill(t > 0.5, -1.0), x),
+        _fn("masked_fill_tensor", c, lambda t, m: t.masked_fill(m, float("-inf")).softmax(1),
+            lambda: (randn(4, 6), torch.tensor([[False] * 5 + [True]] * 4))),
+        _fn("searchsorted", c, lambda s, v: torch.searchsorted(s, v),
+            lambda: (torch.sort(randn(10)).values, randn(7))),
+        _fn("searchsorted_right_2d", c, lambda s, v: torch.searchsorted(s, v, right=True),
+            lambda: (torch.sort(randn(3, 10), 1).values, randn(3, 4))),
+        _fn("bucketize", c, lambda v, b: torch.bucketize(v, b),
+            lambda: (randn(4, 6), torch.linspace(-2, 2, 9))),
+        _fn("embedding_fn", c, lambda w, i: F.embedding(i, w), lambda: (randn(10, 4), randint(0, 10, 2, 5))),
+        _fn("one_hot", c, lambda i: F.one_hot(i, 7), lambda: (randint(0, 7, 2, 5),)),
+        _fn("narrow_select", c, lambda t: (t.narrow(1, 2, 3), t.select(0, 1)), x),
+        _fn("slice_step", c, lambda t: t[::2, 1::3], x),
+    ]
+
+
+def _setitem(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t[:, 1:3] = 0.0
+    t[0] = t[0] * 2
+    return t
+
+
+def _data_dependent_cases() -> list[Case]:
+    c = "data-dependent"
+    x = _x(4, 6)
+    return [
+        _fn("nonzero", c, lambda t: torch.nonzero(t > 0), x),
+        _fn("argwhere", c, lambda t: torch.argwhere(t > 0.5), x),
+        _fn("masked_select", c, lambda t: torch.masked_select(t, t > 0), x),
+        _fn("bool_mask_index", c, lambda t: t[t > 0] * 2, x),
+        _fn("unique", c, lambda t: torch.unique(t), lambda: (randint(0, 5, 10),)),
+        _fn("unique_counts", c, lambda t: torch.unique(t, return_counts=True),
+            lambda: (randint(0, 5, 10),)),
+        _fn("bincount", c, lambda t: torch.bincount(t, minlength=8), lambda: (randint(0, 8, 20),)),
+        _fn("repeat_interleave_tensor", c, lambda t, r: torch.repeat_interleave(t, r, 0),
+            lambda: (randn(4), randint(0, 3, 4))),
+    ]
+
+
+def _shape_cases() -> list[Case]:
+    c = "shape"
+    x = _x(4, 6)
+    img = _x(1, 2, 5, 6)
+    return [
+        _fn("unfold", c, lambda t: t.unfold(1, 3, 2), x),
+        _fn("roll", c, lambda t: torch.roll(t, 2, 1), x),
+        _fn("roll_multi", c, lambda t: torch.roll(t, (1, -2), (0, 1)), x),
+        _fn("roll_flat", c, lambda t: torch.roll(t, 3), x),
+        _fn("flip", c, lambda t: torch.flip(t, (0, 1)), x),
+        _fn("rot90", c, lambda t: torch.rot90(t, 1, (0, 1)), x),
+        _fn("tril_triu", c, lambda t: (torch.tril(t), torch.triu(t, 1)), x),
+        _fn("tril_neg_diag", c, lambda t: torch.tril(t, -1), x),
+        _fn("diag_1d", c, torch.diag, _x(5)),
+        _fn("diag_2d", c, lambda t: torch.diag(t, 1), x),
+        _fn("diagonal", c, lambda t: torch.diagonal(t, offset=-1), x),
+        _fn("diag_embed", c, torch.diag_embed, _x(2, 4)),
+        _fn("trace", c, torch.trace, x),
+        _fn("repeat", c, lambda t: t.repeat(2, 1, 3), x),
+        _fn("tile", c, lambda t: torch.tile(t, (2,)), x),
+        _fn("repeat_interleave", c, lambda t: torch.repeat_interleave(t, 2, dim=1), x),
+        _fn("expand", c, lambda t: t[:, None, :].expand(4, 3, 6) + 0, x),
+        _fn("cat_stack", c, lambda a, b: (torch.cat([a, b], 1), torch.stack([a, b], 0)), _xy(4, 6)),
+        _fn("split_chunk", c, lambda t: (*torch.split(t, [2, 4], 1), *torch.chunk(t, 2, 0)), x),
+        _fn("unbind", c, lambda t: torch.unbind(t, 0), x),
+        _fn("movedim_permute", c, lambda t: (t.movedim(0, 2), t.permute(2, 0, 1)), _x(2, 3, 4)),
+        _fn("flatten_unflatten", c, lambda t: t.flatten(1).unflatten(1, (6, 2)), _x(3, 4, 3)),
+        _fn("pad_constant", c, lambda t: F.pad(t, (1, 2, 0, 1), value=0.5), img),
+        _fn("pad_reflect", c, lambda t: F.pad(t, (2, 1, 1, 2), mode="reflect"), img),
+        _fn("pad_replicate", c, lambda t: F.pad(t, (2, 1, 1, 2), mode="replicate"), img),
+        _fn("pad_circular", c, lambda t: F.pad(t, (2, 1, 1, 2), mode="circular"), img),
+        _fn("pixel_shuffle", c, lambda t: F.pixel_shuffle(t, 2), _x(1, 8, 3, 3)),
+        _fn("pixel_unshuffle", c, lambda t: F.pixel_unshuffle(t, 2), _x(1, 2, 4, 6)),
+        _fn("channel_shuffle", c, lambda t: F.channel_shuffle(t, 2), _x(1, 4, 3, 3)),
+        _fn("im2col_unfold", c, lambda t: F.unfold(t, 2, stride=1), img),
+        _fn("col2im_fold", c, lambda t: F.fold(t, (4, 5), 2), _x(1, 8, 12)),
+        _fn("meshgrid", c, lambda a, b: torch.meshgrid(a, b, indexing="ij"),
+            lambda: (randn(3), randn(4))),
+        _fn("arange_linspace", c, lambda t: t + torch.arange(6) * 0.5 + torch.linspace(0, 1, 6), x),
+        _fn("full_like_eye", c, lambda t: torch.full_like(t, 3.0) + torch.eye(4, 6), x),
+        _fn("triu_indices", c, lambda t: t[torch.triu_indices(4, 4, 1).unbind(0)], _x(4, 4)),
+        _fn("cross", c, lambda a, b: torch.linalg.cross(a, b), _xy(4, 3)),
+    ]
+
+
+def _linalg_cases() -> list[Case]:
+    c = "linalg"
+    la = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _fn("matmul", c, torch.matmul, lambda: (randn(3, 4, 5), randn(5, 2))),
+        _fn("bmm", c, torch.bmm, lambda: (randn(2, 3, 4), randn(2, 4, 5))),
+        _fn("baddbmm", c, lambda m, a, b: torch.baddbmm(m, a, b, beta=0.5, alpha=2.0),
+            lambda: (randn(2, 3, 5), randn(2, 3, 4), randn(2, 4, 5))),
+        _fn("addmm", c, torch.addmm, lambda: (randn(5), randn(3, 4), randn(4, 5))),
+        _fn("einsum", c, lambda a, b: torch.einsum("bij,bjk->bik", a, b),
+            lambda: (randn(2, 3, 4), randn(2, 4, 5))),
+        _fn("outer_dot_mv", c, lambda a, b, m: (torch.outer(a, b), torch.dot(a, b), m @ a),
+            lambda: (randn(4), randn(4), randn(3, 4))),
+        _fn("kron", c, torch.kron, lambda: (randn(2, 3), randn(2, 2))),
+        _fn("tensordot", c, lambda a, b: torch.tensordot(a, b, dims=([1, 2], [0, 1])),
+            lambda: (randn(2, 3, 4), randn(3, 4, 5))),
+        _fn("cholesky", c, torch.linalg.cholesky, lambda: (spd(4),), **la),
+        _fn("inverse", c, torch.linalg.inv, lambda: (spd(4),), **la),
+        _fn("det", c, torch.linalg.det, lambda: (spd(3),), **la),
+        _fn("slogdet", c, torch.linalg.slogdet, lambda: (randn(2, 4, 4),), **la),
+        _fn("logdet", c, torch.logdet, lambda: (spd(3),), **la),
+        _fn("qr", c, lambda a: tuple(t.abs() for t in torch.linalg.qr(a)), _x(5, 3), **la),
+        _fn("solve", c, torch.linalg.solve, lambda: (spd(4), randn(2, 4, 2)), **la),
+        _fn("solve_triangular", c,
+            lambda a, b: torch.linalg.solve_triangular(torch.linalg.cholesky(a), b, upper=False),
+            lambda: (spd(4), randn(2, 4, 2)), **la),
+        _fn("cholesky_solve", c, lambda a, b: torch.cholesky_solve(b, torch.linalg.cholesky(a)),
+            lambda: (spd(4), randn(2, 4, 2)), **la),
+        _fn("lu_factor", c, lambda a: torch.linalg.lu_factor(a), lambda: (spd(3),), **la),
+        _fn("svdvals", c, torch.linalg.svdvals, _x(4, 3), **la),
+        _fn("eigvalsh", c, torch.linalg.eigvalsh, lambda: (spd(4),), **la),
+        _fn("pinv", c, torch.linalg.pinv, _x(4, 3), **la),
+        _fn("matrix_exp", c, torch.linalg.matrix_exp, lambda: (randn(2, 3, 3) * 0.5,), **la),
+        _fn("matrix_norm_fro", c, torch.linalg.matrix_norm, _x(2, 3, 4)),
+        _fn("matrix_norm_nuc", c, lambda a: torch.linalg.matrix_norm(a, "nuc"), _x(3, 4), **la),
+        _mod("linear", c, lambda: nn.Linear(6, 3), _x(4, 6)),
+        _mod("bilinear", c, lambda: nn.Bilinear(3, 4, 2), lambda: (randn(5, 3), randn(5, 4))),
+    ]
+
+
+def _pool_cases() -> list[Case]:
+    c = "pooling"
+    img = _x(1, 2, 7, 9)
+    return [
+        _fn("max_pool1d", c, lambda t: F.max_pool1d(t, 3, 2), _x(1, 3, 10)),
+        _fn("max_pool2d", c, lambda t: F.max_pool2d(t, 2), img),
+        _fn("max_pool2d_ceil", c, lambda t: F.max_pool2d(t, 3, 2, ceil_mode=True), img),
+        _fn("max_pool2d_dilation", c, lambda t: F.max_pool2d(t, 2, 1, padding=1, dilation=2), img),
+        _fn("max_pool2d_indices", c, lambda t: F.max_pool2d(t, 2, return_indices=True), img),
+        _fn("max_pool3d", c, lambda t: F.max_pool3d(t, 2), _x(1, 2, 4, 4, 4)),
+        _fn("max_unpool2d", c, lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
+            _x(1, 2, 4, 6)),
+        _fn("avg_pool1d", c, lambda t: F.avg_pool1d(t, 3, 2), _x(1, 3, 10)),
+        _fn("avg_pool2d", c, lambda t: F.avg_pool2d(t, 2), img),
+        _fn("avg_pool2d_ceil", c, lambda t: F.avg_pool2d(t, 3, 2, ceil_mode=True), img),
+        _fn("avg_pool2d_no_pad_count", c,
+            lambda t: F.avg_pool2d(t, 3, 2, padding=1, count_include_pad=False), img),
+        _fn("avg_pool2d_divisor", c, lambda t: F.avg_pool2d(t, 2, divisor_override=3), img),
+        _fn("avg_pool3d", c, lambda t: F.avg_pool3d(t, 2, padding=1), _x(1, 2, 4, 4, 4)),
+        _fn("adaptive_avg_pool1d", c, lambda t: F.adaptive_avg_pool1d(t, 4), _x(1, 3, 10)),
+        _fn("adaptive_avg_pool2d", c, lambda t: F.adaptive_avg_pool2d(t, (3, 4)), img),
+        _fn("adaptive_max_pool1d", c, lambda t: F.adaptive_max_pool1d(t, 4), _x(1, 3, 10)),
+        _fn("adaptive_max_pool2d", c, lambda t: F.adaptive_max_pool2d(t, 3), img),
+        _fn("adaptive_max_pool2d_indices", c,
+            lambda t: F.adaptive_max_pool2d(t, (3, 4), return_indices=True), img),
+        _fn("fractional_max_pool2d", c,
+            lambda t, s: F.fractional_max_pool2d(t, 2, output_size=(4, 5), _random_samples=s),
+            lambda: (randn(1, 2, 8, 9), torch.rand(1, 2, 2))),
+        _fn("lp_pool2d", c, lambda t: F.lp_pool2d(t, 2, 2), img),
+    ]
+
+
+def _conv_cases() -> list[Case]:
+    c = "conv"
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _mod("conv1d", c, lambda: nn.Conv1d(3, 4, 3, padding=1), _x(2, 3, 10), **tol),
+        _mod("conv2d", c, lambda: nn.Conv2d(3, 4, 3), _x(1, 3, 8, 8), **tol),
+        _mod("conv2d_stride_dilation", c, lambda: nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2),
+             _x(1, 3, 9, 9), **tol),
+        _mod("conv2d_groups", c, lambda: nn.Conv2d(4, 6, 3, groups=2, bias=False), _x(1, 4, 6, 6),
+             **tol),
+        _mod("conv2d_depthwise", c, lambda: nn.Conv2d(4, 4, 3, groups=4, padding=1), _x(1, 4, 6, 6),
+             **tol),
+        _mod("conv2d_same", c, lambda: nn.Conv2d(2, 3, 4, padding="same"), _x(1, 2, 7, 7), **tol),
+        _mod("conv2d_reflect", c, lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+             _x(1, 2, 6, 6), **tol),
+        _mod("conv3d", c, lambda: nn.Conv3d(2, 3, 2), _x(1, 2, 4, 4, 4), **tol),
+        _mod("conv_transpose1d", c, lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), _x(1, 3, 6),
+             **tol),
+        _mod("conv_transpose2d", c,
+             lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1),
+             _x(1, 3, 5, 5), **tol),
+        _mod("conv_transpose2d_groups", c, lambda: nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2),
+             _x(1, 4, 3, 3), **tol),
+        _mod("conv_transpose3d", c, lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), _x(1, 2, 3, 3, 3),
+             **tol),
+    ]
+
+
+def _norm_cases() -> list[Case]:
+    c = "norm"
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _mod("layer_norm", c, lambda: nn.LayerNorm(6), _x(3, 4, 6), **tol),
+        _fn("layer_norm_no_affine", c, lambda t: F.layer_norm(t, (4, 6)), _x(3, 4, 6), **tol),
+        _mod("group_norm", c, lambda: nn.GroupNorm(2, 4), _x(2, 4, 3, 3), **tol),
+        _mod("instance_norm", c, lambda: nn.InstanceNorm2d(3, affine=True), _x(2, 3, 4, 4), **tol),
+        _mod("batch_norm2d", c, lambda: _with_stats(nn.BatchNorm2d(3)), _x(2, 3, 4, 4), **tol),
+        _mod("batch_norm1d", c, lambda: _with_stats(nn.BatchNorm1d(5)), _x(4, 5), **tol),
+        _mod("rms_norm", c, lambda: nn.RMSNorm(6), _x(3, 6), **tol),
+        _fn("local_response_norm", c, lambda t: F.local_response_norm(t, 3), _x(1, 5, 3, 3), **tol),
+        _fn("normalize", c, lambda t: F.normalize(t, dim=1), _x(4, 6), **tol),
+    ]
+
+
+def _with_stats(bn: nn.Module) -> nn.Module:
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+    return bn
+
+
+def _nn_cases() -> list[Case]:
+    c = "nn"
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    img = _x(1, 2, 4, 5)
+    grid = lambda: (randn(1, 2, 4, 5), uniform(-1.1, 1.1, 1, 3, 3, 2))  # noqa: E731
+    return [
+        _mod("embedding", c, lambda: nn.Embedding(10, 4, padding_idx=0),
+             lambda: (randint(0, 10, 2, 5),)),
+        _mod("embedding_bag_mean", c, lambda: nn.EmbeddingBag(10, 4, mode="mean"),
+             lambda: (randint(0, 10, 3, 4),)),
+        _mod("embedding_bag_max", c, lambda: nn.EmbeddingBag(10, 4, mode="max"),
+             lambda: (randint(0, 10, 3, 4),)),
+        _fn("embedding_bag_offsets", c,
+            lambda w, i: F.embedding_bag(i, w, torch.tensor([0, 2, 5]), mode="sum"),
+            lambda: (randn(10, 4), randint(0, 10, 7))),
+        _fn("histc", c, lambda t: torch.histc(t, bins=5, min=-2, max=2), _x(50)),
+        _fn("interp_nearest", c, lambda t: F.interpolate(t, scale_factor=2), img),
+        _fn("interp_nearest_exact", c, lambda t: F.interpolate(t, size=(7, 3), mode="nearest-exact"),
+            img),
+        _fn("interp_bilinear", c, lambda t: F.interpolate(t, size=(7, 9), mode="bilinear"), img,
+            **tol),
+        _fn("interp_bilinear_align", c,
+            lambda t: F.interpolate(t, scale_factor=1.5, mode="bilinear", align_corners=True),
+            img, **tol),
+        _fn("interp_bicubic", c, lambda t: F.interpolate(t, size=(6, 7), mode="bicubic"), img, **tol),
+        _fn("interp_area", c, lambda t: F.interpolate(t, size=(3, 2), mode="area"), img, **tol),
+        _fn("interp_linear_1d", c, lambda t: F.interpolate(t, size=7, mode="linear"), _x(1, 2, 5),
+            **tol),
+        _fn("interp_trilinear", c, lambda t: F.interpolate(t, scale_factor=2, mode="trilinear"),
+            _x(1, 1, 2, 3, 3), **tol),
+        _fn("interp_bilinear_antialias", c,
+            lambda t: F.interpolate(t, size=(2, 3), mode="bilinear", antialias=True), img, **tol),
+        _fn("grid_sample_bilinear", c, lambda t, g: F.grid_sample(t, g, align_corners=False), grid,
+            **tol),
+        _fn("grid_sample_nearest_border", c,
+            lambda t, g: F.grid_sample(t, g, mode="nearest", padding_mode="border",
+                                       align_corners=True), grid, **tol),
+        _fn("affine_grid", c, lambda th: F.affine_grid(th, [1, 1, 3, 4], align_corners=False),
+            _x(1, 2, 3), **tol),
+        _fn("sdpa", c, F.scaled_dot_product_attention,
+            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)), **tol),
+        _fn("sdpa_causal", c, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)), **tol),
+        _mod("multihead_attention", c, lambda: _MHA(), _x(2, 5, 8), **tol),
+        _mod("lstm", c, lambda: _RNN(nn.LSTM(4, 5, batch_first=True)), _x(2, 3, 4), **tol),
+        _mod("gru", c, lambda: _RNN(nn.GRU(4, 5, batch_first=True)), _x(2, 3, 4), **tol),
+        _fn("cross_entropy", c, F.cross_entropy, lambda: (randn(4, 5), randint(0, 5, 4)), **tol),
+        _fn("nll_loss_weight", c, lambda t, y: F.nll_loss(t.log_softmax(1), y, torch.arange(1.0, 6.0)),
+            lambda: (randn(4, 5), randint(0, 5, 4)), **tol),
+        _fn("mse_l1_smoothl1", c,
+            lambda a, b: (F.mse_loss(a, b), F.l1_loss(a, b), F.smooth_l1_loss(a, b, beta=0.5)),
+            _xy(4, 6), **tol),
+        _fn("huber_loss", c, lambda a, b: F.huber_loss(a, b, delta=0.7), _xy(4, 6), **tol),
+        _fn("kl_div", c, lambda a, b: F.kl_div(a.log_softmax(1), b.softmax(1), reduction="batchmean"),
+            _xy(4, 6), **tol),
+        _fn("bce_with_logits", c, lambda a, b: F.binary_cross_entropy_with_logits(a, b.sigmoid()),
+            _xy(4, 6), **tol),
+        _fn("dropout_eval", c, lambda t: F.dropout(t, 0.5, training=False), _x(4, 6)),
+    ]
+
+
+class _MHA(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+class _RNN(nn.Module):
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+def _fft_complex_cases() -> list[Case]:
+    c = "fft/complex"
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _fn("rfft_abs", c, lambda t: torch.fft.rfft(t).abs(), _x(3, 8), **tol),
+        _fn("rfft_irfft", c, lambda t: torch.fft.irfft(torch.fft.rfft(t) * 0.5, n=8), _x(3, 8), **tol),
+        _fn("fft_real_imag", c, lambda t: torch.view_as_real(torch.fft.fft(t)), _x(3, 8), **tol),
+        _fn("rfft2", c, lambda t: torch.view_as_real(torch.fft.rfft2(t)), _x(2, 4, 6), **tol),
+        _fn("polar", c, lambda a, b: torch.view_as_real(torch.polar(a, b)),
+            lambda: (uniform(0.5, 1.5, 4), randn(4)), **tol),
+        _fn("complex_mul_abs", c,
+            lambda a, b: (torch.complex(a, b) * torch.complex(b, a)).abs(), _xy(4, 6), **tol),
+        _fn("stft_abs", c, lambda t: torch.stft(t, 8, hop_length=4, return_complex=True,
+                                               window=torch.ones(8)).abs(), _x(2, 32), **tol),
+    ]
+
+
+def _dtype_cases() -> list[Case]:
+    c = "dtype"
+    h, bf, d = torch.float16, torch.bfloat16, torch.float64
+    return [
+        _fn("f16_add_mul", c, lambda a, b: a * b + a,
+            lambda: (randn(4, 6, dtype=h), randn(4, 6, dtype=h))),
+        _fn("f16_matmul", c, torch.matmul, lambda: (randn(4, 8, dtype=h), randn(8, 3, dtype=h))),
+        _fn("f16_softmax", c, lambda t: t.softmax(-1), lambda: (randn(4, 6, dtype=h),)),
+        _fn("f16_erfinv", c, torch.erfinv, lambda: (uniform(-0.9, 0.9, 4, 6, dtype=h),)),
+        _fn("f16_to_f32", c, lambda t: t.float().exp(), lambda: (randn(4, 6, dtype=h),)),
+        _fn("bf16_add_gelu", c, lambda a, b: F.gelu(a + b),
+            lambda: (randn(4, 6, dtype=bf), randn(4, 6, dtype=bf))),
+        _fn("bf16_layer_norm", c, lambda t: F.layer_norm(t, (6,)), lambda: (randn(4, 6, dtype=bf),)),
+        _fn("bf16_lgamma", c, torch.lgamma, lambda: (uniform(0.5, 4, 4, 6, dtype=bf),)),
+        _fn("f64_exp_tanh", c, lambda t: torch.exp(t).tanh(), lambda: (randn(4, 6, dtype=d),)),
+        _fn("f64_erfinv", c, torch.erfinv, lambda: (uniform(-0.9, 0.9, 4, 6, dtype=d),)),
+        _fn("f64_matmul", c, torch.matmul, lambda: (randn(4, 5, dtype=d), randn(5, 3, dtype=d))),
+        _fn("f64_cumsum", c, lambda t: torch.cumsum(t, 0), lambda: (randn(4, 6, dtype=d),)),
+        _fn("f64_logcumsumexp", c, lambda t: torch.logcumsumexp(t, 1), lambda: (randn(4, 6, dtype=d),)),
+        _fn("mixed_f16_f32", c, lambda a, b: a + b, lambda: (randn(4, 6, dtype=h), randn(4, 6))),
+    ]
+
+
+def _mixed_cases() -> list[Case]:
+    c = "mixed"
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _fn("chain_native_fallback", c,
+            lambda t: torch.relu(torch.lgamma(torch.special.erfinv(torch.tanh(t) * 0.9).abs() + 1)),
+            _x(4, 6), **tol),
+        _fn("fallback_tuple_feeds_native", c,
+            lambda t: torch.kthvalue(t, 2, 1)[0].exp() + torch.cummax(t, 1)[1].float().sum(1),
+            _x(4, 6), **tol),
+        _fn("sort_then_gather", c, lambda t: torch.gather(t, 1, t.argsort(1)[:, :2]) * 2, _x(4, 6)),
+        _fn("topk_then_scatter", c,
+            lambda t: torch.zeros_like(t).scatter(1, t.topk(2, 1).indices, 1.0), _x(4, 6)),
+    ]
+
+
+def _all_cases() -> list[Case]:
+    cases = [
+        *_unary_cases(),
+        *_special_cases(),
+        *_binary_cases(),
+        *_int_bool_cases(),
+        *_reduction_cases(),
+        *_scan_sort_cases(),
+        *_indexing_cases(),
+        *_data_dependent_cases(),
+        *_shape_cases(),
+        *_linalg_cases(),
+        *_pool_cases(),
+        *_conv_cases(),
+        *_norm_cases(),
+        *_nn_cases(),
+        *_fft_complex_cases(),
+        *_dtype_cases(),
+        *_mixed_cases(),
+    ]
+    names = Counter(case.name for case in cases)
+    dup = [n for n, k in names.items() if k > 1]
+    if dup:
+        raise ValueError(f"duplicate sweep case names: {dup}")
+    return cases
+
+
+CASES: tuple[Case, ...] = tuple(_all_cases())
+
+
+def select_cases(names: Sequence[str]) -> list[Case]:
+    """The cases named in ``names`` (in that order); an unknown name is an error."""
+    by_name = {case.name: case for case in CASES}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(f"unknown sweep case(s): {unknown}")
+    return [by_name[n] for n in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+class _Mismatch(AssertionError):
+    pass
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:300] if lines else ""
+
+
+def _compare(got: object, expected: object, case: Case) -> None:
+    """Raise :class:`_Mismatch` unless ``got`` matches ``expected`` leaf by leaf."""
+    got_leaves, got_spec = pytree.tree_flatten(got)
+    exp_leaves, exp_spec = pytree.tree_flatten(expected)
+    if len(got_leaves) != len(exp_leaves):
+        raise _Mismatch(f"{len(got_leaves)} outputs, expected {len(exp_leaves)}")
+    for k, (g, e) in enumerate(zip(got_leaves, exp_leaves)):
+        if not isinstance(e, torch.Tensor):
+            e = torch.as_tensor(e)
+        if not isinstance(g, torch.Tensor):
+            raise _Mismatch(f"output {k} is a {type(g).__name__}, expected a tensor")
+        if e.dtype.is_floating_point or e.dtype.is_complex:
+            rtol, atol = _TOLERANCES.get(e.dtype, (1e-4, 1e-5))
+            rtol = case.rtol if case.rtol is not None else rtol
+            atol = case.atol if case.atol is not None else atol
+        else:
+            rtol, atol = 0.0, 0.0
+        try:
+            torch.testing.assert_close(g, e, rtol=rtol, atol=atol, equal_nan=True)
+        except AssertionError as err:
+            msg = " ".join(str(err).split())
+            raise _Mismatch(f"output {k}: {msg}"[:300]) from None
+
+
+def _plain_tvm(ep: torch.export.ExportedProgram, inputs: tuple, expected: object, case: Case):
+    """``(status, detail)`` of the model through TVM's own importer alone."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    try:
+        mod = from_exported_program(ep)
+        ex = relax.build(mod, target="llvm")
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+        out = vm["main"](*[tvm.runtime.from_dlpack(x.contiguous()) for x in inputs])
+        got = [torch.from_dlpack(t) for t in _flatten_tvm(out)]
+    except Exception as err:
+        return "error", f"{type(err).__name__}: {_first_line(err)}"
+    try:
+        exp_leaves = pytree.tree_leaves(expected)
+        _compare(got, exp_leaves, case)
+    except _Mismatch as err:
+        return "wrong", str(err)
+    return "ok", ""
+
+
+def _flatten_tvm(value: object) -> list:
+    import tvm
+
+    if isinstance(value, tvm.runtime.Tensor):
+        return [value]
+    out = []
+    for v in value:
+        out.extend(_flatten_tvm(v))
+    return out
+
+
+def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False) -> Result:
+    """Run one case; never raises (except KeyboardInterrupt and friends)."""
+    import byoc_torch
+
+    t0 = time.perf_counter()
+    result = Result(case.name, case.category, "error")
+    stage = "inputs"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(case.seed)
+            model = case.make_model().eval()
+            inputs = tuple(case.make_inputs())
+            with torch.no_grad():
+                expected = model(*[x.clone() for x in inputs])
+            stage = "export"
+            with torch.no_grad():
+                ep = torch.export.export(model, inputs)
+            stage = "compile"
+            compiled = byoc_torch.compile(ep)
+            result.fallback_ops = [r.op for r in compiled.fallbacks]
+            result.fallback_reasons = [
+                f"{r.op}: {r.reason}" + (f" ({r.detail})" if r.detail else "")
+                for r in compiled.fallbacks
+            ]
+            result.num_torch_subgraphs = compiled.num_torch_subgraphs()
+            stage = "run"
+            got = compiled(*inputs)
+            stage = "compare"
+            _compare(got, expected, case)
+            result.status = "fallback" if compiled.fallbacks else "native"
+            result.stage = ""
+            if plain_tvm:
+                result.plain_tvm, result.plain_tvm_detail = _plain_tvm(ep, inputs, expected, case)
+    except _Mismatch as err:
+        result.status, result.stage = "wrong", "compare"
+        result.error_type, result.detail = "Mismatch", str(err)
+    except Exception as err:
+        result.status, result.stage = "error", stage
+        result.error_type, result.detail = type(err).__name__, _first_line(err)
+        if keep_traceback:
+            result.traceback = traceback.format_exc()
+    if result.status in ("wrong", "error") and plain_tvm and stage not in ("inputs", "export"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result.plain_tvm, result.plain_tvm_detail = _plain_tvm(ep, inputs, expected, case)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def run_sweep(
+    cases: Sequence[Case] | None = None,
+    verbose: bool = False,
+    *,
+    plain_tvm: bool = True,
+) -> list[Result]:
+    """Run ``cases`` (default: all of :data:`CASES`) in order and return one Result each.
+
+    ``verbose`` logs each result (logger ``byoc_torch.sweep``, level INFO) and keeps the
+    traceback of errors in ``Result.traceback``. ``plain_tvm`` also runs each model through
+    TVM's own importer, for context.
+    """
+    results = []
+    for case in CASES if cases is None else cases:
+        result = run_case(case, plain_tvm=plain_tvm, keep_traceback=verbose)
+        if verbose:
+            logger.info("%-30s %-9s %s", case.name, result.status, _summary(result))
+        results.append(result)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary(r: Result) -> str:
+    if r.status in ("wrong", "error"):
+        return f"[{r.stage}] {r.error_type}: {r.detail}"
+    if r.fallback_ops:
+        ops = sorted({re.sub(r"^aten\.|\.default$", "", op) for op in r.fallback_ops})
+        return "torch: " + ", ".join(ops)
+    return ""
+
+
+def totals(results: Sequence[Result]) -> dict[str, int | float]:
+    """Counts per status, the total and the share of correct results."""
+    counts = Counter(r.status for r in results)
+    out: dict[str, int | float] = {s: counts.get(s, 0) for s in STATUSES}
+    out["total"] = len(results)
+    correct = sum(counts.get(s, 0) for s in CORRECT)
+    out["share_correct"] = round(correct / len(results), 4) if results else math.nan
+    return out
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A plain-text table of results, then the totals."""
+    rows = [("case", "category", "status", "plain TVM", "details")]
+    for r in results:
+        rows.append((r.name, r.category, r.status, r.plain_tvm, _summary(r)))
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    lines = []
+    for row in rows:
+        head = "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths))
+        lines.append(f"{head}  {row[4][:140]}".rstrip())
+    t = totals(results)
+    lines.append("")
+    lines.append(
+        f"total {t['total']}: native {t['native']}, fallback {t['fallback']}, wrong {t['wrong']}, "
+        f"error {t['error']}; correct {t['native'] + t['fallback']}/{t['total']} "
+        f"({100 * t['share_correct']:.1f}%)"
+    )
+    plain = Counter(r.plain_tvm for r in results)
+    lines.append("plain TVM alone: " + ", ".join(f"{k} {v}" for k, v in sorted(plain.items())))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m byoc_torch.sweep [-k SUBSTR] [--json PATH] [--no-plain-tvm] [-v]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m byoc_torch.sweep", description="byoc_torch sweep over ATen ops"
+    )
+    parser.add_argument("-k", "--filter", action="append", default=[],
+                        help="run only cases whose name or category contains this (repeatable)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    parser.add_argument("--no-plain-tvm", action="store_true",
+                        help="skip running each model through plain TVM")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each case as it runs")
+    args = parser.parse_args(argv)
+
+    cases = [
+        c for c in CASES
+        if not args.filter or any(f in c.name or f in c.category for f in args.filter)
+    ]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:32s} {c.category}")
+        return 0
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logger.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    results = run_sweep(cases, verbose=args.verbose, plain_tvm=not args.no_plain_tvm)
+    elapsed = time.perf_counter() - t0
+    print(format_table(results))
+    print(f"({elapsed:.1f} s)")
+    if args.json:
+        data = {"totals": totals(results), "results": [asdict(r) for r in results]}
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
