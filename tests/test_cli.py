@@ -1,0 +1,46 @@
+"""The byoc-torch command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from byoc_torch import cli
+
+
+def test_demo_prints_the_required_facts(capsys):
+    assert cli.main(["demo", "--warmup", "1", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "result matches eager PyTorch" in out
+    for op in ("aten.erfinv.default", "aten.logcumsumexp.default", "aten.kthvalue.default"):
+        assert op in out
+    assert "torch subgraphs: 3" in out
+    assert "eager PyTorch :" in out and "byoc_torch    :" in out
+
+
+def test_demo_exports(tmp_path, capsys):
+    path = tmp_path / "demo.so"
+    assert cli.main(["demo", "--warmup", "0", "--repeat", "1", "--export", str(path)]) == 0
+    assert path.is_file()
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "byoc-torch"
+    assert script.is_file(), f"console script missing: {script}"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--model", "nope"])
+
+
+def test_module_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "byoc_torch.cli", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "demo" in proc.stdout

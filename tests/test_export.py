@@ -1,0 +1,87 @@
+"""export -> load, in this process and in a fresh one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import byoc_torch
+from byoc_torch.models import get_example
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    model, inputs = get_example("demo")
+    compiled = byoc_torch.compile(model, inputs)
+    path = compiled.export(tmp_path_factory.mktemp("artifact") / "demo.so")
+    return model, inputs, compiled, path
+
+
+def test_load_in_same_process(demo):
+    model, inputs, _, path = demo
+    loaded = byoc_torch.load(path)
+    with torch.no_grad():
+        expected = model(*inputs)
+    torch.testing.assert_close(loaded(*inputs), expected, rtol=1e-4, atol=1e-4)
+    assert loaded.num_torch_subgraphs() == 3
+
+
+def test_load_in_fresh_process_gives_same_outputs(demo, tmp_path):
+    _, inputs, compiled, path = demo
+    torch.save(inputs, tmp_path / "inputs.pt")
+    expected = compiled(*inputs)
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch, byoc_torch
+        m = byoc_torch.load({str(path)!r})
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        out = m(*inputs)
+        torch.save(out, {str(tmp_path / "got.pt")!r})
+        print("subgraphs", m.num_torch_subgraphs())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "subgraphs 3" in proc.stdout
+    got = torch.load(tmp_path / "got.pt")
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_loaded_module_checks_inputs(demo):
+    loaded = byoc_torch.load(demo[3])
+    with pytest.raises(ValueError, match=r"input 0 \('x'\) has shape"):
+        loaded(torch.rand(2, 3, 8, 8))
+
+
+def test_missing_artifact():
+    with pytest.raises(FileNotFoundError, match="no artifact at"):
+        byoc_torch.load("/nonexistent/model.so")
+
+
+def test_corrupt_artifact(tmp_path):
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(b"not a shared object at all")
+    with pytest.raises(ValueError, match="is not a loadable artifact"):
+        byoc_torch.load(bad)
+
+
+def test_artifact_without_byoc_torch_signature(tmp_path):
+    import tvm
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType([2], "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        bb.emit_func_output(x)
+    path = tmp_path / "plain.so"
+    relax.build(bb.get(), target="llvm").export_library(str(path))
+    assert tvm.runtime.load_module(str(path)) is not None
+    with pytest.raises(ValueError, match="not written by byoc_torch"):
+        byoc_torch.load(path)
