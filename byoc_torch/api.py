@@ -71,7 +71,7 @@ def _device_of(target) -> str:
     return "cuda" if str(kind) == "cuda" else "cpu"
 
 
-def compile(  # noqa: A001  (the public name the design card fixes)
+def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
     target: str | dict = "llvm",

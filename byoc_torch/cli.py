@@ -60,7 +60,9 @@ def _demo(args: argparse.Namespace) -> int:
     with torch.no_grad():
         eager_ms, eager_spread = measure_latency(lambda: model(*inputs), args.warmup, args.repeat)
     hybrid_ms, hybrid_spread = measure_latency(lambda: compiled(*inputs), args.warmup, args.repeat)
-    print(f"\nlatency (median of {args.repeat}, after {args.warmup} warm-up runs; spread = max-min):")
+    print(
+        f"\nlatency (median of {args.repeat}, after {args.warmup} warm-up runs; spread = max-min):"
+    )
     print(f"  eager PyTorch : {eager_ms:8.3f} ms  (spread {eager_spread:.3f} ms)")
     print(f"  byoc_torch    : {hybrid_ms:8.3f} ms  (spread {hybrid_spread:.3f} ms)")
     if args.export:

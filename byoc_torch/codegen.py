@@ -107,4 +107,3 @@ class LowerTorchFunctions:
         external = list(out.attrs.get("external_mods", [])) if out.attrs is not None else []
         out = out.with_attr("external_mods", external + modules)
         return relax.transform.Normalize()(out)
-

@@ -123,10 +123,12 @@ class CompiledModule:
             )
         symbols: dict[str, int] = {}
         args = []
-        for k, (x, spec) in enumerate(zip(inputs, specs)):
+        for k, (x, spec) in enumerate(zip(inputs, specs, strict=True)):
             where = f"input {k} ('{spec.name}')"
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f"byoc_torch: {where} must be a torch.Tensor, got {type(x).__name__}")
+                raise TypeError(
+                    f"byoc_torch: {where} must be a torch.Tensor, got {type(x).__name__}"
+                )
             dtype = str(x.dtype).removeprefix("torch.")
             if dtype != spec.dtype:
                 raise TypeError(f"byoc_torch: {where} has dtype {dtype}, expected {spec.dtype}")
@@ -135,7 +137,7 @@ class CompiledModule:
                     f"byoc_torch: {where} has shape {tuple(x.shape)}, expected rank "
                     f"{len(spec.shape)} {_shape_str(spec.shape)}"
                 )
-            for d, (got, want) in enumerate(zip(x.shape, spec.shape)):
+            for d, (got, want) in enumerate(zip(x.shape, spec.shape, strict=True)):
                 if isinstance(want, int):
                     if got != want:
                         raise ValueError(
@@ -226,7 +228,7 @@ def _unflatten(leaves, node: dict):
         return next(leaves)
     children = [_unflatten(leaves, c) for c in node["c"]]
     if kind == "dict":
-        return dict(zip(node["k"], children))
+        return dict(zip(node["k"], children, strict=True))
     return children if kind == "list" else tuple(children)
 
 

@@ -254,7 +254,10 @@ class _FallbackImporter(ExportedProgramImporter):
         names = "+".join(op_key(n.target) for n in members if n.target is not operator.getitem)
         args = [self._relax_input(n, members[0]) for n in ns.inputs]
         call = relay_ext.torchop(
-            args, script=ns.source, in_types=in_types, out_type=relax.TupleType(out_types),
+            args,
+            script=ns.source,
+            in_types=in_types,
+            out_type=relax.TupleType(out_types),
             op_name=names,
         )
         result = self.block_builder.emit(call, name_hint=members[0].name)
@@ -316,8 +319,10 @@ def _meta_at(node: fx.Node, k: int | None) -> torch.Tensor:
 
 def _produces_foreign(node: fx.Node) -> bool:
     metas = output_metas(node)
-    return node.op == "call_function" and metas is not None and any(
-        m.dtype in _FOREIGN_DTYPES for m in metas
+    return (
+        node.op == "call_function"
+        and metas is not None
+        and any(m.dtype in _FOREIGN_DTYPES for m in metas)
     )
 
 

@@ -110,7 +110,9 @@ def _first_mergeable_pair(nodes: list[_Node], group_of: dict[int, int]) -> tuple
     another: merging groups a and b creates a cycle iff some unit outside both lies on a path
     from one to the other.
     """
-    group_ids = sorted(set(group_of.values()), key=lambda g: min(i for i, h in group_of.items() if h == g))
+    group_ids = sorted(
+        set(group_of.values()), key=lambda g: min(i for i, h in group_of.items() if h == g)
+    )
     if len(group_ids) < 2:
         return None
     unit_of = [len(nodes) + group_of[n.index] if n.is_torch else n.index for n in nodes]
@@ -207,7 +209,7 @@ def _lift(
         outputs = [nodes[members[-1]].binding.var]
 
     params = [relax.Var(f"p{k}", e.ty) for k, e in enumerate(inputs)]
-    param_of = {e: p for e, p in zip(inputs, params)}
+    param_of = {e: p for e, p in zip(inputs, params, strict=True)}
     step_of: dict[relax.Var, int] = {}  # member var -> step index (torchop members only)
     getitem_of: dict[relax.Var, tuple[int, int]] = {}
     steps: list[GroupStep] = []
@@ -385,7 +387,9 @@ class _Partitioner:
             lifted.append(_Lifted(ms, inputs, outputs, gvar, f))
             logger.debug("%s: %d torch bindings -> %s", fn_name, len(ms), symbol)
         order = _topo_order(nodes, unit_of, n_units)
-        native_binding = {unit_of[n.index]: n.binding for n in nodes if unit_of[n.index] >= group_units}
+        native_binding = {
+            unit_of[n.index]: n.binding for n in nodes if unit_of[n.index] >= group_units
+        }
         dataflow = isinstance(block, relax.DataflowBlock)
         bindings = []
         for u in order:
@@ -409,7 +413,11 @@ def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
     """The external functions of ``mod`` that byoc_torch's codegen owns, by symbol."""
     out = {}
     for gv, f in mod.functions.items():
-        if isinstance(f, relax.Function) and f.attrs is not None and f.attrs.get("Codegen") == CODEGEN:
+        if (
+            isinstance(f, relax.Function)
+            and f.attrs is not None
+            and f.attrs.get("Codegen") == CODEGEN
+        ):
             out[gv.name_hint] = f
     return dict(sorted(out.items()))
 

@@ -27,10 +27,10 @@ __all__ = [
     "FallbackError",
     "NodeScript",
     "merge_scripts",
+    "output_metas",
     "script_for_node",
     "script_for_nodes",
     "tensor_meta",
-    "output_metas",
 ]
 
 
@@ -231,8 +231,10 @@ def _render_scalar(w: _Writer, node: fx.Node) -> str:
         expr = f"{_render(w, args[0])}.storage_offset()"
     elif t is torch.ops.aten._local_scalar_dense.default:
         val = node.meta.get("val")
-        cast = "bool" if isinstance(val, bool | torch.SymBool) else (
-            "float" if isinstance(val, float | torch.SymFloat) else "int"
+        cast = (
+            "bool"
+            if isinstance(val, bool | torch.SymBool)
+            else ("float" if isinstance(val, float | torch.SymFloat) else "int")
         )
         expr = f"{cast}({_render(w, args[0])})"
     elif t in _BINARY_SYMBOLS:

@@ -125,7 +125,7 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
     analyzer = tvm.sym.Analyzer()
     bound: dict[str, tvm.ir.PrimExpr] = {}
     deferred: list[tuple[int, int, tvm.ir.PrimExpr, tvm.ir.PrimExpr]] = []
-    for i, (arg, want) in enumerate(zip(call.args, declared)):
+    for i, (arg, want) in enumerate(zip(call.args, declared, strict=True)):
         got = arg.ty
         if not isinstance(got, relax.TensorType):
             raise TorchOpTypeError(f"torchop '{name}': input {i} has type {got}, expected a tensor")
@@ -141,7 +141,7 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
         got_dims, want_dims = _shape_dims(got), _shape_dims(want)
         if got_dims is None or want_dims is None:
             continue
-        for d, (g, w) in enumerate(zip(got_dims, want_dims)):
+        for d, (g, w) in enumerate(zip(got_dims, want_dims, strict=True)):
             if isinstance(w, tirx.Var):
                 prev = bound.get(w.name)
                 if prev is None:
@@ -170,9 +170,7 @@ def _dim(e: tvm.ir.PrimExpr) -> str:
     return str(e).replace("T.int64(", "(")
 
 
-def _provably_different(
-    analyzer: tvm.sym.Analyzer, a: tvm.ir.PrimExpr, b: tvm.ir.PrimExpr
-) -> bool:
+def _provably_different(analyzer: tvm.sym.Analyzer, a: tvm.ir.PrimExpr, b: tvm.ir.PrimExpr) -> bool:
     if isinstance(a, tirx.IntImm) and isinstance(b, tirx.IntImm):
         return int(a.value) != int(b.value)
     return bool(analyzer.can_prove(a != b))

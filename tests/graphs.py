@@ -13,8 +13,8 @@ import tvm
 from tvm import relax
 
 import byoc_torch
-from byoc_torch.compiled import to_tvm
 import relay_ext
+from byoc_torch.compiled import to_tvm
 
 Graph = list[tuple[str, list[int]]]
 T = relax.TensorType([4], "float32")

@@ -23,7 +23,10 @@ class Lambda(nn.Module):
 # --- single unsupported ops of several kinds -------------------------------------------------
 
 SINGLE_OPS = {
-    "erfinv (unary special)": (lambda x: torch.special.erfinv(x), lambda: (torch.rand(3, 5) * 1.8 - 0.9,)),
+    "erfinv (unary special)": (
+        lambda x: torch.special.erfinv(x),
+        lambda: (torch.rand(3, 5) * 1.8 - 0.9,),
+    ),
     "lgamma (unary special)": (lambda x: torch.lgamma(x), lambda: (torch.rand(4, 4) * 5 + 0.1,)),
     "logcumsumexp (scan)": (lambda x: torch.logcumsumexp(x, 1), lambda: (torch.randn(3, 6),)),
     "kthvalue (tuple out)": (lambda x: torch.kthvalue(x, 2, 1), lambda: (torch.randn(4, 5),)),
@@ -35,8 +38,14 @@ SINGLE_OPS = {
         lambda x: nn.functional.adaptive_max_pool2d(x, 3),
         lambda: (torch.randn(2, 3, 8, 8),),
     ),
-    "histc (reduction)": (lambda x: torch.histc(x, bins=5, min=-2, max=2), lambda: (torch.randn(50),)),
-    "polar (binary)": (lambda a, b: torch.view_as_real(torch.polar(a, b)), lambda: (torch.rand(4) + 0.5, torch.randn(4))),
+    "histc (reduction)": (
+        lambda x: torch.histc(x, bins=5, min=-2, max=2),
+        lambda: (torch.randn(50),),
+    ),
+    "polar (binary)": (
+        lambda a, b: torch.view_as_real(torch.polar(a, b)),
+        lambda: (torch.rand(4) + 0.5, torch.randn(4)),
+    ),
     "unfold (shape op)": (lambda x: x.unfold(1, 3, 2), lambda: (torch.randn(2, 9),)),
     "index_put (converter raises)": (
         lambda x: x.index_put((torch.tensor([0]),), torch.tensor(1.0)),
@@ -123,11 +132,16 @@ def test_integer_tensors():
 
 def test_int32_and_uint8_tensors():
     def fn(a, b):
-        return torch.bucketize(a.to(torch.float32), torch.tensor([0.0, 10.0, 50.0])) + a.to(torch.int64), b.to(torch.int32) * 2
+        return torch.bucketize(a.to(torch.float32), torch.tensor([0.0, 10.0, 50.0])) + a.to(
+            torch.int64
+        ), b.to(torch.int32) * 2
 
     compile_and_check(
         Lambda(fn),
-        (torch.randint(0, 100, (6,), dtype=torch.int32), torch.randint(0, 255, (6,), dtype=torch.uint8)),
+        (
+            torch.randint(0, 100, (6,), dtype=torch.int32),
+            torch.randint(0, 255, (6,), dtype=torch.uint8),
+        ),
     )
 
 
@@ -174,7 +188,12 @@ def test_exported_program_is_accepted():
 
 def test_forced_op_runs_in_torch():
     model = Lambda(lambda x: torch.tanh(x) + 1)
-    for spelling in ("aten.tanh", "aten.tanh.default", torch.ops.aten.tanh, torch.ops.aten.tanh.default):
+    for spelling in (
+        "aten.tanh",
+        "aten.tanh.default",
+        torch.ops.aten.tanh,
+        torch.ops.aten.tanh.default,
+    ):
         compiled = compile_and_check(model, (torch.randn(5),), torch_executed_ops=[spelling])
         assert [(r.op, r.reason) for r in compiled.fallbacks] == [
             ("aten.tanh.default", "forced op (torch_executed_ops)")
@@ -182,7 +201,9 @@ def test_forced_op_runs_in_torch():
 
 
 def test_fully_supported_model_has_no_fallback():
-    compiled = compile_and_check(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(3, 4),))
+    compiled = compile_and_check(
+        nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(3, 4),)
+    )
     assert compiled.fallbacks == ()
     assert compiled.num_torch_subgraphs() == 0
 
@@ -245,7 +266,7 @@ def test_wrong_dtype(erfinv_model):
 
 
 def test_not_a_tensor(erfinv_model):
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         erfinv_model([1.0, 2.0], torch.rand(2, 3))
 
 
@@ -266,8 +287,11 @@ def test_torch_exception_names_subgraph_and_keeps_working():
 
     model = M().eval()
     compiled = byoc_torch.compile(model, (torch.randint(0, 10, (2, 3)),))
-    with pytest.raises(RuntimeError, match=r"(?s)byoc_torch subgraph 'torch_main_0' raised inside LibTorch: .*_embedding_bag.*"
-        r"not in the valid range"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)byoc_torch subgraph 'torch_main_0' raised inside LibTorch: .*_embedding_bag.*"
+        r"not in the valid range",
+    ):
         compiled(torch.tensor([[1, 2, 30], [0, 1, 2]]))
     ok = torch.tensor([[1, 2, 3], [0, 1, 2]])
     torch.testing.assert_close(compiled(ok), model(ok))
@@ -279,7 +303,7 @@ def test_unknown_option():
 
 
 def test_bad_model_type():
-    with pytest.raises(TypeError, match="expected an nn.Module or an ExportedProgram"):
+    with pytest.raises(TypeError, match=r"expected an nn\.Module or an ExportedProgram"):
         byoc_torch.compile(lambda x: x, (torch.rand(2),))
 
 

@@ -96,9 +96,7 @@ def test_pass_composes_in_sequential():
     x = random_input()
     ex = tvm.relax.build(lowered, target="llvm")
     vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
-    torch.testing.assert_close(
-        torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0]
-    )
+    torch.testing.assert_close(torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0])
 
 
 def test_deterministic():
@@ -121,9 +119,7 @@ def test_stock_run_codegen_uses_destination_passing():
     x = random_input()
     ex = tvm.relax.build(mod, target="llvm")
     vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
-    torch.testing.assert_close(
-        torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0]
-    )
+    torch.testing.assert_close(torch.from_dlpack(vm["main"](to_tvm(x))), reference(graph, x)[0])
 
 
 def test_unknown_option_is_rejected():

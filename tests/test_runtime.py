@@ -13,7 +13,9 @@ create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
 save = runtime_function("byoc_torch.SaveTorchRuntimeModule")
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
 
-IDENTITY_PLUS = "def forward(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n    return (a + b, a * b)\n"
+IDENTITY_PLUS = (
+    "def forward(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n    return (a + b, a * b)\n"
+)
 CLONE = "def forward(a: Tensor) -> Tensor:\n    return torch.clone(a)\n"
 
 
@@ -130,11 +132,15 @@ def test_torch_error_becomes_tvm_error_naming_subgraph():
 
 def test_script_that_does_not_compile_is_rejected_at_creation():
     with pytest.raises(ValueError, match=r"TorchScript of subgraph 'bad' does not compile"):
-        module({"bad": ("def forward(a: Tensor) -> Tensor:\n    return undefined(a)\n", 1, 1, False)})
+        module(
+            {"bad": ("def forward(a: Tensor) -> Tensor:\n    return undefined(a)\n", 1, 1, False)}
+        )
 
 
 def test_inconsistent_declaration_is_rejected():
-    with pytest.raises(ValueError, match="returns 2 outputs but is not marked as returning a tuple"):
+    with pytest.raises(
+        ValueError, match="returns 2 outputs but is not marked as returning a tuple"
+    ):
         module({"f": (IDENTITY_PLUS, 2, 2, False)})
 
 
