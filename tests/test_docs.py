@@ -22,11 +22,11 @@ def test_examples_run_in_order(name, tmp_path, monkeypatch):
     namespace: dict = {}
     for k, block in enumerate(blocks):
         code = compile(block, f"{name}[block {k}]", "exec")
-        exec(code, namespace)  # noqa: S102  (the docs are ours)
+        exec(code, namespace)
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     readme = DOCS.parent / "README.md"
     (block,) = python_blocks(readme)
-    exec(compile(block, "README.md", "exec"), {})  # noqa: S102
+    exec(compile(block, "README.md", "exec"), {})
