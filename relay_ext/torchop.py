@@ -154,6 +154,17 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
                     )
             else:
                 deferred.append((i, d, g, w))
+    # A compound dim such as 2*s0 binds its one unbound symbol when it is affine in it.
+    progress = True
+    while progress:
+        progress = False
+        for _, _, g, w in deferred:
+            solved = _solve_affine(analyzer, w, g, bound)
+            if solved is not None:
+                var, value = solved
+                bound[var.name] = value
+                analyzer.bind(var, value)
+                progress = True
     for i, d, g, w in deferred:
         expected = analyzer.simplify(w)
         if _provably_different(analyzer, expected, g):
@@ -161,6 +172,36 @@ def infer_type(call: relax.Call, ctx: object = None) -> relax.Type:
                 f"torchop '{name}': input {i} dim {d} is {_dim(g)}, expected {_dim(expected)}"
             )
     return _substitute(attrs["out_type"], analyzer, set(bound))
+
+
+def _solve_affine(
+    analyzer: tvm.sym.Analyzer, pattern: tvm.ir.PrimExpr, actual: tvm.ir.PrimExpr, bound: dict
+) -> tuple[tirx.Var, tvm.ir.PrimExpr] | None:
+    """If ``pattern`` is ``a*v + b`` in its only unbound variable v (a, b constant), the v that
+    makes it equal ``actual``, when that value is provably exact; else None."""
+    free = [v for v in tirx.analysis.undefined_vars(pattern, []) if v.name not in bound]
+    if len({v.name for v in free}) != 1:
+        return None
+    v = free[0]
+
+    def at(k: int) -> int | None:
+        probe = tvm.sym.Analyzer()
+        probe.bind(v, tirx.IntImm("int64", k))
+        for name, value in bound.items():
+            for u in tirx.analysis.undefined_vars(pattern, []):
+                if u.name == name:
+                    probe.bind(u, value)
+        e = probe.simplify(pattern)
+        return int(e.value) if isinstance(e, tirx.IntImm) else None
+
+    p0, p1, p2 = at(0), at(1), at(2)
+    if p0 is None or p1 is None or p2 is None or p1 == p0 or p2 - p1 != p1 - p0:
+        return None
+    a, b = p1 - p0, p0
+    value = analyzer.simplify(tirx.floordiv(actual - b, a))
+    if not analyzer.can_prove_equal(value * a + b, actual):
+        return None
+    return v, value
 
 
 def _dim(e: tvm.ir.PrimExpr) -> str:

@@ -147,3 +147,18 @@ def test_is_torchop():
     call = relay_ext.torchop([x], script=SCRIPT, in_types=[f32(2)], out_type=f32(2))
     assert relay_ext.is_torchop(call)
     assert not relay_ext.is_torchop(relax.op.add(x, x))
+
+
+def test_affine_pattern_binds_its_symbol():
+    n, t = tirx.Var("n", "int64"), tirx.Var("t", "int64")
+    s0 = tirx.Var("s0", "int64")
+    # x: (n,) defines n; y: (2n, 4) against the pattern (2*s0, 4) binds s0 = n.
+    ty, _ = infer([f32(n), f32(n * 2, 4)], [f32(t), f32(s0 * 2, 4)], f32(s0 * 2, 4))
+    assert ty.shape is not None
+    assert tvm.sym.Analyzer().can_prove_equal(ty.shape.values[0], n * 2)
+
+
+def test_affine_pattern_with_static_dim():
+    s0 = tirx.Var("s0", "int64")
+    ty, _ = infer([f32(7)], [f32(s0 + 3)], f32(s0))
+    assert [int(d) for d in ty.shape.values] == [4]
