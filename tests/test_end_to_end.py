@@ -312,3 +312,31 @@ def test_unaligned_input_view_is_handled(erfinv_model):
     x = base[1:3]  # contiguous, but its data starts 12 bytes into the storage
     y = torch.rand(2, 3)
     torch.testing.assert_close(erfinv_model(x, y), torch.special.erfinv(x) + y)
+
+
+class DynamicModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.fc(x)
+        a = torch.special.erfinv(torch.tanh(h) * 0.9)
+        b = torch.logcumsumexp(h.reshape(-1, 4), 1)
+        k = torch.kthvalue(h, 2, 1)[0]
+        return a.sum(1) + k, b
+
+
+def test_symbolic_dims_flow_through_torchops():
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(
+        DynamicModel().eval(), (torch.randn(4, 8),), dynamic_shapes={"x": {0: batch}}
+    )
+    mod = byoc_torch.from_exported_program(ep)
+    ret = mod["main"].ret_ty
+    # (batch,) and (2*batch, 4): every output keeps its symbolic shape through the torchops.
+    assert all(f.shape is not None for f in ret.fields)
+    compiled = byoc_torch.compile(ep)
+    for n in (1, 3, 17, 64):
+        x = torch.randn(n, 8)
+        torch.testing.assert_close(compiled(x), ep.module()(x))
