@@ -5,16 +5,10 @@ and before the codegen (``byoc_torch.codegen``), which turns every function carr
 ``Codegen="torch"`` into LibTorch work.
 
 Per binding block, bindings are "torch" (a ``relax.torchop`` call, or a ``TupleGetItem`` of a
-torch binding) or "native" (anything else). Grouping has two phases:
-
-1. *Stages.* A binding's stage is the largest, over its inputs, of the input's stage, plus one
-   when the input has the other color. All torch bindings of one stage form one group. This is
-   linear and never creates a cycle: every path that leaves a group through a native binding
-   comes back, if at all, at a higher stage.
-2. *Maximality.* Two groups merge whenever no path joins them through a binding outside both
-   (which is exactly when merging creates no cycle). Pairs are tried in a fixed order until
-   no pair can merge, so the result is maximal and deterministic. Reachability is kept as
-   Python-int bitsets over the groups, recomputed after each merge.
+torch binding) or "native" (anything else). The torch bindings are grouped by
+:func:`byoc_torch.grouping.maximal_groups`: the groups are cycle-free and maximal (no two can
+merge without creating a cycle, so ops on independent branches share a group), deterministic,
+and found in near-linear time.
 
 Each group becomes a function ``torch_<fn>_<k>`` with attributes ``Codegen="torch"``,
 ``global_symbol`` and ``torch_script`` (one TorchScript for the whole group, see
@@ -34,6 +28,7 @@ from tvm import relax
 
 import relay_ext
 
+from .grouping import Dag, maximal_groups
 from .options import Options
 from .torchscript import GroupStep, merge_scripts
 
@@ -76,91 +71,12 @@ def _block_graph(block: relax.BindingBlock) -> list[_Node]:
 
 def _group(nodes: list[_Node]) -> list[list[int]]:
     """Maximal cycle-free groups of torch nodes, each sorted, in order of first member."""
-    # Phase 1: stages.
-    stage = [0] * len(nodes)
-    for n in nodes:
-        s = 0
-        for p in n.inputs:
-            s = max(s, stage[p] + (nodes[p].is_torch != n.is_torch))
-        stage[n.index] = s
-    group_of: dict[int, int] = {}  # node index -> group id (torch nodes only)
-    by_stage: dict[int, int] = {}
-    for n in nodes:
-        if n.is_torch:
-            group_of[n.index] = by_stage.setdefault(stage[n.index], len(by_stage))
-    # Phase 2: merge pairs of groups that no outside path joins, until none can.
-    while True:
-        pair = _first_mergeable_pair(nodes, group_of)
-        if pair is None:
-            break
-        keep, drop = pair
-        for i, g in group_of.items():
-            if g == drop:
-                group_of[i] = keep
+    dag = Dag([n.is_torch for n in nodes], [n.inputs for n in nodes])
     groups: dict[int, list[int]] = {}
-    for i, g in sorted(group_of.items()):
-        groups.setdefault(g, []).append(i)
-    return sorted(groups.values(), key=lambda ms: ms[0])
-
-
-def _first_mergeable_pair(nodes: list[_Node], group_of: dict[int, int]) -> tuple[int, int] | None:
-    """The first pair of groups (ordered by first member) whose merge creates no cycle.
-
-    Works on the contracted graph, where each group is one unit and each native binding is
-    another: merging groups a and b creates a cycle iff some unit outside both lies on a path
-    from one to the other.
-    """
-    group_ids = sorted(
-        set(group_of.values()), key=lambda g: min(i for i, h in group_of.items() if h == g)
-    )
-    if len(group_ids) < 2:
-        return None
-    unit_of = [len(nodes) + group_of[n.index] if n.is_torch else n.index for n in nodes]
-    succ: dict[int, set[int]] = {}
-    for n in nodes:
-        u = unit_of[n.index]
-        for p in n.inputs:
-            pu = unit_of[p]
-            if pu != u:
-                succ.setdefault(pu, set()).add(u)
-    # reach[u]: bitset of groups reachable from unit u, u's own group included. Units are
-    # visited in reverse topological order of the contracted graph (it is a DAG).
-    reach: dict[int, int] = {}
-    for u in reversed(_topological_units(unit_of, succ)):
-        bits = 1 << (u - len(nodes)) if u >= len(nodes) else 0
-        for s in succ.get(u, ()):
-            bits |= reach[s]
-        reach[u] = bits
-
-    def outside_path(a: int, b: int) -> bool:
-        ua, bit_b = len(nodes) + a, 1 << b
-        return any(s != len(nodes) + b and reach[s] & bit_b for s in succ.get(ua, ()))
-
-    for k, a in enumerate(group_ids):
-        for b in group_ids[k + 1 :]:
-            if not outside_path(a, b) and not outside_path(b, a):
-                return a, b
-    return None
-
-
-def _topological_units(unit_of: list[int], succ: dict[int, set[int]]) -> list[int]:
-    units = sorted(set(unit_of))
-    indeg = dict.fromkeys(units, 0)
-    for ss in succ.values():
-        for s in ss:
-            indeg[s] += 1
-    ready = [u for u in units if indeg[u] == 0]
-    order = []
-    while ready:
-        u = ready.pop()
-        order.append(u)
-        for s in sorted(succ.get(u, ())):
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
-    if len(order) != len(units):
-        raise RuntimeError("byoc_torch partition: grouping produced a cycle (internal error)")
-    return order
+    for i, g in enumerate(maximal_groups(dag)):
+        if g >= 0:
+            groups.setdefault(g, []).append(i)
+    return [groups[g] for g in sorted(groups)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CASES", "Case", "Result", "main", "run_case", "run_sweep", "select_cases"]
 
+FORCED_PREFIX = "forced:"
 STATUSES = ("native", "fallback", "wrong", "error")
 CORRECT = ("native", "fallback")
 
@@ -93,10 +94,20 @@ class Case:
     make_inputs: Callable[[], tuple[torch.Tensor, ...]]
     rtol: float | None = None
     atol: float | None = None
+    force_torch: bool = False
 
     @property
     def seed(self) -> int:
-        return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+        base = self.name.removeprefix(FORCED_PREFIX)
+        return zlib.crc32(base.encode()) & 0x7FFFFFFF
+
+
+def forced(case: Case) -> Case:
+    """``case`` with every ATen op forced into LibTorch (``torch_executed_ops``): a test of the
+    TorchScript byoc_torch writes, on the same model and inputs."""
+    return replace(
+        case, name=FORCED_PREFIX + case.name, category="forced", force_torch=True
+    )
 
 
 @dataclass
@@ -402,7 +413,8 @@ def _scan_sort_cases() -> list[Case]:
         _fn("cummax", c, lambda t: torch.cummax(t, 1), x),
         _fn("cummin", c, lambda t: torch.cummin(t, 0), x),
         _fn("sort", c, lambda t: torch.sort(t, 1), x),
-        _fn("sort_descending_stable", c, lambda t: torch.sort(t, 1, descending=True, stable=True),
+        _fn("sort_descending_stable", c,
+            lambda t: torch.sort(t, dim=1, descending=True, stable=True),
             lambda: (randint(0, 4, 4, 6).float(),)),
         _fn("argsort", c, lambda t: torch.argsort(t, 0), x),
         _fn("msort", c, torch.msort, x),
@@ -902,6 +914,18 @@ def _flatten_tvm(value: object) -> list:
     return out
 
 
+def _aten_ops(ep: torch.export.ExportedProgram) -> list[str]:
+    """Every ATen op overload of ``ep`` after decomposition, as ``aten.name.overload``."""
+    ops = set()
+    for node in ep.run_decompositions().graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None:
+            ns, _, name = schema.name.partition("::")
+            if ns == "aten":
+                ops.add(f"aten.{name}.{schema.overload_name or 'default'}")
+    return sorted(ops)
+
+
 def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False) -> Result:
     """Run one case; never raises (except KeyboardInterrupt and friends)."""
     import byoc_torch
@@ -921,7 +945,8 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
             with torch.no_grad():
                 ep = torch.export.export(model, inputs)
             stage = "compile"
-            compiled = byoc_torch.compile(ep)
+            options = {"torch_executed_ops": _aten_ops(ep)} if case.force_torch else {}
+            compiled = byoc_torch.compile(ep, **options)
             result.fallback_ops = [r.op for r in compiled.fallbacks]
             result.fallback_reasons = [
                 f"{r.op}: {r.reason}" + (f" ({r.detail})" if r.detail else "")
@@ -934,7 +959,7 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
             _compare(got, expected, case)
             result.status = "fallback" if compiled.fallbacks else "native"
             result.stage = ""
-            if plain_tvm:
+            if plain_tvm and not case.force_torch:
                 result.plain_tvm, result.plain_tvm_detail = _plain_tvm(ep, inputs, expected, case)
     except _Mismatch as err:
         result.status, result.stage = "wrong", "compare"
@@ -944,7 +969,8 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
         result.error_type, result.detail = type(err).__name__, _first_line(err)
         if keep_traceback:
             result.traceback = traceback.format_exc()
-    if result.status in ("wrong", "error") and plain_tvm and stage not in ("inputs", "export"):
+    ran_plain = plain_tvm and not case.force_torch and stage not in ("inputs", "export")
+    if result.status in ("wrong", "error") and ran_plain:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result.plain_tvm, result.plain_tvm_detail = _plain_tvm(ep, inputs, expected, case)
@@ -1029,6 +1055,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     parser.add_argument("--no-plain-tvm", action="store_true",
                         help="skip running each model through plain TVM")
+    parser.add_argument("--force-torch", action="store_true",
+                        help="run the selected cases with every ATen op forced into LibTorch")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each case as it runs")
     args = parser.parse_args(argv)
@@ -1037,6 +1065,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         c for c in CASES
         if not args.filter or any(f in c.name or f in c.category for f in args.filter)
     ]
+    if args.force_torch:
+        cases = [c if c.force_torch else forced(c) for c in cases]
     if args.list:
         for c in cases:
             print(f"{c.name:32s} {c.category}")
