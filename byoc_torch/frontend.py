@@ -44,12 +44,34 @@ from .torchscript import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FallbackRecord", "from_exported_program", "import_with_records"]
+__all__ = [
+    "FallbackRecord",
+    "FullCompilationError",
+    "from_exported_program",
+    "import_with_records",
+]
 
 REASON_UNSUPPORTED = "unsupported by TVM's importer"
 REASON_CONVERTER = "TVM's converter raised"
 REASON_FORCED_OP = "forced op (torch_executed_ops)"
 REASON_COMPLEX = "uses a complex value, which TVM cannot hold"
+REASON_MIN_BLOCK = "absorbed by min_block_size"
+REASON_MODULE = "forced module (torch_executed_modules)"
+
+
+class FullCompilationError(RuntimeError):
+    """``require_full_compilation=True`` and some ops would run in LibTorch."""
+
+    def __init__(self, records: list[FallbackRecord]) -> None:
+        self.records = records
+        lines = [
+            f"  {r.node} ({r.op}): {r.reason}" + (f": {r.detail}" if r.detail else "")
+            for r in records
+        ]
+        super().__init__(
+            f"require_full_compilation=True, but {len(records)} op(s) would run in LibTorch:\n"
+            + "\n".join(lines)
+        )
 
 # dtypes a Relax tensor cannot carry; values of these types stay inside LibTorch.
 _FOREIGN_DTYPES = {torch.complex32, torch.complex64, torch.complex128}
@@ -391,7 +413,11 @@ def _flatten(value):
 def import_with_records(
     ep: torch.export.ExportedProgram, options: Options
 ) -> tuple[tvm.IRModule, list[FallbackRecord]]:
-    """Import ``ep``; also return why each fallback node runs in LibTorch (graph order)."""
+    """Import ``ep``; also return why each fallback node runs in LibTorch (graph order).
+
+    Imports again (from scratch) whenever a TVM converter raises, and once more when
+    ``min_block_size`` moves small TVM blocks to LibTorch.
+    """
     if options.run_decompositions:
         ep = ep.run_decompositions()
     forced: dict[str, FallbackRecord] = {}
@@ -417,7 +443,81 @@ def import_with_records(
             logger.debug("TVM's converter raised on %s; importing again: %s", node.name, detail)
             continue
         records = sorted(importer.records.values(), key=lambda r: node_order.get(r.node, 0))
-        return mod, records
+        if options.require_full_compilation and records:
+            raise FullCompilationError(records)
+        absorbed = _small_native_blocks(ep.graph, {r.node for r in records}, options)
+        if not absorbed:
+            return mod, records
+        for node in absorbed:
+            forced[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_MIN_BLOCK)
+        logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))
+
+
+def _small_native_blocks(
+    graph: fx.Graph, fallback: set[str], options: Options
+) -> list[fx.Node]:
+    """TVM-side blocks smaller than ``min_block_size`` that sit between LibTorch ops.
+
+    A block is a connected set of TVM-converted aten nodes (edges in either direction).
+    It is absorbed when it has fewer than ``min_block_size`` nodes, takes an input from a
+    LibTorch op, and feeds a LibTorch op.
+    """
+    if options.min_block_size <= 1 or not fallback:
+        return []
+
+    def torch_side(n: fx.Node) -> bool:
+        if n.name in fallback:
+            return True
+        # A getitem of a LibTorch tuple is part of that LibTorch op.
+        return n.target is operator.getitem and n.args[0].name in fallback
+
+    def movable(n: fx.Node) -> bool:
+        return (
+            n.op == "call_function"
+            and not torch_side(n)
+            and n.target is not operator.getitem
+            and getattr(n.target, "_schema", None) is not None
+            and n.target._schema.name.startswith("aten::")
+            and output_metas(n) is not None
+        )
+
+    nodes = [n for n in graph.nodes if movable(n)]
+    parent = {n: n for n in nodes}
+
+    def find(n: fx.Node) -> fx.Node:
+        while parent[n] is not n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for n in nodes:
+        for p in n.all_input_nodes:
+            if p in parent:
+                parent[find(n)] = find(p)
+    blocks: dict[fx.Node, list[fx.Node]] = {}
+    for n in nodes:
+        blocks.setdefault(find(n), []).append(n)
+    absorbed: list[fx.Node] = []
+    for members in blocks.values():
+        if len(members) >= options.min_block_size:
+            continue
+        member_set = set(members)
+        fed_by_torch = any(
+            torch_side(p) for n in members for p in n.all_input_nodes if p not in member_set
+        )
+        feeds_torch = any(
+            _feeds_torch(u, torch_side) for n in members for u in n.users if u not in member_set
+        )
+        if fed_by_torch and feeds_torch:
+            absorbed.extend(members)
+    return absorbed
+
+
+def _feeds_torch(user: fx.Node, torch_side) -> bool:
+    if torch_side(user):
+        return True
+    # A getitem of a TVM tuple passes the value on to its own users.
+    return user.target is operator.getitem and any(torch_side(u) for u in user.users)
 
 
 def from_exported_program(ep: torch.export.ExportedProgram, **options) -> tvm.IRModule:

@@ -34,11 +34,23 @@ def _normalize_op(op: object) -> str:
 class Options:
     """Options of byoc_torch.
 
+    The names follow Torch-TensorRT's where the meaning matches.
+
     Attributes:
         torch_executed_ops: ATen ops forced to LibTorch even when TVM supports them. Each entry
             may be ``"aten.tanh"`` (every overload), ``"aten.tanh.default"`` (one overload) or
             the op object (``torch.ops.aten.tanh`` / ``torch.ops.aten.tanh.default``).
             Default: none.
+        torch_executed_modules: submodules run whole in LibTorch as scripted TorchScript
+            (``torch.jit.script``), given by type (``MyBlock``) or qualified name
+            (``"encoder.layer.0"``). Their forward may branch and loop on tensor values,
+            which torch.export cannot capture. Default: none.
+        min_block_size: a connected block of TVM-compiled ops with fewer ops than this, whose
+            inputs come from LibTorch and whose outputs go to LibTorch, runs in LibTorch too,
+            so two subgraphs become one and the crossings between them disappear. 1 disables
+            it. Default: 3 (see docs/user-guide.md for the measurement behind it).
+        require_full_compilation: raise an error listing every op that would run in LibTorch,
+            and why, instead of falling back. Default: False.
         run_decompositions: decompose the ExportedProgram to core ATen first, as TVM's own
             importer does by default. Default: True.
         keep_params_as_input: keep parameters as function inputs instead of binding them as
@@ -46,6 +58,9 @@ class Options:
     """
 
     torch_executed_ops: tuple[str, ...] = ()
+    torch_executed_modules: tuple = ()
+    min_block_size: int = 3
+    require_full_compilation: bool = False
     run_decompositions: bool = True
     keep_params_as_input: bool = False
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
@@ -57,6 +72,20 @@ class Options:
         normalized = tuple(_normalize_op(o) for o in ops)
         object.__setattr__(self, "torch_executed_ops", normalized)
         object.__setattr__(self, "_forced", frozenset(normalized))
+        mods = self.torch_executed_modules
+        if isinstance(mods, str | type) or not isinstance(mods, Iterable):
+            mods = (mods,)
+        for m in mods:
+            if not isinstance(m, str | type):
+                raise TypeError(
+                    f"torch_executed_modules: {m!r} is neither a module type nor a qualified "
+                    "submodule name"
+                )
+        object.__setattr__(self, "torch_executed_modules", tuple(mods))
+        if isinstance(self.min_block_size, bool) or not isinstance(self.min_block_size, int):
+            raise TypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
+        if self.min_block_size < 1:
+            raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Options:

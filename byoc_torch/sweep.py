@@ -85,7 +85,8 @@ class Case:
 
     ``make_model`` and ``make_inputs`` run right after ``torch.manual_seed(seed)``, so weights and
     inputs are the same on every run. ``rtol``/``atol`` override the per-dtype tolerances for
-    floating outputs.
+    floating outputs. A case with ``dynamic_shapes`` is exported with them and, when
+    ``make_alt_inputs`` is given, also checked on those inputs of other sizes.
     """
 
     name: str
@@ -95,6 +96,8 @@ class Case:
     rtol: float | None = None
     atol: float | None = None
     force_torch: bool = False
+    dynamic_shapes: object = None  # handed to torch.export.export
+    make_alt_inputs: Callable[[], tuple[torch.Tensor, ...]] | None = None  # other sizes
 
     @property
     def seed(self) -> int:
@@ -803,6 +806,64 @@ def _mixed_cases() -> list[Case]:
     ]
 
 
+def _dyn(
+    name: str,
+    fn: Callable[..., object],
+    make_inputs: Callable[[], tuple[torch.Tensor, ...]],
+    make_alt_inputs: Callable[[], tuple[torch.Tensor, ...]],
+    dynamic_shapes: object,
+    **tol: float,
+) -> Case:
+    return Case(
+        name, "dynamic", lambda: Fn(fn), make_inputs, dynamic_shapes=dynamic_shapes,
+        make_alt_inputs=make_alt_inputs, **tol,
+    )
+
+
+def _dynamic_cases() -> list[Case]:
+    b = torch.export.Dim("b", min=2, max=64)
+    n = torch.export.Dim("n", min=4, max=64)
+    tol = {"rtol": 1e-4, "atol": 1e-4}
+    return [
+        _dyn("dyn_erfinv", lambda t: torch.special.erfinv(torch.tanh(t) * 0.9) * 2,
+             _x(3, 6), _x(5, 6), ({0: b},)),
+        _dyn("dyn_kthvalue", lambda t: torch.kthvalue(t, 2, 1), _x(3, 6), _x(7, 6), ({0: b},)),
+        _dyn("dyn_unfold", lambda t: t.unfold(1, 3, 2), _x(2, 9), _x(2, 12), ({1: n},)),
+        _dyn("dyn_logcumsumexp_view", lambda t: torch.logcumsumexp(t.view(t.shape[0], -1), 1),
+             _x(3, 2, 3), _x(4, 2, 3), ({0: b},)),
+        _dyn("dyn_searchsorted", lambda s, v: torch.searchsorted(s, v),
+             lambda: (torch.sort(randn(10)).values, randn(5)),
+             lambda: (torch.sort(randn(10)).values, randn(9)), (None, {0: n})),
+        _dyn("dyn_cat_fallback", lambda t: torch.cat([torch.lgamma(t.abs() + 1), t], 0),
+             _x(3, 4), _x(6, 4), ({0: b},)),
+        _dyn("dyn_adaptive_max_pool2d", lambda t: F.adaptive_max_pool2d(t, 3),
+             _x(1, 2, 6, 7), _x(1, 2, 9, 8), ({2: n, 3: torch.export.Dim("w", min=4, max=64)},)),
+        _dyn("dyn_nonzero", lambda t: torch.nonzero(t > 0), _x(4, 6), _x(5, 6), ({0: b},)),
+        _dyn("dyn_sort_reshape", lambda t: torch.sort(t.reshape(-1, 2), 1).values.sum(1),
+             _x(4, 6), _x(5, 6), ({0: b},)),
+        _dyn("dyn_conv_pool", lambda t: F.max_pool2d(F.avg_pool2d(t, 2, ceil_mode=True), 2),
+             _x(1, 2, 8, 8), _x(1, 2, 11, 8), ({2: n},), **tol),
+    ]
+
+
+# Cases re-run with every op forced into LibTorch (they exercise TorchScript generation over
+# many argument kinds: tensor lists, optional tensor lists, strings, dtypes, inf, symbolic ints).
+FORCED_CASES = (
+    "cat_stack", "split_chunk", "unbind", "advanced_index_2d", "index_put_accumulate",
+    "setitem_slice", "pad_reflect", "pad_circular", "interp_bilinear_align", "interp_nearest",
+    "interp_linear_1d", "conv2d_groups", "conv_transpose2d", "max_pool2d_indices",
+    "avg_pool2d_divisor", "max_unpool2d", "layer_norm", "batch_norm2d", "group_norm",
+    "embedding_bag_offsets", "sdpa_causal", "lstm", "one_hot", "arange_linspace",
+    "full_like_eye", "where_scalar", "nan_to_num", "sort_descending_stable",
+    "scatter_reduce_mean", "int_div_true", "div_floor", "f16_matmul", "bf16_layer_norm",
+    "f64_matmul", "bool_mask_index", "repeat_interleave_tensor", "unique_counts",
+    "im2col_unfold", "col2im_fold", "grid_sample_bilinear", "selu", "sub_alpha", "logaddexp",
+    "compare_float", "nansum_nanmean", "rfft_irfft", "multihead_attention", "bitwise_shift",
+    "dyn_erfinv", "dyn_unfold", "dyn_logcumsumexp_view", "dyn_cat_fallback", "dyn_nonzero",
+    "dyn_sort_reshape", "dyn_conv_pool",
+)
+
+
 def _all_cases() -> list[Case]:
     cases = [
         *_unary_cases(),
@@ -822,7 +883,10 @@ def _all_cases() -> list[Case]:
         *_fft_complex_cases(),
         *_dtype_cases(),
         *_mixed_cases(),
+        *_dynamic_cases(),
     ]
+    by_name = {case.name: case for case in cases}
+    cases += [forced(by_name[name]) for name in FORCED_CASES]
     names = Counter(case.name for case in cases)
     dup = [n for n, k in names.items() if k > 1]
     if dup:
@@ -857,7 +921,7 @@ def _first_line(err: BaseException) -> str:
     return lines[0][:300] if lines else ""
 
 
-def _compare(got: object, expected: object, case: Case) -> None:
+def _compare(got: object, expected: object, case: Case, where: str = "") -> None:
     """Raise :class:`_Mismatch` unless ``got`` matches ``expected`` leaf by leaf."""
     got_leaves, got_spec = pytree.tree_flatten(got)
     exp_leaves, exp_spec = pytree.tree_flatten(expected)
@@ -878,7 +942,7 @@ def _compare(got: object, expected: object, case: Case) -> None:
             torch.testing.assert_close(g, e, rtol=rtol, atol=atol, equal_nan=True)
         except AssertionError as err:
             msg = " ".join(str(err).split())
-            raise _Mismatch(f"output {k}: {msg}"[:300]) from None
+            raise _Mismatch(f"{where}output {k}: {msg}"[:300]) from None
 
 
 def _plain_tvm(ep: torch.export.ExportedProgram, inputs: tuple, expected: object, case: Case):
@@ -943,7 +1007,7 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
                 expected = model(*[x.clone() for x in inputs])
             stage = "export"
             with torch.no_grad():
-                ep = torch.export.export(model, inputs)
+                ep = torch.export.export(model, inputs, dynamic_shapes=case.dynamic_shapes)
             stage = "compile"
             options = {"torch_executed_ops": _aten_ops(ep)} if case.force_torch else {}
             compiled = byoc_torch.compile(ep, **options)
@@ -957,6 +1021,14 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
             got = compiled(*inputs)
             stage = "compare"
             _compare(got, expected, case)
+            if case.make_alt_inputs is not None:
+                stage = "run"
+                alt = tuple(case.make_alt_inputs())
+                with torch.no_grad():
+                    alt_expected = model(*[x.clone() for x in alt])
+                alt_got = compiled(*alt)
+                stage = "compare"
+                _compare(alt_got, alt_expected, case, "other sizes: ")
             result.status = "fallback" if compiled.fallbacks else "native"
             result.stage = ""
             if plain_tvm and not case.force_torch:

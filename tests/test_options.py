@@ -1,0 +1,97 @@
+"""Steering options: forced ops, min_block_size, require_full_compilation, validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compile_and_check
+from torch import nn
+
+import byoc_torch
+from byoc_torch.frontend import FullCompilationError
+
+
+class Sandwich(nn.Module):
+    """erfinv (LibTorch) -> one TVM op -> lgamma (LibTorch)."""
+
+    def forward(self, x):
+        a = torch.special.erfinv(x)
+        return torch.lgamma(a * 2.0)
+
+
+def test_min_block_size_absorbs_small_native_block():
+    x = torch.rand(4, 5) * 0.9
+    compiled = compile_and_check(Sandwich(), (x,))  # default min_block_size=3
+    assert compiled.num_torch_subgraphs() == 1
+    absorbed = [r for r in compiled.fallbacks if r.reason == "absorbed by min_block_size"]
+    assert [r.op for r in absorbed] == ["aten.mul.Tensor"]
+
+
+def test_min_block_size_one_disables_absorption():
+    x = torch.rand(4, 5) * 0.9
+    compiled = compile_and_check(Sandwich(), (x,), min_block_size=1)
+    assert compiled.num_torch_subgraphs() == 2
+    assert all(r.reason != "absorbed by min_block_size" for r in compiled.fallbacks)
+
+
+def test_min_block_size_leaves_large_blocks_native():
+    class M(nn.Module):
+        def forward(self, x):
+            a = torch.special.erfinv(x)
+            b = torch.relu(torch.tanh(a * 2.0) + 1.0)  # 4 TVM ops
+            return torch.lgamma(b)
+
+    compiled = compile_and_check(M(), (torch.rand(3, 3) * 0.9,), min_block_size=4)
+    assert compiled.num_torch_subgraphs() == 2
+    compiled = compile_and_check(M(), (torch.rand(3, 3) * 0.9,), min_block_size=5)
+    assert compiled.num_torch_subgraphs() == 1
+
+
+def test_min_block_size_ignores_blocks_not_between_torch_ops():
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.special.erfinv(torch.tanh(x)) * 2.0  # TVM, torch, TVM
+
+    compiled = compile_and_check(M(), (torch.randn(6),), min_block_size=10)
+    assert [r.op for r in compiled.fallbacks] == ["aten.erfinv.default"]
+
+
+def test_require_full_compilation_lists_every_fallback():
+    class M(nn.Module):
+        def forward(self, x):
+            y = x.index_put((torch.tensor([0]),), torch.tensor(1.0))
+            return torch.special.erfinv(torch.tanh(y)) + torch.lgamma(x.abs() + 1)
+
+    with pytest.raises(FullCompilationError) as info:
+        byoc_torch.compile(M(), (torch.randn(2, 3),), require_full_compilation=True)
+    msg = str(info.value)
+    assert "3 op(s) would run in LibTorch" in msg
+    assert "aten.erfinv.default): unsupported by TVM's importer" in msg
+    assert "aten.lgamma.default): unsupported by TVM's importer" in msg
+    assert "TVM's converter raised: ValueError: IndexPut requires" in msg
+
+
+def test_require_full_compilation_passes_for_supported_model():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    compile_and_check(model, (torch.randn(2, 3),), require_full_compilation=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"min_block_size": 0}, ValueError, "min_block_size must be >= 1"),
+        ({"min_block_size": "3"}, TypeError, "min_block_size must be an int"),
+        ({"torch_executed_ops": [3.5]}, ValueError, "cannot interpret 3.5"),
+        ({"torch_executed_modules": [3]}, TypeError, "neither a module type"),
+    ],
+)
+def test_bad_option_values(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        byoc_torch.Options(**kwargs)
+
+
+def test_options_dataclass_documents_defaults():
+    opts = byoc_torch.Options()
+    assert opts.min_block_size == 3
+    assert opts.torch_executed_ops == () and opts.torch_executed_modules == ()
+    assert opts.require_full_compilation is False
