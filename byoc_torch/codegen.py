@@ -12,6 +12,7 @@ Place in the data flow: after the partition pass. Two ways in:
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import tvm
@@ -46,6 +47,8 @@ def torch_codegen(funcs, options=None, constant_names=None) -> list:
 def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
     """One torch runtime module for ``funcs`` (possibly none), carrying ``metadata``."""
     symbols, sources, n_in, n_out, tuples = [], [], [], [], []
+    sub_names: list[list[str]] = []
+    sub_payloads: list[list[bytes]] = []
     for func in funcs:
         attrs = func.attrs
         symbol = attrs.get("global_symbol") if attrs is not None else None
@@ -61,8 +64,11 @@ def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
         n_in.append(len(func.params))
         n_out.append(k)
         tuples.append(is_tuple)
+        modules = dict(attrs.get("torch_modules") or {})
+        sub_names.append([str(name) for name in sorted(modules)])
+        sub_payloads.append([base64.b64decode(str(modules[name])) for name in sorted(modules)])
     create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
-    module = create(symbols, sources, n_in, n_out, tuples, metadata)
+    module = create(symbols, sources, n_in, n_out, tuples, sub_names, sub_payloads, metadata)
     logger.debug("relax.ext.torch: %d subgraph(s) -> one torch runtime module", len(symbols))
     return module
 

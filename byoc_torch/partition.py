@@ -130,6 +130,7 @@ def _lift(
     getitem_of: dict[relax.Var, tuple[int, int]] = {}
     steps: list[GroupStep] = []
     op_names: list[str] = []
+    modules: dict[str, str] = {}
 
     bb = relax.BlockBuilder()
     new_of: dict[relax.Var, relax.Var] = {}
@@ -161,6 +162,9 @@ def _lift(
                     )
                 )
                 op_names.append(str(value.attrs["op_name"]))
+                member_modules = value.attrs.get("modules")
+                if member_modules:
+                    modules.update({str(k): str(v) for k, v in member_modules.items()})
             else:  # TupleGetItem of a member
                 src = value.tuple_value
                 new_of[b.var] = bb.emit(
@@ -183,6 +187,7 @@ def _lift(
     func = bb.get()[symbol]
     script = merge_scripts(steps, len(inputs), out_refs)
     func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
+    func = func.with_attr("torch_modules", modules)
     return func, inputs, outputs
 
 

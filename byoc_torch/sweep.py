@@ -98,6 +98,7 @@ class Case:
     force_torch: bool = False
     dynamic_shapes: object = None  # handed to torch.export.export
     make_alt_inputs: Callable[[], tuple[torch.Tensor, ...]] | None = None  # other sizes
+    options: tuple[tuple[str, object], ...] = ()  # byoc_torch.compile options
 
     @property
     def seed(self) -> int:
@@ -108,9 +109,7 @@ class Case:
 def forced(case: Case) -> Case:
     """``case`` with every ATen op forced into LibTorch (``torch_executed_ops``): a test of the
     TorchScript byoc_torch writes, on the same model and inputs."""
-    return replace(
-        case, name=FORCED_PREFIX + case.name, category="forced", force_torch=True
-    )
+    return replace(case, name=FORCED_PREFIX + case.name, category="forced", force_torch=True)
 
 
 @dataclass
@@ -145,7 +144,7 @@ class Result:
 
 
 def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, dtype=dtype)
+    return torch.randn(shape, dtype=dtype)
 
 
 def uniform(lo: float, hi: float, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -291,7 +290,9 @@ def _special_cases() -> list[Case]:
         _fn("bessel_j1", c, torch.special.bessel_j1, _u(0, 6, 4, 6)),
         _fn("zeta", c, torch.special.zeta, lambda: (uniform(1.5, 4, 4, 6), uniform(0.5, 2, 4, 6))),
         _fn("xlogy", c, torch.xlogy, lambda: (uniform(0, 2, 4, 6), uniform(0.1, 2, 4, 6))),
-        _fn("xlog1py", c, torch.special.xlog1py, lambda: (uniform(0, 2, 4, 6), uniform(0, 2, 4, 6))),
+        _fn(
+            "xlog1py", c, torch.special.xlog1py, lambda: (uniform(0, 2, 4, 6), uniform(0, 2, 4, 6))
+        ),
         _fn("igamma", c, torch.igamma, lambda: (uniform(0.5, 3, 4, 6), uniform(0.1, 3, 4, 6))),
         _fn("igammac", c, torch.igammac, lambda: (uniform(0.5, 3, 4, 6), uniform(0.1, 3, 4, 6))),
         _fn("lgamma_f64", c, torch.lgamma, lambda: (uniform(0.2, 5, 4, 6, dtype=torch.float64),)),
@@ -306,10 +307,18 @@ def _binary_cases() -> list[Case]:
         _fn("sub_alpha", c, lambda a, b: torch.sub(a, b, alpha=2), xy),
         _fn("mul", c, torch.mul, xy),
         _fn("div", c, torch.div, lambda: (randn(4, 6), uniform(0.5, 2, 4, 6))),
-        _fn("div_floor", c, lambda a, b: torch.div(a, b, rounding_mode="floor"),
-            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
-        _fn("div_trunc", c, lambda a, b: torch.div(a, b, rounding_mode="trunc"),
-            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
+        _fn(
+            "div_floor",
+            c,
+            lambda a, b: torch.div(a, b, rounding_mode="floor"),
+            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6)),
+        ),
+        _fn(
+            "div_trunc",
+            c,
+            lambda a, b: torch.div(a, b, rounding_mode="trunc"),
+            lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6)),
+        ),
         _fn("remainder", c, torch.remainder, lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
         _fn("fmod", c, torch.fmod, lambda: (uniform(-9, 9, 4, 6), uniform(0.5, 2, 4, 6))),
         _fn("pow", c, torch.pow, lambda: (uniform(0.1, 3, 4, 6), randn(4, 6))),
@@ -328,14 +337,19 @@ def _binary_cases() -> list[Case]:
         _fn("addcdiv", c, lambda a, b: torch.addcdiv(a, a, b.abs() + 1, value=0.5), xy),
         _fn("heaviside", c, lambda a, b: torch.heaviside(a.round(), b), xy),
         _fn("ldexp", c, torch.ldexp, lambda: (randn(4, 6), randint(-3, 4, 4, 6))),
-        _fn("float_pow_int_tensor", c, lambda a, n: a ** n, lambda: (randn(4, 6), randint(0, 4, 4, 6))),
+        _fn(
+            "float_pow_int_tensor", c, lambda a, n: a**n, lambda: (randn(4, 6), randint(0, 4, 4, 6))
+        ),
     ]
 
 
 def _int_bool_cases() -> list[Case]:
     c = "int/bool"
     ii = lambda: (randint(-50, 50, 4, 6), randint(1, 50, 4, 6))  # noqa: E731
-    i32 = lambda: (randint(0, 100, 4, 6, dtype=torch.int32), randint(0, 100, 4, 6, dtype=torch.int32))  # noqa: E731
+
+    def i32() -> tuple[torch.Tensor, ...]:
+        return randint(0, 100, 4, 6, dtype=torch.int32), randint(0, 100, 4, 6, dtype=torch.int32)
+
     return [
         _fn("int_add_mul", c, lambda a, b: a * b + a, ii),
         _fn("int_floor_divide", c, torch.floor_divide, ii),
@@ -347,18 +361,34 @@ def _int_bool_cases() -> list[Case]:
         _fn("bitwise_not", c, lambda a, b: torch.bitwise_not(a), i32),
         _fn("bitwise_shift", c, lambda a, b: (a << 2, b >> 1), i32),
         _fn("gcd_lcm", c, lambda a, b: (torch.gcd(a, b), torch.lcm(a, b)), i32),
-        _fn("int8_add", c, lambda a, b: a + b,
-            lambda: (randint(-50, 50, 8, dtype=torch.int8), randint(-50, 50, 8, dtype=torch.int8))),
-        _fn("uint8_to_float", c, lambda a: a.to(torch.float32) / 255.0,
-            lambda: (randint(0, 256, 8, dtype=torch.uint8),)),
+        _fn(
+            "int8_add",
+            c,
+            lambda a, b: a + b,
+            lambda: (randint(-50, 50, 8, dtype=torch.int8), randint(-50, 50, 8, dtype=torch.int8)),
+        ),
+        _fn(
+            "uint8_to_float",
+            c,
+            lambda a: a.to(torch.float32) / 255.0,
+            lambda: (randint(0, 256, 8, dtype=torch.uint8),),
+        ),
         _fn("float_to_int", c, lambda a: (a * 10).to(torch.int32), _x(4, 6)),
         _fn("int_promote_float", c, lambda a, b: a + b, lambda: (randint(0, 9, 4, 6), randn(4, 6))),
         _fn("compare_eq_lt_ge", c, lambda a, b: (a == b, a < b, a >= b), ii),
         _fn("compare_float", c, lambda a, b: (a > b, a != b, torch.isclose(a, b)), _xy(4, 6)),
-        _fn("logical_ops", c, lambda a, b: (a & b, a | b, torch.logical_xor(a, b), ~a),
-            lambda: (randbool(4, 6), randbool(4, 6))),
-        _fn("where", c, lambda m, a, b: torch.where(m, a, b),
-            lambda: (randbool(4, 6), randn(4, 6), randn(4, 6))),
+        _fn(
+            "logical_ops",
+            c,
+            lambda a, b: (a & b, a | b, torch.logical_xor(a, b), ~a),
+            lambda: (randbool(4, 6), randbool(4, 6)),
+        ),
+        _fn(
+            "where",
+            c,
+            lambda m, a, b: torch.where(m, a, b),
+            lambda: (randbool(4, 6), randn(4, 6), randn(4, 6)),
+        ),
         _fn("where_scalar", c, lambda a: torch.where(a > 0, a, 0.0), _x(4, 6)),
         _fn("bool_any_all", c, lambda m: (m.any(1), m.all(0), m.any()), lambda: (randbool(4, 6),)),
         _fn("bool_sum", c, lambda m: m.sum(1), lambda: (randbool(4, 6),)),
@@ -389,7 +419,9 @@ def _reduction_cases() -> list[Case]:
         _fn("vector_norm_p3", c, lambda t: torch.linalg.vector_norm(t, 3, dim=1), x),
         _fn("logsumexp", c, lambda t: torch.logsumexp(t, 1), x),
         _fn("count_nonzero", c, lambda t: torch.count_nonzero(t.round(), 1), x),
-        _fn("nansum_nanmean", c, lambda t: (torch.nansum(t.log(), 1), torch.nanmean(t.log(), 1)), x),
+        _fn(
+            "nansum_nanmean", c, lambda t: (torch.nansum(t.log(), 1), torch.nanmean(t.log(), 1)), x
+        ),
         _fn("aminmax", c, lambda t: torch.aminmax(t, dim=1), x),
         _fn("softmax", c, lambda t: F.softmax(t, -1), x),
         _fn("log_softmax", c, lambda t: F.log_softmax(t, 0), x),
@@ -416,9 +448,12 @@ def _scan_sort_cases() -> list[Case]:
         _fn("cummax", c, lambda t: torch.cummax(t, 1), x),
         _fn("cummin", c, lambda t: torch.cummin(t, 0), x),
         _fn("sort", c, lambda t: torch.sort(t, 1), x),
-        _fn("sort_descending_stable", c,
+        _fn(
+            "sort_descending_stable",
+            c,
             lambda t: torch.sort(t, dim=1, descending=True, stable=True),
-            lambda: (randint(0, 4, 4, 6).float(),)),
+            lambda: (randint(0, 4, 4, 6).float(),),
+        ),
         _fn("argsort", c, lambda t: torch.argsort(t, 0), x),
         _fn("msort", c, torch.msort, x),
         _fn("topk", c, lambda t: torch.topk(t, 3, 1), x),
@@ -440,38 +475,91 @@ def _indexing_cases() -> list[Case]:
         _fn("gather", c, lambda t, i: torch.gather(t, 1, i), idx),
         _fn("take_along_dim", c, lambda t, i: torch.take_along_dim(t, i, 1), idx),
         _fn("take", c, lambda t, i: torch.take(t, i), lambda: (randn(4, 6), randint(0, 24, 5))),
-        _fn("index_select", c, lambda t, i: torch.index_select(t, 1, i),
-            lambda: (randn(4, 6), randint(0, 6, 5))),
+        _fn(
+            "index_select",
+            c,
+            lambda t, i: torch.index_select(t, 1, i),
+            lambda: (randn(4, 6), randint(0, 6, 5)),
+        ),
         _fn("advanced_index", c, lambda t, i: t[i], lambda: (randn(4, 6), randint(0, 4, 5))),
-        _fn("advanced_index_2d", c, lambda t, i, j: t[i, j],
-            lambda: (randn(4, 6), randint(0, 4, 5), randint(0, 6, 5))),
-        _fn("scatter_src", c, lambda t, s: torch.zeros(4, 6).scatter(1, s.argsort(1)[:, :3], t[:, :3]),
-            _xy(4, 6)),
+        _fn(
+            "advanced_index_2d",
+            c,
+            lambda t, i, j: t[i, j],
+            lambda: (randn(4, 6), randint(0, 4, 5), randint(0, 6, 5)),
+        ),
+        _fn(
+            "scatter_src",
+            c,
+            lambda t, s: torch.zeros(4, 6).scatter(1, s.argsort(1)[:, :3], t[:, :3]),
+            _xy(4, 6),
+        ),
         _fn("scatter_value", c, lambda t, i: t.scatter(1, i, 2.5), idx),
         _fn("scatter_add", c, lambda t, i: torch.zeros(4, 6).scatter_add(1, i, t[:, :3]), idx),
-        _fn("scatter_reduce_amax", c,
-            lambda t, i: torch.zeros(4, 6).scatter_reduce(1, i, t[:, :3], "amax"), idx),
-        _fn("scatter_reduce_mean", c,
-            lambda t, i: t.scatter_reduce(1, i, t[:, :3], "mean", include_self=False), idx),
-        _fn("index_add", c, lambda t, i: t.index_add(0, i, torch.ones(3, 6)),
-            lambda: (randn(4, 6), randint(0, 4, 3))),
+        _fn(
+            "scatter_reduce_amax",
+            c,
+            lambda t, i: torch.zeros(4, 6).scatter_reduce(1, i, t[:, :3], "amax"),
+            idx,
+        ),
+        _fn(
+            "scatter_reduce_mean",
+            c,
+            lambda t, i: t.scatter_reduce(1, i, t[:, :3], "mean", include_self=False),
+            idx,
+        ),
+        _fn(
+            "index_add",
+            c,
+            lambda t, i: t.index_add(0, i, torch.ones(3, 6)),
+            lambda: (randn(4, 6), randint(0, 4, 3)),
+        ),
         _fn("index_copy", c, lambda t, s: t.index_copy(0, torch.tensor([2, 0]), s[:2]), _xy(4, 6)),
         _fn("index_fill", c, lambda t: t.index_fill(1, torch.tensor([0, 3]), -1.0), x),
-        _fn("index_put", c, lambda t, i, v: torch.index_put(t, (i,), v),
-            lambda: (randn(6), torch.tensor([1, 4, 2]), randn(3))),
-        _fn("index_put_accumulate", c, lambda t, i, v: torch.index_put(t, (i,), v, accumulate=True),
-            lambda: (randn(6), torch.tensor([1, 4, 1]), randn(3))),
+        _fn(
+            "index_put",
+            c,
+            lambda t, i, v: torch.index_put(t, (i,), v),
+            lambda: (randn(6), torch.tensor([1, 4, 2]), randn(3)),
+        ),
+        _fn(
+            "index_put_accumulate",
+            c,
+            lambda t, i, v: torch.index_put(t, (i,), v, accumulate=True),
+            lambda: (randn(6), torch.tensor([1, 4, 1]), randn(3)),
+        ),
         _fn("setitem_slice", c, _setitem, x),
         _fn("masked_fill", c, lambda t: t.masked_fill(t > 0.5, -1.0), x),
-        _fn("masked_fill_tensor", c, lambda t, m: t.masked_fill(m, float("-inf")).softmax(1),
-            lambda: (randn(4, 6), torch.tensor([[False] * 5 + [True]] * 4))),
-        _fn("searchsorted", c, lambda s, v: torch.searchsorted(s, v),
-            lambda: (torch.sort(randn(10)).values, randn(7))),
-        _fn("searchsorted_right_2d", c, lambda s, v: torch.searchsorted(s, v, right=True),
-            lambda: (torch.sort(randn(3, 10), 1).values, randn(3, 4))),
-        _fn("bucketize", c, lambda v, b: torch.bucketize(v, b),
-            lambda: (randn(4, 6), torch.linspace(-2, 2, 9))),
-        _fn("embedding_fn", c, lambda w, i: F.embedding(i, w), lambda: (randn(10, 4), randint(0, 10, 2, 5))),
+        _fn(
+            "masked_fill_tensor",
+            c,
+            lambda t, m: t.masked_fill(m, float("-inf")).softmax(1),
+            lambda: (randn(4, 6), torch.tensor([[False] * 5 + [True]] * 4)),
+        ),
+        _fn(
+            "searchsorted",
+            c,
+            lambda s, v: torch.searchsorted(s, v),
+            lambda: (torch.sort(randn(10)).values, randn(7)),
+        ),
+        _fn(
+            "searchsorted_right_2d",
+            c,
+            lambda s, v: torch.searchsorted(s, v, right=True),
+            lambda: (torch.sort(randn(3, 10), 1).values, randn(3, 4)),
+        ),
+        _fn(
+            "bucketize",
+            c,
+            lambda v, b: torch.bucketize(v, b),
+            lambda: (randn(4, 6), torch.linspace(-2, 2, 9)),
+        ),
+        _fn(
+            "embedding_fn",
+            c,
+            lambda w, i: F.embedding(i, w),
+            lambda: (randn(10, 4), randint(0, 10, 2, 5)),
+        ),
         _fn("one_hot", c, lambda i: F.one_hot(i, 7), lambda: (randint(0, 7, 2, 5),)),
         _fn("narrow_select", c, lambda t: (t.narrow(1, 2, 3), t.select(0, 1)), x),
         _fn("slice_step", c, lambda t: t[::2, 1::3], x),
@@ -494,11 +582,19 @@ def _data_dependent_cases() -> list[Case]:
         _fn("masked_select", c, lambda t: torch.masked_select(t, t > 0), x),
         _fn("bool_mask_index", c, lambda t: t[t > 0] * 2, x),
         _fn("unique", c, lambda t: torch.unique(t), lambda: (randint(0, 5, 10),)),
-        _fn("unique_counts", c, lambda t: torch.unique(t, return_counts=True),
-            lambda: (randint(0, 5, 10),)),
+        _fn(
+            "unique_counts",
+            c,
+            lambda t: torch.unique(t, return_counts=True),
+            lambda: (randint(0, 5, 10),),
+        ),
         _fn("bincount", c, lambda t: torch.bincount(t, minlength=8), lambda: (randint(0, 8, 20),)),
-        _fn("repeat_interleave_tensor", c, lambda t, r: torch.repeat_interleave(t, r, 0),
-            lambda: (randn(4), randint(0, 3, 4))),
+        _fn(
+            "repeat_interleave_tensor",
+            c,
+            lambda t, r: torch.repeat_interleave(t, r, 0),
+            lambda: (randn(4), randint(0, 3, 4)),
+        ),
     ]
 
 
@@ -538,8 +634,12 @@ def _shape_cases() -> list[Case]:
         _fn("channel_shuffle", c, lambda t: F.channel_shuffle(t, 2), _x(1, 4, 3, 3)),
         _fn("im2col_unfold", c, lambda t: F.unfold(t, 2, stride=1), img),
         _fn("col2im_fold", c, lambda t: F.fold(t, (4, 5), 2), _x(1, 8, 12)),
-        _fn("meshgrid", c, lambda a, b: torch.meshgrid(a, b, indexing="ij"),
-            lambda: (randn(3), randn(4))),
+        _fn(
+            "meshgrid",
+            c,
+            lambda a, b: torch.meshgrid(a, b, indexing="ij"),
+            lambda: (randn(3), randn(4)),
+        ),
         _fn("arange_linspace", c, lambda t: t + torch.arange(6) * 0.5 + torch.linspace(0, 1, 6), x),
         _fn("full_like_eye", c, lambda t: torch.full_like(t, 3.0) + torch.eye(4, 6), x),
         _fn("triu_indices", c, lambda t: t[torch.triu_indices(4, 4, 1).unbind(0)], _x(4, 4)),
@@ -553,16 +653,32 @@ def _linalg_cases() -> list[Case]:
     return [
         _fn("matmul", c, torch.matmul, lambda: (randn(3, 4, 5), randn(5, 2))),
         _fn("bmm", c, torch.bmm, lambda: (randn(2, 3, 4), randn(2, 4, 5))),
-        _fn("baddbmm", c, lambda m, a, b: torch.baddbmm(m, a, b, beta=0.5, alpha=2.0),
-            lambda: (randn(2, 3, 5), randn(2, 3, 4), randn(2, 4, 5))),
+        _fn(
+            "baddbmm",
+            c,
+            lambda m, a, b: torch.baddbmm(m, a, b, beta=0.5, alpha=2.0),
+            lambda: (randn(2, 3, 5), randn(2, 3, 4), randn(2, 4, 5)),
+        ),
         _fn("addmm", c, torch.addmm, lambda: (randn(5), randn(3, 4), randn(4, 5))),
-        _fn("einsum", c, lambda a, b: torch.einsum("bij,bjk->bik", a, b),
-            lambda: (randn(2, 3, 4), randn(2, 4, 5))),
-        _fn("outer_dot_mv", c, lambda a, b, m: (torch.outer(a, b), torch.dot(a, b), m @ a),
-            lambda: (randn(4), randn(4), randn(3, 4))),
+        _fn(
+            "einsum",
+            c,
+            lambda a, b: torch.einsum("bij,bjk->bik", a, b),
+            lambda: (randn(2, 3, 4), randn(2, 4, 5)),
+        ),
+        _fn(
+            "outer_dot_mv",
+            c,
+            lambda a, b, m: (torch.outer(a, b), torch.dot(a, b), m @ a),
+            lambda: (randn(4), randn(4), randn(3, 4)),
+        ),
         _fn("kron", c, torch.kron, lambda: (randn(2, 3), randn(2, 2))),
-        _fn("tensordot", c, lambda a, b: torch.tensordot(a, b, dims=([1, 2], [0, 1])),
-            lambda: (randn(2, 3, 4), randn(3, 4, 5))),
+        _fn(
+            "tensordot",
+            c,
+            lambda a, b: torch.tensordot(a, b, dims=([1, 2], [0, 1])),
+            lambda: (randn(2, 3, 4), randn(3, 4, 5)),
+        ),
         _fn("cholesky", c, torch.linalg.cholesky, lambda: (spd(4),), **la),
         _fn("inverse", c, torch.linalg.inv, lambda: (spd(4),), **la),
         _fn("det", c, torch.linalg.det, lambda: (spd(3),), **la),
@@ -570,11 +686,20 @@ def _linalg_cases() -> list[Case]:
         _fn("logdet", c, torch.logdet, lambda: (spd(3),), **la),
         _fn("qr", c, lambda a: tuple(t.abs() for t in torch.linalg.qr(a)), _x(5, 3), **la),
         _fn("solve", c, torch.linalg.solve, lambda: (spd(4), randn(2, 4, 2)), **la),
-        _fn("solve_triangular", c,
+        _fn(
+            "solve_triangular",
+            c,
             lambda a, b: torch.linalg.solve_triangular(torch.linalg.cholesky(a), b, upper=False),
-            lambda: (spd(4), randn(2, 4, 2)), **la),
-        _fn("cholesky_solve", c, lambda a, b: torch.cholesky_solve(b, torch.linalg.cholesky(a)),
-            lambda: (spd(4), randn(2, 4, 2)), **la),
+            lambda: (spd(4), randn(2, 4, 2)),
+            **la,
+        ),
+        _fn(
+            "cholesky_solve",
+            c,
+            lambda a, b: torch.cholesky_solve(b, torch.linalg.cholesky(a)),
+            lambda: (spd(4), randn(2, 4, 2)),
+            **la,
+        ),
         _fn("lu_factor", c, lambda a: torch.linalg.lu_factor(a), lambda: (spd(3),), **la),
         _fn("svdvals", c, torch.linalg.svdvals, _x(4, 3), **la),
         _fn("eigvalsh", c, torch.linalg.eigvalsh, lambda: (spd(4),), **la),
@@ -597,24 +722,39 @@ def _pool_cases() -> list[Case]:
         _fn("max_pool2d_dilation", c, lambda t: F.max_pool2d(t, 2, 1, padding=1, dilation=2), img),
         _fn("max_pool2d_indices", c, lambda t: F.max_pool2d(t, 2, return_indices=True), img),
         _fn("max_pool3d", c, lambda t: F.max_pool3d(t, 2), _x(1, 2, 4, 4, 4)),
-        _fn("max_unpool2d", c, lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
-            _x(1, 2, 4, 6)),
+        _fn(
+            "max_unpool2d",
+            c,
+            lambda t: F.max_unpool2d(*F.max_pool2d(t, 2, return_indices=True), 2),
+            _x(1, 2, 4, 6),
+        ),
         _fn("avg_pool1d", c, lambda t: F.avg_pool1d(t, 3, 2), _x(1, 3, 10)),
         _fn("avg_pool2d", c, lambda t: F.avg_pool2d(t, 2), img),
         _fn("avg_pool2d_ceil", c, lambda t: F.avg_pool2d(t, 3, 2, ceil_mode=True), img),
-        _fn("avg_pool2d_no_pad_count", c,
-            lambda t: F.avg_pool2d(t, 3, 2, padding=1, count_include_pad=False), img),
+        _fn(
+            "avg_pool2d_no_pad_count",
+            c,
+            lambda t: F.avg_pool2d(t, 3, 2, padding=1, count_include_pad=False),
+            img,
+        ),
         _fn("avg_pool2d_divisor", c, lambda t: F.avg_pool2d(t, 2, divisor_override=3), img),
         _fn("avg_pool3d", c, lambda t: F.avg_pool3d(t, 2, padding=1), _x(1, 2, 4, 4, 4)),
         _fn("adaptive_avg_pool1d", c, lambda t: F.adaptive_avg_pool1d(t, 4), _x(1, 3, 10)),
         _fn("adaptive_avg_pool2d", c, lambda t: F.adaptive_avg_pool2d(t, (3, 4)), img),
         _fn("adaptive_max_pool1d", c, lambda t: F.adaptive_max_pool1d(t, 4), _x(1, 3, 10)),
         _fn("adaptive_max_pool2d", c, lambda t: F.adaptive_max_pool2d(t, 3), img),
-        _fn("adaptive_max_pool2d_indices", c,
-            lambda t: F.adaptive_max_pool2d(t, (3, 4), return_indices=True), img),
-        _fn("fractional_max_pool2d", c,
+        _fn(
+            "adaptive_max_pool2d_indices",
+            c,
+            lambda t: F.adaptive_max_pool2d(t, (3, 4), return_indices=True),
+            img,
+        ),
+        _fn(
+            "fractional_max_pool2d",
+            c,
             lambda t, s: F.fractional_max_pool2d(t, 2, output_size=(4, 5), _random_samples=s),
-            lambda: (randn(1, 2, 8, 9), torch.rand(1, 2, 2))),
+            lambda: (randn(1, 2, 8, 9), torch.rand(1, 2, 2)),
+        ),
         _fn("lp_pool2d", c, lambda t: F.lp_pool2d(t, 2, 2), img),
     ]
 
@@ -625,25 +765,60 @@ def _conv_cases() -> list[Case]:
     return [
         _mod("conv1d", c, lambda: nn.Conv1d(3, 4, 3, padding=1), _x(2, 3, 10), **tol),
         _mod("conv2d", c, lambda: nn.Conv2d(3, 4, 3), _x(1, 3, 8, 8), **tol),
-        _mod("conv2d_stride_dilation", c, lambda: nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2),
-             _x(1, 3, 9, 9), **tol),
-        _mod("conv2d_groups", c, lambda: nn.Conv2d(4, 6, 3, groups=2, bias=False), _x(1, 4, 6, 6),
-             **tol),
-        _mod("conv2d_depthwise", c, lambda: nn.Conv2d(4, 4, 3, groups=4, padding=1), _x(1, 4, 6, 6),
-             **tol),
+        _mod(
+            "conv2d_stride_dilation",
+            c,
+            lambda: nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2),
+            _x(1, 3, 9, 9),
+            **tol,
+        ),
+        _mod(
+            "conv2d_groups",
+            c,
+            lambda: nn.Conv2d(4, 6, 3, groups=2, bias=False),
+            _x(1, 4, 6, 6),
+            **tol,
+        ),
+        _mod(
+            "conv2d_depthwise",
+            c,
+            lambda: nn.Conv2d(4, 4, 3, groups=4, padding=1),
+            _x(1, 4, 6, 6),
+            **tol,
+        ),
         _mod("conv2d_same", c, lambda: nn.Conv2d(2, 3, 4, padding="same"), _x(1, 2, 7, 7), **tol),
-        _mod("conv2d_reflect", c, lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
-             _x(1, 2, 6, 6), **tol),
+        _mod(
+            "conv2d_reflect",
+            c,
+            lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+            _x(1, 2, 6, 6),
+            **tol,
+        ),
         _mod("conv3d", c, lambda: nn.Conv3d(2, 3, 2), _x(1, 2, 4, 4, 4), **tol),
-        _mod("conv_transpose1d", c, lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), _x(1, 3, 6),
-             **tol),
-        _mod("conv_transpose2d", c,
-             lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1),
-             _x(1, 3, 5, 5), **tol),
-        _mod("conv_transpose2d_groups", c, lambda: nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2),
-             _x(1, 4, 3, 3), **tol),
-        _mod("conv_transpose3d", c, lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), _x(1, 2, 3, 3, 3),
-             **tol),
+        _mod(
+            "conv_transpose1d", c, lambda: nn.ConvTranspose1d(3, 2, 3, stride=2), _x(1, 3, 6), **tol
+        ),
+        _mod(
+            "conv_transpose2d",
+            c,
+            lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1),
+            _x(1, 3, 5, 5),
+            **tol,
+        ),
+        _mod(
+            "conv_transpose2d_groups",
+            c,
+            lambda: nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2),
+            _x(1, 4, 3, 3),
+            **tol,
+        ),
+        _mod(
+            "conv_transpose3d",
+            c,
+            lambda: nn.ConvTranspose3d(2, 2, 2, stride=2),
+            _x(1, 2, 3, 3, 3),
+            **tol,
+        ),
     ]
 
 
@@ -677,57 +852,147 @@ def _nn_cases() -> list[Case]:
     img = _x(1, 2, 4, 5)
     grid = lambda: (randn(1, 2, 4, 5), uniform(-1.1, 1.1, 1, 3, 3, 2))  # noqa: E731
     return [
-        _mod("embedding", c, lambda: nn.Embedding(10, 4, padding_idx=0),
-             lambda: (randint(0, 10, 2, 5),)),
-        _mod("embedding_bag_mean", c, lambda: nn.EmbeddingBag(10, 4, mode="mean"),
-             lambda: (randint(0, 10, 3, 4),)),
-        _mod("embedding_bag_max", c, lambda: nn.EmbeddingBag(10, 4, mode="max"),
-             lambda: (randint(0, 10, 3, 4),)),
-        _fn("embedding_bag_offsets", c,
+        _mod(
+            "embedding",
+            c,
+            lambda: nn.Embedding(10, 4, padding_idx=0),
+            lambda: (randint(0, 10, 2, 5),),
+        ),
+        _mod(
+            "embedding_bag_mean",
+            c,
+            lambda: nn.EmbeddingBag(10, 4, mode="mean"),
+            lambda: (randint(0, 10, 3, 4),),
+        ),
+        _mod(
+            "embedding_bag_max",
+            c,
+            lambda: nn.EmbeddingBag(10, 4, mode="max"),
+            lambda: (randint(0, 10, 3, 4),),
+        ),
+        _fn(
+            "embedding_bag_offsets",
+            c,
             lambda w, i: F.embedding_bag(i, w, torch.tensor([0, 2, 5]), mode="sum"),
-            lambda: (randn(10, 4), randint(0, 10, 7))),
+            lambda: (randn(10, 4), randint(0, 10, 7)),
+        ),
         _fn("histc", c, lambda t: torch.histc(t, bins=5, min=-2, max=2), _x(50)),
         _fn("interp_nearest", c, lambda t: F.interpolate(t, scale_factor=2), img),
-        _fn("interp_nearest_exact", c, lambda t: F.interpolate(t, size=(7, 3), mode="nearest-exact"),
-            img),
-        _fn("interp_bilinear", c, lambda t: F.interpolate(t, size=(7, 9), mode="bilinear"), img,
-            **tol),
-        _fn("interp_bilinear_align", c,
+        _fn(
+            "interp_nearest_exact",
+            c,
+            lambda t: F.interpolate(t, size=(7, 3), mode="nearest-exact"),
+            img,
+        ),
+        _fn(
+            "interp_bilinear",
+            c,
+            lambda t: F.interpolate(t, size=(7, 9), mode="bilinear"),
+            img,
+            **tol,
+        ),
+        _fn(
+            "interp_bilinear_align",
+            c,
             lambda t: F.interpolate(t, scale_factor=1.5, mode="bilinear", align_corners=True),
-            img, **tol),
-        _fn("interp_bicubic", c, lambda t: F.interpolate(t, size=(6, 7), mode="bicubic"), img, **tol),
+            img,
+            **tol,
+        ),
+        _fn(
+            "interp_bicubic", c, lambda t: F.interpolate(t, size=(6, 7), mode="bicubic"), img, **tol
+        ),
         _fn("interp_area", c, lambda t: F.interpolate(t, size=(3, 2), mode="area"), img, **tol),
-        _fn("interp_linear_1d", c, lambda t: F.interpolate(t, size=7, mode="linear"), _x(1, 2, 5),
-            **tol),
-        _fn("interp_trilinear", c, lambda t: F.interpolate(t, scale_factor=2, mode="trilinear"),
-            _x(1, 1, 2, 3, 3), **tol),
-        _fn("interp_bilinear_antialias", c,
-            lambda t: F.interpolate(t, size=(2, 3), mode="bilinear", antialias=True), img, **tol),
-        _fn("grid_sample_bilinear", c, lambda t, g: F.grid_sample(t, g, align_corners=False), grid,
-            **tol),
-        _fn("grid_sample_nearest_border", c,
-            lambda t, g: F.grid_sample(t, g, mode="nearest", padding_mode="border",
-                                       align_corners=True), grid, **tol),
-        _fn("affine_grid", c, lambda th: F.affine_grid(th, [1, 1, 3, 4], align_corners=False),
-            _x(1, 2, 3), **tol),
-        _fn("sdpa", c, F.scaled_dot_product_attention,
-            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)), **tol),
-        _fn("sdpa_causal", c, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)), **tol),
+        _fn(
+            "interp_linear_1d",
+            c,
+            lambda t: F.interpolate(t, size=7, mode="linear"),
+            _x(1, 2, 5),
+            **tol,
+        ),
+        _fn(
+            "interp_trilinear",
+            c,
+            lambda t: F.interpolate(t, scale_factor=2, mode="trilinear"),
+            _x(1, 1, 2, 3, 3),
+            **tol,
+        ),
+        _fn(
+            "interp_bilinear_antialias",
+            c,
+            lambda t: F.interpolate(t, size=(2, 3), mode="bilinear", antialias=True),
+            img,
+            **tol,
+        ),
+        _fn(
+            "grid_sample_bilinear",
+            c,
+            lambda t, g: F.grid_sample(t, g, align_corners=False),
+            grid,
+            **tol,
+        ),
+        _fn(
+            "grid_sample_nearest_border",
+            c,
+            lambda t, g: F.grid_sample(
+                t, g, mode="nearest", padding_mode="border", align_corners=True
+            ),
+            grid,
+            **tol,
+        ),
+        _fn(
+            "affine_grid",
+            c,
+            lambda th: F.affine_grid(th, [1, 1, 3, 4], align_corners=False),
+            _x(1, 2, 3),
+            **tol,
+        ),
+        _fn(
+            "sdpa",
+            c,
+            F.scaled_dot_product_attention,
+            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)),
+            **tol,
+        ),
+        _fn(
+            "sdpa_causal",
+            c,
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+            lambda: (randn(1, 2, 4, 8), randn(1, 2, 4, 8), randn(1, 2, 4, 8)),
+            **tol,
+        ),
         _mod("multihead_attention", c, lambda: _MHA(), _x(2, 5, 8), **tol),
         _mod("lstm", c, lambda: _RNN(nn.LSTM(4, 5, batch_first=True)), _x(2, 3, 4), **tol),
         _mod("gru", c, lambda: _RNN(nn.GRU(4, 5, batch_first=True)), _x(2, 3, 4), **tol),
         _fn("cross_entropy", c, F.cross_entropy, lambda: (randn(4, 5), randint(0, 5, 4)), **tol),
-        _fn("nll_loss_weight", c, lambda t, y: F.nll_loss(t.log_softmax(1), y, torch.arange(1.0, 6.0)),
-            lambda: (randn(4, 5), randint(0, 5, 4)), **tol),
-        _fn("mse_l1_smoothl1", c,
+        _fn(
+            "nll_loss_weight",
+            c,
+            lambda t, y: F.nll_loss(t.log_softmax(1), y, torch.arange(1.0, 6.0)),
+            lambda: (randn(4, 5), randint(0, 5, 4)),
+            **tol,
+        ),
+        _fn(
+            "mse_l1_smoothl1",
+            c,
             lambda a, b: (F.mse_loss(a, b), F.l1_loss(a, b), F.smooth_l1_loss(a, b, beta=0.5)),
-            _xy(4, 6), **tol),
+            _xy(4, 6),
+            **tol,
+        ),
         _fn("huber_loss", c, lambda a, b: F.huber_loss(a, b, delta=0.7), _xy(4, 6), **tol),
-        _fn("kl_div", c, lambda a, b: F.kl_div(a.log_softmax(1), b.softmax(1), reduction="batchmean"),
-            _xy(4, 6), **tol),
-        _fn("bce_with_logits", c, lambda a, b: F.binary_cross_entropy_with_logits(a, b.sigmoid()),
-            _xy(4, 6), **tol),
+        _fn(
+            "kl_div",
+            c,
+            lambda a, b: F.kl_div(a.log_softmax(1), b.softmax(1), reduction="batchmean"),
+            _xy(4, 6),
+            **tol,
+        ),
+        _fn(
+            "bce_with_logits",
+            c,
+            lambda a, b: F.binary_cross_entropy_with_logits(a, b.sigmoid()),
+            _xy(4, 6),
+            **tol,
+        ),
         _fn("dropout_eval", c, lambda t: F.dropout(t, 0.5, training=False), _x(4, 6)),
     ]
 
@@ -755,15 +1020,38 @@ def _fft_complex_cases() -> list[Case]:
     tol = {"rtol": 1e-4, "atol": 1e-4}
     return [
         _fn("rfft_abs", c, lambda t: torch.fft.rfft(t).abs(), _x(3, 8), **tol),
-        _fn("rfft_irfft", c, lambda t: torch.fft.irfft(torch.fft.rfft(t) * 0.5, n=8), _x(3, 8), **tol),
+        _fn(
+            "rfft_irfft",
+            c,
+            lambda t: torch.fft.irfft(torch.fft.rfft(t) * 0.5, n=8),
+            _x(3, 8),
+            **tol,
+        ),
         _fn("fft_real_imag", c, lambda t: torch.view_as_real(torch.fft.fft(t)), _x(3, 8), **tol),
         _fn("rfft2", c, lambda t: torch.view_as_real(torch.fft.rfft2(t)), _x(2, 4, 6), **tol),
-        _fn("polar", c, lambda a, b: torch.view_as_real(torch.polar(a, b)),
-            lambda: (uniform(0.5, 1.5, 4), randn(4)), **tol),
-        _fn("complex_mul_abs", c,
-            lambda a, b: (torch.complex(a, b) * torch.complex(b, a)).abs(), _xy(4, 6), **tol),
-        _fn("stft_abs", c, lambda t: torch.stft(t, 8, hop_length=4, return_complex=True,
-                                               window=torch.ones(8)).abs(), _x(2, 32), **tol),
+        _fn(
+            "polar",
+            c,
+            lambda a, b: torch.view_as_real(torch.polar(a, b)),
+            lambda: (uniform(0.5, 1.5, 4), randn(4)),
+            **tol,
+        ),
+        _fn(
+            "complex_mul_abs",
+            c,
+            lambda a, b: (torch.complex(a, b) * torch.complex(b, a)).abs(),
+            _xy(4, 6),
+            **tol,
+        ),
+        _fn(
+            "stft_abs",
+            c,
+            lambda t: torch.stft(
+                t, 8, hop_length=4, return_complex=True, window=torch.ones(8)
+            ).abs(),
+            _x(2, 32),
+            **tol,
+        ),
     ]
 
 
@@ -771,21 +1059,36 @@ def _dtype_cases() -> list[Case]:
     c = "dtype"
     h, bf, d = torch.float16, torch.bfloat16, torch.float64
     return [
-        _fn("f16_add_mul", c, lambda a, b: a * b + a,
-            lambda: (randn(4, 6, dtype=h), randn(4, 6, dtype=h))),
+        _fn(
+            "f16_add_mul",
+            c,
+            lambda a, b: a * b + a,
+            lambda: (randn(4, 6, dtype=h), randn(4, 6, dtype=h)),
+        ),
         _fn("f16_matmul", c, torch.matmul, lambda: (randn(4, 8, dtype=h), randn(8, 3, dtype=h))),
         _fn("f16_softmax", c, lambda t: t.softmax(-1), lambda: (randn(4, 6, dtype=h),)),
         _fn("f16_erfinv", c, torch.erfinv, lambda: (uniform(-0.9, 0.9, 4, 6, dtype=h),)),
         _fn("f16_to_f32", c, lambda t: t.float().exp(), lambda: (randn(4, 6, dtype=h),)),
-        _fn("bf16_add_gelu", c, lambda a, b: F.gelu(a + b),
-            lambda: (randn(4, 6, dtype=bf), randn(4, 6, dtype=bf))),
-        _fn("bf16_layer_norm", c, lambda t: F.layer_norm(t, (6,)), lambda: (randn(4, 6, dtype=bf),)),
+        _fn(
+            "bf16_add_gelu",
+            c,
+            lambda a, b: F.gelu(a + b),
+            lambda: (randn(4, 6, dtype=bf), randn(4, 6, dtype=bf)),
+        ),
+        _fn(
+            "bf16_layer_norm", c, lambda t: F.layer_norm(t, (6,)), lambda: (randn(4, 6, dtype=bf),)
+        ),
         _fn("bf16_lgamma", c, torch.lgamma, lambda: (uniform(0.5, 4, 4, 6, dtype=bf),)),
         _fn("f64_exp_tanh", c, lambda t: torch.exp(t).tanh(), lambda: (randn(4, 6, dtype=d),)),
         _fn("f64_erfinv", c, torch.erfinv, lambda: (uniform(-0.9, 0.9, 4, 6, dtype=d),)),
         _fn("f64_matmul", c, torch.matmul, lambda: (randn(4, 5, dtype=d), randn(5, 3, dtype=d))),
         _fn("f64_cumsum", c, lambda t: torch.cumsum(t, 0), lambda: (randn(4, 6, dtype=d),)),
-        _fn("f64_logcumsumexp", c, lambda t: torch.logcumsumexp(t, 1), lambda: (randn(4, 6, dtype=d),)),
+        _fn(
+            "f64_logcumsumexp",
+            c,
+            lambda t: torch.logcumsumexp(t, 1),
+            lambda: (randn(4, 6, dtype=d),),
+        ),
         _fn("mixed_f16_f32", c, lambda a, b: a + b, lambda: (randn(4, 6, dtype=h), randn(4, 6))),
     ]
 
@@ -794,15 +1097,27 @@ def _mixed_cases() -> list[Case]:
     c = "mixed"
     tol = {"rtol": 1e-4, "atol": 1e-4}
     return [
-        _fn("chain_native_fallback", c,
+        _fn(
+            "chain_native_fallback",
+            c,
             lambda t: torch.relu(torch.lgamma(torch.special.erfinv(torch.tanh(t) * 0.9).abs() + 1)),
-            _x(4, 6), **tol),
-        _fn("fallback_tuple_feeds_native", c,
+            _x(4, 6),
+            **tol,
+        ),
+        _fn(
+            "fallback_tuple_feeds_native",
+            c,
             lambda t: torch.kthvalue(t, 2, 1)[0].exp() + torch.cummax(t, 1)[1].float().sum(1),
-            _x(4, 6), **tol),
+            _x(4, 6),
+            **tol,
+        ),
         _fn("sort_then_gather", c, lambda t: torch.gather(t, 1, t.argsort(1)[:, :2]) * 2, _x(4, 6)),
-        _fn("topk_then_scatter", c,
-            lambda t: torch.zeros_like(t).scatter(1, t.topk(2, 1).indices, 1.0), _x(4, 6)),
+        _fn(
+            "topk_then_scatter",
+            c,
+            lambda t: torch.zeros_like(t).scatter(1, t.topk(2, 1).indices, 1.0),
+            _x(4, 6),
+        ),
     ]
 
 
@@ -814,54 +1129,245 @@ def _dyn(
     dynamic_shapes: object,
     **tol: float,
 ) -> Case:
+    # Fn.forward takes *xs: torch.export wants the per-input specs nested in one tuple.
     return Case(
-        name, "dynamic", lambda: Fn(fn), make_inputs, dynamic_shapes=dynamic_shapes,
-        make_alt_inputs=make_alt_inputs, **tol,
+        name,
+        "dynamic",
+        lambda: Fn(fn),
+        make_inputs,
+        dynamic_shapes=(dynamic_shapes,),
+        make_alt_inputs=make_alt_inputs,
+        **tol,
     )
 
 
 def _dynamic_cases() -> list[Case]:
     b = torch.export.Dim("b", min=2, max=64)
-    n = torch.export.Dim("n", min=4, max=64)
+    n = torch.export.Dim("n", min=5, max=64)
+    h2 = 2 * torch.export.Dim("h", min=4, max=32)
     tol = {"rtol": 1e-4, "atol": 1e-4}
     return [
-        _dyn("dyn_erfinv", lambda t: torch.special.erfinv(torch.tanh(t) * 0.9) * 2,
-             _x(3, 6), _x(5, 6), ({0: b},)),
+        _dyn(
+            "dyn_erfinv",
+            lambda t: torch.special.erfinv(torch.tanh(t) * 0.9) * 2,
+            _x(3, 6),
+            _x(5, 6),
+            ({0: b},),
+        ),
         _dyn("dyn_kthvalue", lambda t: torch.kthvalue(t, 2, 1), _x(3, 6), _x(7, 6), ({0: b},)),
         _dyn("dyn_unfold", lambda t: t.unfold(1, 3, 2), _x(2, 9), _x(2, 12), ({1: n},)),
-        _dyn("dyn_logcumsumexp_view", lambda t: torch.logcumsumexp(t.view(t.shape[0], -1), 1),
-             _x(3, 2, 3), _x(4, 2, 3), ({0: b},)),
-        _dyn("dyn_searchsorted", lambda s, v: torch.searchsorted(s, v),
-             lambda: (torch.sort(randn(10)).values, randn(5)),
-             lambda: (torch.sort(randn(10)).values, randn(9)), (None, {0: n})),
-        _dyn("dyn_cat_fallback", lambda t: torch.cat([torch.lgamma(t.abs() + 1), t], 0),
-             _x(3, 4), _x(6, 4), ({0: b},)),
-        _dyn("dyn_adaptive_max_pool2d", lambda t: F.adaptive_max_pool2d(t, 3),
-             _x(1, 2, 6, 7), _x(1, 2, 9, 8), ({2: n, 3: torch.export.Dim("w", min=4, max=64)},)),
+        _dyn(
+            "dyn_logcumsumexp_view",
+            lambda t: torch.logcumsumexp(t.view(t.shape[0], -1), 1),
+            _x(3, 2, 3),
+            _x(4, 2, 3),
+            ({0: b},),
+        ),
+        _dyn(
+            "dyn_searchsorted",
+            lambda s, v: torch.searchsorted(s, v),
+            lambda: (torch.sort(randn(10)).values, randn(5)),
+            lambda: (torch.sort(randn(10)).values, randn(9)),
+            (None, {0: n}),
+        ),
+        _dyn(
+            "dyn_cat_fallback",
+            lambda t: torch.cat([torch.lgamma(t.abs() + 1), t], 0),
+            _x(3, 4),
+            _x(6, 4),
+            ({0: b},),
+        ),
+        _dyn(
+            "dyn_adaptive_max_pool2d",
+            lambda t: F.adaptive_max_pool2d(t, 3),
+            _x(1, 2, 6, 7),
+            _x(1, 2, 9, 8),
+            ({2: n, 3: torch.export.Dim("w", min=4, max=64)},),
+        ),
         _dyn("dyn_nonzero", lambda t: torch.nonzero(t > 0), _x(4, 6), _x(5, 6), ({0: b},)),
-        _dyn("dyn_sort_reshape", lambda t: torch.sort(t.reshape(-1, 2), 1).values.sum(1),
-             _x(4, 6), _x(5, 6), ({0: b},)),
-        _dyn("dyn_conv_pool", lambda t: F.max_pool2d(F.avg_pool2d(t, 2, ceil_mode=True), 2),
-             _x(1, 2, 8, 8), _x(1, 2, 11, 8), ({2: n},), **tol),
+        _dyn(
+            "dyn_sort_reshape",
+            lambda t: torch.sort(t.reshape(-1, 2), 1).values.sum(1),
+            _x(4, 6),
+            _x(5, 6),
+            ({0: b},),
+        ),
+        _dyn(
+            "dyn_conv_pool",
+            lambda t: F.max_pool2d(F.avg_pool2d(t, 2, ceil_mode=True), 2),
+            _x(1, 2, 8, 8),
+            _x(1, 2, 12, 8),
+            ({2: h2},),
+            **tol,
+        ),
     ]
 
 
 # Cases re-run with every op forced into LibTorch (they exercise TorchScript generation over
 # many argument kinds: tensor lists, optional tensor lists, strings, dtypes, inf, symbolic ints).
 FORCED_CASES = (
-    "cat_stack", "split_chunk", "unbind", "advanced_index_2d", "index_put_accumulate",
-    "setitem_slice", "pad_reflect", "pad_circular", "interp_bilinear_align", "interp_nearest",
-    "interp_linear_1d", "conv2d_groups", "conv_transpose2d", "max_pool2d_indices",
-    "avg_pool2d_divisor", "max_unpool2d", "layer_norm", "batch_norm2d", "group_norm",
-    "embedding_bag_offsets", "sdpa_causal", "lstm", "one_hot", "arange_linspace",
-    "full_like_eye", "where_scalar", "nan_to_num", "sort_descending_stable",
-    "scatter_reduce_mean", "int_div_true", "div_floor", "f16_matmul", "bf16_layer_norm",
-    "f64_matmul", "bool_mask_index", "repeat_interleave_tensor", "unique_counts",
-    "im2col_unfold", "col2im_fold", "grid_sample_bilinear", "selu", "sub_alpha", "logaddexp",
-    "compare_float", "nansum_nanmean", "rfft_irfft", "multihead_attention", "bitwise_shift",
-    "dyn_erfinv", "dyn_unfold", "dyn_logcumsumexp_view", "dyn_cat_fallback", "dyn_nonzero",
-    "dyn_sort_reshape", "dyn_conv_pool",
+    "cat_stack",
+    "split_chunk",
+    "unbind",
+    "advanced_index_2d",
+    "index_put_accumulate",
+    "setitem_slice",
+    "pad_reflect",
+    "pad_circular",
+    "interp_bilinear_align",
+    "interp_nearest",
+    "interp_linear_1d",
+    "conv2d_groups",
+    "conv_transpose2d",
+    "max_pool2d_indices",
+    "avg_pool2d_divisor",
+    "max_unpool2d",
+    "layer_norm",
+    "batch_norm2d",
+    "group_norm",
+    "embedding_bag_offsets",
+    "sdpa_causal",
+    "lstm",
+    "one_hot",
+    "arange_linspace",
+    "full_like_eye",
+    "where_scalar",
+    "nan_to_num",
+    "sort_descending_stable",
+    "scatter_reduce_mean",
+    "int_div_true",
+    "div_floor",
+    "f16_matmul",
+    "bf16_layer_norm",
+    "f64_matmul",
+    "bool_mask_index",
+    "repeat_interleave_tensor",
+    "unique_counts",
+    "im2col_unfold",
+    "col2im_fold",
+    "grid_sample_bilinear",
+    "selu",
+    "sub_alpha",
+    "logaddexp",
+    "compare_float",
+    "nansum_nanmean",
+    "rfft_irfft",
+    "multihead_attention",
+    "bitwise_shift",
+    "dyn_erfinv",
+    "dyn_unfold",
+    "dyn_logcumsumexp_view",
+    "dyn_cat_fallback",
+    "dyn_nonzero",
+    "dyn_sort_reshape",
+    "dyn_conv_pool",
 )
+
+
+def _force(ops: Sequence[str]) -> tuple[tuple[str, object], ...]:
+    return (("torch_executed_ops", tuple(ops)),)
+
+
+def _boundary_cases() -> list[Case]:
+    """Cases aimed at byoc_torch's own seams: views and odd tensors crossing TVM <-> LibTorch."""
+    c = "boundary"
+    x = _x(4, 6)
+    return [
+        Case(
+            "view_permute_to_tvm",
+            c,
+            lambda: Fn(lambda t: t.permute(1, 0) + 1),
+            x,
+            options=_force(["aten.permute"]),
+        ),
+        Case(
+            "view_expand_to_tvm",
+            c,
+            lambda: Fn(lambda t: t[:, None, :].expand(4, 3, 6) * 2),
+            x,
+            options=_force(["aten.expand"]),
+        ),
+        Case(
+            "view_slice_step_to_tvm",
+            c,
+            lambda: Fn(lambda t: t[::2, 1::3] * 2),
+            x,
+            options=_force(["aten.slice"]),
+        ),
+        Case(
+            "view_diagonal_to_tvm",
+            c,
+            lambda: Fn(lambda t: t.diagonal() * 2),
+            x,
+            options=_force(["aten.diagonal"]),
+        ),
+        _fn(
+            "unfold_to_tvm",
+            c,
+            lambda t: t.unfold(1, 3, 2) * 2 + t.unfold(1, 3, 2).sum(-1, True),
+            _x(2, 9),
+        ),
+        _fn("identity_output", c, lambda t: t, x),
+        _fn("input_and_fallback_outputs", c, lambda t: (t, torch.lgamma(t.abs() + 1)), x),
+        _fn("duplicate_fallback_outputs", c, lambda t: (torch.erfinv(t * 0.1),) * 2, x),
+        _fn(
+            "fallback_output_twice_used",
+            c,
+            lambda t: (lambda e: (e, e * 2, e.sum()))(torch.special.i0(t)),
+            x,
+        ),
+        _fn(
+            "scalar_0d_input",
+            c,
+            lambda a, b: torch.lgamma(a.abs() + 1) * b,
+            lambda: (randn(), randn(4)),
+        ),
+        _fn("empty_input", c, lambda t: torch.special.erfinv(t * 0.5), _x(0, 4)),
+        _fn(
+            "noncontiguous_input", c, lambda t: torch.logcumsumexp(t, 1), lambda: (randn(6, 4).t(),)
+        ),
+        _fn(
+            "channels_last_input",
+            c,
+            lambda t: F.adaptive_max_pool2d(t, 2) + 1,
+            lambda: (randn(1, 3, 5, 5).to(memory_format=torch.channels_last),),
+        ),
+        _fn(
+            "constant_tensor_in_fallback",
+            c,
+            lambda t: torch.bucketize(t, torch.tensor([-1.0, 0.0, 0.5, 2.0])),
+            x,
+        ),
+        _mod("parameter_in_fallback", c, lambda: _ParamFallback(), x, rtol=1e-4, atol=1e-4),
+        _fn("many_fallback_groups", c, _many_groups, x, rtol=1e-4, atol=1e-4),
+        _fn("rfft_complex_output", c, lambda t: torch.fft.rfft(t), _x(3, 8), rtol=1e-4, atol=1e-4),
+        _fn("inplace_ops", c, _inplace, x),
+    ]
+
+
+class _ParamFallback(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(6) + 0.5)
+        self.register_buffer("steps", torch.linspace(-2, 2, 5))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.lgamma(self.w) * x, torch.searchsorted(self.steps, x.contiguous())
+
+
+def _many_groups(t: torch.Tensor) -> torch.Tensor:
+    for _ in range(4):
+        t = torch.special.erfinv(torch.tanh(t) * 0.9)
+        t = t.exp().sum(1, keepdim=True) * t
+    return t
+
+
+def _inplace(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.mul_(2).add_(1)
+    t[t > 1] = 0.0
+    t.index_put_((torch.tensor([0, 2]),), torch.ones(2, 6), accumulate=True)
+    return t
 
 
 def _all_cases() -> list[Case]:
@@ -884,6 +1390,7 @@ def _all_cases() -> list[Case]:
         *_dtype_cases(),
         *_mixed_cases(),
         *_dynamic_cases(),
+        *_boundary_cases(),
     ]
     by_name = {case.name: case for case in cases}
     cases += [forced(by_name[name]) for name in FORCED_CASES]
@@ -923,11 +1430,11 @@ def _first_line(err: BaseException) -> str:
 
 def _compare(got: object, expected: object, case: Case, where: str = "") -> None:
     """Raise :class:`_Mismatch` unless ``got`` matches ``expected`` leaf by leaf."""
-    got_leaves, got_spec = pytree.tree_flatten(got)
-    exp_leaves, exp_spec = pytree.tree_flatten(expected)
+    got_leaves = pytree.tree_leaves(got)
+    exp_leaves = pytree.tree_leaves(expected)
     if len(got_leaves) != len(exp_leaves):
         raise _Mismatch(f"{len(got_leaves)} outputs, expected {len(exp_leaves)}")
-    for k, (g, e) in enumerate(zip(got_leaves, exp_leaves)):
+    for k, (g, e) in enumerate(zip(got_leaves, exp_leaves, strict=True)):
         if not isinstance(e, torch.Tensor):
             e = torch.as_tensor(e)
         if not isinstance(g, torch.Tensor):
@@ -1009,7 +1516,9 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
             with torch.no_grad():
                 ep = torch.export.export(model, inputs, dynamic_shapes=case.dynamic_shapes)
             stage = "compile"
-            options = {"torch_executed_ops": _aten_ops(ep)} if case.force_torch else {}
+            options = dict(case.options)
+            if case.force_torch:
+                options["torch_executed_ops"] = _aten_ops(ep)
             compiled = byoc_torch.compile(ep, **options)
             result.fallback_ops = [r.op for r in compiled.fallbacks]
             result.fallback_reasons = [
@@ -1103,7 +1612,7 @@ def format_table(results: Sequence[Result]) -> str:
     widths = [max(len(row[k]) for row in rows) for k in range(4)]
     lines = []
     for row in rows:
-        head = "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths))
+        head = "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
         lines.append(f"{head}  {row[4][:140]}".rstrip())
     t = totals(results)
     lines.append("")
@@ -1122,19 +1631,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m byoc_torch.sweep", description="byoc_torch sweep over ATen ops"
     )
-    parser.add_argument("-k", "--filter", action="append", default=[],
-                        help="run only cases whose name or category contains this (repeatable)")
+    parser.add_argument(
+        "-k",
+        "--filter",
+        action="append",
+        default=[],
+        help="run only cases whose name or category contains this (repeatable)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    parser.add_argument("--no-plain-tvm", action="store_true",
-                        help="skip running each model through plain TVM")
-    parser.add_argument("--force-torch", action="store_true",
-                        help="run the selected cases with every ATen op forced into LibTorch")
+    parser.add_argument(
+        "--no-plain-tvm", action="store_true", help="skip running each model through plain TVM"
+    )
+    parser.add_argument(
+        "--force-torch",
+        action="store_true",
+        help="run the selected cases with every ATen op forced into LibTorch",
+    )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each case as it runs")
     args = parser.parse_args(argv)
 
     cases = [
-        c for c in CASES
+        c
+        for c in CASES
         if not args.filter or any(f in c.name or f in c.category for f in args.filter)
     ]
     if args.force_torch:

@@ -107,8 +107,8 @@ def is_scalar_node(node: fx.Node) -> bool:
 class NodeScript:
     """TorchScript for one FX node.
 
-    ``source`` defines ``forward(a0: Tensor, ...)`` over the tensors in ``inputs`` (in order)
-    and returns a tensor, or a tuple when ``returns_tuple``.
+    ``source`` defines the method ``forward(self, a0: Tensor, ...)`` over the tensors in
+    ``inputs`` (in order) and returns a tensor, or a tuple when ``returns_tuple``.
     """
 
     source: str
@@ -288,9 +288,7 @@ def script_for_node(node: fx.Node) -> NodeScript:
         ret_type = "Tuple[" + ", ".join("Tensor" for _ in metas) + "]"
     else:
         ret, ret_type = call, "Tensor"
-    params = ", ".join(f"a{k}: Tensor" for k in range(len(w.inputs)))
-    body = "".join(f"    {line}\n" for line in w.lines)
-    source = f"def forward({params}) -> {ret_type}:\n{body}    return {ret}\n"
+    source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
     return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
 
 
@@ -313,19 +311,24 @@ def script_for_nodes(
         w.emit(f"v{k} = {_call_expr(w, node)}")
         w.local[node] = f"v{k}"
     rets = [w.local[n] if idx is None else f"{w.local[n]}[{idx}]" for n, idx in outputs]
-    params = ", ".join(f"a{k}: Tensor" for k in range(len(w.inputs)))
-    body = "".join(f"    {line}\n" for line in w.lines)
     ret_type = "Tuple[" + ", ".join("Tensor" for _ in rets) + "]"
     ret = "(" + "".join(f"{r}, " for r in rets) + ")"
-    source = f"def forward({params}) -> {ret_type}:\n{body}    return {ret}\n"
+    source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
     return NodeScript(source, list(w.inputs), True, len(rets))
+
+
+def _method(name: str, num_inputs: int, ret_type: str, lines: list[str], ret: str) -> str:
+    """A TorchScript method ``name(self, a0: Tensor, ...) -> ret_type``."""
+    params = "".join(f", a{k}: Tensor" for k in range(num_inputs))
+    body = "".join(f"    {line}\n" for line in lines)
+    return f"def {name}(self{params}) -> {ret_type}:\n{body}    return {ret}\n"
 
 
 # ---------------------------------------------------------------------------------------------
 # Merging the scripts of one group
 # ---------------------------------------------------------------------------------------------
 
-_DEF_RE = re.compile(r"^def forward\(", re.MULTILINE)
+_DEF_RE = re.compile(r"^def forward\(self", re.MULTILINE)
 
 
 @dataclass
@@ -344,7 +347,7 @@ class GroupStep:
 def merge_scripts(
     steps: list[GroupStep], num_inputs: int, outputs: list[tuple[int, int | None]]
 ) -> str:
-    """One TorchScript ``forward`` running all ``steps`` in order.
+    """One TorchScript ``forward`` method running all ``steps`` in order.
 
     Each step's ``forward`` is renamed ``op<j>``; TorchScript inlines those calls when it
     compiles the group, so LibTorch optimizes across the whole group. ``outputs`` lists
@@ -352,9 +355,9 @@ def merge_scripts(
     """
     defs = []
     for j, step in enumerate(steps):
-        src, n = _DEF_RE.subn(f"def op{j}(", step.source, count=1)
+        src, n = _DEF_RE.subn(f"def op{j}(self", step.source, count=1)
         if n != 1:
-            raise FallbackError(f"group member {j} has no 'def forward(' to merge")
+            raise FallbackError(f"group member {j} has no 'def forward(self' to merge")
         defs.append(src)
     body = []
     for j, step in enumerate(steps):
@@ -365,13 +368,11 @@ def merge_scripts(
             else:
                 _, src_step, idx = a
                 call_args.append(f"v{src_step}" if idx is None else f"v{src_step}[{idx}]")
-        body.append(f"    v{j} = op{j}({', '.join(call_args)})")
+        body.append(f"v{j} = self.op{j}({', '.join(call_args)})")
     rets = [f"v{s}" if i is None else f"v{s}[{i}]" for s, i in outputs]
-    params = ", ".join(f"a{k}: Tensor" for k in range(num_inputs))
     if len(rets) == 1:
         ret, ret_type = rets[0], "Tensor"
     else:
         ret = "(" + ", ".join(rets) + ")"
         ret_type = "Tuple[" + ", ".join("Tensor" for _ in rets) + "]"
-    main = f"def forward({params}) -> {ret_type}:\n" + "\n".join(body) + f"\n    return {ret}\n"
-    return "\n".join(defs) + "\n" + main
+    return "\n".join(defs) + "\n" + _method("forward", num_inputs, ret_type, body, ret)

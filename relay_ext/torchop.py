@@ -8,8 +8,11 @@ Relax pass that re-normalizes a call asks this module's type relation for the ca
 A call ``R.torchop(x_0, ..., x_{n-1})`` (0..N tensor inputs) carries, as attributes:
 
 ``op_name``   what it runs, for people and reports (``"aten.erfinv.default"``);
-``script``    the TorchScript source of the function it calls; it defines ``forward`` taking the
-              n input tensors and returning a tensor or a tuple of tensors;
+``script``    the TorchScript source of the function it calls; it defines the method
+              ``forward(self, a0, ..., a{n-1})`` over the n input tensors, returning a tensor
+              or a tuple of tensors;
+``modules``   scripted submodules the script calls as ``self.<name>`` (name -> base64 of
+              ``torch.jit.save`` bytes); empty unless torch_executed_modules forced a module;
 ``in_types``  the declared input types: one ``TensorType`` per input, whose dims are integers
               or symbolic variables (``s0``) local to this call;
 ``out_type``  the declared output type, a ``TensorType`` or a ``TupleType`` of them, whose dims
@@ -68,6 +71,7 @@ def torchop(
     in_types: Sequence[relax.TensorType],
     out_type: relax.Type,
     op_name: str = "torchop",
+    modules: dict[str, str] | None = None,
 ) -> relax.Call:
     """Build a ``relax.torchop`` call. Its type is inferred when a BlockBuilder normalizes it."""
     _check_declared_type(out_type, op_name)
@@ -79,6 +83,7 @@ def torchop(
         "script": script,
         "in_types": list(in_types),
         "out_type": out_type,
+        "modules": dict(modules or {}),
     }
     return relax.Call(get_op(), list(args), attrs=attrs)
 

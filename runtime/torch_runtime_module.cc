@@ -20,12 +20,18 @@
  *
  * Serialized form (SaveToBytes / ffi.Module.load_from_bytes.torch), all integers little endian:
  *   magic "BYOCTRCH" | u32 version | str metadata | u32 function count | per function:
- *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source
+ *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source |
+ *   u32 submodule count | per submodule: str name | str torch.jit.save bytes
  * where `str` is a u64 length followed by that many bytes.
+ *
+ * Each subgraph is a TorchScript module: its source defines methods (`forward` and helpers,
+ * all taking `self`), and its submodules (scripted nn.Modules the user forced to LibTorch with
+ * torch_executed_modules) are attributes those methods call as `self.<name>(...)`.
  */
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <torch/csrc/api/include/torch/jit.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
 #include <tvm/ffi/cast.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -223,8 +229,9 @@ struct TorchSubgraph {
   uint32_t num_inputs = 0;
   uint32_t num_outputs = 0;
   bool returns_tuple = false;
-  std::shared_ptr<torch::jit::CompilationUnit> unit;
-  torch::jit::Function* forward = nullptr;
+  /*! \brief (attribute name, torch.jit.save bytes) of each submodule. */
+  std::vector<std::pair<std::string, std::string>> submodules;
+  std::optional<torch::jit::Module> module;
 };
 
 class TorchRuntimeModuleObj : public ffi::ModuleObj {
@@ -237,7 +244,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
 
   /*! \brief Add a subgraph and compile its TorchScript. Throws ValueError on bad input. */
   void AddSubgraph(std::string symbol, std::string source, uint32_t num_inputs,
-                   uint32_t num_outputs, bool returns_tuple) {
+                   uint32_t num_outputs, bool returns_tuple,
+                   std::vector<std::pair<std::string, std::string>> submodules) {
     TVM_FFI_CHECK(!symbol.empty(), ValueError) << "byoc_torch: empty subgraph symbol";
     TVM_FFI_CHECK(index_.count(symbol) == 0, ValueError)
         << "byoc_torch: duplicate subgraph symbol '" << symbol << "'";
@@ -255,9 +263,20 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     sg.num_inputs = num_inputs;
     sg.num_outputs = num_outputs;
     sg.returns_tuple = returns_tuple;
+    sg.submodules = std::move(submodules);
     try {
-      sg.unit = torch::jit::compile(sg.source);
-      sg.forward = &sg.unit->get_function("forward");
+      torch::jit::Module module("byoc_torch_subgraph");
+      for (const auto& [name, payload] : sg.submodules) {
+        std::istringstream in(payload);
+        module.register_module(name, torch::jit::load(in));
+      }
+      module.define(sg.source);
+      TVM_FFI_CHECK(module.find_method("forward").has_value(), ValueError)
+          << "byoc_torch: TorchScript of subgraph '" << sg.symbol << "' defines no forward";
+      module.eval();
+      sg.module = std::move(module);
+    } catch (const ffi::Error&) {
+      throw;
     } catch (const c10::Error& e) {
       TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << sg.symbol
                                 << "' does not compile: " << e.what_without_backtrace();
@@ -313,6 +332,11 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       PutU32(&out, sg.num_outputs);
       out.push_back(sg.returns_tuple ? 1 : 0);
       PutStr(&out, sg.source);
+      PutU32(&out, static_cast<uint32_t>(sg.submodules.size()));
+      for (const auto& [name, payload] : sg.submodules) {
+        PutStr(&out, name);
+        PutStr(&out, payload);
+      }
     }
     return ffi::Bytes(out);
   }
@@ -341,8 +365,17 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       TVM_FFI_CHECK(returns_tuple <= 1, ValueError)
           << "corrupt byoc_torch artifact: bad tuple flag " << int(returns_tuple);
       std::string source = r.Str("TorchScript source");
+      uint32_t num_submodules = r.U32("submodule count");
+      TVM_FFI_CHECK(num_submodules <= kMaxArity, ValueError)
+          << "corrupt byoc_torch artifact: implausible submodule count " << num_submodules;
+      std::vector<std::pair<std::string, std::string>> submodules;
+      for (uint32_t k = 0; k < num_submodules; ++k) {
+        std::string name = r.Str("submodule name");
+        std::string payload = r.Str("submodule payload");
+        submodules.emplace_back(std::move(name), std::move(payload));
+      }
       n->AddSubgraph(std::move(symbol), std::move(source), num_inputs, num_outputs,
-                     returns_tuple == 1);
+                     returns_tuple == 1, std::move(submodules));
     }
     TVM_FFI_CHECK(r.remaining() == 0, ValueError)
         << "corrupt byoc_torch artifact: " << r.remaining() << " trailing bytes";
@@ -440,7 +473,9 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     std::vector<at::Tensor> results;
     try {
       std::vector<c10::IValue> stack(inputs.begin(), inputs.end());
-      c10::IValue out = (*sg.forward)(std::move(stack));
+      // Module::forward is const-callable on a copy of the handle; the handle shares state.
+      torch::jit::Module module = *sg.module;
+      c10::IValue out = module.forward(std::move(stack));
       if (sg.returns_tuple) {
         TVM_FFI_CHECK(out.isTuple(), RuntimeError)
             << "byoc_torch subgraph '" << sg.symbol << "' returned " << out.tagKind()
@@ -491,8 +526,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
 
 /*!
  * \brief Create a torch runtime module.
- * \param symbols, sources, num_inputs, num_outputs, returns_tuple parallel arrays, one entry per
- *        external function.
+ * \param symbols, sources, num_inputs, num_outputs, returns_tuple, submodule_names,
+ *        submodule_payloads parallel arrays, one entry per external function.
  * \param metadata an opaque string stored with the module.
  */
 ffi::Module CreateTorchRuntimeModule(const ffi::Array<ffi::String>& symbols,
@@ -500,20 +535,33 @@ ffi::Module CreateTorchRuntimeModule(const ffi::Array<ffi::String>& symbols,
                                      const ffi::Array<int64_t>& num_inputs,
                                      const ffi::Array<int64_t>& num_outputs,
                                      const ffi::Array<bool>& returns_tuple,
+                                     const ffi::Array<ffi::Array<ffi::String>>& submodule_names,
+                                     const ffi::Array<ffi::Array<ffi::Bytes>>& submodule_payloads,
                                      const ffi::String& metadata) {
   const size_t n = symbols.size();
   TVM_FFI_CHECK(sources.size() == n && num_inputs.size() == n && num_outputs.size() == n &&
-                    returns_tuple.size() == n,
+                    returns_tuple.size() == n && submodule_names.size() == n &&
+                    submodule_payloads.size() == n,
                 ValueError)
-      << "byoc_torch.CreateTorchRuntimeModule: the five arrays must have equal length";
+      << "byoc_torch.CreateTorchRuntimeModule: the seven per-function arrays must have equal "
+         "length";
   auto obj = ffi::make_object<TorchRuntimeModuleObj>();
   obj->set_metadata(std::string(metadata));
   for (size_t i = 0; i < n; ++i) {
     TVM_FFI_CHECK(num_inputs[i] >= 0 && num_outputs[i] >= 0, ValueError)
         << "byoc_torch: negative arity for subgraph '" << symbols[i] << "'";
+    TVM_FFI_CHECK(submodule_names[i].size() == submodule_payloads[i].size(), ValueError)
+        << "byoc_torch: subgraph '" << symbols[i] << "' has " << submodule_names[i].size()
+        << " submodule names but " << submodule_payloads[i].size() << " payloads";
+    std::vector<std::pair<std::string, std::string>> submodules;
+    for (size_t k = 0; k < submodule_names[i].size(); ++k) {
+      const ffi::Bytes& blob = submodule_payloads[i][k];
+      submodules.emplace_back(std::string(submodule_names[i][k]),
+                              std::string(blob.data(), blob.size()));
+    }
     obj->AddSubgraph(std::string(symbols[i]), std::string(sources[i]),
                      static_cast<uint32_t>(num_inputs[i]), static_cast<uint32_t>(num_outputs[i]),
-                     returns_tuple[i]);
+                     returns_tuple[i], std::move(submodules));
   }
   return ffi::Module(obj);
 }

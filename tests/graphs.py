@@ -21,9 +21,9 @@ T = relax.TensorType([4], "float32")
 
 
 def _sum_script(n_inputs: int) -> str:
-    params = ", ".join(f"a{i}: Tensor" for i in range(n_inputs))
+    params = "".join(f", a{i}: Tensor" for i in range(n_inputs))
     expr = " + ".join(f"a{i}" for i in range(n_inputs))
-    return f"def forward({params}) -> Tensor:\n    return torch.sin({expr})\n"
+    return f"def forward(self{params}) -> Tensor:\n    return torch.sin({expr})\n"
 
 
 def sinks(graph: Graph) -> list[int]:

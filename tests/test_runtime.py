@@ -14,9 +14,9 @@ save = runtime_function("byoc_torch.SaveTorchRuntimeModule")
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
 
 IDENTITY_PLUS = (
-    "def forward(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n    return (a + b, a * b)\n"
+    "def forward(self, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n    return (a + b, a * b)\n"
 )
-CLONE = "def forward(a: Tensor) -> Tensor:\n    return torch.clone(a)\n"
+CLONE = "def forward(self, a: Tensor) -> Tensor:\n    return torch.clone(a)\n"
 
 
 def module(sources: dict[str, tuple[str, int, int, bool]], metadata: str = ""):
@@ -27,6 +27,8 @@ def module(sources: dict[str, tuple[str, int, int, bool]], metadata: str = ""):
         [sources[n][1] for n in names],
         [sources[n][2] for n in names],
         [sources[n][3] for n in names],
+        [[] for _ in names],
+        [[] for _ in names],
         metadata,
     )
 
@@ -64,7 +66,7 @@ def test_multiple_outputs_as_a_tuple():
 
 def test_outputs_are_not_copied_on_the_way_out():
     """The TVM tensor returned views the very memory LibTorch produced."""
-    src = "def forward(a: Tensor) -> Tensor:\n    return a * 2\n"
+    src = "def forward(self, a: Tensor) -> Tensor:\n    return a * 2\n"
     mod = module({"f": (src, 1, 1, False)})
     out = mod["f"](to_tvm(torch.ones(1000)))
     back = torch.from_dlpack(out)
@@ -74,7 +76,7 @@ def test_outputs_are_not_copied_on_the_way_out():
 
 def test_inputs_are_not_copied_on_the_way_in():
     """A script that writes into its input changes the caller's tensor: same memory."""
-    src = "def forward(a: Tensor) -> Tensor:\n    a.add_(1.0)\n    return torch.zeros([1])\n"
+    src = "def forward(self, a: Tensor) -> Tensor:\n    a.add_(1.0)\n    return torch.zeros([1])\n"
     mod = module({"f": (src, 1, 1, False)})
     x = torch.zeros(64)
     mod["f"](to_tvm(x))
@@ -82,7 +84,7 @@ def test_inputs_are_not_copied_on_the_way_in():
 
 
 def test_output_aliasing_an_input_is_copied():
-    src = "def forward(a: Tensor) -> Tensor:\n    return a\n"
+    src = "def forward(self, a: Tensor) -> Tensor:\n    return a\n"
     mod = module({"f": (src, 1, 1, False)})
     x = torch.rand(8)
     out = torch.from_dlpack(mod["f"](to_tvm(x)))
@@ -91,7 +93,7 @@ def test_output_aliasing_an_input_is_copied():
 
 
 def test_non_contiguous_result_is_made_compact():
-    src = "def forward(a: Tensor) -> Tensor:\n    return torch.t(a * 1)\n"
+    src = "def forward(self, a: Tensor) -> Tensor:\n    return torch.t(a * 1)\n"
     mod = module({"f": (src, 1, 1, False)})
     x = torch.rand(3, 5)
     out = torch.from_dlpack(mod["f"](to_tvm(x)))
@@ -121,7 +123,7 @@ def test_non_tensor_argument():
 
 
 def test_torch_error_becomes_tvm_error_naming_subgraph():
-    src = "def forward(a: Tensor) -> Tensor:\n    return torch.linalg_cholesky(a)\n"
+    src = "def forward(self, a: Tensor) -> Tensor:\n    return torch.linalg_cholesky(a)\n"
     mod = module({"chol": (src, 1, 1, False)})
     with pytest.raises(RuntimeError, match=r"(?s)subgraph 'chol' raised inside LibTorch.*positive"):
         mod["chol"](to_tvm(-torch.eye(3)))
@@ -133,7 +135,7 @@ def test_torch_error_becomes_tvm_error_naming_subgraph():
 def test_script_that_does_not_compile_is_rejected_at_creation():
     with pytest.raises(ValueError, match=r"TorchScript of subgraph 'bad' does not compile"):
         module(
-            {"bad": ("def forward(a: Tensor) -> Tensor:\n    return undefined(a)\n", 1, 1, False)}
+            {"bad": ("def forward(self, a: Tensor) -> Tensor:\n    return undefined(a)\n", 1, 1, False)}
         )
 
 
@@ -162,7 +164,8 @@ def test_serialization_round_trip():
         (lambda b: b[:5], "truncated while reading magic"),
         (lambda b: b"XXXXXXXX" + b[8:], "bad magic"),
         (lambda b: b[:8] + b"\x63\x00\x00\x00" + b[12:], "format version 99"),
-        (lambda b: b[:-4], "claims"),
+        (lambda b: b[:-4], "truncated while reading submodule count"),
+        (lambda b: b[:-8], "TorchScript source claims"),
         (lambda b: b + b"junk", "4 trailing bytes"),
         (lambda b: b[:12] + b"\xff" * 8 + b[20:], "metadata claims"),
     ],

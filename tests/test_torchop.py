@@ -10,7 +10,7 @@ from tvm import relax, tirx
 import relay_ext
 from relay_ext import TorchOpTypeError
 
-SCRIPT = "def forward() -> Tensor:\n    return torch.zeros([1])\n"
+SCRIPT = "def forward(self) -> Tensor:\n    return torch.zeros([1])\n"
 
 
 def f32(*shape):
