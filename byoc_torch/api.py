@@ -19,6 +19,7 @@ from tvm import relax
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, InputSpec, Signature, output_structure
 from .frontend import import_with_records, relax_dtype
+from .modules import hide_forced_modules
 from .options import Options
 from .partition import PartitionForTorch
 
@@ -31,9 +32,18 @@ def export_program(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor],
     dynamic_shapes=None,
+    torch_executed_modules: Sequence = (),
 ) -> torch.export.ExportedProgram:
-    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module)."""
+    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module), with
+    the ``torch_executed_modules`` hidden behind opaque ops (see :mod:`byoc_torch.modules`)."""
     if isinstance(model, torch.export.ExportedProgram):
+        if torch_executed_modules:
+            raise ValueError(
+                "torch_executed_modules needs the nn.Module, not an ExportedProgram: the "
+                "modules are replaced before export"
+            )
+        if dynamic_shapes is not None:
+            raise ValueError("dynamic_shapes applies when exporting; pass the nn.Module")
         return model
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -43,8 +53,9 @@ def export_program(
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     model = model.eval()
-    with torch.no_grad():
-        return torch.export.export(model, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+    inputs = tuple(example_inputs)
+    with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
+        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
 
 
 def _signature(ep: torch.export.ExportedProgram, device: str) -> Signature:
@@ -75,6 +86,8 @@ def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
     target: str | dict = "llvm",
+    *,
+    dynamic_shapes=None,
     **options,
 ) -> CompiledModule:
     """Compile ``model``: TVM compiles what its importer handles, LibTorch runs the rest.
@@ -83,10 +96,12 @@ def compile(
         model: an ``nn.Module`` (exported here with ``torch.export``) or an ExportedProgram.
         example_inputs: tensors to export with (ignored for an ExportedProgram).
         target: a TVM target, ``"llvm"`` or a dict such as ``{"kind": "llvm"}``.
+        dynamic_shapes: torch.export's ``dynamic_shapes`` (e.g. ``{"x": {0: Dim("batch")}}``);
+            the result then runs every size in range without recompiling.
         **options: fields of :class:`byoc_torch.Options`.
     """
     opts = Options.from_kwargs(options)
-    ep = export_program(model, example_inputs)
+    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     mod, records = import_with_records(ep, opts)
     mod = PartitionForTorch(**_partition_kwargs(opts))(mod)
     signature = _signature(ep, _device_of(target))

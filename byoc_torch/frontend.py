@@ -33,6 +33,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 
 import relay_ext
 
+from .modules import forced_module_for_op
 from .options import Options
 from .torchscript import (
     FallbackError,
@@ -72,6 +73,7 @@ class FullCompilationError(RuntimeError):
             f"require_full_compilation=True, but {len(records)} op(s) would run in LibTorch:\n"
             + "\n".join(lines)
         )
+
 
 # dtypes a Relax tensor cannot carry; values of these types stay inside LibTorch.
 _FOREIGN_DTYPES = {torch.complex32, torch.complex64, torch.complex128}
@@ -201,6 +203,10 @@ class _FallbackImporter(ExportedProgramImporter):
         key = op_key(node.target)
         if node.name in self.forced:
             return self.forced[node.name]
+        module = forced_module_for_op(node.target)
+        if module is not None:
+            op = f"module {module.qualname} ({module.type_name})"
+            return FallbackRecord(node.name, op, REASON_MODULE)
         if self.options.is_forced_op(node.target):
             return FallbackRecord(node.name, key, REASON_FORCED_OP)
         if node.target.__name__ not in self.convert_map:
@@ -327,7 +333,12 @@ class _FallbackImporter(ExportedProgramImporter):
         out_type = relax.TupleType(out_types) if ns.returns_tuple else out_types[0]
         args = [self._relax_input(n, node) for n in ns.inputs]
         call = relay_ext.torchop(
-            args, script=ns.source, in_types=in_types, out_type=out_type, op_name=record.op
+            args,
+            script=ns.source,
+            in_types=in_types,
+            out_type=out_type,
+            op_name=record.op,
+            modules=ns.modules,
         )
         self.records[node.name] = record
         logger.debug("node %s (%s) -> torchop: %s", node.name, record.op, record.reason)
@@ -453,9 +464,7 @@ def import_with_records(
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))
 
 
-def _small_native_blocks(
-    graph: fx.Graph, fallback: set[str], options: Options
-) -> list[fx.Node]:
+def _small_native_blocks(graph: fx.Graph, fallback: set[str], options: Options) -> list[fx.Node]:
     """TVM-side blocks smaller than ``min_block_size`` that sit between LibTorch ops.
 
     A block is a connected set of TVM-converted aten nodes (edges in either direction).

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from .modules import ForcedModule, forced_module_for_op
+
 __all__ = [
     "FallbackError",
     "NodeScript",
@@ -115,6 +117,7 @@ class NodeScript:
     inputs: list[fx.Node]
     returns_tuple: bool
     num_outputs: int
+    modules: dict[str, str] = field(default_factory=dict)  # attribute -> base64 payload
 
 
 @dataclass
@@ -278,6 +281,9 @@ def script_for_node(node: fx.Node) -> NodeScript:
             f"node {node.name} ({node.target}) does not produce tensors, so it cannot run as a "
             "torchop"
         )
+    forced = forced_module_for_op(node.target)
+    if forced is not None:
+        return _script_for_forced_module(node, forced)
     w = _Writer()
     call = _call_expr(w, node)
     val = node.meta["val"]
@@ -290,6 +296,23 @@ def script_for_node(node: fx.Node) -> NodeScript:
         ret, ret_type = call, "Tensor"
     source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
     return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
+
+
+def _script_for_forced_module(node: fx.Node, forced: ForcedModule) -> NodeScript:
+    """``self.mod_k.forward(a0, ...)`` for the custom op that stands for a forced submodule."""
+    w = _Writer()
+    (xs,) = node.args
+    args = ", ".join(_render(w, x) for x in xs)
+    w.emit(f"r = self.{forced.attribute}.forward({args})")
+    if forced.returns_tuple:
+        ret = "(" + "".join(f"r[{k}], " for k in range(forced.num_outputs)) + ")"
+    else:
+        ret = "(r, )"
+    ret_type = "Tuple[" + ", ".join("Tensor" for _ in range(forced.num_outputs)) + "]"
+    source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
+    return NodeScript(
+        source, list(w.inputs), True, forced.num_outputs, {forced.attribute: forced.payload_b64}
+    )
 
 
 def script_for_nodes(

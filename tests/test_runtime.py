@@ -135,7 +135,14 @@ def test_torch_error_becomes_tvm_error_naming_subgraph():
 def test_script_that_does_not_compile_is_rejected_at_creation():
     with pytest.raises(ValueError, match=r"TorchScript of subgraph 'bad' does not compile"):
         module(
-            {"bad": ("def forward(self, a: Tensor) -> Tensor:\n    return undefined(a)\n", 1, 1, False)}
+            {
+                "bad": (
+                    "def forward(self, a: Tensor) -> Tensor:\n    return undefined(a)\n",
+                    1,
+                    1,
+                    False,
+                )
+            }
         )
 
 
