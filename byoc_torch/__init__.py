@@ -11,12 +11,13 @@ Stages, in data-flow order (one module each):
 """
 
 from . import _runtime  # noqa: F401  (loads the C++ runtime first)
-from .api import compile, export_program
+from .api import compile, export_program, report
 from .codegen import LowerTorchFunctions, torch_codegen
 from .compiled import CompiledModule, load
 from .frontend import FallbackRecord, from_exported_program
 from .options import Options
 from .partition import PartitionForTorch, partition_for_torch, torch_functions
+from .report import Report
 
 __all__ = [
     "CompiledModule",
@@ -24,11 +25,13 @@ __all__ = [
     "LowerTorchFunctions",
     "Options",
     "PartitionForTorch",
+    "Report",
     "compile",
     "export_program",
     "from_exported_program",
     "load",
     "partition_for_torch",
+    "report",
     "torch_codegen",
     "torch_functions",
 ]

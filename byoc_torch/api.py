@@ -22,10 +22,11 @@ from .frontend import import_with_records, relax_dtype
 from .modules import hide_forced_modules
 from .options import Options
 from .partition import PartitionForTorch
+from .report import Report, build_report, report_from_ir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compile", "export_program"]
+__all__ = ["compile", "export_program", "report"]
 
 
 def export_program(
@@ -58,7 +59,7 @@ def export_program(
         return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
 
 
-def _signature(ep: torch.export.ExportedProgram, device: str) -> Signature:
+def _signature(ep: torch.export.ExportedProgram, device: str, report: Report) -> Signature:
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
     for node in ep.graph.nodes:
@@ -74,7 +75,9 @@ def _signature(ep: torch.export.ExportedProgram, device: str) -> Signature:
             str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
         )
         specs.append(InputSpec(node.name, relax_dtype(val.dtype), shape))
-    return Signature(tuple(specs), output_structure(ep.call_spec.out_spec), device)
+    return Signature(
+        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict()
+    )
 
 
 def _device_of(target) -> str:
@@ -102,14 +105,41 @@ def compile(
     """
     opts = Options.from_kwargs(options)
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
-    mod, records = import_with_records(ep, opts)
-    mod = PartitionForTorch(**_partition_kwargs(opts))(mod)
-    signature = _signature(ep, _device_of(target))
+    imported = import_with_records(ep, opts)
+    records = imported.records
+    mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+    report = build_report(imported, mod, model_name=_model_name(model))
+    signature = _signature(ep, _device_of(target), report)
     mod = LowerTorchFunctions(metadata=signature.to_json())(mod)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     executable = relax.build(mod, target=tvm_target)
     logger.debug("compiled: %d node(s) run in LibTorch", len(records))
-    return CompiledModule(executable, signature, ir_module=mod, fallbacks=records)
+    return CompiledModule(executable, signature, ir_module=mod, fallbacks=records, report=report)
+
+
+def _model_name(model) -> str:
+    return type(model).__name__
+
+
+def report(
+    model: torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule,
+    example_inputs: Sequence[torch.Tensor] = (),
+    *,
+    dynamic_shapes=None,
+    **options,
+) -> Report:
+    """Where every node would run, and why, without building anything.
+
+    ``model`` is an nn.Module (exported with ``example_inputs``), an ExportedProgram, or a
+    Relax IRModule that already has torchops (then only what the IR says is reported).
+    """
+    opts = Options.from_kwargs(options)
+    if isinstance(model, tvm.IRModule):
+        return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
+    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    imported = import_with_records(ep, opts)
+    partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+    return build_report(imported, partitioned, model_name=_model_name(model))
 
 
 def _partition_kwargs(opts: Options) -> dict:

@@ -2,6 +2,9 @@
 
 ``byoc-torch demo`` is the main job on a built-in model: compile it, run it, check it against
 eager PyTorch, and print what ran in LibTorch and how fast both are.
+
+``byoc-torch report FILE.py:FACTORY`` prints where every node of a model runs and why;
+FACTORY is a function in FILE.py returning ``(model, example_inputs)``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["main", "measure_latency"]
+__all__ = ["load_factory", "main", "measure_latency"]
 
 
 def measure_latency(fn: Callable[[], object], warmup: int, repeat: int) -> tuple[float, float]:
@@ -71,6 +74,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_factory(spec: str) -> Callable[[], tuple]:
+    """The factory named by ``path/to/file.py:function`` (or a built-in ``builtin:NAME``)."""
+    import importlib.util
+    from pathlib import Path
+
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path or not name:
+        raise SystemExit(f"byoc-torch: expected FILE.py:FACTORY, got '{spec}'")
+    if path == "builtin":
+        from byoc_torch.models import EXAMPLES
+
+        if name not in EXAMPLES:
+            raise SystemExit(f"byoc-torch: no built-in model '{name}' (have {sorted(EXAMPLES)})")
+        return EXAMPLES[name]
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"byoc-torch: no such file: {file}")
+    module_spec = importlib.util.spec_from_file_location(f"_byoc_factory_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise SystemExit(f"byoc-torch: {file} has no function '{name}'")
+    return factory
+
+
+def _report(args: argparse.Namespace) -> int:
+    import byoc_torch
+
+    made = load_factory(args.factory)()
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise SystemExit("byoc-torch: the factory must return (model, example_inputs)")
+    model, inputs = made
+    options = {"min_block_size": args.min_block_size}
+    if args.torch_executed_ops:
+        options["torch_executed_ops"] = args.torch_executed_ops
+    if args.torch_executed_modules:
+        options["torch_executed_modules"] = args.torch_executed_modules
+    if args.dry_run:
+        report = byoc_torch.report(model, inputs, **options)
+    else:
+        report = byoc_torch.compile(model, inputs, target=args.target, **options).report()
+    print(report.to_json() if args.json else report.to_text())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from byoc_torch.models import EXAMPLES
 
@@ -83,6 +132,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeat", type=int, default=100)
     demo.add_argument("--export", metavar="PATH", help="also write the compiled artifact here")
     demo.set_defaults(func=_demo)
+
+    rep = sub.add_parser(
+        "report",
+        help="where every node of a model runs, and why",
+        description="FACTORY is FILE.py:FUNCTION (FUNCTION() returns (model, example_inputs)) "
+        "or builtin:NAME for a built-in model.",
+    )
+    rep.add_argument("factory", metavar="FILE.py:FACTORY")
+    rep.add_argument("--json", action="store_true", help="print JSON instead of text")
+    rep.add_argument(
+        "--dry-run", action="store_true", help="import and partition only; do not build"
+    )
+    rep.add_argument("--target", default="llvm")
+    rep.add_argument("--min-block-size", type=int, default=3)
+    rep.add_argument("--torch-executed-ops", nargs="*", default=[], metavar="OP")
+    rep.add_argument("--torch-executed-modules", nargs="*", default=[], metavar="NAME")
+    rep.set_defaults(func=_report)
     return p
 
 

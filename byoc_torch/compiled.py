@@ -25,6 +25,7 @@ from torch.utils import _pytree as pytree
 from tvm import relax
 
 from .frontend import FallbackRecord
+from .report import Report
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Signature:
     inputs: tuple[InputSpec, ...]
     outputs: dict  # nesting of the outputs, see output_structure()
     device: str = "cpu"
+    report: dict | None = None  # Report.to_dict() of the compile that made the artifact
 
     def to_json(self) -> str:
         return json.dumps(
@@ -61,6 +63,7 @@ class Signature:
                 ],
                 "outputs": self.outputs,
                 "device": self.device,
+                "report": self.report,
             }
         )
 
@@ -76,7 +79,7 @@ class Signature:
             )
             outputs = data["outputs"]
             _count_leaves(outputs)  # validates the nesting
-            return cls(inputs, outputs, str(data.get("device", "cpu")))
+            return cls(inputs, outputs, str(data.get("device", "cpu")), data.get("report"))
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"byoc_torch artifact has an unreadable signature: {err}") from err
 
@@ -91,11 +94,13 @@ class CompiledModule:
         *,
         ir_module: tvm.IRModule | None = None,
         fallbacks: Sequence[FallbackRecord] = (),
+        report: Report | None = None,
     ) -> None:
         self.executable = executable
         self.signature = signature
         self.ir_module = ir_module
         self.fallbacks = tuple(fallbacks)
+        self._report = report
         self.device = tvm.device(signature.device)
         self._vm = relax.VirtualMachine(executable, self.device)
         self._main = self._vm["main"]
@@ -172,6 +177,17 @@ class CompiledModule:
         return path
 
     # -- inspection ---------------------------------------------------------------------------
+    def report(self) -> Report:
+        """Where every node runs and why (see :mod:`byoc_torch.report`).
+
+        A loaded model reads the report its artifact carries.
+        """
+        if self._report is None:
+            if self.signature.report is None:
+                raise ValueError("byoc_torch: this artifact carries no report")
+            self._report = Report.from_dict(self.signature.report)
+        return self._report
+
     @property
     def torch_ops(self) -> list[str]:
         """The ATen ops that run in LibTorch, one entry per fallback node."""

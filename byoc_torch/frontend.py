@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FallbackRecord",
     "FullCompilationError",
+    "ImportResult",
     "from_exported_program",
     "import_with_records",
 ]
@@ -339,6 +340,7 @@ class _FallbackImporter(ExportedProgramImporter):
             out_type=out_type,
             op_name=record.op,
             modules=ns.modules,
+            nodes=[node.name],
         )
         self.records[node.name] = record
         logger.debug("node %s (%s) -> torchop: %s", node.name, record.op, record.reason)
@@ -421,10 +423,18 @@ def _flatten(value):
         yield value
 
 
-def import_with_records(
-    ep: torch.export.ExportedProgram, options: Options
-) -> tuple[tvm.IRModule, list[FallbackRecord]]:
-    """Import ``ep``; also return why each fallback node runs in LibTorch (graph order).
+@dataclass(frozen=True)
+class ImportResult:
+    """What the frontend produced: the module, why each fallback node falls back (graph
+    order), and the (decomposed) FX graph it imported."""
+
+    mod: tvm.IRModule
+    records: list[FallbackRecord]
+    graph: fx.Graph
+
+
+def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> ImportResult:
+    """Import ``ep``; also return why each fallback node runs in LibTorch.
 
     Imports again (from scratch) whenever a TVM converter raises, and once more when
     ``min_block_size`` moves small TVM blocks to LibTorch.
@@ -458,7 +468,7 @@ def import_with_records(
             raise FullCompilationError(records)
         absorbed = _small_native_blocks(ep.graph, {r.node for r in records}, options)
         if not absorbed:
-            return mod, records
+            return ImportResult(mod, records, ep.graph)
         for node in absorbed:
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_MIN_BLOCK)
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))
@@ -534,5 +544,4 @@ def from_exported_program(ep: torch.export.ExportedProgram, **options) -> tvm.IR
 
     Accepts the keyword options of :class:`byoc_torch.Options`.
     """
-    mod, _ = import_with_records(ep, Options.from_kwargs(options))
-    return mod
+    return import_with_records(ep, Options.from_kwargs(options)).mod

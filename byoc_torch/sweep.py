@@ -19,6 +19,12 @@ and classifies it:
 For context it also records whether the op alone goes through plain TVM
 (``tvm.relax.frontend.torch.from_exported_program`` + ``relax.build`` + run).
 
+Besides one category per op family, three categories probe byoc_torch itself: ``dynamic``
+(exported with dynamic dims, also run at other sizes), ``boundary`` (views, empty, 0-d,
+non-contiguous and channels-last tensors, parameters and constants crossing TVM <-> LibTorch) and
+``forced`` (a case re-run with every ATen op forced into LibTorch: a test of the TorchScript
+byoc_torch writes; ``--force-torch`` does this for any selection).
+
 Run it with ``python -m byoc_torch.sweep`` (``--help`` lists the options, ``--json PATH`` writes
 the results). One case's failure never stops the sweep.
 """

@@ -11,6 +11,7 @@ A call ``R.torchop(x_0, ..., x_{n-1})`` (0..N tensor inputs) carries, as attribu
 ``script``    the TorchScript source of the function it calls; it defines the method
               ``forward(self, a0, ..., a{n-1})`` over the n input tensors, returning a tensor
               or a tuple of tensors;
+``nodes``     names of the FX nodes it computes (for reports; may be empty);
 ``modules``   scripted submodules the script calls as ``self.<name>`` (name -> base64 of
               ``torch.jit.save`` bytes); empty unless torch_executed_modules forced a module;
 ``in_types``  the declared input types: one ``TensorType`` per input, whose dims are integers
@@ -72,6 +73,7 @@ def torchop(
     out_type: relax.Type,
     op_name: str = "torchop",
     modules: dict[str, str] | None = None,
+    nodes: Sequence[str] = (),
 ) -> relax.Call:
     """Build a ``relax.torchop`` call. Its type is inferred when a BlockBuilder normalizes it."""
     _check_declared_type(out_type, op_name)
@@ -84,6 +86,7 @@ def torchop(
         "in_types": list(in_types),
         "out_type": out_type,
         "modules": dict(modules or {}),
+        "nodes": list(nodes),
     }
     return relax.Call(get_op(), list(args), attrs=attrs)
 

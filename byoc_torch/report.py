@@ -1,0 +1,218 @@
+"""Reports: where every node runs, why, and what each LibTorch subgraph takes and gives.
+
+Place in the data flow: beside the pipeline. ``byoc_torch.compile`` builds a :class:`Report`
+from the frontend's records and the partitioned module and keeps it in the compiled model (and
+in its exported artifact); ``byoc_torch.report`` builds one without compiling; the CLI prints
+it (``byoc-torch report``). Text for people (:meth:`Report.to_text`), JSON for tools
+(:meth:`Report.to_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import asdict, dataclass, field
+
+import tvm
+from torch import fx
+from tvm import relax
+
+import relay_ext
+
+from .frontend import ImportResult, op_key
+from .partition import torch_functions
+
+__all__ = ["NodeEntry", "Report", "SubgraphEntry", "build_report", "report_from_ir"]
+
+REASON_NATIVE = "converted by TVM"
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """One FX node: where it runs and why."""
+
+    node: str
+    op: str
+    runs_in: str  # "tvm" or "torch"
+    reason: str
+    detail: str = ""
+    subgraph: str | None = None
+
+
+@dataclass(frozen=True)
+class SubgraphEntry:
+    """One LibTorch subgraph: its ops and the tensors that cross into and out of it."""
+
+    symbol: str
+    nodes: list[str]
+    ops: list[str]
+    inputs: list[str]  # Relax types, e.g. R.Tensor((2, 8), dtype="float32")
+    outputs: list[str]
+
+    @property
+    def crossings(self) -> int:
+        return len(self.inputs) + len(self.outputs)
+
+
+@dataclass
+class Report:
+    """Where every node of a model runs. ``totals`` summarizes it."""
+
+    model: str
+    nodes: list[NodeEntry] = field(default_factory=list)
+    subgraphs: list[SubgraphEntry] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict:
+        ops = [n for n in self.nodes if not n.op.startswith("getitem")]
+        torch_ops = sum(1 for n in ops if n.runs_in == "torch")
+        total = len(ops)
+        return {
+            "ops": total,
+            "ops_tvm": total - torch_ops,
+            "ops_torch": torch_ops,
+            "subgraphs": len(self.subgraphs),
+            "crossings": sum(s.crossings for s in self.subgraphs),
+            "coverage_percent": round(100.0 * (total - torch_ops) / total, 1) if total else 100.0,
+        }
+
+    def torch_nodes(self) -> list[NodeEntry]:
+        return [n for n in self.nodes if n.runs_in == "torch"]
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "version": REPORT_VERSION,
+            "model": self.model,
+            "totals": self.totals,
+            "nodes": [asdict(n) for n in self.nodes],
+            "subgraphs": [{**asdict(s), "crossings": s.crossings} for s in self.subgraphs],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        if data.get("version") != REPORT_VERSION:
+            raise ValueError(f"report version {data.get('version')} is not {REPORT_VERSION}")
+        nodes = [NodeEntry(**n) for n in data["nodes"]]
+        subgraphs = [
+            SubgraphEntry(s["symbol"], s["nodes"], s["ops"], s["inputs"], s["outputs"])
+            for s in data["subgraphs"]
+        ]
+        return cls(str(data["model"]), nodes, subgraphs)
+
+    def to_text(self) -> str:
+        t = self.totals
+        lines = [
+            f"byoc_torch report for {self.model}",
+            f"  ops: {t['ops']} total, {t['ops_tvm']} in TVM, {t['ops_torch']} in LibTorch "
+            f"(coverage {t['coverage_percent']}%)",
+            f"  LibTorch subgraphs: {t['subgraphs']}, tensors crossing per call: {t['crossings']}",
+        ]
+        torch_nodes = self.torch_nodes()
+        if torch_nodes:
+            lines.append("")
+            lines.append("Ops that run in LibTorch:")
+            width = max(len(n.node) for n in torch_nodes)
+            op_width = max(len(n.op) for n in torch_nodes)
+            for n in torch_nodes:
+                detail = f" — {n.detail}" if n.detail else ""
+                lines.append(
+                    f"  {n.node:<{width}}  {n.op:<{op_width}}  [{n.subgraph}] {n.reason}{detail}"
+                )
+        for s in self.subgraphs:
+            lines.append("")
+            lines.append(f"Subgraph {s.symbol}: {len(s.ops)} op(s), {s.crossings} crossing(s)")
+            lines.append(f"  ops:     {', '.join(s.ops)}")
+            lines.append(f"  inputs:  {', '.join(s.inputs) or '-'}")
+            lines.append(f"  outputs: {', '.join(s.outputs)}")
+        native = [n for n in self.nodes if n.runs_in == "tvm" and not n.op.startswith("getitem")]
+        if native:
+            lines.append("")
+            lines.append(f"Ops compiled by TVM ({len(native)}):")
+            counts: dict[str, int] = {}
+            for n in native:
+                counts[n.op] = counts.get(n.op, 0) + 1
+            for op, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"  {k:4d} x {op}")
+        return "\n".join(lines)
+
+
+def _type_str(ty: object) -> str:
+    return str(ty).replace("\n", " ")
+
+
+def _subgraph_entries(mod: tvm.IRModule) -> tuple[list[SubgraphEntry], dict[str, str]]:
+    """Entries for the torch functions of a partitioned module, and node name -> symbol."""
+    entries = []
+    where: dict[str, str] = {}
+    for symbol, func in torch_functions(mod).items():
+        nodes: list[str] = []
+
+        def visit(expr, nodes=nodes):
+            if relay_ext.is_torchop(expr):
+                names = [str(n) for n in (expr.attrs.get("nodes") or [])]
+                nodes.extend(names or [str(expr.attrs["op_name"])])
+
+        relax.analysis.post_order_visit(func.body, visit)
+        for n in nodes:
+            where[n] = symbol
+        ret = func.ret_ty
+        outs = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+        entries.append(
+            SubgraphEntry(
+                symbol,
+                nodes,
+                [str(o) for o in func.attrs["torch_ops"]],
+                [_type_str(p.ty) for p in func.params],
+                [_type_str(o) for o in outs],
+            )
+        )
+    return entries, where
+
+
+def build_report(imported: ImportResult, partitioned: tvm.IRModule, model_name: str) -> Report:
+    """The report of a model from the frontend's result and the partitioned module."""
+    subgraphs, where = _subgraph_entries(partitioned)
+    records = {r.node: r for r in imported.records}
+    entries: list[NodeEntry] = []
+    for node in imported.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is operator.getitem:
+            src = node.args[0]
+            src_name = src.name if isinstance(src, fx.Node) else str(src)
+            runs_in = "torch" if src_name in records else "tvm"
+            entries.append(
+                NodeEntry(
+                    node.name,
+                    "getitem",
+                    runs_in,
+                    f"element of {src_name}",
+                    subgraph=where.get(src_name),
+                )
+            )
+            continue
+        rec = records.get(node.name)
+        if rec is None:
+            entries.append(NodeEntry(node.name, op_key(node.target), "tvm", REASON_NATIVE))
+        else:
+            entries.append(
+                NodeEntry(node.name, rec.op, "torch", rec.reason, rec.detail, where.get(node.name))
+            )
+    return Report(model_name, entries, subgraphs)
+
+
+def report_from_ir(mod: tvm.IRModule) -> Report:
+    """A report from a partitioned Relax module alone (no FX graph, so no TVM-side reasons)."""
+    subgraphs, where = _subgraph_entries(mod)
+    entries: list[NodeEntry] = []
+    for s in subgraphs:
+        for name, op in zip(s.nodes, s.ops, strict=False):
+            entries.append(
+                NodeEntry(name, op, "torch", "torchop in the module", subgraph=where[name])
+            )
+    return Report("IRModule", entries, subgraphs)
