@@ -11,17 +11,18 @@ can be merged without creating a cycle. Deterministic: the same DAG gives the sa
 Algorithm, O((V + E) · G / w) with G groups and w the machine word (bitsets as Python ints):
 
 1. Stage of a node: the largest, over its inputs, of the input's stage, plus one when the
-   input has the other color. Edges never lower the stage, and only torch→torch edges keep it,
-   so all torch nodes of one stage can form one group, and there is no direct edge between
-   torch nodes of different stages.
-2. Visit stages in increasing order; each stage's torch nodes form a *piece*. A piece joins the
-   lowest-numbered group that does not reach it, or starts a new group. "Reach" is taken in the
-   contracted graph: each node keeps the bitset of groups it directly depends on through native
-   nodes, and a group's ancestors are closed transitively through the groups it absorbed.
-   A piece never reaches an earlier group (stages only grow along paths), so that one check
-   suffices. Merging only adds paths, so a piece that could not join a group never could
-   later: when the sweep ends, every pair of groups is joined by a path through a node outside
-   both, i.e. no merge is possible. That is maximality.
+   input has the other color. Edges never lower the stage, so no path leaves a stage and comes
+   back; a path from a torch node through a native node to a torch node climbs at least two
+   stages. All torch nodes of one stage (a *piece*) can therefore form one group.
+2. Visit stages in increasing order. A piece joins the lowest-numbered group that has no path
+   of two or more units to it in the contracted graph (a direct torch→torch edge is fine; a
+   path through a native node or through another group is not), or starts a new group. Each
+   node keeps the bitset of groups it depends on through native nodes only, and a group's
+   ancestors are closed transitively through the groups it absorbed. A piece never reaches an
+   earlier group (stages only grow along paths), so that one check rules out cycles. Merging
+   only adds paths, so a piece that could not join a group never could later: when the sweep
+   ends, every pair of groups is joined by a path through a unit outside both, i.e. no merge
+   is possible. That is maximality.
 """
 
 from __future__ import annotations
@@ -105,29 +106,40 @@ def maximal_groups(dag: Dag) -> list[int]:
         piece = pieces.get(s)
         if piece:
             members = set(piece)
-            direct = 0
+            via_native = 0  # groups reaching the piece through a native input
+            direct = 0  # groups with an edge straight into the piece
             for i in piece:
                 for p in dag.inputs[i]:
-                    if p not in members:  # all torch inputs of a piece are inside it
-                        direct |= up[p]
-            reach = 0
+                    if p in members:
+                        continue
+                    if is_torch[p]:
+                        direct |= 1 << group[p]
+                    else:
+                        via_native |= up[p]
+            # Forbidden: every group with a path of two or more units to the piece.
+            forbidden = 0
+            b = via_native
+            while b:
+                low = b & -b
+                forbidden |= closed(low.bit_length() - 1)
+                b ^= low
             b = direct
             while b:
                 low = b & -b
-                reach |= closed(low.bit_length() - 1)
+                g = low.bit_length() - 1
+                forbidden |= closed(g) & ~low  # strictly upstream of a direct group
                 b ^= low
-            free = ~reach & (reach + 1)  # lowest group id that does not reach the piece
+            free = ~forbidden & (forbidden + 1)  # lowest group id not forbidden
             g = free.bit_length() - 1
+            new_parents = (via_native | direct) & ~(1 << g)
             if g < len(parents):
-                parents[g] |= direct
+                parents[g] |= new_parents
                 closure_cache.clear()  # g gained ancestors; cached closures may contain g
             else:
-                g = len(parents)
-                parents.append(direct)
+                parents.append(new_parents)
             for i in piece:
                 group[i] = g
             gbit = 1 << g
-            # Inside the piece, later members inherit nothing new: the group is one unit.
             for i in piece:
                 up[i] = gbit
         for i in natives_by_stage.get(s, ()):

@@ -132,59 +132,68 @@ def _lift(
     op_names: list[str] = []
     modules: dict[str, str] = {}
 
-    bb = relax.BlockBuilder()
+    # Built directly rather than through a BlockBuilder: every member already carries its
+    # type, so re-inferring 100k torchop types would only cost time.
+    input_index = {e: k for k, e in enumerate(inputs)}
     new_of: dict[relax.Var, relax.Var] = {}
-    with bb.function(symbol, params, attrs={"Codegen": CODEGEN, "global_symbol": symbol}):
-        for i in members:
-            b = nodes[i].binding
-            value = b.value
-            if relay_ext.is_torchop(value):
-                args, step_args = [], []
-                for a in value.args:
-                    if a in param_of:
-                        args.append(param_of[a])
-                        step_args.append(("in", inputs.index(a)))
-                    elif a in step_of:
-                        args.append(new_of[a])
-                        step_args.append(("val", step_of[a], None))
-                    else:
-                        args.append(new_of[a])
-                        step_args.append(("val", *getitem_of[a]))
-                new_of[b.var] = bb.emit(
-                    relax.Call(value.op, args, attrs=value.attrs), name_hint=b.var.name
+    bindings: list[relax.VarBinding] = []
+    for i in members:
+        b = nodes[i].binding
+        value = b.value
+        new_var = relax.Var(b.var.name, b.var.ty)
+        if relay_ext.is_torchop(value):
+            args, step_args = [], []
+            for a in value.args:
+                if a in param_of:
+                    args.append(param_of[a])
+                    step_args.append(("in", input_index[a]))
+                elif a in step_of:
+                    args.append(new_of[a])
+                    step_args.append(("val", step_of[a], None))
+                else:
+                    args.append(new_of[a])
+                    step_args.append(("val", *getitem_of[a]))
+            bindings.append(
+                relax.VarBinding(
+                    new_var, relax.Call(value.op, args, attrs=value.attrs, ret_ty=b.var.ty)
                 )
-                step_of[b.var] = len(steps)
-                steps.append(
-                    GroupStep(
-                        str(value.attrs["script"]),
-                        step_args,
-                        isinstance(value.attrs["out_type"], relax.TupleType),
-                    )
+            )
+            step_of[b.var] = len(steps)
+            steps.append(
+                GroupStep(
+                    str(value.attrs["script"]),
+                    step_args,
+                    isinstance(value.attrs["out_type"], relax.TupleType),
                 )
-                op_names.append(str(value.attrs["op_name"]))
-                member_modules = value.attrs.get("modules")
-                if member_modules:
-                    modules.update({str(k): str(v) for k, v in member_modules.items()})
-            else:  # TupleGetItem of a member
-                src = value.tuple_value
-                new_of[b.var] = bb.emit(
-                    relax.TupleGetItem(new_of[src], value.index), name_hint=b.var.name
+            )
+            op_names.append(str(value.attrs["op_name"]))
+            member_modules = value.attrs.get("modules")
+            if member_modules:
+                modules.update({str(k): str(v) for k, v in member_modules.items()})
+        else:  # TupleGetItem of a member
+            src = value.tuple_value
+            bindings.append(relax.VarBinding(new_var, relax.TupleGetItem(new_of[src], value.index)))
+            getitem_of[b.var] = (step_of[src], value.index)
+        new_of[b.var] = new_var
+    out_refs = []
+    for v in outputs:
+        if v in step_of:
+            if steps[step_of[v]].returns_tuple:
+                raise ValueError(
+                    f"{symbol}: tuple-valued member {v.name} is used outside its group; "
+                    "byoc_torch passes tensors only across the boundary"
                 )
-                getitem_of[b.var] = (step_of[src], value.index)
-        out_refs = []
-        for v in outputs:
-            if v in step_of:
-                if steps[step_of[v]].returns_tuple:
-                    raise ValueError(
-                        f"{symbol}: tuple-valued member {v.name} is used outside its group; "
-                        "byoc_torch passes tensors only across the boundary"
-                    )
-                out_refs.append((step_of[v], None))
-            else:
-                out_refs.append(getitem_of[v])
-        ret = new_of[outputs[0]] if len(outputs) == 1 else relax.Tuple([new_of[v] for v in outputs])
-        bb.emit_func_output(ret)
-    func = bb.get()[symbol]
+            out_refs.append((step_of[v], None))
+        else:
+            out_refs.append(getitem_of[v])
+    if len(outputs) == 1:
+        ret, ret_ty = new_of[outputs[0]], outputs[0].ty
+    else:
+        ret = relax.Tuple([new_of[v] for v in outputs])
+        ret_ty = relax.TupleType([v.ty for v in outputs])
+    attrs = {"Codegen": CODEGEN, "global_symbol": symbol}
+    body = relax.SeqExpr([relax.BindingBlock(bindings)], ret)
+    func = relax.Function(params, body, ret_ty, True, tvm.ir.DictAttrs(attrs))
     script = merge_scripts(steps, len(inputs), out_refs)
     func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
     func = func.with_attr("torch_modules", modules)
@@ -229,13 +238,14 @@ class _Partitioner:
     def __init__(self, mod: tvm.IRModule, options: Options) -> None:
         self.mod = mod
         self.options = options
-        taken = {gv.name_hint for gv in mod.get_global_vars()}
-        self.taken = taken
+        self.taken = {gv.name_hint for gv in mod.get_global_vars()}
+        self.next_index: dict[str, int] = {}
 
     def fresh_symbol(self, fn_name: str) -> str:
-        k = 0
+        k = self.next_index.get(fn_name, 0)
         while f"torch_{fn_name}_{k}" in self.taken:
             k += 1
+        self.next_index[fn_name] = k + 1
         name = f"torch_{fn_name}_{k}"
         self.taken.add(name)
         return name
@@ -295,13 +305,19 @@ class _Partitioner:
             if unit_of[n.index] < 0:
                 unit_of[n.index] = n_units
                 n_units += 1
+        users: list[list[int]] = [[] for _ in nodes]
+        for n in nodes:
+            for p in n.inputs:
+                users[p].append(n.index)
         lifted: list[_Lifted] = []
         for ms in groups:
             member_set = set(ms)
-            used_outside = set(later_used)
-            for n in nodes:
-                if n.index not in member_set:
-                    used_outside.update(relax.analysis.free_vars(n.binding.value))
+            used_outside = {
+                nodes[i].binding.var
+                for i in ms
+                if nodes[i].binding.var in later_used
+                or any(u not in member_set for u in users[i])
+            }
             symbol = self.fresh_symbol(fn_name)
             f, inputs, outputs = _lift(nodes, ms, used_outside, symbol)
             gvar = self.add_function(symbol, f)

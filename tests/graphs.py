@@ -37,7 +37,7 @@ def build(graph: Graph) -> tvm.IRModule:
     with bb.function("main", [x]):
         with bb.dataflow():
             vals = []
-            for kind, ins in graph:
+            for k, (kind, ins) in enumerate(graph):
                 args = [x if i < 0 else vals[i] for i in ins]
                 if kind == "t":
                     call = relay_ext.torchop(
@@ -46,6 +46,7 @@ def build(graph: Graph) -> tvm.IRModule:
                         in_types=[T] * len(args),
                         out_type=T,
                         op_name="aten.sin",
+                        nodes=[f"n{k}"],
                     )
                     vals.append(bb.emit(call))
                 else:
