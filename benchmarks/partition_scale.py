@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import byoc_torch  # noqa: E402
-from byoc_torch.grouping import Dag, creates_cycle, maximal_groups  # noqa: E402
+import byoc_torch
+from byoc_torch.grouping import Dag, creates_cycle, maximal_groups
 
 
 def synthetic_graph(n: int, torch_share: float, seed: int, window: int = 32) -> list:
@@ -69,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         n_groups = len(byoc_torch.torch_functions(out))
         n_torch = sum(1 for k, _ in graph if k == "t")
         rows.append(
-            {"ops": n, "torch_ops": n_torch, "groups": n_groups, "grouping_s": t_group,
-             "pass_s": t_pass}
+            {
+                "ops": n,
+                "torch_ops": n_torch,
+                "groups": n_groups,
+                "grouping_s": t_group,
+                "pass_s": t_pass,
+            }
         )
         print(f"{n:>8} {n_torch:>9} {n_groups:>7} {t_group:>11.3f} {t_pass:>8.2f}")
     if len(rows) >= 2:

@@ -315,8 +315,7 @@ class _Partitioner:
             used_outside = {
                 nodes[i].binding.var
                 for i in ms
-                if nodes[i].binding.var in later_used
-                or any(u not in member_set for u in users[i])
+                if nodes[i].binding.var in later_used or any(u not in member_set for u in users[i])
             }
             symbol = self.fresh_symbol(fn_name)
             f, inputs, outputs = _lift(nodes, ms, used_outside, symbol)
