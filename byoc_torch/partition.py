@@ -53,6 +53,28 @@ def _is_torch_value(value: relax.Expr, torch_vars: set) -> bool:
     return isinstance(value, relax.TupleGetItem) and value.tuple_value in torch_vars
 
 
+def _used_vars(value: relax.Expr | None) -> list[relax.Var]:
+    """The variables an (A-normal form) binding value reads; the common shapes are read
+    directly, anything else through relax.analysis.free_vars."""
+    if value is None:
+        return []
+    if isinstance(value, relax.Call):
+        out: list[relax.Var] = []
+        for a in value.args:
+            if isinstance(a, relax.Var):
+                out.append(a)
+            elif isinstance(a, tvm.ir.GenericConst):
+                continue
+            else:
+                out.extend(relax.analysis.free_vars(a))
+        return out
+    if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+        return [value.tuple_value]
+    if isinstance(value, relax.Var):
+        return [value]
+    return list(relax.analysis.free_vars(value))
+
+
 def _block_graph(block: relax.BindingBlock) -> list[_Node]:
     nodes: list[_Node] = []
     index_of: dict[relax.Var, int] = {}
@@ -62,8 +84,7 @@ def _block_graph(block: relax.BindingBlock) -> list[_Node]:
         if is_torch:
             torch_vars.add(b.var)
         value = b.value if isinstance(b, relax.VarBinding) else None
-        used = relax.analysis.free_vars(value) if value is not None else []
-        inputs = sorted({index_of[v] for v in used if v in index_of})
+        inputs = sorted({index_of[v] for v in _used_vars(value) if v in index_of})
         nodes.append(_Node(i, b, is_torch, inputs))
         index_of[b.var] = i
     return nodes
@@ -192,12 +213,22 @@ def _lift(
         ret = relax.Tuple([new_of[v] for v in outputs])
         ret_ty = relax.TupleType([v.ty for v in outputs])
     attrs = {"Codegen": CODEGEN, "global_symbol": symbol}
-    body = relax.SeqExpr([relax.BindingBlock(bindings)], ret)
+    body = _seq(relax.BindingBlock(bindings), ret, ret_ty)
     func = relax.Function(params, body, ret_ty, True, tvm.ir.DictAttrs(attrs))
     script = merge_scripts(steps, len(inputs), out_refs)
     func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
     func = func.with_attr("torch_modules", modules)
     return func, inputs, outputs
+
+
+def _seq(blocks, result: relax.Expr, ty: relax.Type) -> relax.SeqExpr:
+    """A SeqExpr with its type set (the Python constructor leaves it missing, and
+    normalizing a 100k-binding function just to fill it in would be slow)."""
+    if not isinstance(blocks, list):
+        blocks = [blocks]
+    seq = relax.SeqExpr(blocks, result)
+    relax.expr._update_type(seq, ty)
+    return seq
 
 
 def _topo_order(nodes: list[_Node], unit_of: list[int], n_units: int) -> list[int]:
@@ -255,16 +286,21 @@ class _Partitioner:
         # module's own GlobalVars (which carry the function types).
         self.bb = relax.BlockBuilder(self.mod)
         changed = False
+        updates = {}
         for gv, func in sorted(self.mod.functions.items(), key=lambda kv: kv[0].name_hint):
             if not isinstance(func, relax.Function) or func.attrs.get("Codegen") is not None:
                 continue
             new_func = self.rewrite_function(gv.name_hint, func)
             if new_func is not func:
-                self.bb.update_func(gv, new_func)
-                changed = True
-        if not changed:
+                updates[gv] = new_func
+        if not updates:
             return self.mod
-        return relax.transform.Normalize()(self.bb.get())
+        # The rewritten functions are built in normal form with every type set, so they go in
+        # as they are (BlockBuilder.update_func would re-normalize 100k bindings).
+        mod = self.bb.get()
+        for gv, f in updates.items():
+            mod[gv] = f
+        return mod
 
     def add_function(self, symbol: str, func: relax.Function) -> tvm.ir.GlobalVar:
         return self.bb.add_func(func, symbol)
@@ -286,7 +322,7 @@ class _Partitioner:
             new_blocks.append(new_block)
         if not changed:
             return func
-        new_body = relax.SeqExpr(new_blocks, body.body)
+        new_body = _seq(new_blocks, body.body, body.ty)
         return relax.Function(func.params, new_body, func.ret_ty, func.is_pure, func.attrs)
 
     def rewrite_block(self, fn_name, block, later_used) -> relax.BindingBlock:

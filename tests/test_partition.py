@@ -44,6 +44,7 @@ def test_number_of_torch_functions(name):
     graph, expected = CASES[name]
     mod = byoc_torch.partition_for_torch(build(graph))
     assert num_torch_functions(mod) == expected
+    assert tvm.relax.analysis.check_well_formed(mod)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

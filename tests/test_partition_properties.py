@@ -8,6 +8,7 @@ deterministic; and the partitioned Relax module builds and matches eager PyTorch
 from __future__ import annotations
 
 import torch
+import tvm
 from graphs import Graph, build, random_input, reference, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -124,6 +125,7 @@ def to_graph(dag) -> Graph:
 def partition_groups(graph: Graph) -> dict[int, set[int]]:
     """Which graph nodes each torch function of the partitioned module holds."""
     mod = byoc_torch.partition_for_torch(build(graph))
+    assert tvm.relax.analysis.check_well_formed(mod)
     report = byoc_torch.report(mod)
     out: dict[int, set[int]] = {}
     for k, sub in enumerate(report.subgraphs):
