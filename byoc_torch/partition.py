@@ -285,7 +285,6 @@ class _Partitioner:
         # Lifted functions enter the module as soon as they exist, so that calls use the
         # module's own GlobalVars (which carry the function types).
         self.bb = relax.BlockBuilder(self.mod)
-        changed = False
         updates = {}
         for gv, func in sorted(self.mod.functions.items(), key=lambda kv: kv[0].name_hint):
             if not isinstance(func, relax.Function) or func.attrs.get("Codegen") is not None:
