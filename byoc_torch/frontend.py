@@ -55,6 +55,7 @@ __all__ = [
 
 REASON_UNSUPPORTED = "unsupported by TVM's importer"
 REASON_CONVERTER = "TVM's converter raised"
+REASON_WRONG_TYPE = "TVM's conversion has the wrong type"
 REASON_FORCED_OP = "forced op (torch_executed_ops)"
 REASON_COMPLEX = "uses a complex value, which TVM cannot hold"
 REASON_MIN_BLOCK = "absorbed by min_block_size"
@@ -171,10 +172,40 @@ def _fold(args, fn):
 
 
 class _ConverterRaised(Exception):
-    def __init__(self, node: fx.Node, error: BaseException) -> None:
+    def __init__(self, node: fx.Node, error: BaseException, reason: str) -> None:
         super().__init__(f"{node.name}: {error}")
         self.node = node
         self.error = error
+        self.reason = reason
+
+
+def _type_mismatch(node: fx.Node, value: object) -> str | None:
+    """How TVM's conversion of ``node`` contradicts the type torch.export recorded, or None.
+
+    Compares dtype, rank and static dims of a single-tensor result; anything else (tuples,
+    symbolic dims) is not judged here.
+    """
+    meta = node.meta.get("val")
+    if not isinstance(meta, torch.Tensor) or not isinstance(value, relax.Expr):
+        return None
+    ty = value.ty
+    if not isinstance(ty, relax.TensorType):
+        return None
+    want_dtype = relax_dtype(meta.dtype)
+    got_dtype = None if ty.dtype is None else str(ty.dtype)
+    want_shape = tuple(int(d) if not isinstance(d, torch.SymInt) else "?" for d in meta.shape)
+    problems = []
+    if got_dtype is not None and got_dtype != want_dtype:
+        problems.append(f"dtype {got_dtype}")
+    if ty.ndim != -1 and ty.ndim != meta.dim():
+        problems.append(f"rank {ty.ndim}")
+    elif isinstance(ty.shape, relax.ShapeExpr):
+        for d, (got, want) in enumerate(zip(ty.shape.values, want_shape, strict=True)):
+            if isinstance(got, tirx.IntImm) and isinstance(want, int) and int(got) != want:
+                problems.append(f"dim {d} = {int(got)}")
+    if not problems:
+        return None
+    return f"TVM's result has {', '.join(problems)}; PyTorch gives {want_dtype} {list(want_shape)}"
 
 
 class _NotAValue:
@@ -195,6 +226,7 @@ class _FallbackImporter(ExportedProgramImporter):
         self.options = options
         self.forced = dict(forced)  # node name -> record, grows when converters raise
         self.records: dict[str, FallbackRecord] = {}
+        self._data_dims: dict[str, tirx.Var] = {}  # torch symbol -> TIR var, see match_cast
 
     # TVM stops the whole import here when an op is missing; we fall back instead.
     def _check_unsupported_func_type(self, nodes: list[fx.Node]) -> None:
@@ -245,7 +277,10 @@ class _FallbackImporter(ExportedProgramImporter):
                     else:
                         self.env[node] = self.convert_map[func_name](node)
                 except Exception as err:  # any converter failure means: run it in LibTorch
-                    raise _ConverterRaised(node, err) from err
+                    raise _ConverterRaised(node, err, REASON_CONVERTER) from err
+                mismatch = _type_mismatch(node, self.env[node])
+                if mismatch is not None:
+                    raise _ConverterRaised(node, TypeError(mismatch), REASON_WRONG_TYPE)
             else:
                 raise ValueError(f"Unsupported FX node kind {node.op} ({node.name})")
         if output_args is None:
@@ -326,6 +361,13 @@ class _FallbackImporter(ExportedProgramImporter):
             raise FallbackError(
                 f"node {node.name} ({record.op}) is {record.reason} and does not produce tensors"
             )
+        foreign = [m.dtype for m in output_metas(node) if m.dtype in _FOREIGN_DTYPES]
+        if foreign:
+            raise FallbackError(
+                f"node {node.name} ({record.op}) produces {foreign[0]} values that leave "
+                "LibTorch (as a model output or to a TVM op that cannot take them); convert them "
+                "to real tensors first, e.g. with torch.view_as_real"
+            )
         ns = script_for_node(node)
         symbols = _SymbolTable()
         in_types = [symbols.tensor_type(n.meta["val"]) for n in ns.inputs]
@@ -344,7 +386,33 @@ class _FallbackImporter(ExportedProgramImporter):
         )
         self.records[node.name] = record
         logger.debug("node %s (%s) -> torchop: %s", node.name, record.op, record.reason)
-        return self.block_builder.emit(call, name_hint=node.name)
+        var = self.block_builder.emit(call, name_hint=node.name)
+        return self._with_data_dependent_shape(var, node)
+
+    def _with_data_dependent_shape(self, var: relax.Var, node: fx.Node) -> relax.Var:
+        """Give a result whose size depends on data (e.g. ``x[x > 0]``) a symbolic shape.
+
+        The torchop's type keeps only the rank of such a result; TVM cannot lower ops on it.
+        ``match_cast`` binds fresh symbolic dims (one per torch symbol, e.g. ``u0``, shared
+        across the function) from the runtime shape, so TVM ops downstream compile.
+        """
+        ty = var.ty
+        meta = node.meta.get("val")
+        if not isinstance(ty, relax.TensorType) or ty.shape is not None:
+            return var
+        if not isinstance(meta, torch.Tensor):
+            return var
+        dims = []
+        for d in meta.shape:
+            if isinstance(d, torch.SymInt):
+                name = str(d.node.expr)
+                if name not in self._data_dims:
+                    self._data_dims[name] = tirx.Var(name if name.isidentifier() else "d", "int64")
+                dims.append(self._data_dims[name])
+            else:
+                dims.append(tirx.IntImm("int64", int(d)))
+        target = relax.TensorType(dims, dtype=relax_dtype(meta.dtype))
+        return self.block_builder.match_cast(var, target, name_hint=f"{node.name}_sized")
 
 
 def _meta_at(node: fx.Node, k: int | None) -> torch.Tensor:
@@ -457,10 +525,11 @@ def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> I
             node = err.node
             if node.name in forced:  # cannot happen: a forced node never reaches a converter
                 raise
-            detail = f"{type(err.error).__name__}: {err.error}".splitlines()[0][:300]
-            forced[node.name] = FallbackRecord(
-                node.name, op_key(node.target), REASON_CONVERTER, detail
-            )
+            if err.reason == REASON_WRONG_TYPE:
+                detail = str(err.error)
+            else:
+                detail = f"{type(err.error).__name__}: {err.error}".splitlines()[0][:300]
+            forced[node.name] = FallbackRecord(node.name, op_key(node.target), err.reason, detail)
             logger.debug("TVM's converter raised on %s; importing again: %s", node.name, detail)
             continue
         records = sorted(importer.records.values(), key=lambda r: node_order.get(r.node, 0))

@@ -340,3 +340,40 @@ def test_symbolic_dims_flow_through_torchops():
     for n in (1, 3, 17, 64):
         x = torch.randn(n, 8)
         torch.testing.assert_close(compiled(x), ep.module()(x))
+
+
+def test_data_dependent_size_feeds_tvm_ops():
+    """x[x > 0] has a size only known at run time; TVM still compiles the multiply after it."""
+    model = Lambda(lambda x: x[x > 0] * 2)
+    compiled = byoc_torch.compile(model, (torch.randn(20),))
+    for _ in range(3):
+        x = torch.randn(20)
+        torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "fn, make, op",
+    [
+        (
+            lambda a, b: a / b,
+            lambda: (torch.randint(1, 9, (5,)), torch.randint(1, 9, (5,))),
+            "aten.div.Tensor",
+        ),
+        (
+            lambda t: nn.functional.unfold(t, 2),
+            lambda: (torch.randn(1, 2, 5, 6),),
+            "aten.index.Tensor",
+        ),
+    ],
+    ids=["int_true_division", "im2col_unfold"],
+)
+def test_conversion_with_wrong_type_falls_back(fn, make, op):
+    compiled = compile_and_check(Lambda(fn), make())
+    (rec,) = [r for r in compiled.fallbacks if r.op == op]
+    assert rec.reason == "TVM's conversion has the wrong type"
+    assert "PyTorch gives" in rec.detail
+
+
+def test_complex_model_output_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"produces torch\.complex64 values that leave LibTorch"):
+        byoc_torch.compile(Lambda(lambda t: torch.fft.rfft(t)), (torch.randn(8),))
