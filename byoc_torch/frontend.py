@@ -508,7 +508,7 @@ def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> I
     ``min_block_size`` moves small TVM blocks to LibTorch.
     """
     if options.run_decompositions:
-        ep = ep.run_decompositions()
+        ep = _decompose(ep)
     forced: dict[str, FallbackRecord] = {}
     node_order = {n.name: i for i, n in enumerate(ep.graph.nodes)}
     while True:
@@ -541,6 +541,35 @@ def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> I
         for node in absorbed:
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_MIN_BLOCK)
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))
+
+
+_KEEP_WHOLE_PREFIXES = ("aten::linalg_", "aten::cholesky", "aten::inverse", "aten::slogdet")
+
+
+def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """torch.export's core-ATen decomposition, as TVM's importer runs it, except for
+    linear-algebra ops TVM cannot convert anyway: their decompositions thread effect tokens
+    (``with_effects(_linalg_check_errors)``) that TVM's importer rejects, so they stay whole
+    and run in LibTorch with PyTorch's own error checks."""
+    supported = ExportedProgramImporter().convert_map
+    table = torch.export.default_decompositions()
+    for node in ep.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if (
+            node.op == "call_function"
+            and schema is not None
+            and schema.name.startswith(_KEEP_WHOLE_PREFIXES)
+            and node.target.__name__ not in supported
+            and node.target in table
+        ):
+            table.pop(node.target)
+    out = ep.run_decompositions(table)
+    if any(n.target is torch.ops.higher_order.with_effects for n in out.graph.nodes):
+        raise FallbackError(
+            "the decomposed program threads effect tokens (with_effects), which TVM's importer "
+            "cannot take; export with run_decompositions=False or keep the op whole"
+        )
+    return out
 
 
 def _small_native_blocks(graph: fx.Graph, fallback: set[str], options: Options) -> list[fx.Node]:

@@ -377,3 +377,16 @@ def test_conversion_with_wrong_type_falls_back(fn, make, op):
 def test_complex_model_output_is_refused_clearly():
     with pytest.raises(ValueError, match=r"produces torch\.complex64 values that leave LibTorch"):
         byoc_torch.compile(Lambda(lambda t: torch.fft.rfft(t)), (torch.randn(8),))
+
+
+class Linalg(nn.Module):
+    def forward(self, a, b):
+        return torch.linalg.inv(a) @ b + torch.linalg.cholesky(a) + torch.linalg.solve(a, b)
+
+
+def test_linear_algebra_runs_whole_in_torch_with_its_error_checks():
+    a, b = torch.eye(4) * 2 + 0.1, torch.randn(4, 4)
+    compiled = compile_and_check(Linalg(), (a, b))
+    assert "aten.linalg_inv.default" in compiled.torch_ops
+    with pytest.raises(RuntimeError, match="singular"):
+        compiled(torch.zeros(4, 4), b)
