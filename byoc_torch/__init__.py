@@ -14,7 +14,7 @@ from . import _runtime  # noqa: F401  (loads the C++ runtime first)
 from .api import compile, export_program, report
 from .codegen import LowerTorchFunctions, torch_codegen
 from .compiled import CompiledModule, load
-from .frontend import FallbackRecord, from_exported_program
+from .frontend import FallbackRecord, FullCompilationError, from_exported_program
 from .options import Options
 from .partition import PartitionForTorch, partition_for_torch, torch_functions
 from .report import Report
@@ -22,6 +22,7 @@ from .report import Report
 __all__ = [
     "CompiledModule",
     "FallbackRecord",
+    "FullCompilationError",
     "LowerTorchFunctions",
     "Options",
     "PartitionForTorch",

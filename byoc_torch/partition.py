@@ -402,9 +402,34 @@ class PartitionForTorch:
         self.options = Options.from_kwargs(options)
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if self.options.require_full_compilation:
+            _refuse_torchops(mod)
         return _Partitioner(mod, self.options).run()
+
+
+def _refuse_torchops(mod: tvm.IRModule) -> None:
+    """``require_full_compilation`` at the IR level: any torchop is an error listing them."""
+    from .frontend import FallbackRecord, FullCompilationError
+
+    found: list[FallbackRecord] = []
+
+    def visit(expr) -> None:
+        if relay_ext.is_torchop(expr):
+            names = [str(n) for n in (expr.attrs.get("nodes") or [])] or ["?"]
+            found.append(
+                FallbackRecord(", ".join(names), str(expr.attrs["op_name"]), "torchop in module")
+            )
+
+    for _, func in sorted(mod.functions.items(), key=lambda kv: kv[0].name_hint):
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    if found:
+        raise FullCompilationError(found)
 
 
 def partition_for_torch(mod: tvm.IRModule, **options) -> tvm.IRModule:
     """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``)."""
-    return PartitionForTorch(**options)(mod)
+    pass_ = PartitionForTorch(**options)
+    if pass_.options.require_full_compilation:
+        _refuse_torchops(mod)  # here, so the error keeps its type (not wrapped by the pass)
+    return pass_(mod)

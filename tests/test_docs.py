@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ def test_examples_run_in_order(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = python_blocks(DOCS / name)
     assert blocks, f"{name} has no python examples"
-    namespace: dict = {}
-    for k, block in enumerate(blocks):
-        code = compile(block, f"{name}[block {k}]", "exec")
-        exec(code, namespace)
+    # One file, blocks in order: TorchScript needs real source files for scripted modules.
+    script = tmp_path / "guide_examples.py"
+    script.write_text("\n\n".join(blocks))
+    runpy.run_path(str(script), run_name="__main__")
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):

@@ -95,3 +95,10 @@ def test_options_dataclass_documents_defaults():
     assert opts.min_block_size == 3
     assert opts.torch_executed_ops == () and opts.torch_executed_modules == ()
     assert opts.require_full_compilation is False
+
+
+def test_partition_enforces_require_full_compilation():
+    ep = torch.export.export(Sandwich(), (torch.rand(2, 2),))
+    mod = byoc_torch.from_exported_program(ep)
+    with pytest.raises(FullCompilationError, match=r"erfinv \(aten\.erfinv\.default\)"):
+        byoc_torch.partition_for_torch(mod, require_full_compilation=True)
