@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             sep = byoc_torch.compile(model, (x,), min_block_size=1)
             absb = byoc_torch.compile(model, (x,), min_block_size=k + 1)
             assert sep.num_torch_subgraphs() == 2 and absb.num_torch_subgraphs() == 1
-            t_sep, _ = measure_latency(lambda m=sep: m(x), 20, args.repeat)
-            t_abs, _ = measure_latency(lambda m=absb: m(x), 20, args.repeat)
+            t_sep, _ = measure_latency(lambda m=sep, x=x: m(x), 20, args.repeat)
+            t_abs, _ = measure_latency(lambda m=absb, x=x: m(x), 20, args.repeat)
             print(f"{n:>7} {k:>3} {t_sep:>12.4f} {t_abs:>12.4f} {t_abs / t_sep:>18.2f}")
     return 0
 
