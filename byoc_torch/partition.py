@@ -83,7 +83,7 @@ def _block_graph(block: relax.BindingBlock) -> list[_Node]:
         is_torch = isinstance(b, relax.VarBinding) and _is_torch_value(b.value, torch_vars)
         if is_torch:
             torch_vars.add(b.var)
-        value = b.value if isinstance(b, relax.VarBinding) else None
+        value = b.value  # VarBinding or MatchCast: both read their value
         inputs = sorted({index_of[v] for v in _used_vars(value) if v in index_of})
         nodes.append(_Node(i, b, is_torch, inputs))
         index_of[b.var] = i

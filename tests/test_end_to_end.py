@@ -390,3 +390,13 @@ def test_linear_algebra_runs_whole_in_torch_with_its_error_checks():
     assert "aten.linalg_inv.default" in compiled.torch_ops
     with pytest.raises(RuntimeError, match="singular"):
         compiled(torch.zeros(4, 4), b)
+
+
+def test_match_cast_between_torch_ops_is_respected():
+    """index (LibTorch) -> match_cast (sizes it) -> mul (LibTorch): the match_cast is a node
+    between them, so they are two subgraphs, not one that would need its own output."""
+    model = Lambda(lambda x: x[x > 0] * 2)
+    compiled = compile_and_check(
+        model, (torch.randn(20),), torch_executed_ops=["aten.mul", "aten.gt", "aten.index"]
+    )
+    assert compiled.num_torch_subgraphs() == 2
