@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="import and partition only; do not build"
     )
     rep.add_argument("--target", default="llvm")
-    rep.add_argument("--min-block-size", type=int, default=3)
+    rep.add_argument("--min-block-size", type=int, default=1)
     rep.add_argument("--torch-executed-ops", nargs="*", default=[], metavar="OP")
     rep.add_argument("--torch-executed-modules", nargs="*", default=[], metavar="NAME")
     rep.set_defaults(func=_report)

@@ -48,7 +48,8 @@ class Options:
         min_block_size: a connected block of TVM-compiled ops with fewer ops than this, whose
             inputs come from LibTorch and whose outputs go to LibTorch, runs in LibTorch too,
             so two subgraphs become one and the crossings between them disappear. 1 disables
-            it. Default: 3 (see docs/user-guide.md for the measurement behind it).
+            it. Default: 1 (off): a crossing costs less than running the block's ops through
+            the TorchScript interpreter (benchmarks/min_block_size.py, docs/performance.md).
         require_full_compilation: raise an error listing every op that would run in LibTorch,
             and why, instead of falling back. Default: False.
         run_decompositions: decompose the ExportedProgram to core ATen first, as TVM's own
@@ -59,7 +60,7 @@ class Options:
 
     torch_executed_ops: tuple[str, ...] = ()
     torch_executed_modules: tuple = ()
-    min_block_size: int = 3
+    min_block_size: int = 1
     require_full_compilation: bool = False
     run_decompositions: bool = True
     keep_params_as_input: bool = False

@@ -21,7 +21,7 @@ class Sandwich(nn.Module):
 
 def test_min_block_size_absorbs_small_native_block():
     x = torch.rand(4, 5) * 0.9
-    compiled = compile_and_check(Sandwich(), (x,))  # default min_block_size=3
+    compiled = compile_and_check(Sandwich(), (x,), min_block_size=3)
     assert compiled.num_torch_subgraphs() == 1
     absorbed = [r for r in compiled.fallbacks if r.reason == "absorbed by min_block_size"]
     assert [r.op for r in absorbed] == ["aten.mul.Tensor"]
@@ -29,7 +29,7 @@ def test_min_block_size_absorbs_small_native_block():
 
 def test_min_block_size_one_disables_absorption():
     x = torch.rand(4, 5) * 0.9
-    compiled = compile_and_check(Sandwich(), (x,), min_block_size=1)
+    compiled = compile_and_check(Sandwich(), (x,))  # default: 1
     assert compiled.num_torch_subgraphs() == 2
     assert all(r.reason != "absorbed by min_block_size" for r in compiled.fallbacks)
 
@@ -92,7 +92,7 @@ def test_bad_option_values(kwargs, error, message):
 
 def test_options_dataclass_documents_defaults():
     opts = byoc_torch.Options()
-    assert opts.min_block_size == 3
+    assert opts.min_block_size == 1
     assert opts.torch_executed_ops == () and opts.torch_executed_modules == ()
     assert opts.require_full_compilation is False
 
