@@ -31,9 +31,15 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/lower_tuples.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <tvm/ffi/cast.h>
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/map.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/module.h>
@@ -41,6 +47,9 @@
 #include <tvm/ffi/reflection/registry.h>
 #include <tvm/ffi/string.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -222,6 +231,89 @@ void PutStr(std::string* out, const std::string& s) {
 // The module
 // ---------------------------------------------------------------------------------------------
 
+/*!
+ * \brief A subgraph whose optimized TorchScript graph is one ATen op: called straight through
+ * the dispatcher, without the TorchScript interpreter.
+ */
+struct SingleOpPath {
+  mutable std::optional<torch::jit::Operation> op;  // Operation has no default constructor
+  std::string op_name;
+  /*! \brief Per op argument: the subgraph input it takes (>= 0), or -1 for the next constant. */
+  std::vector<int> arg_source;
+  std::vector<c10::IValue> constants;
+  /*! \brief Per subgraph output: which output of the op it is. */
+  std::vector<size_t> output_index;
+};
+
+/*! \brief Whether single-op subgraphs take the dispatcher fast path (for measurements). */
+std::atomic<bool> g_single_op_fast_path{true};
+
+/*! \brief Find the single-op fast path of a compiled subgraph, if its graph allows one. */
+std::optional<SingleOpPath> FindSingleOpPath(torch::jit::Module& module, uint32_t num_inputs,
+                                              uint32_t num_outputs, bool returns_tuple) {
+  using torch::jit::Node;
+  using torch::jit::Value;
+  std::shared_ptr<torch::jit::Graph> g = module.get_method("forward").graph()->copy();
+  torch::jit::Inline(*g);
+  torch::jit::LowerSimpleTuples(g);
+  torch::jit::ConstantPropagation(g);
+  torch::jit::EliminateDeadCode(g);
+  Node* op_node = nullptr;
+  Node* tuple_node = nullptr;
+  for (Node* n : g->nodes()) {
+    if (n->kind() == c10::prim::Constant) continue;
+    if (n->kind() == c10::prim::TupleConstruct && tuple_node == nullptr) {
+      tuple_node = n;
+      continue;
+    }
+    if (op_node != nullptr || !n->kind().is_aten() || n->maybeOperator() == nullptr) {
+      return std::nullopt;
+    }
+    op_node = n;
+  }
+  if (op_node == nullptr || g->outputs().size() != 1) return std::nullopt;
+  // The graph must return outputs of the op: one, or a tuple of them.
+  Value* ret = g->outputs()[0];
+  std::vector<Value*> returned;
+  if (returns_tuple) {
+    if (tuple_node == nullptr || ret != tuple_node->output()) return std::nullopt;
+    returned.assign(tuple_node->inputs().begin(), tuple_node->inputs().end());
+  } else {
+    if (tuple_node != nullptr) return std::nullopt;
+    returned.push_back(ret);
+  }
+  if (returned.size() != num_outputs) return std::nullopt;
+  std::vector<size_t> output_index;
+  for (Value* r : returned) {
+    auto outs = op_node->outputs();
+    auto it = std::find(outs.begin(), outs.end(), r);
+    if (it == outs.end()) return std::nullopt;
+    output_index.push_back(static_cast<size_t>(it - outs.begin()));
+  }
+  for (Value* out : op_node->outputs()) {
+    if (!out->type()->isSubtypeOf(*c10::TensorType::get())) return std::nullopt;
+  }
+  SingleOpPath path;
+  path.output_index = std::move(output_index);
+  // Graph input 0 is `self`; inputs 1..n are the subgraph's tensors.
+  if (g->inputs().size() != num_inputs + 1) return std::nullopt;
+  for (Value* v : op_node->inputs()) {
+    int source = -1;
+    for (size_t i = 1; i < g->inputs().size(); ++i) {
+      if (g->inputs()[i] == v) source = static_cast<int>(i) - 1;
+    }
+    if (source < 0) {
+      std::optional<c10::IValue> c = torch::jit::toIValue(v);
+      if (!c.has_value()) return std::nullopt;
+      path.constants.push_back(*c);
+    }
+    path.arg_source.push_back(source);
+  }
+  path.op = op_node->getOperation();
+  path.op_name = op_node->kind().toQualString();
+  return path;
+}
+
 /*! \brief One lifted subgraph: its TorchScript, compiled once. */
 struct TorchSubgraph {
   std::string symbol;
@@ -232,6 +324,10 @@ struct TorchSubgraph {
   /*! \brief (attribute name, torch.jit.save bytes) of each submodule. */
   std::vector<std::pair<std::string, std::string>> submodules;
   std::optional<torch::jit::Module> module;
+  std::optional<SingleOpPath> single_op;
+  /*! \brief Calls, and nanoseconds spent in LibTorch (the work itself, not the crossing). */
+  std::shared_ptr<std::atomic<int64_t>> calls = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<std::atomic<int64_t>> torch_ns = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 class TorchRuntimeModuleObj : public ffi::ModuleObj {
@@ -274,6 +370,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       TVM_FFI_CHECK(module.find_method("forward").has_value(), ValueError)
           << "byoc_torch: TorchScript of subgraph '" << sg.symbol << "' defines no forward";
       module.eval();
+      sg.single_op = FindSingleOpPath(module, sg.num_inputs, sg.num_outputs, sg.returns_tuple);
       sg.module = std::move(module);
     } catch (const ffi::Error&) {
       throw;
@@ -295,6 +392,25 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     std::string key(name);
     if (key == "__byoc_torch_metadata__") {
       return ffi::Function([self, this](ffi::PackedArgs, ffi::Any* rv) { *rv = metadata_; });
+    }
+    if (key == "__byoc_torch_stats__") {
+      // {symbol: [calls, nanoseconds in LibTorch, uses single-op fast path (0/1)]}
+      return ffi::Function([self, this](ffi::PackedArgs, ffi::Any* rv) {
+        ffi::Map<ffi::String, ffi::Array<int64_t>> stats;
+        for (const auto& sg : subgraphs_) {
+          stats.Set(sg.symbol, ffi::Array<int64_t>{sg.calls->load(), sg.torch_ns->load(),
+                                                   sg.single_op.has_value() ? 1 : 0});
+        }
+        *rv = stats;
+      });
+    }
+    if (key == "__byoc_torch_reset_stats__") {
+      return ffi::Function([self, this](ffi::PackedArgs, ffi::Any*) {
+        for (const auto& sg : subgraphs_) {
+          sg.calls->store(0);
+          sg.torch_ns->store(0);
+        }
+      });
     }
     if (key == "__byoc_torch_symbols__") {
       return ffi::Function([self, this](ffi::PackedArgs, ffi::Any* rv) {
@@ -471,31 +587,56 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       inputs.push_back(ToATen(sg, i, args[i]));
     }
     std::vector<at::Tensor> results;
+    auto t0 = std::chrono::steady_clock::now();
     try {
-      std::vector<c10::IValue> stack(inputs.begin(), inputs.end());
-      // Module::forward is const-callable on a copy of the handle; the handle shares state.
-      torch::jit::Module module = *sg.module;
-      c10::IValue out = module.forward(std::move(stack));
-      if (sg.returns_tuple) {
-        TVM_FFI_CHECK(out.isTuple(), RuntimeError)
-            << "byoc_torch subgraph '" << sg.symbol << "' returned " << out.tagKind()
-            << " instead of a tuple";
-        for (const c10::IValue& v : out.toTupleRef().elements()) results.push_back(v.toTensor());
+      if (sg.single_op.has_value() && g_single_op_fast_path.load(std::memory_order_relaxed)) {
+        const SingleOpPath& path = *sg.single_op;
+        torch::jit::Stack stack;
+        stack.reserve(path.arg_source.size());
+        size_t next_constant = 0;
+        for (int source : path.arg_source) {
+          if (source >= 0) {
+            stack.emplace_back(inputs[source]);
+          } else {
+            stack.push_back(path.constants[next_constant++]);
+          }
+        }
+        (*path.op)(stack);
+        for (size_t k : path.output_index) results.push_back(stack.at(k).toTensor());
       } else {
-        TVM_FFI_CHECK(out.isTensor(), RuntimeError)
-            << "byoc_torch subgraph '" << sg.symbol << "' returned " << out.tagKind()
-            << " instead of a tensor";
-        results.push_back(out.toTensor());
+        std::vector<c10::IValue> stack(inputs.begin(), inputs.end());
+        // Module::forward is const-callable on a copy of the handle; the handle shares state.
+        torch::jit::Module module = *sg.module;
+        c10::IValue out = module.forward(std::move(stack));
+        if (sg.returns_tuple) {
+          TVM_FFI_CHECK(out.isTuple(), RuntimeError)
+              << "byoc_torch subgraph '" << sg.symbol << "' returned " << out.tagKind()
+              << " instead of a tuple";
+          for (const c10::IValue& v : out.toTupleRef().elements()) {
+            results.push_back(v.toTensor());
+          }
+        } else {
+          TVM_FFI_CHECK(out.isTensor(), RuntimeError)
+              << "byoc_torch subgraph '" << sg.symbol << "' returned " << out.tagKind()
+              << " instead of a tensor";
+          results.push_back(out.toTensor());
+        }
       }
     } catch (const c10::Error& e) {
-      TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << sg.symbol
-                                  << "' raised inside LibTorch: " << e.what_without_backtrace();
+      std::string op = sg.single_op.has_value() ? " (" + sg.single_op->op_name + ")" : "";
+      TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << sg.symbol << "'" << op
+                                  << " raised inside LibTorch: " << e.what_without_backtrace();
     } catch (const ffi::Error&) {
       throw;
     } catch (const std::exception& e) {
       TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << sg.symbol
                                   << "' raised inside LibTorch: " << e.what();
     }
+    int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count();
+    sg.torch_ns->fetch_add(elapsed, std::memory_order_relaxed);
+    sg.calls->fetch_add(1, std::memory_order_relaxed);
     TVM_FFI_CHECK(static_cast<int>(results.size()) == n_out, RuntimeError)
         << "byoc_torch subgraph '" << sg.symbol << "' produced " << results.size()
         << " outputs, expected " << n_out;
@@ -574,9 +715,13 @@ ffi::Bytes SaveTorchRuntimeModule(const ffi::Module& mod) {
   return mod->SaveToBytes();
 }
 
+/*! \brief Turn the single-op dispatcher fast path on or off; returns the previous setting. */
+bool SetSingleOpFastPath(bool enabled) { return g_single_op_fast_path.exchange(enabled); }
+
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
+      .def("byoc_torch.SetSingleOpFastPath", SetSingleOpFastPath)
       .def("byoc_torch.CreateTorchRuntimeModule", CreateTorchRuntimeModule)
       .def("byoc_torch.SaveTorchRuntimeModule", SaveTorchRuntimeModule)
       .def("ffi.Module.load_from_bytes.torch", TorchRuntimeModuleObj::LoadFromBytes);

@@ -125,7 +125,10 @@ def test_non_tensor_argument():
 def test_torch_error_becomes_tvm_error_naming_subgraph():
     src = "def forward(self, a: Tensor) -> Tensor:\n    return torch.linalg_cholesky(a)\n"
     mod = module({"chol": (src, 1, 1, False)})
-    with pytest.raises(RuntimeError, match=r"(?s)subgraph 'chol' raised inside LibTorch.*positive"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)subgraph 'chol' \(aten::linalg_cholesky\) raised inside LibTorch.*positive",
+    ):
         mod["chol"](to_tvm(-torch.eye(3)))
     # The module keeps working.
     out = torch.from_dlpack(mod["chol"](to_tvm(torch.eye(3) * 4)))
@@ -186,3 +189,28 @@ def test_corrupt_bytes_give_clear_errors(mutate, message):
 def test_inspect_source_shows_scripts():
     mod = module({"f": (CLONE, 1, 1, False)})
     assert "torch.clone" in mod.inspect_source()
+
+
+def test_single_op_fast_path_and_interpreter_agree():
+    set_fast = runtime_function("byoc_torch.SetSingleOpFastPath")
+    src = "def forward(self, a: Tensor) -> Tuple[Tensor, Tensor]:\n    r = torch.kthvalue(a, 2, 1)\n    return (r[0], r[1])\n"
+    mod = module({"k": (src, 1, 2, True)})
+    stats = mod["__byoc_torch_stats__"]()
+    assert stats["k"][2] == 1  # one ATen op: eligible for the dispatcher fast path
+    x = torch.randn(4, 6)
+    fast = [torch.from_dlpack(t) for t in mod["k"](to_tvm(x))]
+    previous = set_fast(False)
+    try:
+        slow = [torch.from_dlpack(t) for t in mod["k"](to_tvm(x))]
+    finally:
+        set_fast(previous)
+    expected = torch.kthvalue(x, 2, 1)
+    torch.testing.assert_close(fast, list(expected))
+    torch.testing.assert_close(slow, list(expected))
+    assert mod["__byoc_torch_stats__"]()["k"][0] == 2
+
+
+def test_multi_op_subgraph_uses_the_interpreter():
+    src = "def forward(self, a: Tensor) -> Tensor:\n    return torch.sin(a) + 1\n"
+    mod = module({"f": (src, 1, 1, False)})
+    assert mod["__byoc_torch_stats__"]()["f"][2] == 0
