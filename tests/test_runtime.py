@@ -193,7 +193,11 @@ def test_inspect_source_shows_scripts():
 
 def test_single_op_fast_path_and_interpreter_agree():
     set_fast = runtime_function("byoc_torch.SetSingleOpFastPath")
-    src = "def forward(self, a: Tensor) -> Tuple[Tensor, Tensor]:\n    r = torch.kthvalue(a, 2, 1)\n    return (r[0], r[1])\n"
+    src = (
+        "def forward(self, a: Tensor) -> Tuple[Tensor, Tensor]:\n"
+        "    r = torch.kthvalue(a, 2, 1)\n"
+        "    return (r[0], r[1])\n"
+    )
     mod = module({"k": (src, 1, 2, True)})
     stats = mod["__byoc_torch_stats__"]()
     assert stats["k"][2] == 1  # one ATen op: eligible for the dispatcher fast path
