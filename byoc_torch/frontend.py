@@ -280,7 +280,13 @@ class _FallbackImporter(ExportedProgramImporter):
                     raise _ConverterRaised(node, err, REASON_CONVERTER) from err
                 mismatch = _type_mismatch(node, self.env[node])
                 if mismatch is not None:
-                    raise _ConverterRaised(node, TypeError(mismatch), REASON_WRONG_TYPE)
+                    # An element of a tuple has the wrong type: blame the op that made the tuple.
+                    culprit = node
+                    while culprit.target is operator.getitem and isinstance(
+                        culprit.args[0], fx.Node
+                    ):
+                        culprit = culprit.args[0]
+                    raise _ConverterRaised(culprit, TypeError(mismatch), REASON_WRONG_TYPE)
             else:
                 raise ValueError(f"Unsupported FX node kind {node.op} ({node.name})")
         if output_args is None:

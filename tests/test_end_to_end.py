@@ -400,3 +400,13 @@ def test_match_cast_between_torch_ops_is_respected():
         model, (torch.randn(20),), torch_executed_ops=["aten.mul", "aten.gt", "aten.index"]
     )
     assert compiled.num_torch_subgraphs() == 2
+
+
+def test_wrong_tuple_element_type_blames_the_tuple_producer():
+    """TVM's max_pool2d(return_indices=True) gives float32 indices: the pooling op itself
+    moves to LibTorch (its getitem has no TorchScript of its own)."""
+    model = Lambda(lambda t: nn.functional.max_pool2d(t, 2, return_indices=True))
+    compiled = compile_and_check(model, (torch.randn(1, 2, 6, 6),))
+    (rec,) = compiled.fallbacks
+    assert rec.op.startswith("aten.max_pool2d_with_indices")
+    assert rec.reason == "TVM's conversion has the wrong type"
