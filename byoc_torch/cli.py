@@ -5,6 +5,8 @@ eager PyTorch, and print what ran in LibTorch and how fast both are.
 
 ``byoc-torch report FILE.py:FACTORY`` prints where every node of a model runs and why;
 FACTORY is a function in FILE.py returning ``(model, example_inputs)``.
+
+``byoc-torch bench FILE.py:FACTORY`` is the overhead study (:mod:`byoc_torch.overhead`).
 """
 
 from __future__ import annotations
@@ -120,6 +122,44 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byoc_torch import overhead
+
+    made = load_factory(args.factory)()
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise SystemExit("byoc-torch: the factory must return (model, example_inputs)")
+    model, inputs = made
+    points = overhead.study(
+        model,
+        inputs,
+        mode=args.mode,
+        max_k=args.max_k,
+        step=args.step,
+        seed=args.seed,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        target=args.target,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out)
+    csv_path = overhead.write_results(points, out.with_suffix(".csv"))
+    json_path = overhead.write_results(points, out.with_suffix(".json"))
+    png_path = overhead.plot_results(points, out.with_suffix(".png"), title=args.factory)
+    print(
+        f"{'k':>4} {'offloaded':>9} {'subgraphs':>9} {'crossings':>9} {'median ms':>10} "
+        f"{'p10-p90 ms':>17}"
+    )
+    for p in points:
+        print(
+            f"{p.k:>4} {p.offloaded_ops:>9} {p.subgraphs:>9} {p.crossings:>9} "
+            f"{p.median_ms:>10.3f} {p.p10_ms:>8.3f}-{p.p90_ms:<8.3f}"
+        )
+    print(f"wrote {csv_path}, {json_path}, {png_path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from byoc_torch.models import EXAMPLES
 
@@ -149,6 +189,24 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--torch-executed-ops", nargs="*", default=[], metavar="OP")
     rep.add_argument("--torch-executed-modules", nargs="*", default=[], metavar="NAME")
     rep.set_defaults(func=_report)
+
+    bench = sub.add_parser(
+        "bench",
+        help="overhead study: latency as more ops are offloaded to LibTorch",
+        description="Compile the model with k = 0..N ops forced to LibTorch and time each; "
+        "write CSV, JSON and a PNG plot. FACTORY is FILE.py:FUNCTION or builtin:NAME.",
+    )
+    bench.add_argument("factory", metavar="FILE.py:FACTORY")
+    bench.add_argument("--mode", choices=["by_type", "random"], default="by_type")
+    bench.add_argument("--max-k", type=int, default=None, help="largest k (default: all)")
+    bench.add_argument("--step", type=int, default=1)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--repeat", type=int, default=50)
+    bench.add_argument("--target", default="llvm")
+    bench.add_argument("--out", default="bench_out/overhead", help="path stem for .csv/.json/.png")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=_bench)
     return p
 
 

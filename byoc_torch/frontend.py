@@ -57,6 +57,7 @@ REASON_UNSUPPORTED = "unsupported by TVM's importer"
 REASON_CONVERTER = "TVM's converter raised"
 REASON_WRONG_TYPE = "TVM's conversion has the wrong type"
 REASON_FORCED_OP = "forced op (torch_executed_ops)"
+REASON_FORCED_NODE = "forced node (torch_executed_nodes)"
 REASON_COMPLEX = "uses a complex value, which TVM cannot hold"
 REASON_MIN_BLOCK = "absorbed by min_block_size"
 REASON_MODULE = "forced module (torch_executed_modules)"
@@ -242,6 +243,8 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, op, REASON_MODULE)
         if self.options.is_forced_op(node.target):
             return FallbackRecord(node.name, key, REASON_FORCED_OP)
+        if node.name in self.options.torch_executed_nodes:
+            return FallbackRecord(node.name, key, REASON_FORCED_NODE)
         if node.target.__name__ not in self.convert_map:
             return FallbackRecord(node.name, key, REASON_UNSUPPORTED)
         return None

@@ -52,6 +52,8 @@ class Options:
             the TorchScript interpreter (benchmarks/min_block_size.py, docs/performance.md).
         require_full_compilation: raise an error listing every op that would run in LibTorch,
             and why, instead of falling back. Default: False.
+        torch_executed_nodes: FX nodes (by the names reports show, e.g. ``"add_3"``) forced
+            to LibTorch; meant for overhead studies (``byoc-torch bench``). Default: none.
         run_decompositions: decompose the ExportedProgram to core ATen first, as TVM's own
             importer does by default. Default: True.
         keep_params_as_input: keep parameters as function inputs instead of binding them as
@@ -62,6 +64,7 @@ class Options:
     torch_executed_modules: tuple = ()
     min_block_size: int = 1
     require_full_compilation: bool = False
+    torch_executed_nodes: tuple[str, ...] = ()
     run_decompositions: bool = True
     keep_params_as_input: bool = False
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
@@ -83,6 +86,10 @@ class Options:
                     "submodule name"
                 )
         object.__setattr__(self, "torch_executed_modules", tuple(mods))
+        nodes = self.torch_executed_nodes
+        if isinstance(nodes, str):
+            nodes = (nodes,)
+        object.__setattr__(self, "torch_executed_nodes", tuple(str(n) for n in nodes))
         if isinstance(self.min_block_size, bool) or not isinstance(self.min_block_size, int):
             raise TypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
         if self.min_block_size < 1:

@@ -1,0 +1,96 @@
+"""The overhead-study tool (byoc_torch.overhead, byoc-torch bench)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from byoc_torch import cli, overhead
+
+
+class Small(nn.Module):
+    def forward(self, x):
+        h = torch.tanh(x) * 2.0 + 1.0
+        return torch.special.erfinv(torch.sigmoid(h) * 0.9) + torch.relu(h)
+
+
+def test_by_type_forces_more_ops_each_step():
+    points = overhead.study(
+        Small(), (torch.randn(4, 8),), max_k=3, warmup=1, repeat=3, progress=False
+    )
+    assert [p.k for p in points] == [0, 1, 2, 3]
+    assert points[0].offloaded_ops == 1  # erfinv only
+    offloaded = [p.offloaded_ops for p in points]
+    assert offloaded == sorted(offloaded) and offloaded[-1] > offloaded[0]
+    for p in points:
+        assert len(p.samples) == 3 and p.min_ms <= p.median_ms <= p.max_ms
+        assert p.subgraphs >= 1 and p.crossings >= 2
+
+
+def test_random_mode_is_seeded_and_nested():
+    a = overhead.study(
+        Small(),
+        (torch.randn(4, 8),),
+        mode="random",
+        max_k=3,
+        seed=7,
+        warmup=0,
+        repeat=1,
+        progress=False,
+    )
+    b = overhead.study(
+        Small(),
+        (torch.randn(4, 8),),
+        mode="random",
+        max_k=3,
+        seed=7,
+        warmup=0,
+        repeat=1,
+        progress=False,
+    )
+    assert [p.forced for p in a] == [p.forced for p in b]
+    for prev, nxt in zip(a, a[1:], strict=False):
+        assert nxt.forced[: len(prev.forced)] == prev.forced
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="mode must be"):
+        overhead.study(Small(), (torch.randn(2, 8),), mode="all", progress=False)
+
+
+def test_cli_bench_writes_csv_json_png(tmp_path, capsys):
+    factory = tmp_path / "f.py"
+    factory.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return torch.lgamma(torch.tanh(x).abs() + 1) + x\n"
+        "def make():\n"
+        "    return M(), (torch.randn(3, 5),)\n"
+    )
+    out = tmp_path / "res" / "study"
+    argv = [
+        "bench",
+        f"{factory}:make",
+        "--max-k",
+        "2",
+        "--repeat",
+        "3",
+        "--warmup",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    assert [int(r["k"]) for r in rows] == [0, 1, 2]
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert len(data) == 3 and all("samples" in d for d in data)
+    png = out.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "wrote" in capsys.readouterr().out
