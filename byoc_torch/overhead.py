@@ -200,7 +200,7 @@ def write_results(points: Sequence[StudyPoint], path: str | Path) -> Path:
 
 
 def plot_results(points: Sequence[StudyPoint], path: str | Path, title: str = "") -> Path:
-    """Latency (median, p10–p90 band) against offloaded ops; each point is labelled with its
+    """Latency (median, p10-p90 band) against offloaded ops; each point is labelled with its
     number of LibTorch subgraphs."""
     import matplotlib
 
@@ -214,7 +214,7 @@ def plot_results(points: Sequence[StudyPoint], path: str | Path, title: str = ""
     lo = [p.median_ms - p.p10_ms for p in points]
     hi = [p.p90_ms - p.median_ms for p in points]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.errorbar(xs, med, yerr=[lo, hi], fmt="o-", capsize=3, label="median (p10–p90)")
+    ax.errorbar(xs, med, yerr=[lo, hi], fmt="o-", capsize=3, label="median (p10-p90)")
     for p in points:
         ax.annotate(
             f"{p.subgraphs}",

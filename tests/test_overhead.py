@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 
 import pytest
@@ -53,7 +54,7 @@ def test_random_mode_is_seeded_and_nested():
         progress=False,
     )
     assert [p.forced for p in a] == [p.forced for p in b]
-    for prev, nxt in zip(a, a[1:], strict=False):
+    for prev, nxt in itertools.pairwise(a):
         assert nxt.forced[: len(prev.forced)] == prev.forced
 
 
