@@ -53,8 +53,14 @@ def size_independence(repeat: int) -> list[dict]:
     }
     names = sorted(sources)
     mod = create(
-        names, [sources[n] for n in names], [1, 1], [1, 1], [False, False],
-        [[], []], [[], []], "",
+        names,
+        [sources[n] for n in names],
+        [1, 1],
+        [1, 1],
+        [False, False],
+        [[], []],
+        [[], []],
+        "",
     )
     rows = []
     for label, nbytes in (("1 KB", 1 << 10), ("64 MB", 64 << 20)):
@@ -66,9 +72,7 @@ def size_independence(repeat: int) -> list[dict]:
                 "in_us": median_us(lambda tx=tx: mod["in"](tx), repeat),
                 "eager_zeros_us": median_us(lambda: torch.zeros([1]), repeat),
                 "out_us": median_us(lambda tx=tx: mod["out"](tx), repeat // 4 or 1),
-                "eager_empty_like_us": median_us(
-                    lambda x=x: torch.empty_like(x), repeat // 4 or 1
-                ),
+                "eager_empty_like_us": median_us(lambda x=x: torch.empty_like(x), repeat // 4 or 1),
                 "copy_us": median_us(lambda x=x: x.clone(), max(repeat // 40, 5), warmup=3),
             }
         )
@@ -143,26 +147,38 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = size_independence(args.repeat)
     print("Part 1: crossing cost against tensor size (median, microseconds)")
-    print(f"{'size':>6} {'in':>8} {'eager zeros':>12} {'in+out':>8} {'eager empty_like':>17}"
-          f" {'a copy':>10}")
+    print(
+        f"{'size':>6} {'in':>8} {'eager zeros':>12} {'in+out':>8} {'eager empty_like':>17}"
+        f" {'a copy':>10}"
+    )
     for r in rows:
-        print(f"{r['size']:>6} {r['in_us']:>8.2f} {r['eager_zeros_us']:>12.2f} {r['out_us']:>8.2f}"
-              f" {r['eager_empty_like_us']:>17.2f} {r['copy_us']:>10.1f}")
+        print(
+            f"{r['size']:>6} {r['in_us']:>8.2f} {r['eager_zeros_us']:>12.2f} {r['out_us']:>8.2f}"
+            f" {r['eager_empty_like_us']:>17.2f} {r['copy_us']:>10.1f}"
+        )
 
     pc = per_crossing(args.repeat, args.ks)
     print("\nPart 2: chains of K (TVM tanh, LibTorch erfinv) pairs on 16 floats (median, us)")
     print(f"{'K':>3} {'TVM only':>9} {'hybrid (fast path)':>19} {'hybrid (interpreter)':>21}")
     for i, k in enumerate(pc["ks"]):
-        print(f"{k:>3} {pc['tvm_only_us'][i]:>9.2f} {pc['hybrid_us_fast_path'][i]:>19.2f}"
-              f" {pc['hybrid_us_interpreter'][i]:>21.2f}")
-    print(f"\none LibTorch subgraph call (slope difference): "
-          f"{pc['torch_call_us_fast_path']:.2f} us with the fast path, "
-          f"{pc['torch_call_us_interpreter']:.2f} us through the TorchScript interpreter")
-    print(f"erfinv in eager PyTorch: {pc['eager_erfinv_us']:.2f} us; the same TorchScript called "
-          f"directly from Python: {pc['torchscript_direct_us']:.2f} us")
-    print(f"above eager: {pc['torch_call_us_fast_path'] - pc['eager_erfinv_us']:+.2f} us (fast "
-          f"path), {pc['torch_call_us_interpreter'] - pc['eager_erfinv_us']:+.2f} us "
-          f"(interpreter)")
+        print(
+            f"{k:>3} {pc['tvm_only_us'][i]:>9.2f} {pc['hybrid_us_fast_path'][i]:>19.2f}"
+            f" {pc['hybrid_us_interpreter'][i]:>21.2f}"
+        )
+    print(
+        f"\none LibTorch subgraph call (slope difference): "
+        f"{pc['torch_call_us_fast_path']:.2f} us with the fast path, "
+        f"{pc['torch_call_us_interpreter']:.2f} us through the TorchScript interpreter"
+    )
+    print(
+        f"erfinv in eager PyTorch: {pc['eager_erfinv_us']:.2f} us; the same TorchScript called "
+        f"directly from Python: {pc['torchscript_direct_us']:.2f} us"
+    )
+    print(
+        f"above eager: {pc['torch_call_us_fast_path'] - pc['eager_erfinv_us']:+.2f} us (fast "
+        f"path), {pc['torch_call_us_interpreter'] - pc['eager_erfinv_us']:+.2f} us "
+        f"(interpreter)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"size": rows, "per_crossing": pc}, indent=2))
     return 0

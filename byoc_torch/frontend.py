@@ -303,23 +303,19 @@ class _FallbackImporter(ExportedProgramImporter):
         return self._flatten_output_args(output_args)
 
     def _emit_cluster(self, members: list[fx.Node]) -> None:
-        """One torchop for nodes that pass complex values among themselves."""
-        member_set = set(members)
-        outputs: list[tuple[fx.Node, int | None]] = []
-        for n in members:
-            if not any(u not in member_set for u in n.users):
-                continue
-            metas = output_metas(n)
-            if metas is None or any(m.dtype in _FOREIGN_DTYPES for m in metas):
-                raise FallbackError(
-                    f"node {n.name} ({op_key(n.target)}) passes a complex or non-tensor value to "
-                    "TVM; byoc_torch keeps complex values inside LibTorch, so convert them to "
-                    "real tensors (e.g. torch.view_as_real) before TVM-supported ops"
-                )
-            if isinstance(n.meta["val"], torch.Tensor):
-                outputs.append((n, None))
-            else:
-                outputs.extend((n, k) for k in range(len(metas)))
+        """One torchop for a sink and the complex-valued nodes it depends on (see _schedule)."""
+        sink = members[-1]
+        metas = output_metas(sink)
+        if metas is None or any(m.dtype in _FOREIGN_DTYPES for m in metas):
+            raise FallbackError(
+                f"node {sink.name} ({op_key(sink.target)}) passes a complex or non-tensor value "
+                "to TVM; byoc_torch keeps complex values inside LibTorch, so convert them to "
+                "real tensors (e.g. torch.view_as_real) before TVM-supported ops"
+            )
+        if isinstance(sink.meta["val"], torch.Tensor):
+            outputs: list[tuple[fx.Node, int | None]] = [(sink, None)]
+        else:
+            outputs = [(sink, k) for k in range(len(metas))]
         ns = script_for_nodes(members, outputs)
         symbols = _SymbolTable()
         in_types = [symbols.tensor_type(n.meta["val"]) for n in ns.inputs]
@@ -332,8 +328,9 @@ class _FallbackImporter(ExportedProgramImporter):
             in_types=in_types,
             out_type=relax.TupleType(out_types),
             op_name=names,
+            nodes=[n.name for n in members],
         )
-        result = self.block_builder.emit(call, name_hint=members[0].name)
+        result = self.block_builder.emit(call, name_hint=sink.name)
         position = {key: k for k, key in enumerate(outputs)}
         for n in members:
             record = self._fallback_reason(n)
@@ -439,56 +436,37 @@ def _produces_foreign(node: fx.Node) -> bool:
 
 
 def _schedule(nodes: list[fx.Node]) -> list:
-    """The nodes in an order TVM can import: each cluster of nodes that pass complex values
-    among themselves becomes one list item, placed where all its inputs exist (a stable
-    topological order of the graph with every cluster contracted)."""
-    parent: dict[fx.Node, fx.Node] = {}
-
-    def find(n: fx.Node) -> fx.Node:
-        while parent.get(n, n) is not n:
-            n = parent[n]
-        return n
-
-    for n in nodes:
-        if _produces_foreign(n):
-            for u in n.users:
-                if u.op == "call_function":
-                    parent[find(u)] = find(n)
-    if not parent:
+    """The nodes in import order, with values TVM cannot hold (complex tensors) kept inside
+    LibTorch: a node producing one is not imported on its own; instead, every node that turns
+    such values back into real tensors (a *sink*, e.g. ``view_as_real`` or ``abs``) becomes one
+    list item holding the sink and all the complex-valued nodes it depends on, in graph order.
+    A complex producer used by several sinks is recomputed in each (they are pure), which keeps
+    every cluster free of paths through TVM."""
+    foreign = {n for n in nodes if _produces_foreign(n)}
+    if not foreign:
         return nodes
-    index = {n: i for i, n in enumerate(nodes)}
-    unit: dict[fx.Node, fx.Node] = {n: find(n) for n in nodes}
-    members: dict[fx.Node, list[fx.Node]] = {}
-    for n in nodes:
-        members.setdefault(unit[n], []).append(n)
-    preds: dict[fx.Node, set[fx.Node]] = {r: set() for r in members}
-    for n in nodes:
-        for p in n.all_input_nodes:
-            if p in unit and unit[p] is not unit[n]:
-                preds[unit[n]].add(unit[p])
-    import heapq
-
-    succs: dict[fx.Node, list[fx.Node]] = {r: [] for r in members}
-    for r, ps in preds.items():
-        for p in ps:
-            succs[p].append(r)
-    indeg = {r: len(ps) for r, ps in preds.items()}
-    heap = [(index[members[r][0]], index[r], r) for r in members if indeg[r] == 0]
-    heapq.heapify(heap)
     order: list = []
-    while heap:
-        _, _, r = heapq.heappop(heap)
-        group = members[r]
-        order.append(group if len(group) > 1 or group[0] in parent else group[0])
-        for s in succs[r]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                heapq.heappush(heap, (index[members[s][0]], index[s], s))
-    if len(order) != len(members):
-        raise FallbackError(
-            "a complex value would have to pass through TVM between two LibTorch ops; "
-            "byoc_torch cannot place this graph"
-        )
+    index = {n: i for i, n in enumerate(nodes)}
+    for n in nodes:
+        if n in foreign:
+            if any(u.op == "output" for u in n.users):
+                raise FallbackError(
+                    f"node {n.name} ({op_key(n.target)}) produces {output_metas(n)[0].dtype} "
+                    "values that leave LibTorch as a model output; byoc_torch returns real "
+                    "tensors, so convert them first, e.g. with torch.view_as_real"
+                )
+            continue
+        if n.op == "call_function" and any(p in foreign for p in n.all_input_nodes):
+            members = {n}
+            stack = [p for p in n.all_input_nodes if p in foreign]
+            while stack:
+                p = stack.pop()
+                if p not in members:
+                    members.add(p)
+                    stack.extend(q for q in p.all_input_nodes if q in foreign)
+            order.append(sorted(members, key=index.__getitem__))
+        else:
+            order.append(n)
     return order
 
 

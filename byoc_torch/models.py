@@ -13,7 +13,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["EXAMPLES", "DemoNet", "TinyCNN", "TinyTransformer", "get_example"]
+__all__ = [
+    "EXAMPLES",
+    "SUITE",
+    "BertLike",
+    "DemoNet",
+    "GPTLike",
+    "TinyCNN",
+    "TinyTransformer",
+    "ViTLike",
+    "get_example",
+]
 
 
 class DemoNet(nn.Module):
@@ -112,6 +122,142 @@ class TinyTransformer(nn.Module):
         return self.out(x + summary.unsqueeze(1))
 
 
+class _Attention(nn.Module):
+    """Multi-head self-attention written with plain tensor ops (no fused kernels)."""
+
+    def __init__(self, dim: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.heads = heads
+        self.causal = causal
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, d = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q = q.reshape(b, t, h, d // h).transpose(1, 2)
+        k = k.reshape(b, t, h, d // h).transpose(1, 2)
+        v = v.reshape(b, t, h, d // h).transpose(1, 2)
+        if rope is not None:
+            q, k = _apply_rope(q, rope), _apply_rope(k, rope)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)
+        if self.causal:
+            mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            att = att.masked_fill(mask, float("-inf"))
+        y = torch.softmax(att, dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def _apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding with complex numbers, as LLaMA writes it (TVM cannot hold
+    complex tensors: this runs in LibTorch)."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * rope).flatten(-2).type_as(x)
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.att = _Attention(dim, heads, causal)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.att(self.ln1(x), rope)
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+
+
+class BertLike(nn.Module):
+    """A BERT-style encoder (post-embedding layer norm, GELU MLPs). Every op is one TVM 0.27
+    imports, so TVM alone can compile it: the baseline for "what does TVM do by itself"."""
+
+    def __init__(
+        self, vocab: int = 1000, dim: int = 256, heads: int = 4, layers: int = 4, seq: int = 128
+    ) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, seq, dim) * 0.02)
+        self.ln = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(_EncoderLayer(dim, heads) for _ in range(layers))
+        self.pool = nn.Linear(dim, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.ln(self.tok(ids) + self.pos[:, : ids.shape[1]])
+        for layer in self.layers:
+            x = layer(x)
+        return torch.tanh(self.pool(x[:, 0]))
+
+
+class GPTLike(nn.Module):
+    """A GPT-style causal decoder with complex-valued rotary embeddings (LibTorch) around
+    TVM-compiled attention and MLPs."""
+
+    def __init__(
+        self, vocab: int = 1000, dim: int = 256, heads: int = 4, layers: int = 4, seq: int = 128
+    ) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(_EncoderLayer(dim, heads, causal=True) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        half = dim // heads // 2
+        freqs = 1.0 / (10000 ** (torch.arange(half).float() / half))
+        # Kept real: TVM cannot hold a complex buffer; the complex rotation is built in forward.
+        self.register_buffer("angles", torch.outer(torch.arange(seq).float(), freqs))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tok(ids)
+        angles = self.angles[: ids.shape[1]]
+        rope = torch.polar(torch.ones_like(angles), angles)
+        for layer in self.layers:
+            x = layer(x, rope)
+        return self.head(self.ln(x))
+
+
+class ViTLike(nn.Module):
+    """A ViT-style classifier whose patches are cut with ``F.unfold`` (TVM 0.27 converts it to
+    the wrong shape: byoc_torch notices and runs it in LibTorch)."""
+
+    def __init__(
+        self, image: int = 64, patch: int = 8, dim: int = 192, heads: int = 3, layers: int = 4
+    ) -> None:
+        super().__init__()
+        self.patch = patch
+        n = (image // patch) ** 2
+        self.embed = nn.Linear(3 * patch * patch, dim)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
+        self.layers = nn.ModuleList(_EncoderLayer(dim, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        patches = nn.functional.unfold(img, self.patch, stride=self.patch).transpose(1, 2)
+        x = self.embed(patches)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.ln(x[:, 0]))
+
+
+def _bert() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return BertLike().eval(), (torch.randint(0, 1000, (1, 128)),)
+
+
+def _gpt() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return GPTLike().eval(), (torch.randint(0, 1000, (1, 128)),)
+
+
+def _vit() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return ViTLike().eval(), (torch.randn(1, 3, 64, 64),)
+
+
 def _demo() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     return DemoNet().eval(), (torch.randn(2, 3, 16, 16),)
@@ -133,9 +279,19 @@ EXAMPLES: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = 
     "transformer": _transformer,
 }
 
+# The end-to-end performance suite (docs/performance.md): realistic sizes, slower to compile.
+SUITE: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = {
+    "bert": _bert,
+    "gpt": _gpt,
+    "vit": _vit,
+    "cnn": _cnn,
+    "demo": _demo,
+}
+
 
 def get_example(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """``(model, example_inputs)`` of a built-in example, by name."""
-    if name not in EXAMPLES:
-        raise KeyError(f"no built-in example '{name}'; choose from {sorted(EXAMPLES)}")
-    return EXAMPLES[name]()
+    factories = {**SUITE, **EXAMPLES}
+    if name not in factories:
+        raise KeyError(f"no built-in example '{name}'; choose from {sorted(factories)}")
+    return factories[name]()

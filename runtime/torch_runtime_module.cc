@@ -248,6 +248,13 @@ struct SingleOpPath {
 /*! \brief Whether single-op subgraphs take the dispatcher fast path (for measurements). */
 std::atomic<bool> g_single_op_fast_path{true};
 
+/*!
+ * \brief Measurement mode: 0 = normal; 1 = record (run, and keep each subgraph's outputs);
+ * 2 = replay (return the recorded outputs without running LibTorch). Replay lets a benchmark
+ * time the TVM part of a hybrid model alone. Never set outside measurements.
+ */
+std::atomic<int> g_replay_mode{0};
+
 /*! \brief Find the single-op fast path of a compiled subgraph, if its graph allows one. */
 std::optional<SingleOpPath> FindSingleOpPath(torch::jit::Module& module, uint32_t num_inputs,
                                               uint32_t num_outputs, bool returns_tuple) {
@@ -328,6 +335,8 @@ struct TorchSubgraph {
   /*! \brief Calls, and nanoseconds spent in LibTorch (the work itself, not the crossing). */
   std::shared_ptr<std::atomic<int64_t>> calls = std::make_shared<std::atomic<int64_t>>(0);
   std::shared_ptr<std::atomic<int64_t>> torch_ns = std::make_shared<std::atomic<int64_t>>(0);
+  /*! \brief Outputs kept in record mode, returned in replay mode. */
+  std::shared_ptr<std::vector<at::Tensor>> recorded = std::make_shared<std::vector<at::Tensor>>();
 };
 
 class TorchRuntimeModuleObj : public ffi::ModuleObj {
@@ -409,6 +418,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
         for (const auto& sg : subgraphs_) {
           sg.calls->store(0);
           sg.torch_ns->store(0);
+          sg.recorded->clear();
         }
       });
     }
@@ -587,9 +597,17 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       inputs.push_back(ToATen(sg, i, args[i]));
     }
     std::vector<at::Tensor> results;
+    const int replay = g_replay_mode.load(std::memory_order_relaxed);
+    if (replay == 2) {
+      TVM_FFI_CHECK(static_cast<int>(sg.recorded->size()) == n_out, RuntimeError)
+          << "byoc_torch subgraph '" << sg.symbol << "': replay mode without a recorded call";
+      results = *sg.recorded;
+    }
     auto t0 = std::chrono::steady_clock::now();
     try {
-      if (sg.single_op.has_value() && g_single_op_fast_path.load(std::memory_order_relaxed)) {
+      if (replay == 2) {
+        // Measurement only: the recorded outputs stand in for LibTorch's work.
+      } else if (sg.single_op.has_value() && g_single_op_fast_path.load(std::memory_order_relaxed)) {
         const SingleOpPath& path = *sg.single_op;
         torch::jit::Stack stack;
         stack.reserve(path.arg_source.size());
@@ -637,6 +655,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
                           .count();
     sg.torch_ns->fetch_add(elapsed, std::memory_order_relaxed);
     sg.calls->fetch_add(1, std::memory_order_relaxed);
+    if (replay == 1) *sg.recorded = results;
     TVM_FFI_CHECK(static_cast<int>(results.size()) == n_out, RuntimeError)
         << "byoc_torch subgraph '" << sg.symbol << "' produced " << results.size()
         << " outputs, expected " << n_out;
@@ -715,6 +734,13 @@ ffi::Bytes SaveTorchRuntimeModule(const ffi::Module& mod) {
   return mod->SaveToBytes();
 }
 
+/*! \brief Set the measurement mode (0 normal, 1 record, 2 replay); returns the previous one. */
+int64_t SetReplayMode(int64_t mode) {
+  TVM_FFI_CHECK(mode >= 0 && mode <= 2, ValueError)
+      << "byoc_torch.SetReplayMode: mode must be 0, 1 or 2, got " << mode;
+  return g_replay_mode.exchange(static_cast<int>(mode));
+}
+
 /*! \brief Turn the single-op dispatcher fast path on or off; returns the previous setting. */
 bool SetSingleOpFastPath(bool enabled) { return g_single_op_fast_path.exchange(enabled); }
 
@@ -722,6 +748,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
       .def("byoc_torch.SetSingleOpFastPath", SetSingleOpFastPath)
+      .def("byoc_torch.SetReplayMode", SetReplayMode)
       .def("byoc_torch.CreateTorchRuntimeModule", CreateTorchRuntimeModule)
       .def("byoc_torch.SaveTorchRuntimeModule", SaveTorchRuntimeModule)
       .def("ffi.Module.load_from_bytes.torch", TorchRuntimeModuleObj::LoadFromBytes);

@@ -410,3 +410,15 @@ def test_wrong_tuple_element_type_blames_the_tuple_producer():
     (rec,) = compiled.fallbacks
     assert rec.op.startswith("aten.max_pool2d_with_indices")
     assert rec.reason == "TVM's conversion has the wrong type"
+
+
+def test_complex_value_shared_by_many_consumers_is_recomputed_per_cluster():
+    """GPT-like rotary embeddings: one complex tensor used in every layer, with TVM layers in
+    between. Each consumer gets its own LibTorch cluster, so no cycle through TVM."""
+    from byoc_torch.models import GPTLike
+
+    torch.manual_seed(0)
+    model = GPTLike(vocab=50, dim=32, heads=2, layers=2, seq=8).eval()
+    compiled = compile_and_check(model, (torch.randint(0, 50, (1, 8)),), rtol=1e-4, atol=1e-4)
+    assert "aten.polar.default" in compiled.torch_ops
+    assert compiled.num_torch_subgraphs() == 2  # one per layer
