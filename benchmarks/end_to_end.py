@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         model, inputs = SUITE[name]()
         row: dict = {}
         with torch.no_grad():
-            row["eager_ms"] = median_ms(lambda: model(*inputs), args.repeat, args.warmup)
+            row["eager_ms"] = median_ms(lambda m=model, x=inputs: m(*x), args.repeat, args.warmup)
         for key, dl in (("tvm", False), ("tvm+dlight", True)):
             fn, why = tvm_alone(model, inputs, dl)
             row[f"{key}_ms"] = median_ms(fn, max(3, args.repeat // 4), 1) if fn else None
@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             compiled = byoc_torch.compile(model, inputs, **opts)
             with torch.no_grad():
                 torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=1e-3, atol=1e-3)
-            row[f"{key}_ms"] = median_ms(lambda c=compiled: c(*inputs), args.repeat, args.warmup)
+            row[f"{key}_ms"] = median_ms(
+                lambda c=compiled, x=inputs: c(*x), args.repeat, args.warmup
+            )
             row[f"{key}_subgraphs"] = compiled.num_torch_subgraphs()
             row[f"{key}_ratio"] = hybrid_ratio(compiled, inputs, args.repeat, args.warmup)
         results[name] = row
