@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,12 @@ class Signature:
 
 
 class CompiledModule:
-    """A model compiled by byoc_torch. Call it like the original ``nn.Module``."""
+    """A model compiled by byoc_torch. Call it like the original ``nn.Module``.
+
+    Thread-safe: calls from several threads run concurrently, each thread on its own TVM
+    VirtualMachine over the shared executable (TVM's VM is not safe to share); the LibTorch
+    subgraphs are shared and safe to call concurrently.
+    """
 
     def __init__(
         self,
@@ -102,14 +108,16 @@ class CompiledModule:
         self.fallbacks = tuple(fallbacks)
         self._report = report
         self.device = tvm.device(signature.device)
-        self._vm = relax.VirtualMachine(executable, self.device)
-        self._main = self._vm["main"]
+        # TVM's VirtualMachine keeps per-call state (registers), so it is not safe to share
+        # between threads: each thread gets its own, created on first use.
+        self._local = threading.local()
+        self._main_function()  # build the calling thread's VM now, so errors surface here
         self._num_outputs = _count_leaves(signature.outputs)
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, *inputs: torch.Tensor):
         args = self._check_inputs(inputs)
-        result = self._main(*args)
+        result = self._main_function()(*args)
         flat = [torch.from_dlpack(t) for t in _flatten_tvm(result)]
         if len(flat) != self._num_outputs:
             raise RuntimeError(
@@ -117,6 +125,14 @@ class CompiledModule:
                 f"expects {self._num_outputs}"
             )
         return _unflatten(iter(flat), self.signature.outputs)
+
+    def _main_function(self):
+        main = getattr(self._local, "main", None)
+        if main is None:
+            vm = relax.VirtualMachine(self.executable, self.device)
+            main = self._local.main = vm["main"]
+            self._local.vm = vm
+        return main
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list:
         specs = self.signature.inputs
