@@ -19,7 +19,8 @@
  *     the results are copied into the given outputs.
  *
  * Serialized form (SaveToBytes / ffi.Module.load_from_bytes.torch), all integers little endian:
- *   magic "BYOCTRCH" | u32 version | str metadata | u32 function count | per function:
+ *   magic "BYOCTRCH" | u32 version | u64 checksum (FNV-1a of the rest) |
+ *   str metadata | u32 function count | per function:
  *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source |
  *   u32 submodule count | per submodule: str name | str torch.jit.save bytes
  * where `str` is a u64 length followed by that many bytes.
@@ -213,6 +214,85 @@ class Reader {
   size_t pos_ = 0;
 };
 
+/*!
+ * \brief Length of the well-formed UTF-8 sequence starting at s[i] (strict: no overlong
+ * forms, surrogates or code points above U+10FFFF, as Python decodes), or 0 if there is none.
+ */
+size_t Utf8SequenceLength(const std::string& s, size_t i) {
+  const size_t n = s.size();
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + len > n) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < len; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  }
+  return len;
+}
+
+/*! \brief True when `s` is well-formed UTF-8 (text fields cross into Python as str). */
+bool IsUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    size_t len = Utf8SequenceLength(s, i);
+    if (len == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
+/*! \brief `s` with every byte that is not part of well-formed UTF-8 replaced by '?'; error
+ * messages quote user data (TorchScript source), and Python must be able to decode them. */
+std::string ValidUtf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    size_t len = Utf8SequenceLength(s, i);
+    if (len == 0) {
+      out.push_back('?');
+      ++i;
+    } else {
+      out.append(s, i, len);
+      i += len;
+    }
+  }
+  return out;
+}
+
+/*! \brief Read a text field and check it is UTF-8. */
+std::string TextField(Reader* r, const char* what) {
+  std::string s = r->Str(what);
+  TVM_FFI_CHECK(IsUtf8(s), ValueError)
+      << "corrupt byoc_torch artifact: " << what << " is not valid UTF-8 text";
+  return s;
+}
+
+/*! \brief FNV-1a (64 bit) of the serialized body: catches damaged artifacts before parsing.
+ * Not a signature: a crafted artifact can carry a matching checksum (see docs/security.md). */
+uint64_t Checksum(const std::string& data) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 void PutU32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -378,6 +458,10 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       module.define(sg.source);
       TVM_FFI_CHECK(module.find_method("forward").has_value(), ValueError)
           << "byoc_torch: TorchScript of subgraph '" << sg.symbol << "' defines no forward";
+      size_t arity = module.get_method("forward").function().getSchema().arguments().size() - 1;
+      TVM_FFI_CHECK(arity == sg.num_inputs, ValueError)
+          << "byoc_torch: subgraph '" << sg.symbol << "' is declared with " << sg.num_inputs
+          << " inputs but its TorchScript forward takes " << arity;
       module.eval();
       sg.single_op = FindSingleOpPath(module, sg.num_inputs, sg.num_outputs, sg.returns_tuple);
       sg.module = std::move(module);
@@ -385,10 +469,11 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       throw;
     } catch (const c10::Error& e) {
       TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << sg.symbol
-                                << "' does not compile: " << e.what_without_backtrace();
+                                << "' does not compile: "
+                                << ValidUtf8(e.what_without_backtrace());
     } catch (const std::exception& e) {
       TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << sg.symbol
-                                << "' does not compile: " << e.what();
+                                << "' does not compile: " << ValidUtf8(e.what());
     }
     index_.emplace(sg.symbol, subgraphs_.size());
     subgraphs_.push_back(std::move(sg));
@@ -448,22 +533,25 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
   }
 
   ffi::Bytes SaveToBytes() const final {
-    std::string out(kMagic, sizeof(kMagic));
-    PutU32(&out, kFormatVersion);
-    PutStr(&out, metadata_);
-    PutU32(&out, static_cast<uint32_t>(subgraphs_.size()));
+    std::string body;
+    PutStr(&body, metadata_);
+    PutU32(&body, static_cast<uint32_t>(subgraphs_.size()));
     for (const auto& sg : subgraphs_) {
-      PutStr(&out, sg.symbol);
-      PutU32(&out, sg.num_inputs);
-      PutU32(&out, sg.num_outputs);
-      out.push_back(sg.returns_tuple ? 1 : 0);
-      PutStr(&out, sg.source);
-      PutU32(&out, static_cast<uint32_t>(sg.submodules.size()));
+      PutStr(&body, sg.symbol);
+      PutU32(&body, sg.num_inputs);
+      PutU32(&body, sg.num_outputs);
+      body.push_back(sg.returns_tuple ? 1 : 0);
+      PutStr(&body, sg.source);
+      PutU32(&body, static_cast<uint32_t>(sg.submodules.size()));
       for (const auto& [name, payload] : sg.submodules) {
-        PutStr(&out, name);
-        PutStr(&out, payload);
+        PutStr(&body, name);
+        PutStr(&body, payload);
       }
     }
+    std::string out(kMagic, sizeof(kMagic));
+    PutU32(&out, kFormatVersion);
+    PutU64(&out, Checksum(body));
+    out += body;
     return ffi::Bytes(out);
   }
 
@@ -477,26 +565,30 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     TVM_FFI_CHECK(version == kFormatVersion, ValueError)
         << "byoc_torch artifact has format version " << version << ", this runtime reads version "
         << kFormatVersion;
-    std::string metadata = r.Str("metadata");
+    uint64_t checksum = r.U64("checksum");
+    std::string body(bytes.data() + (bytes.size() - r.remaining()), r.remaining());
+    TVM_FFI_CHECK(Checksum(body) == checksum, ValueError)
+        << "corrupt byoc_torch artifact: checksum mismatch (the serialized module was damaged)";
+    std::string metadata = TextField(&r, "metadata");
     uint64_t count = r.U32("function count");
     TVM_FFI_CHECK(count <= kMaxFunctions, ValueError)
         << "corrupt byoc_torch artifact: implausible function count " << count;
     auto n = ffi::make_object<TorchRuntimeModuleObj>();
     n->set_metadata(std::move(metadata));
     for (uint64_t i = 0; i < count; ++i) {
-      std::string symbol = r.Str("subgraph symbol");
+      std::string symbol = TextField(&r, "subgraph symbol");
       uint32_t num_inputs = r.U32("input count");
       uint32_t num_outputs = r.U32("output count");
       uint8_t returns_tuple = r.U8("tuple flag");
       TVM_FFI_CHECK(returns_tuple <= 1, ValueError)
           << "corrupt byoc_torch artifact: bad tuple flag " << int(returns_tuple);
-      std::string source = r.Str("TorchScript source");
+      std::string source = TextField(&r, "TorchScript source");
       uint32_t num_submodules = r.U32("submodule count");
       TVM_FFI_CHECK(num_submodules <= kMaxArity, ValueError)
           << "corrupt byoc_torch artifact: implausible submodule count " << num_submodules;
       std::vector<std::pair<std::string, std::string>> submodules;
       for (uint32_t k = 0; k < num_submodules; ++k) {
-        std::string name = r.Str("submodule name");
+        std::string name = TextField(&r, "submodule name");
         std::string payload = r.Str("submodule payload");
         submodules.emplace_back(std::move(name), std::move(payload));
       }
@@ -643,12 +735,13 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     } catch (const c10::Error& e) {
       std::string op = sg.single_op.has_value() ? " (" + sg.single_op->op_name + ")" : "";
       TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << sg.symbol << "'" << op
-                                  << " raised inside LibTorch: " << e.what_without_backtrace();
+                                  << " raised inside LibTorch: "
+                                  << ValidUtf8(e.what_without_backtrace());
     } catch (const ffi::Error&) {
       throw;
     } catch (const std::exception& e) {
       TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << sg.symbol
-                                  << "' raised inside LibTorch: " << e.what();
+                                  << "' raised inside LibTorch: " << ValidUtf8(e.what());
     }
     int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now() - t0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import tvm_ffi
+from test_fuzz_artifact import reseal
 
 from byoc_torch._runtime import runtime_function
 from byoc_torch.compiled import to_tvm
@@ -174,10 +175,11 @@ def test_serialization_round_trip():
         (lambda b: b[:5], "truncated while reading magic"),
         (lambda b: b"XXXXXXXX" + b[8:], "bad magic"),
         (lambda b: b[:8] + b"\x63\x00\x00\x00" + b[12:], "format version 99"),
-        (lambda b: b[:-4], "truncated while reading submodule count"),
-        (lambda b: b[:-8], "TorchScript source claims"),
-        (lambda b: b + b"junk", "4 trailing bytes"),
-        (lambda b: b[:12] + b"\xff" * 8 + b[20:], "metadata claims"),
+        (lambda b: b[:-4], "checksum mismatch"),
+        (lambda b: reseal(b[:-4]), "truncated while reading submodule count"),
+        (lambda b: reseal(b[:-8]), "TorchScript source claims"),
+        (lambda b: reseal(b + b"junk"), "4 trailing bytes"),
+        (lambda b: reseal(b[:20] + b"\xff" * 8 + b[28:]), "metadata claims"),
     ],
 )
 def test_corrupt_bytes_give_clear_errors(mutate, message):

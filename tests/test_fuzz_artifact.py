@@ -1,0 +1,145 @@
+"""Corrupt or hostile serialized torch modules: a clear Python error every time, never a crash.
+
+A few hundred mutated artifacts here (hypothesis); benchmarks/fuzz_artifact.py runs 10,000+.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+import torch
+import tvm_ffi
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from byoc_torch._runtime import runtime_function
+
+load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
+
+
+def valid_artifact() -> bytes:
+    create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
+    save = runtime_function("byoc_torch.SaveTorchRuntimeModule")
+    sub = torch.jit.script(torch.nn.Linear(2, 2))
+    buf = io.BytesIO()
+    torch.jit.save(sub, buf)
+    mod = create(
+        ["f", "g"],
+        [
+            "def forward(self, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n"
+            "    return (a + b, a * b)\n",
+            "def forward(self, a: Tensor) -> Tensor:\n    return self.lin.forward(a)\n",
+        ],
+        [2, 1],
+        [2, 1],
+        [True, False],
+        [[], ["lin"]],
+        [[], [buf.getvalue()]],
+        '{"meta": 1}',
+    )
+    return bytes(save(mod))
+
+
+VALID = valid_artifact()
+
+
+def check(data: bytes) -> None:
+    """Loading either works or raises an exception that says what is wrong."""
+    try:
+        load_bytes(data)
+    except (ValueError, RuntimeError, TypeError) as err:
+        assert "byoc_torch" in str(err), f"unclear error: {err}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, len(VALID) * 8 - 1), min_size=1, max_size=8))
+def test_bit_flips(bits):
+    data = bytearray(VALID)
+    for b in bits:
+        data[b // 8] ^= 1 << (b % 8)
+    check(bytes(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, len(VALID) - 1))
+def test_truncation(n):
+    check(VALID[:n])
+
+
+def reseal(data: bytes) -> bytes:
+    """Recompute the checksum (FNV-1a 64 of everything after the 20-byte header), so that a
+    mutation reaches the parser instead of being caught by the checksum."""
+    if len(data) < 20:
+        return data
+    h = 1469598103934665603
+    for c in data[20:]:
+        h = ((h ^ c) * 1099511628211) % (1 << 64)
+    out = bytearray(data)
+    struct.pack_into("<Q", out, 12, h)
+    return bytes(out)
+
+
+# Offsets of length/count fields: metadata length (20), function count (28 + len(metadata)),
+# first symbol length (right after the count), its input count (after the symbol).
+META_LEN = struct.unpack_from("<Q", VALID, 20)[0]
+SYM_LEN = struct.unpack_from("<Q", VALID, 32 + META_LEN)[0]
+FIELDS = [
+    (20, "<Q"),
+    (28 + META_LEN, "<I"),
+    (32 + META_LEN, "<Q"),
+    (40 + META_LEN + SYM_LEN, "<I"),
+    (44 + META_LEN + SYM_LEN, "<I"),
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(FIELDS), st.sampled_from([2**31 - 1, 2**32 - 1, 2**63, 2**64 - 1, 10**9]))
+def test_huge_lengths_and_counts(field, value):
+    """Resealed, so the length checks themselves are exercised (no huge allocation)."""
+    offset, fmt = field
+    data = bytearray(VALID)
+    size = struct.calcsize(fmt)
+    struct.pack_into(fmt, data, offset, value % (1 << (8 * size)))
+    with pytest.raises(ValueError, match="byoc_torch"):
+        load_bytes(reseal(bytes(data)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(20, len(VALID) - 1))
+def test_resealed_truncation(n):
+    with pytest.raises(ValueError, match="corrupt byoc_torch artifact"):
+        load_bytes(reseal(VALID[:n]))
+
+
+def test_damage_is_caught_by_the_checksum():
+    data = bytearray(VALID)
+    data[-10] ^= 0x40
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_bytes(bytes(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=0, max_size=512))
+def test_random_bytes(data):
+    check(data)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(8, len(VALID)))
+def test_random_bytes_after_a_valid_header(tail, cut):
+    check(VALID[:cut] + tail)
+
+
+def test_valid_artifact_still_loads():
+    mod = load_bytes(VALID)
+    assert sorted(str(s) for s in mod["__byoc_torch_symbols__"]()) == ["f", "g"]
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_other_format_versions_are_refused(version):
+    data = bytearray(VALID)
+    struct.pack_into("<I", data, 8, version)
+    with pytest.raises(ValueError, match=f"format version {version}"):
+        load_bytes(bytes(data))
