@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,6 +306,36 @@ def _metadata(executable) -> str | None:
     return None
 
 
+_LOADED: OrderedDict[tuple, tvm.runtime.Module] = OrderedDict()
+_LOADED_MAX = 16
+_LOADED_LOCK = threading.Lock()
+
+
+def _load_executable(path: Path) -> tvm.runtime.Module:
+    """tvm.runtime.load_module, remembering the last 16 artifacts.
+
+    TVM's load_module of a shared library keeps about 130 KB per call alive (measured with
+    benchmarks/leaks.py; it happens without byoc_torch's module too), so loading one artifact
+    again and again would grow memory. A file is the same artifact while its inode, size and
+    modification time are.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    try:
+        executable = tvm.runtime.load_module(str(path))
+    except Exception as err:
+        raise ValueError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
+    with _LOADED_LOCK:
+        _LOADED[key] = executable
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return executable
+
+
 def load(path: str | os.PathLike) -> CompiledModule:
     """Load an artifact written by :meth:`CompiledModule.export`.
 
@@ -313,10 +344,7 @@ def load(path: str | os.PathLike) -> CompiledModule:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
-    try:
-        executable = tvm.runtime.load_module(str(path))
-    except Exception as err:
-        raise ValueError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
+    executable = _load_executable(path)
     text = _metadata(executable)
     if text is None:
         raise ValueError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
