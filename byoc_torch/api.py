@@ -18,11 +18,12 @@ from tvm import relax
 
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, InputSpec, Signature, output_structure
-from .frontend import import_with_records, relax_dtype
+from .frontend import FallbackRecord, import_with_records, relax_dtype
 from .modules import hide_forced_modules
 from .options import Options
 from .partition import PartitionForTorch
 from .report import Report, build_report, report_from_ir
+from .verify import REASON_BUILD, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +106,68 @@ def compile(
     """
     opts = Options.from_kwargs(options)
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
-    imported = import_with_records(ep, opts)
-    records = imported.records
-    mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-    report = build_report(imported, mod, model_name=_model_name(model))
-    signature = _signature(ep, _device_of(target), report)
-    mod = LowerTorchFunctions(metadata=signature.to_json())(mod)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    executable = relax.build(mod, target=tvm_target)
-    logger.debug("compiled: %d node(s) run in LibTorch", len(records))
-    return CompiledModule(executable, signature, ir_module=mod, fallbacks=records, report=report)
+    inputs = _verification_inputs(ep, example_inputs)
+    extra: dict[str, FallbackRecord] = {}  # nodes moved by build failures and verification
+    for _ in range(_MAX_ROUNDS):
+        imported = import_with_records(ep, opts, extra)
+        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        report = build_report(imported, mod, model_name=_model_name(model))
+        signature = _signature(ep, _device_of(target), report)
+        lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
+        try:
+            executable = relax.build(lowered, target=tvm_target)
+        except Exception as err:  # tie the failure to one TVM-side node, move it, retry
+            record = find_build_culprit(
+                [n for n in imported.graph.nodes if n.name in imported.native_vars],
+                lambda names: _builds(ep, opts, extra, names, tvm_target),
+                err,
+            )
+            logger.debug("build failure blamed on %s: %s", record.node, record.detail)
+            extra[record.node] = record
+            continue
+        if opts.verify and inputs is not None and imported.native_vars:
+            blamed = diverging_nodes(imported, mod, inputs, tvm_target)
+            blamed = {k: v for k, v in blamed.items() if k not in extra}
+            if blamed:
+                extra.update(blamed)
+                continue
+        logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))
+        return CompiledModule(
+            executable, signature, ir_module=lowered, fallbacks=imported.records, report=report
+        )
+    raise RuntimeError(
+        f"byoc_torch.compile: verification did not settle after {_MAX_ROUNDS} rounds; moved "
+        f"so far: {sorted(extra)}"
+    )
+
+
+_MAX_ROUNDS = 12
+
+
+def _verification_inputs(ep, example_inputs) -> tuple | None:
+    """The tensors verification runs on: the example inputs, or the program's own."""
+    if example_inputs:
+        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+        return tuple(inputs)
+    stored = getattr(ep, "example_inputs", None)
+    if stored and not stored[1] and all(isinstance(x, torch.Tensor) for x in stored[0]):
+        return tuple(stored[0])
+    return None
+
+
+def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
+    """Does the model build with ``names`` (and ``extra``) moved to LibTorch?"""
+    forced = dict(extra)
+    for name in names:
+        forced.setdefault(name, FallbackRecord(name, name, REASON_BUILD))
+    try:
+        imported = import_with_records(ep, opts, forced)
+        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        relax.build(LowerTorchFunctions()(mod), target=target)
+    except Exception:  # any failure counts as "does not build"
+        return False
+    return True
 
 
 def _model_name(model) -> str:

@@ -228,6 +228,7 @@ class _FallbackImporter(ExportedProgramImporter):
         self.forced = dict(forced)  # node name -> record, grows when converters raise
         self.records: dict[str, FallbackRecord] = {}
         self._data_dims: dict[str, tirx.Var] = {}  # torch symbol -> TIR var, see match_cast
+        self.native_vars: dict[str, relax.Var] = {}
 
     # TVM stops the whole import here when an op is missing; we fall back instead.
     def _check_unsupported_func_type(self, nodes: list[fx.Node]) -> None:
@@ -290,6 +291,9 @@ class _FallbackImporter(ExportedProgramImporter):
                     ):
                         culprit = culprit.args[0]
                     raise _ConverterRaised(culprit, TypeError(mismatch), REASON_WRONG_TYPE)
+                value = self.env[node]
+                if isinstance(value, relax.Var) and isinstance(value.ty, relax.TensorType):
+                    self.native_vars[node.name] = value
             else:
                 raise ValueError(f"Unsupported FX node kind {node.op} ({node.name})")
         if output_args is None:
@@ -486,9 +490,15 @@ class ImportResult:
     mod: tvm.IRModule
     records: list[FallbackRecord]
     graph: fx.Graph
+    ep: torch.export.ExportedProgram  # the decomposed program that was imported
+    native_vars: dict[str, relax.Var]  # FX node name -> Relax var, for TVM-converted tensors
 
 
-def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> ImportResult:
+def import_with_records(
+    ep: torch.export.ExportedProgram,
+    options: Options,
+    extra_forced: Mapping[str, FallbackRecord] | None = None,
+) -> ImportResult:
     """Import ``ep``; also return why each fallback node runs in LibTorch.
 
     Imports again (from scratch) whenever a TVM converter raises, and once more when
@@ -496,7 +506,7 @@ def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> I
     """
     if options.run_decompositions:
         ep = _decompose(ep)
-    forced: dict[str, FallbackRecord] = {}
+    forced: dict[str, FallbackRecord] = dict(extra_forced or {})
     node_order = {n.name: i for i, n in enumerate(ep.graph.nodes)}
     while True:
         importer = _FallbackImporter(options, forced)
@@ -524,7 +534,7 @@ def import_with_records(ep: torch.export.ExportedProgram, options: Options) -> I
             raise FullCompilationError(records)
         absorbed = _small_native_blocks(ep.graph, {r.node for r in records}, options)
         if not absorbed:
-            return ImportResult(mod, records, ep.graph)
+            return ImportResult(mod, records, ep.graph, ep, importer.native_vars)
         for node in absorbed:
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_MIN_BLOCK)
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))

@@ -52,6 +52,11 @@ class Options:
             the TorchScript interpreter (benchmarks/min_block_size.py, docs/performance.md).
         require_full_compilation: raise an error listing every op that would run in LibTorch,
             and why, instead of falling back. Default: False.
+        verify: after building, run the TVM-compiled part on the example inputs, compare
+            every value TVM computes for an FX node with PyTorch's, move the nodes that first
+            differ to LibTorch and build again, until the model agrees (see docs/user-guide.md
+            for its cost). Build failures tied to one node always fall back this way.
+            Default: True: a model must never be silently wrong.
         torch_executed_nodes: FX nodes (by the names reports show, e.g. ``"add_3"``) forced
             to LibTorch; meant for overhead studies (``byoc-torch bench``). Default: none.
         run_decompositions: decompose the ExportedProgram to core ATen first, as TVM's own
@@ -65,6 +70,7 @@ class Options:
     min_block_size: int = 1
     require_full_compilation: bool = False
     torch_executed_nodes: tuple[str, ...] = ()
+    verify: bool = True
     run_decompositions: bool = True
     keep_params_as_input: bool = False
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
