@@ -33,6 +33,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 
 import relay_ext
 
+from .deny_list import deny_list_match
 from .modules import forced_module_for_op
 from .options import Options
 from .torchscript import (
@@ -60,6 +61,7 @@ REASON_FORCED_OP = "forced op (torch_executed_ops)"
 REASON_FORCED_NODE = "forced node (torch_executed_nodes)"
 REASON_COMPLEX = "uses a complex value, which TVM cannot hold"
 REASON_MIN_BLOCK = "absorbed by min_block_size"
+REASON_DENY_LIST = "known TVM defect (deny-list)"
 REASON_MODULE = "forced module (torch_executed_modules)"
 
 
@@ -248,6 +250,10 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, key, REASON_FORCED_NODE)
         if node.target.__name__ not in self.convert_map:
             return FallbackRecord(node.name, key, REASON_UNSUPPORTED)
+        if self.options.verify:
+            known = deny_list_match(node)
+            if known is not None:
+                return FallbackRecord(node.name, key, REASON_DENY_LIST, known)
         return None
 
     def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):

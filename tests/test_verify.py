@@ -1,0 +1,157 @@
+"""Verification against PyTorch, build-failure fallback, and the deny-list."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compile_and_check
+from torch import nn
+from tvm import ir
+
+import byoc_torch
+from byoc_torch.deny_list import load_deny_list
+from byoc_torch.verify import BuildFailure, find_build_culprit
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+WRONG_IN_TVM = {
+    "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
+    "sub_alpha": (lambda a, b: torch.sub(a, b, alpha=2), lambda: (torch.randn(4), torch.randn(4))),
+    "avg_pool2d_divisor_override": (
+        lambda x: nn.functional.avg_pool2d(x, 2, divisor_override=3),
+        lambda: (torch.randn(1, 2, 6, 6),),
+    ),
+    "avg_pool2d_exclude_pad": (
+        lambda x: nn.functional.avg_pool2d(x, 3, 2, padding=1, count_include_pad=False),
+        lambda: (torch.randn(1, 2, 7, 7),),
+    ),
+    "max_pool2d_ceil": (
+        lambda x: nn.functional.max_pool2d(x, 3, 2, ceil_mode=True),
+        lambda: (torch.randn(1, 2, 8, 8),),
+    ),
+    "max_pool2d_return_indices": (
+        lambda x: nn.functional.max_pool2d(x, 2, return_indices=True),
+        lambda: (torch.randn(1, 2, 6, 6),),
+    ),
+    "grid_sample_bilinear_zeros": (
+        lambda x, g: nn.functional.grid_sample(x, g, align_corners=False),
+        lambda: (torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1),
+    ),
+    "nanmean": (
+        lambda x: torch.nanmean(torch.where(x > 1, float("nan"), x), 1),
+        lambda: (torch.randn(4, 6),),
+    ),
+    "interpolate_antialias": (
+        lambda x: nn.functional.interpolate(x, size=(3, 3), mode="bilinear", antialias=True),
+        lambda: (torch.randn(1, 2, 8, 8),),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_IN_TVM))
+def test_known_wrong_conversions_give_pytorchs_answer(name):
+    fn, make = WRONG_IN_TVM[name]
+    compile_and_check(Lambda(fn), make())
+
+
+def test_verification_catches_what_the_deny_list_does_not_know(monkeypatch):
+    """With an empty deny-list, verification alone finds selu's wrong elu."""
+    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    compiled = compile_and_check(Lambda(lambda x: nn.functional.selu(x)), (torch.randn(24),))
+    (rec,) = compiled.fallbacks
+    assert rec.op == "aten.elu.default"
+    assert rec.reason == "TVM result differs from PyTorch"
+    assert rec.detail.startswith("max abs err")
+
+
+def test_consumers_of_a_wrong_node_are_not_blamed(monkeypatch):
+    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    model = Lambda(lambda x: torch.tanh(nn.functional.selu(x) * 3.0) + 1.0)
+    compiled = compile_and_check(model, (torch.randn(16),))
+    assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
+
+
+def test_verification_can_be_turned_off():
+    """Without verification, TVM's wrong selu comes back silently: the reason it is on."""
+    model = Lambda(lambda x: nn.functional.selu(x))
+    x = torch.randn(24)
+    compiled = byoc_torch.compile(model, (x,), verify=False)
+    assert compiled.fallbacks == ()
+    assert not torch.allclose(compiled(x), model(x))
+
+
+class PoolNet(nn.Module):
+    """A CNN whose pooling layer TVM gets wrong (divisor_override)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(2, divisor_override=3)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_cnn_with_wrong_pooling_matches_eager(monkeypatch):
+    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    compiled = compile_and_check(PoolNet().eval(), (torch.randn(2, 3, 8, 8),))
+    assert [(r.op, r.reason) for r in compiled.fallbacks] == [
+        ("aten.avg_pool2d.default", "TVM result differs from PyTorch")
+    ]
+    text = compiled.report().to_text()
+    assert "TVM result differs from PyTorch" in text and "max abs err" in text
+
+
+@pytest.fixture
+def unbuildable_sinh():
+    """Make relax.sinh fail in legalization (as a TVM bug would), restore it afterwards."""
+    op = ir.Op.get("relax.sinh")
+    original = op.get_attr("FLegalize")
+
+    def broken(bb, call):
+        raise RuntimeError("sinh legalization is broken (test)")
+
+    op.reset_attr("FLegalize")
+    op.set_attr("FLegalize", broken)
+    yield
+    op.reset_attr("FLegalize")
+    op.set_attr("FLegalize", original)
+
+
+def test_build_failure_falls_back_per_op(unbuildable_sinh):
+    model = Lambda(lambda x: torch.sinh(torch.tanh(x)) + torch.cos(x))
+    compiled = compile_and_check(model, (torch.randn(5),))
+    (rec,) = compiled.fallbacks
+    assert rec.op == "aten.sinh.default" and rec.reason == "TVM build failed"
+    assert "sinh legalization is broken" in rec.detail
+    assert "TVM build failed" in compiled.report().to_text()
+
+
+def test_build_failure_not_tied_to_an_op_is_a_clear_error():
+    with pytest.raises(BuildFailure, match="cannot be tied to an op: RuntimeError: boom"):
+        find_build_culprit([], lambda names: False, RuntimeError("boom"))
+
+
+def test_deny_list_is_versioned_and_loads():
+    entries = load_deny_list()
+    assert "aten.sub.Tensor" in entries
+    model = Lambda(lambda a, b: torch.sub(a, b, alpha=2))
+    compiled = compile_and_check(model, (torch.randn(4), torch.randn(4)))
+    (rec,) = compiled.fallbacks
+    assert rec.reason == "known TVM defect (deny-list)" and "deny-list v1" in rec.detail
+
+
+def test_deny_list_condition_is_respected():
+    """sub with alpha=1 is fine in TVM: not denied, no fallback."""
+    model = Lambda(lambda a, b: torch.sub(a, b))
+    compiled = compile_and_check(model, (torch.randn(4), torch.randn(4)))
+    assert compiled.fallbacks == ()
