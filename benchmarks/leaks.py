@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         "growth_mb": round(after - before, 1),
         "seconds": round(time.time() - t0, 1),
     }
-    print(f"{args.calls} calls: RSS {before:.1f} -> {after:.1f} MB "
-          f"(growth {after - before:+.1f} MB, target < 20 MB)")
+    print(
+        f"{args.calls} calls: RSS {before:.1f} -> {after:.1f} MB "
+        f"(growth {after - before:+.1f} MB, target < 20 MB)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = compiled.export(Path(tmp) / "demo.so")
@@ -83,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_mb": round(after, 1),
         "growth_mb": round(after - before, 1),
     }
-    print(f"{args.loads} load/call/drop cycles: RSS {before:.1f} -> {after:.1f} MB "
-          f"(growth {after - before:+.1f} MB)")
+    print(
+        f"{args.loads} load/call/drop cycles: RSS {before:.1f} -> {after:.1f} MB "
+        f"(growth {after - before:+.1f} MB)"
+    )
     torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=1e-4, atol=1e-4)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
