@@ -422,3 +422,38 @@ def test_complex_value_shared_by_many_consumers_is_recomputed_per_cluster():
     compiled = compile_and_check(model, (torch.randint(0, 50, (1, 8)),), rtol=1e-4, atol=1e-4)
     assert "aten.polar.default" in compiled.torch_ops
     assert compiled.num_torch_subgraphs() == 2  # one per layer
+
+
+class SeqModel(nn.Module):
+    """Batch and sequence length both dynamic; LibTorch ops on the sequence axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.proj(x)
+        h = torch.logcumsumexp(h, dim=1)  # along the sequence
+        return torch.special.erfinv(torch.tanh(h) * 0.9).mean(dim=1)
+
+
+def test_dynamic_batch_and_sequence_across_export_and_load(tmp_path):
+    batch = torch.export.Dim("batch", min=1, max=16)
+    seq = torch.export.Dim("seq", min=2, max=64)
+    model = SeqModel().eval()
+    compiled = byoc_torch.compile(
+        model, (torch.randn(2, 5, 8),), dynamic_shapes={"x": {0: batch, 1: seq}}
+    )
+    loaded = byoc_torch.load(compiled.export(tmp_path / "seq.so"))
+    for b, t in [(1, 2), (3, 7), (16, 64), (5, 33)]:
+        x = torch.randn(b, t, 8)
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(compiled(x), expected)
+        torch.testing.assert_close(loaded(x), expected)
+
+
+def test_wrong_device_is_rejected(erfinv_model):
+    x = torch.empty(2, 3, device="meta")
+    with pytest.raises(ValueError, match=r"input 0 \('x'\) is on meta"):
+        erfinv_model(x, torch.rand(2, 3))
