@@ -23,7 +23,7 @@ from .modules import hide_forced_modules
 from .options import Options
 from .partition import PartitionForTorch
 from .report import Report, build_report, report_from_ir
-from .verify import REASON_BUILD, diverging_nodes, find_build_culprit
+from .verify import REASON_BUILD, build_candidates, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def compile(
             executable = relax.build(lowered, target=tvm_target)
         except Exception as err:  # tie the failure to one TVM-side node, move it, retry
             record = find_build_culprit(
-                [n for n in imported.graph.nodes if n.name in imported.native_vars],
+                build_candidates(imported),
                 lambda names: _builds(ep, opts, extra, names, tvm_target),
                 err,
             )

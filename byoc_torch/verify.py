@@ -17,6 +17,7 @@ agrees with PyTorch:
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "REASON_BUILD",
     "REASON_DIFFERS",
+    "build_candidates",
     "diverging_nodes",
     "find_build_culprit",
     "tolerance",
@@ -130,9 +132,28 @@ def diverging_nodes(
         node = nodes[name]
         if any(p.name in differs for p in node.all_input_nodes):
             continue  # an input already differs: blame the producer, not this consumer
-        blamed[name] = FallbackRecord(name, op_key(node.target), REASON_DIFFERS, detail)
+        node = forcible(node)
+        blamed[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_DIFFERS, detail)
     logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
     return blamed
+
+
+def forcible(node: fx.Node) -> fx.Node:
+    """The node to move to LibTorch for ``node``: an element of a tuple (getitem) has no
+    TorchScript of its own, so the op that made the tuple moves."""
+    while node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        node = node.args[0]
+    return node
+
+
+def build_candidates(imported: ImportResult) -> list[fx.Node]:
+    """The TVM-side nodes a build failure may be tied to, in graph order, each forcible."""
+    seen: dict[str, fx.Node] = {}
+    for node in imported.graph.nodes:
+        if node.name in imported.native_vars:
+            target = forcible(node)
+            seen.setdefault(target.name, target)
+    return list(seen.values())
 
 
 def _compare(got: torch.Tensor, ref: torch.Tensor) -> str | None:

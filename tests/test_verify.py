@@ -155,3 +155,14 @@ def test_deny_list_condition_is_respected():
     model = Lambda(lambda a, b: torch.sub(a, b))
     compiled = compile_and_check(model, (torch.randn(4), torch.randn(4)))
     assert compiled.fallbacks == ()
+
+
+def test_build_failure_in_a_tuple_producing_op_moves_the_op():
+    """TVM cannot build layer_norm in bfloat16; the op returns a tuple, so the op itself (not
+    its getitem) moves to LibTorch."""
+    model = nn.LayerNorm(6).to(torch.bfloat16).eval()
+    x = torch.randn(3, 6, dtype=torch.bfloat16)
+    compiled = compile_and_check(model, (x,), rtol=1e-2, atol=1e-2)
+    assert [(r.op, r.reason) for r in compiled.fallbacks] == [
+        ("aten.native_layer_norm.default", "TVM build failed")
+    ]
