@@ -12,7 +12,7 @@ cmake --build "$build"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export BYOC_TORCH_RUNTIME_LIB="$PWD/$build/libbyoc_torch_runtime.so"
+export BYOC_TORCH_RUNTIME_LIB="$(realpath "$build")/libbyoc_torch_runtime.so"
 python -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_fuzz_artifact.py \
   tests/test_threads.py tests/test_export.py tests/test_end_to_end.py
 python benchmarks/fuzz_artifact.py --cases "${FUZZ_CASES:-10000}"
