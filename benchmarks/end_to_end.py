@@ -26,7 +26,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -38,19 +37,13 @@ import byoc_torch
 from byoc_torch._runtime import runtime_function
 from byoc_torch.compiled import _torch_modules, to_tvm
 from byoc_torch.models import SUITE
+from byoc_torch.timing import latency_samples
 
 HEAVY_OPS = ["aten.mm", "aten.addmm", "aten.bmm", "aten.convolution"]
 
 
 def median_ms(fn, repeat: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    xs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        xs.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(xs)
+    return statistics.median(latency_samples(fn, warmup, repeat))
 
 
 def tvm_alone(model, inputs, dlight: bool):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import byoc_torch
-from byoc_torch.cli import measure_latency
+from byoc_torch.timing import measure_latency
 
 
 class Sandwich(nn.Module):

@@ -12,7 +12,6 @@ FACTORY is a function in FILE.py returning ``(model, example_inputs)``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -20,19 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from byoc_torch.timing import measure_latency
+
 __all__ = ["load_factory", "main", "measure_latency"]
-
-
-def measure_latency(fn: Callable[[], object], warmup: int, repeat: int) -> tuple[float, float]:
-    """Median and spread (max - min) of ``fn``'s latency in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), max(times) - min(times)
 
 
 def _demo(args: argparse.Namespace) -> int:

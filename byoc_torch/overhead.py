@@ -21,7 +21,7 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import torch
 
 from .api import compile as byoc_compile
 from .api import report as byoc_report
+from .timing import latency_samples
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,6 @@ class StudyPoint:
     max_ms: float
     compile_s: float
     samples: list[float] = field(default_factory=list, repr=False)
-
-
-def _time(fn: Callable[[], object], warmup: int, repeat: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -137,7 +127,7 @@ def study(
             compile_s = time.perf_counter() - t0
             if check:
                 torch.testing.assert_close(compiled(*inputs), expected, rtol=1e-4, atol=1e-4)
-            samples = _time(lambda c=compiled: c(*inputs), warmup, repeat)
+            samples = latency_samples(lambda c=compiled: c(*inputs), warmup, repeat)
             totals = compiled.report().totals
             points.append(
                 StudyPoint(

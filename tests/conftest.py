@@ -13,6 +13,17 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+class Lambda(torch.nn.Module):
+    """A module around a function, for one-op and few-op test models."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
 def compile_and_check(model: torch.nn.Module, inputs: tuple, *, rtol=None, atol=None, **options):
     """Compile ``model`` with byoc_torch, run it, assert it matches eager; return the compiled
     module."""

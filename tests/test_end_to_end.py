@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compile_and_check
+from conftest import Lambda, compile_and_check
 from torch import nn
 
 import byoc_torch
 from byoc_torch.models import EXAMPLES
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
-
 
 # --- single unsupported ops of several kinds -------------------------------------------------
 

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compile_and_check
+from conftest import Lambda, compile_and_check
 from torch import nn
 from tvm import ir
 
 import byoc_torch
 from byoc_torch.deny_list import load_deny_list
 from byoc_torch.verify import BuildFailure, find_build_culprit
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
-
 
 WRONG_IN_TVM = {
     "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
