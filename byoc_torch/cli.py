@@ -21,7 +21,7 @@ import torch
 
 from byoc_torch.timing import measure_latency
 
-__all__ = ["load_factory", "main", "measure_latency"]
+__all__ = ["load_factory", "load_model", "main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -91,13 +91,18 @@ def load_factory(spec: str) -> Callable[[], tuple]:
     return factory
 
 
+def load_model(spec: str) -> tuple:
+    """``(model, example_inputs)`` from the factory named by ``spec`` (see load_factory)."""
+    made = load_factory(spec)()
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise SystemExit("byoc-torch: the factory must return (model, example_inputs)")
+    return made
+
+
 def _report(args: argparse.Namespace) -> int:
     import byoc_torch
 
-    made = load_factory(args.factory)()
-    if not (isinstance(made, tuple) and len(made) == 2):
-        raise SystemExit("byoc-torch: the factory must return (model, example_inputs)")
-    model, inputs = made
+    model, inputs = load_model(args.factory)
     options = {"min_block_size": args.min_block_size}
     if args.torch_executed_ops:
         options["torch_executed_ops"] = args.torch_executed_ops
@@ -116,10 +121,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from byoc_torch import overhead
 
-    made = load_factory(args.factory)()
-    if not (isinstance(made, tuple) and len(made) == 2):
-        raise SystemExit("byoc-torch: the factory must return (model, example_inputs)")
-    model, inputs = made
+    model, inputs = load_model(args.factory)
     points = overhead.study(
         model,
         inputs,
