@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -32,17 +31,11 @@ from torch import nn
 import byoc_torch
 from byoc_torch._runtime import runtime_function
 from byoc_torch.compiled import to_tvm
+from byoc_torch.timing import latency_samples
 
 
 def median_us(fn, repeat: int, warmup: int = 200) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - t0) / 1e3)
-    return statistics.median(samples)
+    return statistics.median(latency_samples(fn, warmup, repeat)) * 1e3
 
 
 def size_independence(repeat: int) -> list[dict]:

@@ -33,26 +33,19 @@ def test_by_type_forces_more_ops_each_step():
 
 
 def test_random_mode_is_seeded_and_nested():
-    a = overhead.study(
-        Small(),
-        (torch.randn(4, 8),),
-        mode="random",
-        max_k=3,
-        seed=7,
-        warmup=0,
-        repeat=1,
-        progress=False,
-    )
-    b = overhead.study(
-        Small(),
-        (torch.randn(4, 8),),
-        mode="random",
-        max_k=3,
-        seed=7,
-        warmup=0,
-        repeat=1,
-        progress=False,
-    )
+    def run():
+        return overhead.study(
+            Small(),
+            (torch.randn(4, 8),),
+            mode="random",
+            max_k=3,
+            seed=7,
+            warmup=0,
+            repeat=1,
+            progress=False,
+        )
+
+    a, b = run(), run()
     assert [p.forced for p in a] == [p.forced for p in b]
     for prev, nxt in itertools.pairwise(a):
         assert nxt.forced[: len(prev.forced)] == prev.forced
