@@ -30,7 +30,7 @@ from torch import nn
 
 import byoc_torch
 from byoc_torch._runtime import runtime_function
-from byoc_torch.compiled import to_tvm
+from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
 
 

@@ -35,8 +35,9 @@ from tvm import relax
 
 import byoc_torch
 from byoc_torch._runtime import runtime_function
-from byoc_torch.compiled import _torch_modules, to_tvm
+from byoc_torch.compiled import _torch_modules
 from byoc_torch.models import SUITE
+from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
 
 HEAVY_OPS = ["aten.mm", "aten.addmm", "aten.bmm", "aten.convolution"]

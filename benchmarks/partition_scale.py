@@ -1,6 +1,7 @@
 """How long partitioning takes on synthetic graphs of 1k, 10k and 100k ops.
 
-Measures, per size, (1) the grouping algorithm alone (byoc_torch.grouping.maximal_groups on
+Measures, per size, (1) the grouping algorithm alone
+(byoc_torch.partition.grouping.maximal_groups on
 the DAG) and (2) the whole PartitionForTorch pass on a Relax module (grouping, lifting every
 group into a function with its merged TorchScript, re-ordering the block). Building the Relax
 module is not timed. Prints a table; --json writes the figures.
@@ -18,14 +19,13 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 import byoc_torch
-from byoc_torch.grouping import Dag, creates_cycle, maximal_groups
+from byoc_torch.partition.grouping import Dag, creates_cycle, maximal_groups
 
 
 def synthetic_graph(n: int, torch_share: float, seed: int, window: int = 32) -> list:
-    """A random DAG in the format of tests/graphs.py: each node takes 1-3 inputs among the
+    """A random DAG in the format of byoc_torch/testing/graphs.py: each node takes 1-3 inputs
+    among the
     `window` nodes before it (or the graph input), and is a torch op with probability
     `torch_share`."""
     rng = random.Random(seed)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
-    from graphs import build  # tests/graphs.py: Relax module with torchops and native ops
+    from byoc_torch.testing.graphs import build  # Relax module with torchops and native ops
 
     rows = []
     print(f"{'ops':>8} {'torch ops':>9} {'groups':>7} {'grouping s':>11} {'pass s':>8}")

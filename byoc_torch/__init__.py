@@ -1,32 +1,86 @@
 """byoc_torch: run any PyTorch model on TVM; what TVM cannot handle runs in LibTorch.
 
-Stages, in data-flow order (one module each):
+The pipeline, one room per stage, in data-flow order (docs/architecture.md has the map):
 
 * :mod:`byoc_torch.frontend`   ExportedProgram -> Relax, unsupported nodes as ``relax.torchop``
   (the operator itself is in :mod:`relay_ext`);
 * :mod:`byoc_torch.partition`  maximal cycle-free torchop groups -> ``Codegen="torch"`` functions;
 * :mod:`byoc_torch.codegen`    ``relax.ext.torch``: those functions -> one C++ runtime module;
-* :mod:`byoc_torch.api`        ``compile``: the whole pipeline and ``relax.build``;
+* :mod:`byoc_torch.verify`     build failures and wrong values moved to LibTorch;
+* :mod:`byoc_torch.driver`     ``compile``: the whole pipeline and ``relax.build``;
 * :mod:`byoc_torch.compiled`   the callable result, ``export`` and :func:`load`.
+
+Importing the package loads the C++ runtime and what loading an artifact needs; the compiler
+(TVM's PyTorch importer and the stages above) is imported on first use, so
+``byoc_torch.load`` never pulls it in.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from . import _runtime  # noqa: F401  (loads the C++ runtime first)
-from .api import compile, export_program, report
-from .codegen import LowerTorchFunctions, torch_codegen
 from .compiled import CompiledModule, load
-from .frontend import FallbackRecord, FullCompilationError, from_exported_program
+from .errors import (
+    ArtifactError,
+    BuildFailure,
+    ByocTorchError,
+    FallbackError,
+    FullCompilationError,
+    InputError,
+    InputTypeError,
+    TorchOpTypeError,
+    VerificationError,
+)
 from .options import Options
-from .partition import PartitionForTorch, partition_for_torch, torch_functions
-from .report import Report
+from .records import FallbackRecord, Reason
+from .reporting import Report
+
+# Public names served lazily: name -> module that defines it.
+_LAZY = {
+    "compile": "driver",
+    "export_program": "driver",
+    "report": "driver",
+    "LowerTorchFunctions": "codegen",
+    "torch_codegen": "codegen",
+    "from_exported_program": "frontend",
+    "PartitionForTorch": "partition",
+    "partition_for_torch": "partition",
+    "torch_functions": "partition",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'byoc_torch' has no attribute {name!r}")
+    importlib.import_module(".codegen", __name__)  # registers relax.ext.torch for RunCodegen
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
+    "ArtifactError",
+    "BuildFailure",
+    "ByocTorchError",
     "CompiledModule",
+    "FallbackError",
     "FallbackRecord",
     "FullCompilationError",
+    "InputError",
+    "InputTypeError",
     "LowerTorchFunctions",
     "Options",
     "PartitionForTorch",
+    "Reason",
     "Report",
+    "TorchOpTypeError",
+    "VerificationError",
     "compile",
     "export_program",
     "from_exported_program",

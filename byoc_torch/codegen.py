@@ -20,7 +20,7 @@ import tvm_ffi
 from tvm import relax
 
 from ._runtime import runtime_function
-from .partition import torch_functions
+from .partition.transform import torch_functions
 
 logger = logging.getLogger(__name__)
 

@@ -9,25 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
+from . import _defaults
+from .names import normalize_op_name
+
 __all__ = ["Options"]
-
-
-def _normalize_op(op: object) -> str:
-    """``"aten.tanh"``, ``"aten.tanh.default"`` or ``torch.ops.aten.tanh[.default]`` ->
-    ``"aten.tanh"`` or ``"aten.tanh.default"`` (packet or overload)."""
-    if isinstance(op, str):
-        name = op.strip()
-        if name.startswith("torch.ops."):
-            name = name[len("torch.ops.") :]
-        return name.replace("::", ".")
-    schema = getattr(op, "_schema", None)
-    if schema is not None:  # OpOverload
-        ns, _, base = schema.name.partition("::")
-        return f"{ns}.{base}.{schema.overload_name or 'default'}"
-    qualified = getattr(op, "_qualified_op_name", None)  # OpOverloadPacket
-    if qualified is not None:
-        return qualified.replace("::", ".")
-    raise ValueError(f"torch_executed_ops: cannot interpret {op!r} as an ATen operator")
 
 
 @dataclass(frozen=True)
@@ -67,19 +52,19 @@ class Options:
 
     torch_executed_ops: tuple[str, ...] = ()
     torch_executed_modules: tuple = ()
-    min_block_size: int = 1
-    require_full_compilation: bool = False
+    min_block_size: int = _defaults.MIN_BLOCK_SIZE
+    require_full_compilation: bool = _defaults.REQUIRE_FULL_COMPILATION
     torch_executed_nodes: tuple[str, ...] = ()
-    verify: bool = True
-    run_decompositions: bool = True
-    keep_params_as_input: bool = False
+    verify: bool = _defaults.VERIFY
+    run_decompositions: bool = _defaults.RUN_DECOMPOSITIONS
+    keep_params_as_input: bool = _defaults.KEEP_PARAMS_AS_INPUT
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ops = self.torch_executed_ops
         if isinstance(ops, str) or not isinstance(ops, Iterable):
             ops = (ops,)
-        normalized = tuple(_normalize_op(o) for o in ops)
+        normalized = tuple(normalize_op_name(o) for o in ops)
         object.__setattr__(self, "torch_executed_ops", normalized)
         object.__setattr__(self, "_forced", frozenset(normalized))
         mods = self.torch_executed_modules
@@ -118,7 +103,7 @@ class Options:
         if not self._forced:
             return False
         try:
-            full = _normalize_op(target)
+            full = normalize_op_name(target)
         except ValueError:
             return False
         packet = full.rsplit(".", 1)[0]

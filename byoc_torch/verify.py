@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import tvm
@@ -27,34 +26,21 @@ from torch import fx
 from tvm import relax
 
 from .codegen import LowerTorchFunctions
-from .compiled import to_tvm
-from .frontend import FallbackRecord, ImportResult, op_key
-from .partition import _seq
+from .errors import BuildFailure
+from .frontend import ImportResult
+from .names import op_key
+from .partition.transform import seq_expr
+from .records import FallbackRecord, Reason
+from .tensors import to_tvm
+from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "REASON_BUILD",
-    "REASON_DIFFERS",
     "build_candidates",
     "diverging_nodes",
     "find_build_culprit",
-    "tolerance",
 ]
-
-REASON_DIFFERS = "TVM result differs from PyTorch"
-REASON_BUILD = "TVM build failed"
-
-
-def tolerance(dtype: torch.dtype) -> tuple[float, float]:
-    """(rtol, atol) for comparing TVM's and PyTorch's value of one node."""
-    if dtype in (torch.float16, torch.bfloat16):
-        return 1e-2, 1e-2
-    if dtype == torch.float32:
-        return 1e-4, 1e-5
-    if dtype == torch.float64:
-        return 1e-7, 1e-9
-    return 0.0, 0.0  # integers and bool: exact
 
 
 def reference_values(ep: torch.export.ExportedProgram, inputs: Sequence[torch.Tensor]) -> dict:
@@ -97,7 +83,7 @@ def _instrument(mod: tvm.IRModule, names: list[str]) -> tuple[tvm.IRModule, list
     extra = [by_name[n][0] for n in kept]
     result = relax.Tuple([main.body.body, *extra])
     ret_ty = relax.TupleType([main.ret_ty, *(v.ty for v in extra)])
-    body = _seq(list(main.body.blocks), result, ret_ty)
+    body = seq_expr(list(main.body.blocks), result, ret_ty)
     new_main = relax.Function(main.params, body, ret_ty, main.is_pure, main.attrs)
     out = tvm.IRModule(flat.functions, attrs=flat.attrs)
     out["main"] = new_main
@@ -133,7 +119,7 @@ def diverging_nodes(
         if any(p.name in differs for p in node.all_input_nodes):
             continue  # an input already differs: blame the producer, not this consumer
         node = forcible(node)
-        blamed[node.name] = FallbackRecord(node.name, op_key(node.target), REASON_DIFFERS, detail)
+        blamed[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.DIFFERS, detail)
     logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
     return blamed
 
@@ -175,16 +161,6 @@ def _compare(got: torch.Tensor, ref: torch.Tensor) -> str | None:
     return f"{int((got != ref).sum())} of {ref.numel()} elements differ"
 
 
-@dataclass
-class BuildFailure(RuntimeError):
-    """relax.build failed and no single TVM-side node explains it."""
-
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-
 def find_build_culprit(
     candidates: list[fx.Node], builds: Callable[[list[str]], bool], error: BaseException
 ) -> FallbackRecord:
@@ -206,4 +182,4 @@ def find_build_culprit(
         else:
             lo = mid + 1
     culprit = candidates[max(hi, 1) - 1]
-    return FallbackRecord(culprit.name, op_key(culprit.target), REASON_BUILD, first_line)
+    return FallbackRecord(culprit.name, op_key(culprit.target), Reason.BUILD, first_line)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from byoc_torch import cli
+from byoc_torch.tools import cli
 
 
 def test_demo_prints_the_required_facts(capsys):
@@ -41,6 +41,6 @@ def test_unknown_model_is_rejected():
 
 def test_module_entry_point():
     proc = subprocess.run(
-        [sys.executable, "-m", "byoc_torch.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "byoc_torch.tools.cli", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "demo" in proc.stdout

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Lambda, compile_and_check
 from torch import nn
 
 import byoc_torch
 from byoc_torch.models import EXAMPLES
+from byoc_torch.testing import Lambda, compile_and_check
 
 # --- single unsupported ops of several kinds -------------------------------------------------
 

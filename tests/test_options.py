@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compile_and_check
 from torch import nn
 
 import byoc_torch
-from byoc_torch.frontend import FullCompilationError
+from byoc_torch.errors import FullCompilationError
+from byoc_torch.testing import compile_and_check
 
 
 class Sandwich(nn.Module):

@@ -1,4 +1,4 @@
-"""The overhead-study tool (byoc_torch.overhead, byoc-torch bench)."""
+"""The overhead-study tool (byoc_torch.tools.overhead, byoc-torch bench)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from byoc_torch import cli, overhead
+from byoc_torch.tools import cli, overhead
 
 
 class Small(nn.Module):

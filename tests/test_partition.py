@@ -6,10 +6,18 @@ import pytest
 import torch
 import tvm
 import tvm_ffi
-from graphs import Graph, build, groups_of, num_torch_functions, random_input, reference, run
 
 import byoc_torch
-from byoc_torch.compiled import to_tvm
+from byoc_torch.tensors import to_tvm
+from byoc_torch.testing.graphs import (
+    Graph,
+    build,
+    groups_of,
+    num_torch_functions,
+    random_input,
+    reference,
+    run,
+)
 
 CASES: dict[str, tuple[Graph, int]] = {
     # name: (graph, expected number of torch functions)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 import tvm
-from graphs import Graph, build, random_input, reference, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import byoc_torch
-from byoc_torch.grouping import Dag, maximal_groups
+from byoc_torch.partition.grouping import Dag, maximal_groups
+from byoc_torch.testing.graphs import Graph, build, random_input, reference, run
 
 # --------------------------------------------------------------------------------------------
 # An independent reference: reachability by brute force, no shared code with the algorithm.

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import byoc_torch
-from byoc_torch import cli
 from byoc_torch.models import get_example
+from byoc_torch.tools import cli
 
 
 class Mixed(nn.Module):

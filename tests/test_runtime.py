@@ -8,7 +8,7 @@ import tvm_ffi
 from test_fuzz_artifact import reseal
 
 from byoc_torch._runtime import runtime_function
-from byoc_torch.compiled import to_tvm
+from byoc_torch.tensors import to_tvm
 
 create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
 save = runtime_function("byoc_torch.SaveTorchRuntimeModule")

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from byoc_torch import sweep
+from benchmarks import sweep
+from byoc_torch.testing import Lambda
 
 # Native and fallback ops of most kinds; known failures of the full sweep are not listed.
 SUBSET = (
@@ -77,7 +78,7 @@ def test_a_failing_case_is_classified_and_does_not_stop_the_sweep():
     def broken(t: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom\nsecond line")
 
-    bad = sweep.Case("broken", "test", lambda: sweep.Fn(broken), lambda: (torch.randn(3),))
+    bad = sweep.Case("broken", "test", lambda: Lambda(broken), lambda: (torch.randn(3),))
     out = sweep.run_sweep([bad, *sweep.select_cases(["gelu"])], plain_tvm=False)
     assert [r.status for r in out] == ["error", "native"]
     assert out[0].stage == "inputs"  # eager itself raised

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Lambda, compile_and_check
 from torch import nn
 from tvm import ir
 
 import byoc_torch
-from byoc_torch.deny_list import load_deny_list
-from byoc_torch.verify import BuildFailure, find_build_culprit
+from byoc_torch.errors import BuildFailure
+from byoc_torch.frontend.deny_list import load_deny_list
+from byoc_torch.testing import Lambda, compile_and_check
+from byoc_torch.verify import find_build_culprit
 
 WRONG_IN_TVM = {
     "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
@@ -54,7 +55,7 @@ def test_known_wrong_conversions_give_pytorchs_answer(name):
 
 def test_verification_catches_what_the_deny_list_does_not_know(monkeypatch):
     """With an empty deny-list, verification alone finds selu's wrong elu."""
-    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
     compiled = compile_and_check(Lambda(lambda x: nn.functional.selu(x)), (torch.randn(24),))
     (rec,) = compiled.fallbacks
     assert rec.op == "aten.elu.default"
@@ -63,7 +64,7 @@ def test_verification_catches_what_the_deny_list_does_not_know(monkeypatch):
 
 
 def test_consumers_of_a_wrong_node_are_not_blamed(monkeypatch):
-    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
     model = Lambda(lambda x: torch.tanh(nn.functional.selu(x) * 3.0) + 1.0)
     compiled = compile_and_check(model, (torch.randn(16),))
     assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
@@ -92,7 +93,7 @@ class PoolNet(nn.Module):
 
 
 def test_cnn_with_wrong_pooling_matches_eager(monkeypatch):
-    monkeypatch.setattr("byoc_torch.frontend.deny_list_match", lambda node: None)
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
     compiled = compile_and_check(PoolNet().eval(), (torch.randn(2, 3, 8, 8),))
     assert [(r.op, r.reason) for r in compiled.fallbacks] == [
         ("aten.avg_pool2d.default", "TVM result differs from PyTorch")

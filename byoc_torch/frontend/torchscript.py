@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from ..errors import FallbackError
 from .modules import ForcedModule, forced_module_for_op
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
     "script_for_nodes",
     "tensor_meta",
 ]
-
-
-class FallbackError(ValueError):
-    """An FX node that cannot be expressed as a TorchScript function of tensor inputs."""
 
 
 # ATen enum values, as TorchScript sees them (c10::ScalarType, c10::Layout, c10::MemoryFormat).

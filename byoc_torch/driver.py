@@ -16,14 +16,19 @@ import torch
 import tvm
 from tvm import relax
 
+from . import _defaults
 from .codegen import LowerTorchFunctions
-from .compiled import CompiledModule, InputSpec, Signature, output_structure
-from .frontend import FallbackRecord, import_with_records, relax_dtype
-from .modules import hide_forced_modules
+from .compiled import CompiledModule
+from .errors import VerificationError
+from .frontend import import_with_records
+from .frontend.modules import hide_forced_modules
+from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
-from .report import Report, build_report, report_from_ir
-from .verify import REASON_BUILD, build_candidates, diverging_nodes, find_build_culprit
+from .records import FallbackRecord, Reason
+from .reporting import Report, build_report, report_from_ir
+from .signature import InputSpec, Signature, output_structure
+from .verify import build_candidates, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +42,8 @@ def export_program(
     torch_executed_modules: Sequence = (),
 ) -> torch.export.ExportedProgram:
     """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module), with
-    the ``torch_executed_modules`` hidden behind opaque ops (see :mod:`byoc_torch.modules`)."""
+    the ``torch_executed_modules`` hidden behind opaque ops (see
+    :mod:`byoc_torch.frontend.modules`)."""
     if isinstance(model, torch.export.ExportedProgram):
         if torch_executed_modules:
             raise ValueError(
@@ -75,7 +81,7 @@ def _signature(ep: torch.export.ExportedProgram, device: str, report: Report) ->
         shape = tuple(
             str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
         )
-        specs.append(InputSpec(node.name, relax_dtype(val.dtype), shape))
+        specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
     return Signature(
         tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict()
     )
@@ -109,7 +115,7 @@ def compile(
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, example_inputs)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by build failures and verification
-    for _ in range(_MAX_ROUNDS):
+    for _ in range(_defaults.MAX_COMPILE_ROUNDS):
         imported = import_with_records(ep, opts, extra)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
@@ -136,13 +142,11 @@ def compile(
         return CompiledModule(
             executable, signature, ir_module=lowered, fallbacks=imported.records, report=report
         )
-    raise RuntimeError(
-        f"byoc_torch.compile: verification did not settle after {_MAX_ROUNDS} rounds; moved "
+    raise VerificationError(
+        f"byoc_torch.compile: verification did not settle after {_defaults.MAX_COMPILE_ROUNDS} "
+        "rounds; moved "
         f"so far: {sorted(extra)}"
     )
-
-
-_MAX_ROUNDS = 12
 
 
 def _verification_inputs(ep, example_inputs) -> tuple | None:
@@ -160,7 +164,7 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     """Does the model build with ``names`` (and ``extra``) moved to LibTorch?"""
     forced = dict(extra)
     for name in names:
-        forced.setdefault(name, FallbackRecord(name, name, REASON_BUILD))
+        forced.setdefault(name, FallbackRecord(name, name, Reason.BUILD))
     try:
         imported = import_with_records(ep, opts, forced)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)

@@ -6,14 +6,16 @@ and before the codegen (``byoc_torch.codegen``), which turns every function carr
 
 Per binding block, bindings are "torch" (a ``relax.torchop`` call, or a ``TupleGetItem`` of a
 torch binding) or "native" (anything else). The torch bindings are grouped by
-:func:`byoc_torch.grouping.maximal_groups`: the groups are cycle-free and maximal (no two can
+:func:`byoc_torch.partition.grouping.maximal_groups`: the groups are cycle-free and maximal
+(no two can
 merge without creating a cycle, so ops on independent branches share a group), deterministic,
 and found in near-linear time.
 
 Each group becomes a function ``torch_<fn>_<k>`` with attributes ``Codegen="torch"``,
 ``global_symbol`` and ``torch_script`` (one TorchScript for the whole group, see
-:func:`byoc_torch.torchscript.merge_scripts`). Its parameters are the group's inputs (including
-parameters bound as constants, which are passed in, never copied into the script); it returns
+:func:`byoc_torch.frontend.torchscript.merge_scripts`). Its parameters are the group's inputs
+(including parameters bound as constants, which are passed in, never copied into the script);
+it returns
 the group's values used outside it (a tuple when several). The block is then re-ordered
 topologically, keeping the original order wherever dependencies allow.
 """
@@ -28,9 +30,11 @@ from tvm import relax
 
 import relay_ext
 
+from ..errors import FullCompilationError
+from ..frontend.torchscript import GroupStep, merge_scripts
+from ..options import Options
+from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
-from .options import Options
-from .torchscript import GroupStep, merge_scripts
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +217,7 @@ def _lift(
         ret = relax.Tuple([new_of[v] for v in outputs])
         ret_ty = relax.TupleType([v.ty for v in outputs])
     attrs = {"Codegen": CODEGEN, "global_symbol": symbol}
-    body = _seq(relax.BindingBlock(bindings), ret, ret_ty)
+    body = seq_expr(relax.BindingBlock(bindings), ret, ret_ty)
     func = relax.Function(params, body, ret_ty, True, tvm.ir.DictAttrs(attrs))
     script = merge_scripts(steps, len(inputs), out_refs)
     func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
@@ -221,7 +225,7 @@ def _lift(
     return func, inputs, outputs
 
 
-def _seq(blocks, result: relax.Expr, ty: relax.Type) -> relax.SeqExpr:
+def seq_expr(blocks, result: relax.Expr, ty: relax.Type) -> relax.SeqExpr:
     """A SeqExpr with its type set (the Python constructor leaves it missing, and
     normalizing a 100k-binding function just to fill it in would be slow)."""
     if not isinstance(blocks, list):
@@ -321,7 +325,7 @@ class _Partitioner:
             new_blocks.append(new_block)
         if not changed:
             return func
-        new_body = _seq(new_blocks, body.body, body.ty)
+        new_body = seq_expr(new_blocks, body.body, body.ty)
         return relax.Function(func.params, new_body, func.ret_ty, func.is_pure, func.attrs)
 
     def rewrite_block(self, fn_name, block, later_used) -> relax.BindingBlock:
@@ -409,15 +413,13 @@ class PartitionForTorch:
 
 def _refuse_torchops(mod: tvm.IRModule) -> None:
     """``require_full_compilation`` at the IR level: any torchop is an error listing them."""
-    from .frontend import FallbackRecord, FullCompilationError
-
     found: list[FallbackRecord] = []
 
     def visit(expr) -> None:
         if relay_ext.is_torchop(expr):
             names = [str(n) for n in (expr.attrs.get("nodes") or [])] or ["?"]
             found.append(
-                FallbackRecord(", ".join(names), str(expr.attrs["op_name"]), "torchop in module")
+                FallbackRecord(", ".join(names), str(expr.attrs["op_name"]), Reason.IN_MODULE)
             )
 
     for _, func in sorted(mod.functions.items(), key=lambda kv: kv[0].name_hint):

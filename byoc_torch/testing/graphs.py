@@ -14,7 +14,7 @@ from tvm import relax
 
 import byoc_torch
 import relay_ext
-from byoc_torch.compiled import to_tvm
+from byoc_torch.tensors import to_tvm
 
 Graph = list[tuple[str, list[int]]]
 T = relax.TensorType([4], "float32")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from torch import fx
 
+from ..names import op_key
+
 __all__ = ["DENY_LIST_VERSION", "deny_list_match", "load_deny_list"]
 
 DENY_LIST_VERSION = 1
@@ -59,12 +61,9 @@ def _holds(value: object, condition: dict) -> bool:
 
 def deny_list_match(node: fx.Node) -> str | None:
     """The reason a node's TVM conversion is known to be wrong, or None."""
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
+    if getattr(node.target, "_schema", None) is None:
         return None
-    ns, _, base = schema.name.partition("::")
-    key = f"{ns}.{base}.{schema.overload_name or 'default'}"
-    entries = load_deny_list().get(key)
+    entries = load_deny_list().get(op_key(node.target))
     if not entries:
         return None
     args = _arguments(node)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import operator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import tvm
 from torch import fx
@@ -19,8 +20,10 @@ from tvm import relax
 
 import relay_ext
 
-from .frontend import ImportResult, op_key
-from .partition import torch_functions
+from .names import op_key
+
+if TYPE_CHECKING:  # the compiler is imported only when a report is built, never on load
+    from .frontend import ImportResult
 
 __all__ = ["NodeEntry", "Report", "SubgraphEntry", "build_report", "report_from_ir"]
 
@@ -147,6 +150,8 @@ def _type_str(ty: object) -> str:
 
 def _subgraph_entries(mod: tvm.IRModule) -> tuple[list[SubgraphEntry], dict[str, str]]:
     """Entries for the torch functions of a partitioned module, and node name -> symbol."""
+    from .partition.transform import torch_functions
+
     entries = []
     where: dict[str, str] = {}
     for symbol, func in torch_functions(mod).items():

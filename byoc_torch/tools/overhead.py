@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .api import compile as byoc_compile
-from .api import report as byoc_report
-from .timing import latency_samples
+from ..driver import compile as byoc_compile
+from ..driver import report as byoc_report
+from ..timing import latency_samples
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ eager PyTorch, and print what ran in LibTorch and how fast both are.
 ``byoc-torch report FILE.py:FACTORY`` prints where every node of a model runs and why;
 FACTORY is a function in FILE.py returning ``(model, example_inputs)``.
 
-``byoc-torch bench FILE.py:FACTORY`` is the overhead study (:mod:`byoc_torch.overhead`).
+``byoc-torch bench FILE.py:FACTORY`` is the overhead study (:mod:`byoc_torch.tools.overhead`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from byoc_torch import _defaults
 from byoc_torch.timing import measure_latency
 
 __all__ = ["load_factory", "load_model", "main"]
@@ -119,7 +120,7 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from byoc_torch import overhead
+    from byoc_torch.tools import overhead
 
     model, inputs = load_model(args.factory)
     points = overhead.study(
@@ -157,10 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byoc-torch", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="compile, run and check a built-in model")
-    demo.add_argument("--model", default="demo", choices=sorted(EXAMPLES))
-    demo.add_argument("--target", default="llvm")
-    demo.add_argument("--warmup", type=int, default=10)
-    demo.add_argument("--repeat", type=int, default=100)
+    demo.add_argument("--model", default=_defaults.DEMO_MODEL, choices=sorted(EXAMPLES))
+    demo.add_argument("--target", default=_defaults.TARGET)
+    demo.add_argument("--warmup", type=int, default=_defaults.LATENCY_WARMUP)
+    demo.add_argument("--repeat", type=int, default=_defaults.LATENCY_REPEAT)
     demo.add_argument("--export", metavar="PATH", help="also write the compiled artifact here")
     demo.set_defaults(func=_demo)
 
@@ -175,8 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--dry-run", action="store_true", help="import and partition only; do not build"
     )
-    rep.add_argument("--target", default="llvm")
-    rep.add_argument("--min-block-size", type=int, default=1)
+    rep.add_argument("--target", default=_defaults.TARGET)
+    rep.add_argument("--min-block-size", type=int, default=_defaults.MIN_BLOCK_SIZE)
     rep.add_argument("--torch-executed-ops", nargs="*", default=[], metavar="OP")
     rep.add_argument("--torch-executed-modules", nargs="*", default=[], metavar="NAME")
     rep.set_defaults(func=_report)
@@ -192,9 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-k", type=int, default=None, help="largest k (default: all)")
     bench.add_argument("--step", type=int, default=1)
     bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--warmup", type=int, default=_defaults.LATENCY_WARMUP)
     bench.add_argument("--repeat", type=int, default=50)
-    bench.add_argument("--target", default="llvm")
+    bench.add_argument("--target", default=_defaults.TARGET)
     bench.add_argument("--out", default="bench_out/overhead", help="path stem for .csv/.json/.png")
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(func=_bench)

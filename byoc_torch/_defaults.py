@@ -1,0 +1,34 @@
+"""Every default value and threshold of byoc_torch, in one place.
+
+Place in the data flow: read by :mod:`byoc_torch.options` (the option defaults), by the CLI
+(so it never re-types a default) and by the stages that have internal limits. Nothing else
+defines a default: change it here and every reader follows.
+"""
+
+from __future__ import annotations
+
+# -- compile options (byoc_torch.Options) ---------------------------------------------------------
+TARGET = "llvm"
+# 1 = off: absorbing small TVM blocks measured 1.01-1.55x slower (docs/performance.md).
+MIN_BLOCK_SIZE = 1
+REQUIRE_FULL_COMPILATION = False
+VERIFY = True
+RUN_DECOMPOSITIONS = True
+KEEP_PARAMS_AS_INPUT = False
+
+# -- driver ---------------------------------------------------------------------------------------
+# Build-failure and verification rounds before compile gives up (each round moves >= 1 node).
+MAX_COMPILE_ROUNDS = 12
+
+# -- loading artifacts ----------------------------------------------------------------------------
+# Artifacts byoc_torch.load keeps loaded (TVM's load_module retains ~130 KB per call).
+LOADED_ARTIFACTS_KEPT = 16
+
+# -- runtime --------------------------------------------------------------------------------------
+# Byte alignment TVM's compiled kernels assume of their inputs.
+TVM_ALIGNMENT = 64
+
+# -- CLI and measurements -------------------------------------------------------------------------
+DEMO_MODEL = "demo"
+LATENCY_WARMUP = 10
+LATENCY_REPEAT = 100

@@ -1,0 +1,76 @@
+"""byoc_torch's errors, one hierarchy.
+
+Place in the data flow: raised by every stage; imported by all of them and by users who catch
+them. Each error also derives from the builtin exception its situation calls for
+(``TypeError`` for a wrong type, ``ValueError`` for a bad value, ``RuntimeError`` for a failure
+while compiling), so ``except ValueError`` keeps working where it did.
+
+The torchop's type error, :class:`relay_ext.TorchOpTypeError`, belongs to the operator package
+(:mod:`relay_ext`), which does not depend on byoc_torch; it is re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from relay_ext import TorchOpTypeError
+
+if TYPE_CHECKING:
+    from .records import FallbackRecord
+
+__all__ = [
+    "ArtifactError",
+    "BuildFailure",
+    "ByocTorchError",
+    "FallbackError",
+    "FullCompilationError",
+    "InputError",
+    "InputTypeError",
+    "TorchOpTypeError",
+    "VerificationError",
+]
+
+
+class ByocTorchError(Exception):
+    """Base of every error byoc_torch raises on purpose."""
+
+
+class FallbackError(ByocTorchError, ValueError):
+    """An FX node that cannot run in LibTorch either (e.g. it passes a complex value to TVM,
+    or cannot be expressed as a TorchScript function of tensor inputs)."""
+
+
+class FullCompilationError(ByocTorchError, RuntimeError):
+    """``require_full_compilation=True`` and some ops would run in LibTorch."""
+
+    def __init__(self, records: Sequence[FallbackRecord]) -> None:
+        self.records = list(records)
+        lines = [
+            f"  {r.node} ({r.op}): {r.reason}" + (f": {r.detail}" if r.detail else "")
+            for r in self.records
+        ]
+        super().__init__(
+            f"require_full_compilation=True, but {len(self.records)} op(s) would run in "
+            "LibTorch:\n" + "\n".join(lines)
+        )
+
+
+class BuildFailure(ByocTorchError, RuntimeError):
+    """``relax.build`` failed and no single TVM-side node explains it."""
+
+
+class VerificationError(ByocTorchError, RuntimeError):
+    """Verification did not settle: values kept differing after the round limit."""
+
+
+class InputError(ByocTorchError, ValueError):
+    """A call's input has the wrong shape or device for the compiled model."""
+
+
+class InputTypeError(ByocTorchError, TypeError):
+    """A call has the wrong number of inputs, or an input of the wrong type or dtype."""
+
+
+class ArtifactError(ByocTorchError, ValueError):
+    """A file is not a loadable byoc_torch artifact (damaged, foreign or unreadable)."""

@@ -1,0 +1,60 @@
+"""Names of ops and dtypes, one home for each.
+
+Place in the data flow: used by every stage that names an op (the frontend's records, options,
+the deny-list, reports) or converts a dtype name between PyTorch and TVM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["dtype_name", "normalize_op_name", "op_key", "torch_dtype"]
+
+
+def op_key(target: object) -> str:
+    """The name reports and options use for an FX node's target.
+
+    ``aten.erfinv.default`` for ``torch.ops.aten.erfinv.default`` (namespace, op, overload),
+    ``aten.erfinv`` for the packet ``torch.ops.aten.erfinv``, ``higher_order.cond`` for
+    ``torch.ops.higher_order.cond``, and the function's name for a Python callable
+    (``getitem`` for ``operator.getitem``).
+    """
+    schema = getattr(target, "_schema", None)
+    if schema is not None:  # OpOverload
+        ns, _, base = schema.name.partition("::")
+        return f"{ns}.{base}.{schema.overload_name or 'default'}"
+    qualified = getattr(target, "_qualified_op_name", None)  # OpOverloadPacket
+    if isinstance(qualified, str):
+        return qualified.replace("::", ".")
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"higher_order.{target.name()}"
+    if isinstance(target, str):
+        return target
+    return getattr(target, "__name__", str(target))
+
+
+def normalize_op_name(op: object) -> str:
+    """An op as an option names it: ``"aten.tanh"``, ``"aten.tanh.default"``,
+    ``"aten::tanh"``, ``"torch.ops.aten.tanh"`` or the op object, as ``"aten.tanh"`` (every
+    overload) or ``"aten.tanh.default"`` (one)."""
+    if isinstance(op, str):
+        name = op.strip()
+        if name.startswith("torch.ops."):
+            name = name[len("torch.ops.") :]
+        return name.replace("::", ".")
+    if getattr(op, "_schema", None) is None and getattr(op, "_qualified_op_name", None) is None:
+        raise ValueError(f"torch_executed_ops: cannot interpret {op!r} as an ATen operator")
+    return op_key(op)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """TVM's name for a torch dtype (``float32`` for ``torch.float32``)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype TVM names ``name``."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"no torch dtype is called {name!r}")
+    return dtype

@@ -1,0 +1,41 @@
+"""Small models for tests and benchmarks, and the compile-run-compare helper they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["Lambda", "compile_and_check"]
+
+
+class Lambda(torch.nn.Module):
+    """A module around a function, for one-op and few-op models."""
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs: torch.Tensor) -> object:
+        return self.fn(*xs)
+
+
+def compile_and_check(
+    model: torch.nn.Module,
+    inputs: tuple,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    **options,
+):
+    """Compile ``model`` with byoc_torch, run it, assert it matches eager; return the compiled
+    module."""
+    import byoc_torch
+
+    model = model.eval()
+    compiled = byoc_torch.compile(model, inputs, **options)
+    with torch.no_grad():
+        expected = model(*inputs)
+    got = compiled(*inputs)
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+    return compiled
