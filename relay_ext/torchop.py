@@ -39,8 +39,13 @@ OP_NAME = "relax.torchop"
 __all__ = ["OP_NAME", "TorchOpTypeError", "get_op", "infer_type", "is_torchop", "torchop"]
 
 
+@tvm_ffi.register_error
 class TorchOpTypeError(TypeError):
-    """A torchop call whose inputs do not fit the function it carries."""
+    """A torchop call whose inputs do not fit the function it carries.
+
+    Registered with tvm-ffi's error registry, so it keeps its type when TVM's C++ (the
+    BlockBuilder running the type relation) re-raises it in Python.
+    """
 
 
 def _register() -> ir.Op:
