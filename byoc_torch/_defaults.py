@@ -32,3 +32,11 @@ TVM_ALIGNMENT = 64
 DEMO_MODEL = "demo"
 LATENCY_WARMUP = 10
 LATENCY_REPEAT = 100
+
+# -- measured placement ---------------------------------------------------------------------------
+# "measured": every region runs where it measured faster; "tvm": TVM runs all it can convert.
+PLACEMENT = "measured"
+PLACEMENTS = ("measured", "tvm")
+# Rounds of each timing (the median is kept) and the least time one round lasts (ms).
+PLACEMENT_REPEAT = 5
+PLACEMENT_MIN_MS = 1.0

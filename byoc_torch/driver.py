@@ -114,11 +114,24 @@ def compile(
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, example_inputs)
-    extra: dict[str, FallbackRecord] = {}  # nodes moved by build failures and verification
+    extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
+    placement = None
+    if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
+        from .placement import place
+
+        placed, placement = place(
+            import_with_records(ep, opts),
+            inputs,
+            tvm_target,
+            tvm.device(_device_of(target)),
+            opts.placement_cache,
+        )
+        extra.update(placed)
     for _ in range(_defaults.MAX_COMPILE_ROUNDS):
         imported = import_with_records(ep, opts, extra)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
+        report.placement = placement
         signature = _signature(ep, _device_of(target), report)
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
         try:

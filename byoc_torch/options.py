@@ -48,6 +48,16 @@ class Options:
             importer does by default. Default: True.
         keep_params_as_input: keep parameters as function inputs instead of binding them as
             constants, as in TVM's importer. Default: False.
+        placement: where the ops TVM can convert run. ``"measured"``: each region (about one
+            TVM fused kernel) is timed in TVM and in LibTorch on the example inputs, and the
+            assignment of least total time, crossings included, is chosen (see
+            docs/performance.md); needs example inputs (without them it acts as ``"tvm"``).
+            ``"tvm"``: TVM runs everything it can convert (the behaviour before placement
+            existed). Default: ``"measured"``.
+        placement_cache: a JSON file in which measured placement keeps its measurements
+            (keyed by the region's ops, shapes, dtypes, the target and library versions), so
+            that compiling the same or a similar model again measures only what is new. The
+            measurements are also kept in memory for the process. Default: None (memory only).
     """
 
     torch_executed_ops: tuple[str, ...] = ()
@@ -58,6 +68,8 @@ class Options:
     verify: bool = _defaults.VERIFY
     run_decompositions: bool = _defaults.RUN_DECOMPOSITIONS
     keep_params_as_input: bool = _defaults.KEEP_PARAMS_AS_INPUT
+    placement: str = _defaults.PLACEMENT
+    placement_cache: str | None = None
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +95,12 @@ class Options:
         object.__setattr__(self, "torch_executed_nodes", tuple(str(n) for n in nodes))
         if isinstance(self.min_block_size, bool) or not isinstance(self.min_block_size, int):
             raise TypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
+        if self.placement not in _defaults.PLACEMENTS:
+            raise ValueError(
+                f"placement must be one of {list(_defaults.PLACEMENTS)}, got {self.placement!r}"
+            )
+        if self.placement_cache is not None:
+            object.__setattr__(self, "placement_cache", str(self.placement_cache))
         if self.min_block_size < 1:
             raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
 

@@ -10,6 +10,7 @@ it (``byoc-torch report``). Text for people (:meth:`Report.to_text`), JSON for t
 from __future__ import annotations
 
 import json
+import math
 import operator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -58,6 +59,60 @@ class SubgraphEntry:
         return len(self.inputs) + len(self.outputs)
 
 
+@dataclass(frozen=True)
+class RegionDecision:
+    """One region: its nodes and ops, both measured times (ms) and where it runs."""
+
+    index: int
+    nodes: list[str]
+    ops: list[str]
+    tvm_ms: float | None
+    torch_ms: float | None
+    side: str
+
+
+@dataclass
+class PlacementResult:
+    """What measured placement measured and chose (shown by reports)."""
+
+    regions: list[RegionDecision] = field(default_factory=list)
+    crossing_ms: float = 0.0
+    modelled_ms: float = 0.0
+    all_tvm_ms: float | None = None
+    all_torch_ms: float | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PlacementResult:
+        regions = [RegionDecision(**r) for r in data.get("regions", [])]
+        rest = {k: v for k, v in data.items() if k != "regions"}
+        return cls(regions=regions, **rest)
+
+    def to_text(self) -> str:
+        lines = [
+            f"Measured placement: {len(self.regions)} region(s), "
+            f"{sum(r.side == 'torch' for r in self.regions)} to LibTorch; one crossing "
+            f"{self.crossing_ms * 1e3:.2f} us; modelled {self.modelled_ms:.3f} ms "
+            f"(all TVM {format_ms(self.all_tvm_ms)}, all LibTorch {format_ms(self.all_torch_ms)}); "
+            f"{self.seconds:.1f} s, cache {self.cache_hits} hit(s) / {self.cache_misses} miss(es)",
+            f"  {'region':>6}  {'side':<5}  {'TVM ms':>9}  {'LibTorch ms':>11}  ops",
+        ]
+        for r in self.regions:
+            ops = ", ".join(r.ops)
+            tvm_ms, torch_ms = format_ms(r.tvm_ms), format_ms(r.torch_ms)
+            lines.append(f"  {r.index:>6}  {r.side:<5}  {tvm_ms:>9}  {torch_ms:>11}  {ops[:90]}")
+        return "\n".join(lines)
+
+
+def format_ms(value: float | None) -> str:
+    return "-" if value is None or math.isinf(value) else f"{value:.4f}"
+
+
 @dataclass
 class Report:
     """Where every node of a model runs. ``totals`` summarizes it."""
@@ -65,6 +120,7 @@ class Report:
     model: str
     nodes: list[NodeEntry] = field(default_factory=list)
     subgraphs: list[SubgraphEntry] = field(default_factory=list)
+    placement: PlacementResult | None = None  # what measured placement measured and chose
 
     @property
     def totals(self) -> dict:
@@ -91,6 +147,7 @@ class Report:
             "totals": self.totals,
             "nodes": [asdict(n) for n in self.nodes],
             "subgraphs": [{**asdict(s), "crossings": s.crossings} for s in self.subgraphs],
+            "placement": None if self.placement is None else self.placement.to_dict(),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -105,7 +162,10 @@ class Report:
             SubgraphEntry(s["symbol"], s["nodes"], s["ops"], s["inputs"], s["outputs"])
             for s in data["subgraphs"]
         ]
-        return cls(str(data["model"]), nodes, subgraphs)
+        placement = data.get("placement")
+        if placement is not None:
+            placement = PlacementResult.from_dict(placement)
+        return cls(str(data["model"]), nodes, subgraphs, placement)
 
     def to_text(self) -> str:
         t = self.totals
@@ -141,6 +201,9 @@ class Report:
                 counts[n.op] = counts.get(n.op, 0) + 1
             for op, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"  {k:4d} x {op}")
+        if self.placement is not None:
+            lines.append("")
+            lines.append(self.placement.to_text())
         return "\n".join(lines)
 
 

@@ -1,0 +1,220 @@
+"""Measured placement: every region runs where it measured faster, TVM or LibTorch.
+
+Place in the data flow: inside ``byoc_torch.compile`` (``placement="measured"``, the default),
+after a first import and before partitioning. Untuned TVM on CPU is far slower than LibTorch on
+matmuls and convolutions and can be faster on fused elementwise chains; every region of a model
+can run on either side, so byoc_torch measures and chooses, as Collage (TVM RFC 0062) does
+across backends:
+
+1. :mod:`.regions` groups the TVM-converted nodes into regions (about one TVM fused kernel
+   each) and gives each a Relax and a TorchScript form;
+2. :mod:`.measure` times both forms on the real intermediate values of the example inputs
+   (medians of repeated runs, cached), and the cost of one crossing;
+3. :mod:`.search` picks the assignment of least modelled time, crossings included (an exact
+   minimum cut).
+
+The regions chosen for LibTorch come back as fallback records (``Reason.PLACEMENT``); the
+normal pipeline then runs, so partitioning keeps the torch groups maximal and verification
+still checks whatever stays in TVM.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import time
+from collections.abc import Sequence
+
+import torch
+import tvm
+from torch import fx
+
+from ..frontend import ImportResult
+from ..frontend.torchscript import output_metas
+from ..names import op_key
+from ..records import FallbackRecord, Reason
+from ..reporting import PlacementResult, RegionDecision, format_ms
+from ..verify import reference_values
+from .measure import MeasurementCache, crossing_ms, region_key, time_torch, time_tvm
+from .regions import Region, form_regions, region_module, region_scripts
+from .search import TORCH, TVM, Unit, best_assignment
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PlacementResult", "RegionDecision", "place"]
+
+
+def _native_nodes(imported: ImportResult) -> set[str]:
+    fallback = {r.node for r in imported.records}
+    native = set()
+    for n in imported.graph.nodes:
+        if n.op != "call_function" or n.name in fallback or output_metas(n) is None:
+            continue
+        if n.target is operator.getitem and n.args[0].name not in native:
+            continue  # an element of a LibTorch tuple
+        native.add(n.name)
+    return native
+
+
+def place(
+    imported: ImportResult,
+    inputs: Sequence[torch.Tensor],
+    target: tvm.target.Target,
+    device: tvm.runtime.Device,
+    cache_path: str | None = None,
+) -> tuple[dict[str, FallbackRecord], PlacementResult]:
+    """Measure every region of ``imported`` on both sides and choose; return the records of
+    the nodes that go to LibTorch and what was measured."""
+    t0 = time.perf_counter()
+    cache = MeasurementCache(cache_path)
+    graph = imported.graph
+    regions = form_regions(graph, _native_nodes(imported))
+    if not regions:
+        return {}, PlacementResult(seconds=time.perf_counter() - t0)
+    keys = {r.index: region_key(r, target) for r in regions}
+    tvm_ms: dict[int, float] = {}
+    torch_ms: dict[int, float] = {}
+    for r in regions:
+        for side, store in ((TVM, tvm_ms), (TORCH, torch_ms)):
+            value = cache.get(keys[r.index], side)
+            if value is not None:
+                store[r.index] = value
+    todo_tvm = [r for r in regions if r.index not in tvm_ms]
+    todo_torch = [r for r in regions if r.index not in torch_ms]
+    if todo_tvm or todo_torch:
+        values = reference_values(imported.ep, inputs)
+        var_node = {v: name for name, v in imported.native_vars.items()}
+        if todo_torch:
+            measured = time_torch(region_scripts(todo_torch), values)
+            for r in todo_torch:
+                torch_ms[r.index] = measured.get(r.index, math.inf)
+                cache.put(keys[r.index], TORCH, torch_ms[r.index])
+        if todo_tvm:
+            measured = _time_tvm_regions(imported, todo_tvm, var_node, values, target, device)
+            for r in todo_tvm:
+                tvm_ms[r.index] = measured.get(r.index, math.inf)
+                cache.put(keys[r.index], TVM, tvm_ms[r.index])
+    crossing = crossing_ms(target, cache)
+    cache.save()
+
+    units, edges = _units_and_edges(imported, regions, tvm_ms, torch_ms, crossing)
+    movable = [
+        r for r in regions if not (math.isinf(tvm_ms[r.index]) and math.isinf(torch_ms[r.index]))
+    ]
+    index_of = {r.index: k for k, r in enumerate(movable)}
+    unit_list = [units[r.index] for r in movable]
+    edge_list = [(index_of[a], index_of[b]) for a, b in edges if a in index_of and b in index_of]
+    choice = best_assignment(unit_list, edge_list, crossing)
+    side_of = {r.index: choice.sides[index_of[r.index]] for r in movable}
+    records: dict[str, FallbackRecord] = {}
+    decisions = []
+    for r in regions:
+        side = side_of.get(r.index, TVM)
+        decisions.append(
+            RegionDecision(
+                r.index,
+                r.names,
+                [op_key(n.target) for n in r.nodes],
+                _finite(tvm_ms[r.index]),
+                _finite(torch_ms[r.index]),
+                side,
+            )
+        )
+        if side == TORCH:
+            detail = (
+                f"region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms, "
+                f"TVM {format_ms(tvm_ms[r.index])} ms"
+            )
+            for n in r.nodes:
+                if n.target is operator.getitem:
+                    continue  # an element of a torch tuple is LibTorch's with its producer
+                records[n.name] = FallbackRecord(n.name, op_key(n.target), Reason.PLACEMENT, detail)
+    result = PlacementResult(
+        decisions,
+        crossing,
+        choice.total_ms,
+        _total(unit_list, edge_list, crossing, TVM),
+        _total(unit_list, edge_list, crossing, TORCH),
+        cache.hits,
+        cache.misses,
+        time.perf_counter() - t0,
+    )
+    logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
+    return records, result
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isinf(x) else x
+
+
+def _total(units: list[Unit], edges: list, crossing: float, side: str) -> float | None:
+    from .search import assignment_cost
+
+    value = assignment_cost(units, edges, crossing, [side] * len(units))
+    return _finite(value)
+
+
+def _time_tvm_regions(imported, regions, var_node, values, target, device) -> dict[int, float]:
+    main = imported.mod["main"]
+
+    def value_of(var) -> torch.Tensor | None:
+        name = var_node.get(var, var.name)
+        value = values.get(name)
+        return value if isinstance(value, torch.Tensor) else None
+
+    mod, functions = region_module(main, regions, var_node)
+    try:
+        return time_tvm(mod, functions, value_of, target, device)
+    except Exception as err:  # one region breaks the joint build: build them one by one
+        logger.debug("placement: joint region build failed (%s); building one by one", err)
+    out: dict[int, float] = {}
+    for r in regions:
+        mod, functions = region_module(main, [r], var_node)
+        try:
+            out.update(time_tvm(mod, functions, value_of, target, device))
+        except Exception as err:
+            logger.debug("placement: region %d does not build alone: %s", r.index, err)
+    return out
+
+
+def _units_and_edges(
+    imported: ImportResult,
+    regions: list[Region],
+    tvm_ms: dict[int, float],
+    torch_ms: dict[int, float],
+    crossing: float,
+) -> tuple[dict[int, Unit], list[tuple[int, int]]]:
+    """Search units (one per region) with crossings to fixed sides folded into their times, and
+    the edges between regions (one per value and consuming region)."""
+    region_of = {n: r.index for r in regions for n in r.nodes}
+    fallback = {r.node for r in imported.records}
+    user_inputs = set(imported.ep.graph_signature.user_inputs)
+    extra_tvm = {r.index: 0.0 for r in regions}  # crossings paid when the region is in TVM
+    extra_torch = {r.index: 0.0 for r in regions}  # ... when it is in LibTorch
+    edges: set[tuple[int, int]] = set()
+    for r in regions:
+        seen: set[fx.Node] = set()
+        for n in r.nodes:
+            for p in n.all_input_nodes:
+                if p in seen or region_of.get(p) == r.index:
+                    continue
+                seen.add(p)
+                if p in region_of:
+                    edges.add((region_of[p], r.index))
+                elif p.name in fallback:
+                    extra_tvm[r.index] += crossing
+                elif p.op == "placeholder" and p.name in user_inputs:
+                    extra_torch[r.index] += crossing
+            for u in n.users:
+                if u.op == "output":
+                    extra_torch[r.index] += crossing
+                elif u.name in fallback and u not in region_of:
+                    extra_tvm[r.index] += crossing
+    units = {
+        r.index: Unit(
+            tvm_ms[r.index] + extra_tvm[r.index], torch_ms[r.index] + extra_torch[r.index]
+        )
+        for r in regions
+    }
+    return units, sorted(edges)

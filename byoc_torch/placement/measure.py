@@ -1,0 +1,259 @@
+"""Measurements of measured placement: each region's time in TVM and in LibTorch, the cost of
+one crossing, and the cache that keeps them.
+
+Place in the data flow: between forming regions (:mod:`.regions`) and the search
+(:mod:`.search`). All times are medians of repeated runs on the compile target, on the real
+intermediate values of the example inputs, in milliseconds:
+
+* TVM: every region's Relax function is compiled in one ``relax.build`` and timed with the VM's
+  ``time_evaluator``;
+* LibTorch: every region's TorchScript is one method of one ``ScriptModule``, timed in a loop
+  under ``torch.inference_mode`` (as the runtime runs it), minus the time of an empty method of
+  the same arity (the Python-to-TorchScript call, which the runtime does not pay);
+* a crossing: half the extra time of a model whose one op runs in LibTorch over the same model
+  all in TVM (a LibTorch call crosses twice: in and out).
+
+:class:`MeasurementCache` keeps results by a key of the region's ops, argument shapes and
+dtypes, the target and the library versions, in memory for the process and, with
+``placement_cache=PATH``, in a JSON file, so recompiling the same or a similar model measures
+only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+import tvm
+from torch import fx
+from tvm import relax
+
+from .. import _defaults
+from ..names import op_key
+from ..tensors import to_tvm
+from .regions import Region, RegionFunction, RegionScript
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MeasurementCache", "crossing_ms", "region_key", "time_torch", "time_tvm"]
+
+CACHE_VERSION = 1
+
+
+def _describe(value: object) -> object:
+    if isinstance(value, fx.Node):
+        val = value.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            return ["T", [str(d) for d in val.shape], str(val.dtype)]
+        return ["N", str(type(val).__name__)]
+    if isinstance(value, list | tuple):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in sorted(value.items())}
+    return repr(value)
+
+
+def region_key(region: Region, target: object) -> str:
+    """What a region's measurement depends on, as a hex digest."""
+    inside = set(region.nodes)
+    ops = []
+    for n in region.nodes:
+        args = [
+            _describe(a) if not (isinstance(a, fx.Node) and a in inside) else "in" for a in n.args
+        ]
+        ops.append([op_key(n.target), args, _describe(dict(n.kwargs)), _describe(n)])
+    payload = {
+        "ops": ops,
+        "target": str(target),
+        "versions": [torch.__version__, tvm.__version__, CACHE_VERSION],
+        "threads": torch.get_num_threads(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class MeasurementCache:
+    """Region measurements by :func:`region_key`: ``{"tvm": ms, "torch": ms}``.
+
+    The in-memory part is shared by the whole process; a file, when given, is read on creation
+    and written by :meth:`save` (atomically, so a crash never leaves half a file).
+    """
+
+    _memory: dict[str, dict[str, float]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.hits = 0
+        self.misses = 0
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("version") == CACHE_VERSION:
+                    with self._lock:
+                        for k, v in data.get("entries", {}).items():
+                            self._memory.setdefault(k, {**v})
+            except (OSError, ValueError, AttributeError) as err:
+                logger.debug("placement cache %s unreadable, ignored: %s", self.path, err)
+
+    @classmethod
+    def forget(cls) -> None:
+        """Drop the process's in-memory measurements (files are left alone)."""
+        with cls._lock:
+            cls._memory.clear()
+
+    def get(self, key: str, side: str) -> float | None:
+        with self._lock:
+            value = self._memory.get(key, {}).get(side)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: str, side: str, ms: float) -> None:
+        with self._lock:
+            self._memory.setdefault(key, {})[side] = ms
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            entries = {k: dict(v) for k, v in self._memory.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=0))
+        os.replace(tmp, self.path)
+
+
+def _median_ms(fn: Callable[[], object], repeat: int, min_ms: float) -> float:
+    """Median over ``repeat`` rounds of the per-call time of ``fn``, in ms; each round calls it
+    enough times to last ``min_ms``."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, min(10_000, math.ceil(min_ms / 1e3 / once)))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number * 1e3)
+    return statistics.median(samples)
+
+
+def time_tvm(
+    mod: tvm.IRModule,
+    functions: list[RegionFunction],
+    value_of: Callable[[relax.Var], torch.Tensor | None],
+    target: tvm.target.Target,
+    device: tvm.runtime.Device,
+) -> dict[int, float]:
+    """Median time (ms) of every region's Relax function, by region index."""
+    if not functions:
+        return {}
+    ex = relax.build(mod, target=target)
+    vm = relax.VirtualMachine(ex, device)
+    out: dict[int, float] = {}
+    for f in functions:
+        values = [value_of(v) for v in f.inputs]
+        if any(v is None for v in values):
+            continue
+        args = [to_tvm(v.contiguous()) for v in values]
+        try:
+            timer = vm.time_evaluator(
+                f.name,
+                device,
+                number=1,
+                repeat=_defaults.PLACEMENT_REPEAT,
+                min_repeat_ms=max(1, round(_defaults.PLACEMENT_MIN_MS)),
+            )
+            out[f.index] = float(statistics.median(timer(*args).results)) * 1e3
+        except Exception as err:  # a region that fails alone is not a candidate for TVM
+            logger.debug("placement: timing %s in TVM failed: %s", f.name, err)
+    return out
+
+
+def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dict[int, float]:
+    """Median time (ms) of every region's TorchScript, minus the Python call, by region."""
+    if not scripts:
+        return {}
+    module = torch.jit.ScriptModule()
+    arities = sorted({len(s.inputs) for s in scripts})
+    for k in arities:
+        params = "".join(f", a{i}: Tensor" for i in range(k))
+        ret = "(a0, )" if k else "(torch.zeros(0), )"
+        module.define(f"def floor_{k}(self{params}) -> Tuple[Tensor]:\n    return {ret}\n")
+    defined = []
+    for s in scripts:
+        try:
+            module.define(s.source)
+            defined.append(s)
+        except Exception as err:  # not scriptable: this region cannot run in LibTorch
+            logger.debug("placement: region %d does not script: %s", s.index, err)
+    out: dict[int, float] = {}
+    with torch.inference_mode():
+        for s in defined:
+            args = [values.get(n.name) for n in s.inputs]
+            if any(not isinstance(a, torch.Tensor) for a in args):
+                continue
+            method = getattr(module, s.name)
+            floor = getattr(module, f"floor_{len(args)}")
+            try:
+                t = _median_ms(
+                    lambda m=method, a=args: m(*a),
+                    _defaults.PLACEMENT_REPEAT,
+                    _defaults.PLACEMENT_MIN_MS,
+                )
+                f0 = _median_ms(
+                    lambda m=floor, a=args: m(*a),
+                    _defaults.PLACEMENT_REPEAT,
+                    _defaults.PLACEMENT_MIN_MS,
+                )
+            except Exception as err:
+                logger.debug("placement: region %d fails in LibTorch: %s", s.index, err)
+                continue
+            out[s.index] = max(t - f0, 0.0)
+    return out
+
+
+_CROSSING: dict[str, float] = {}
+
+
+def crossing_ms(target: tvm.target.Target, cache: MeasurementCache) -> float:
+    """The measured cost of one tensor crossing between TVM and LibTorch (ms)."""
+    key = hashlib.sha256(
+        json.dumps(
+            ["crossing", str(target), torch.__version__, tvm.__version__, torch.get_num_threads()]
+        ).encode()
+    ).hexdigest()
+    cached = cache.get(key, "crossing")
+    if cached is not None:
+        return cached
+    from ..driver import compile as byoc_compile
+    from ..testing import Lambda
+
+    x = torch.randn(64)
+    model = Lambda(lambda t: torch.relu(t + 1.0) * 2.0)
+    native = byoc_compile(model, (x,), target, verify=False, placement="tvm")
+    mixed = byoc_compile(
+        model, (x,), target, verify=False, placement="tvm", torch_executed_ops=["aten.relu"]
+    )
+    rounds = []
+    for _ in range(_defaults.PLACEMENT_REPEAT):
+        a = _median_ms(lambda: native(x), 3, _defaults.PLACEMENT_MIN_MS)
+        b = _median_ms(lambda: mixed(x), 3, _defaults.PLACEMENT_MIN_MS)
+        rounds.append(max(b - a, 0.0) / 2)
+    value = statistics.median(rounds)
+    cache.put(key, "crossing", value)
+    logger.debug("placement: one crossing costs %.4f ms", value)
+    return value

@@ -1,0 +1,212 @@
+"""Measured placement: the search is exact, crossings count, decisions follow measurements
+(driven here by a fake cost model), results are deterministic, reported and cached."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import byoc_torch
+from byoc_torch import Reason
+from byoc_torch.placement import measure
+from byoc_torch.placement.search import TORCH, TVM, Unit, assignment_cost, best_assignment
+from byoc_torch.testing import Lambda
+
+# -- the search, on numbers alone -----------------------------------------------------------------
+
+
+def test_each_unit_goes_where_it_is_faster_without_crossings():
+    units = [Unit(1.0, 5.0), Unit(5.0, 1.0), Unit(2.0, 3.0)]
+    got = best_assignment(units, [(0, 1), (1, 2)], crossing_ms=0.0)
+    assert got.sides == (TVM, TORCH, TVM)
+    assert got.total_ms == pytest.approx(4.0)
+
+
+def test_crossings_keep_a_slightly_faster_unit_with_its_neighbours():
+    # The middle unit saves 0.1 ms in LibTorch but would cost two crossings.
+    units = [Unit(1.0, 9.0), Unit(1.0, 0.9), Unit(1.0, 9.0)]
+    edges = [(0, 1), (1, 2)]
+    assert best_assignment(units, edges, crossing_ms=0.2).sides == (TVM, TVM, TVM)
+    assert best_assignment(units, edges, crossing_ms=0.01).sides == (TVM, TORCH, TVM)
+
+
+def test_neighbours_move_together_where_greedy_choice_would_not():
+    # Alone, each unit is faster in TVM once a crossing is paid; together they win in LibTorch.
+    units = [Unit(1.0, 9.0), Unit(1.0, 0.6), Unit(1.0, 0.6), Unit(1.0, 9.0)]
+    edges = [(0, 1), (1, 2), (2, 3)]
+    got = best_assignment(units, edges, crossing_ms=0.35)
+    assert got.sides == (TVM, TORCH, TORCH, TVM)
+    assert got.total_ms == pytest.approx(1 + 0.6 + 0.6 + 1 + 2 * 0.35)
+    # moving either one alone costs more than staying: 1 + 0.6 + 1 + 1 + 2 * 0.35 > 4
+    one = (TVM, TORCH, TVM, TVM)
+    assert assignment_cost(units, edges, 0.35, one) > assignment_cost(units, edges, 0.35, [TVM] * 4)
+
+
+def test_a_unit_that_cannot_run_in_one_place_runs_in_the_other():
+    units = [Unit(math.inf, 5.0), Unit(1.0, math.inf)]
+    assert best_assignment(units, [(0, 1)], crossing_ms=10.0).sides == (TORCH, TVM)
+    with pytest.raises(ValueError, match="unit 0 can run neither in TVM nor in LibTorch"):
+        best_assignment([Unit(math.inf, math.inf)], [], 0.0)
+
+
+def test_ties_stay_in_tvm_and_results_are_deterministic():
+    units = [Unit(1.0, 1.0), Unit(2.0, 2.0)]
+    runs = {best_assignment(units, [(0, 1)], 0.5) for _ in range(5)}
+    assert runs == {best_assignment(units, [(0, 1)], 0.5)}
+    assert next(iter(runs)).sides == (TVM, TVM)
+
+
+@st.composite
+def _instances(draw):
+    n = draw(st.integers(1, 7))
+    times = st.floats(0.0, 10.0, allow_nan=False)
+    units = [Unit(draw(times), draw(times)) for _ in range(n)]
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    edges = draw(st.lists(st.sampled_from(pairs), unique=True)) if pairs else []
+    return units, edges, draw(st.floats(0.0, 5.0, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_instances())
+def test_the_cut_is_as_good_as_trying_every_assignment(instance):
+    units, edges, crossing = instance
+    got = best_assignment(units, edges, crossing)
+    best = min(
+        assignment_cost(units, edges, crossing, sides)
+        for sides in itertools.product((TVM, TORCH), repeat=len(units))
+    )
+    assert got.total_ms == pytest.approx(best, abs=1e-9)
+    assert got.total_ms == pytest.approx(assignment_cost(units, edges, crossing, got.sides))
+
+
+# -- whole compiles with a fake cost model ---------------------------------------------------------
+
+
+class _MatmulTanh(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.tanh(x) * 3.0)  # tanh*3 is a region of its own, addmm another
+
+
+def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
+    """Time regions by op: ``tvm_ms(ops)`` and ``torch_ms(ops)`` in ms; count the calls."""
+    from byoc_torch import placement
+    from byoc_torch.placement.regions import form_regions  # noqa: F401  (same module state)
+
+    calls = {"tvm": 0, "torch": 0}
+    measure.MeasurementCache.forget()
+
+    def fake_tvm(imported, regions, var_node, values, target, device):
+        calls["tvm"] += 1
+        return {r.index: tvm_ms([str(n.target) for n in r.nodes]) for r in regions}
+
+    def fake_torch(scripts, values):
+        calls["torch"] += 1
+        return {s.index: torch_ms(s.source) for s in scripts}
+
+    monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
+    monkeypatch.setattr(placement, "time_torch", fake_torch)
+    monkeypatch.setattr(placement, "crossing_ms", lambda target, cache: crossing)
+    return calls
+
+
+def _is_matmul(ops) -> bool:
+    return any("mm" in op for op in ops)
+
+
+def test_a_region_tvm_is_slower_on_goes_to_libtorch(monkeypatch):
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else 0.01,
+        torch_ms=lambda src: 1.0 if "mm" in src else 0.5,
+    )
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    compiled = byoc_torch.compile(model, (x,))
+    moved = {r.op for r in compiled.fallbacks if r.reason == Reason.PLACEMENT}
+    assert moved == {"aten.addmm.default"}
+    other = torch.randn(4, 16)
+    torch.testing.assert_close(compiled(other), model(other))
+
+
+def test_a_region_libtorch_is_slower_on_stays_in_tvm(monkeypatch):
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 0.01 if _is_matmul(ops) else 5.0,
+        torch_ms=lambda src: 1.0 if "mm" in src else 0.01,
+    )
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    compiled = byoc_torch.compile(model, (x,))
+    moved = {r.op for r in compiled.fallbacks if r.reason == Reason.PLACEMENT}
+    assert "aten.addmm.default" not in moved
+    assert "aten.tanh.default" in moved
+    torch.testing.assert_close(compiled(x + 1), model(x + 1))
+
+
+def test_the_report_shows_every_region_and_survives_export(monkeypatch, tmp_path):
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else 0.01,
+        torch_ms=lambda src: 1.0,
+    )
+    compiled = byoc_torch.compile(_MatmulTanh().eval(), (torch.randn(4, 16),))
+    placement = compiled.report().placement
+    assert placement is not None
+    sides = {tuple(r.ops): (r.side, r.tvm_ms, r.torch_ms) for r in placement.regions}
+    assert sides == {
+        ("aten.tanh.default", "aten.mul.Tensor"): ("tvm", 0.01, 1.0),
+        ("aten.permute.default",): ("tvm", 0.01, 1.0),
+        ("aten.addmm.default",): ("torch", 10.0, 1.0),
+    }
+    text = compiled.report().to_text()
+    assert "Measured placement:" in text and "aten.addmm.default" in text
+    data = json.loads(compiled.report().to_json())
+    assert data["placement"]["regions"][0]["side"] in ("tvm", "torch")
+    loaded = byoc_torch.load(compiled.export(tmp_path / "m.so"))
+    assert loaded.report().placement == placement
+
+
+def test_measurements_are_cached_on_disk(monkeypatch, tmp_path):
+    calls = _fake_costs(monkeypatch, tvm_ms=lambda ops: 1.0, torch_ms=lambda src: 2.0)
+    cache = tmp_path / "placement.json"
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    byoc_torch.compile(model, (x,), placement_cache=cache)
+    assert calls == {"tvm": 1, "torch": 1}
+    assert cache.is_file()
+    measure.MeasurementCache.forget()  # as a new process would start
+    again = byoc_torch.compile(model, (x,), placement_cache=cache)
+    assert calls == {"tvm": 1, "torch": 1}  # nothing measured again
+    assert again.report().placement.cache_misses == 0
+
+
+def test_placement_tvm_measures_nothing(monkeypatch):
+    calls = _fake_costs(monkeypatch, tvm_ms=lambda ops: 99.0, torch_ms=lambda src: 0.0)
+    compiled = byoc_torch.compile(_MatmulTanh().eval(), (torch.randn(4, 16),), placement="tvm")
+    assert calls == {"tvm": 0, "torch": 0}
+    assert compiled.fallbacks == () and compiled.report().placement is None
+
+
+def test_an_unknown_placement_is_rejected():
+    with pytest.raises(
+        ValueError, match=r"placement must be one of \['measured', 'tvm'\], got 'x'"
+    ):
+        byoc_torch.compile(Lambda(torch.relu), (torch.randn(3),), placement="x")
+
+
+def test_real_measurements_keep_the_model_correct():
+    model = Lambda(lambda x, w: torch.special.erfinv(torch.tanh(x @ w)) + torch.relu(x @ w))
+    x, w = torch.randn(8, 32), torch.randn(32, 32) / 8
+    compiled = byoc_torch.compile(model, (x, w))
+    placement = compiled.report().placement
+    assert placement is not None and placement.regions
+    assert all(r.tvm_ms is None or r.tvm_ms > 0 for r in placement.regions)
+    x2 = torch.randn(8, 32)
+    torch.testing.assert_close(compiled(x2, w), model(x2, w), rtol=1e-4, atol=1e-4)
