@@ -40,3 +40,7 @@ PLACEMENTS = ("measured", "tvm")
 # Rounds of each timing (the median is kept) and the least time one round lasts (ms).
 PLACEMENT_REPEAT = 5
 PLACEMENT_MIN_MS = 1.0
+# A region moves to LibTorch only when it saves more than this share of its TVM time and more
+# than this many ms: differences inside timing noise keep TVM's placement.
+PLACEMENT_MARGIN = 0.05
+PLACEMENT_MARGIN_MS = 0.0005

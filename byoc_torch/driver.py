@@ -117,15 +117,7 @@ def compile(
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
-        from .placement import place
-
-        placed, placement = place(
-            import_with_records(ep, opts),
-            inputs,
-            tvm_target,
-            tvm.device(_device_of(target)),
-            opts.placement_cache,
-        )
+        placed, placement = _measured_placement(ep, opts, inputs, tvm_target, target)
         extra.update(placed)
     for _ in range(_defaults.MAX_COMPILE_ROUNDS):
         imported = import_with_records(ep, opts, extra)
@@ -160,6 +152,27 @@ def compile(
         "rounds; moved "
         f"so far: {sorted(extra)}"
     )
+
+
+def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
+    """Records of the nodes measured placement moves to LibTorch, and what it measured. A
+    failure of placement itself never fails the compile: the model then runs as with
+    ``placement="tvm"``, and the report says why."""
+    from .placement import place
+    from .reporting import PlacementResult
+
+    try:
+        return place(
+            import_with_records(ep, opts),
+            inputs,
+            tvm_target,
+            tvm.device(_device_of(target)),
+            opts.placement_cache,
+        )
+    except Exception as err:  # an optimization must not break a model that compiles
+        logger.debug("measured placement failed; keeping TVM's placement: %s", err)
+        first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        return {}, PlacementResult(error=first)
 
 
 def _verification_inputs(ep, example_inputs) -> tuple | None:

@@ -83,6 +83,7 @@ class PlacementResult:
     cache_hits: int = 0
     cache_misses: int = 0
     seconds: float = 0.0
+    error: str = ""  # why placement did not run, when it failed (the model then runs as "tvm")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +95,8 @@ class PlacementResult:
         return cls(regions=regions, **rest)
 
     def to_text(self) -> str:
+        if self.error:
+            return f"Measured placement failed, TVM runs all it converts: {self.error}"
         lines = [
             f"Measured placement: {len(self.regions)} region(s), "
             f"{sum(r.side == 'torch' for r in self.regions)} to LibTorch; one crossing "

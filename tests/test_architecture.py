@@ -57,7 +57,7 @@ def test_the_frontend_runs_tvms_translation_loop_unchanged():
 def test_every_fallback_reason_is_a_reason_member():
     model = Lambda(lambda x: torch.special.erfinv(torch.tanh(x)) + torch.relu(x))
     compiled = byoc_torch.compile(
-        model, (torch.rand(4, 8) - 0.5,), torch_executed_ops=["aten.relu"]
+        model, (torch.rand(4, 8) - 0.5,), torch_executed_ops=["aten.relu"], placement="tvm"
     )
     reasons = {r.node: r.reason for r in compiled.fallbacks}
     assert all(isinstance(r, byoc_torch.Reason) for r in reasons.values())
@@ -79,7 +79,7 @@ class _Cond(torch.nn.Module):
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["true_branch", "false_branch"])
 def test_torch_cond_branches_fall_back_like_the_main_graph(sign):
     model = _Cond()
-    compiled = byoc_torch.compile(model, (torch.rand(4, 8) + 0.1,))
+    compiled = byoc_torch.compile(model, (torch.rand(4, 8) + 0.1,), placement="tvm")
     assert sorted(compiled.torch_ops) == ["aten.erfinv.default", "aten.i0.default"]
     x = sign * (torch.rand(4, 8) + 0.1)  # both branches, neither the example input
     torch.testing.assert_close(compiled(x), model(x))

@@ -83,7 +83,7 @@ def test_text_names_ops_reasons_and_totals(mixed_report):
 
 def test_compiled_model_and_artifact_carry_the_report(tmp_path):
     model, inputs = get_example("demo")
-    compiled = byoc_torch.compile(model, inputs)
+    compiled = byoc_torch.compile(model, inputs, placement="tvm")
     report = compiled.report()
     assert report.totals["ops_torch"] == 6 and report.totals["subgraphs"] == 3
     loaded = byoc_torch.load(compiled.export(tmp_path / "demo.so"))

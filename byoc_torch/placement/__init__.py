@@ -30,6 +30,7 @@ import torch
 import tvm
 from torch import fx
 
+from .. import _defaults
 from ..frontend import ImportResult
 from ..frontend.torchscript import output_metas
 from ..names import op_key
@@ -176,6 +177,14 @@ def _time_tvm_regions(imported, regions, var_node, values, target, device) -> di
         except Exception as err:
             logger.debug("placement: region %d does not build alone: %s", r.index, err)
     return out
+
+
+def _with_margin(torch_ms: float, tvm_ms: float) -> float:
+    """LibTorch's time as the search sees it: a region moves only for a saving beyond timing
+    noise (``_defaults.PLACEMENT_MARGIN`` of its TVM time and ``PLACEMENT_MARGIN_MS``)."""
+    if math.isinf(torch_ms) or math.isinf(tvm_ms):
+        return torch_ms
+    return torch_ms + max(_defaults.PLACEMENT_MARGIN * tvm_ms, _defaults.PLACEMENT_MARGIN_MS)
 
 
 def _units_and_edges(

@@ -22,6 +22,7 @@ only what is new.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -187,7 +188,7 @@ def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dic
     """Median time (ms) of every region's TorchScript, minus the Python call, by region."""
     if not scripts:
         return {}
-    module = torch.jit.ScriptModule()
+    module = _fresh_script_module()
     arities = sorted({len(s.inputs) for s in scripts})
     for k in arities:
         params = "".join(f", a{i}: Tensor" for i in range(k))
@@ -226,7 +227,14 @@ def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dic
     return out
 
 
-_CROSSING: dict[str, float] = {}
+_MODULE_COUNT = itertools.count()
+
+
+def _fresh_script_module() -> torch.jit.ScriptModule:
+    """An empty ScriptModule of a class of its own: methods ``define``d on a ScriptModule land
+    on its TorchScript class, which plain ``torch.jit.ScriptModule()`` instances share."""
+    cls = type(f"_PlacementRegions{next(_MODULE_COUNT)}", (torch.jit.ScriptModule,), {})
+    return cls()
 
 
 def crossing_ms(target: tvm.target.Target, cache: MeasurementCache) -> float:

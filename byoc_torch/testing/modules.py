@@ -29,9 +29,15 @@ def compile_and_check(
     **options,
 ):
     """Compile ``model`` with byoc_torch, run it, assert it matches eager; return the compiled
-    module."""
+    module.
+
+    ``placement`` defaults to ``"tvm"`` here: tests of the frontend, the partitioner, the
+    runtime and verification assert what runs where, which must not depend on timings
+    (measured placement has tests of its own, with a fake cost model).
+    """
     import byoc_torch
 
+    options.setdefault("placement", "tvm")
     model = model.eval()
     compiled = byoc_torch.compile(model, inputs, **options)
     with torch.no_grad():
