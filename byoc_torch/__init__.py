@@ -10,7 +10,7 @@ Stages, in data-flow order (one module each):
 * :mod:`byoc_torch.compiled`   the callable result, ``export`` and :func:`load`.
 """
 
-from . import _runtime  # noqa: F401  (loads the C++ runtime first)
+from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from .api import compile, export_program, report
 from .codegen import LowerTorchFunctions, torch_codegen
 from .compiled import CompiledModule, load
