@@ -17,7 +17,7 @@
 namespace byoc_torch {
 
 std::optional<SingleOpPath> FindSingleOpPath(torch::jit::Module& module, int64_t num_inputs,
-                                              int64_t num_outputs, bool returns_tuple) {
+                                             int64_t num_outputs, bool returns_tuple) {
   using torch::jit::Node;
   using torch::jit::Value;
   std::shared_ptr<torch::jit::Graph> g = module.get_method("forward").graph()->copy();

@@ -37,7 +37,7 @@ struct SingleOpPath {
 
 /*! \brief The fast path of a compiled subgraph's `forward`, if its graph is one ATen op. */
 std::optional<SingleOpPath> FindSingleOpPath(torch::jit::Module& module, int64_t num_inputs,
-                                              int64_t num_outputs, bool returns_tuple);
+                                             int64_t num_outputs, bool returns_tuple);
 
 /*! \brief Run the op on `inputs`; returns the subgraph's outputs. Throws what the op throws. */
 std::vector<at::Tensor> RunSingleOp(const SingleOpPath& path,

@@ -41,8 +41,8 @@ class SubgraphSpecObj : public ffi::Object {
   ffi::Array<ffi::Bytes> module_payloads;
 
   /*! \brief Construct and validate; throws ValueError naming the subgraph on bad input. */
-  SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs,
-                  int64_t num_outputs, bool returns_tuple, ffi::Array<ffi::String> module_names,
+  SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs, int64_t num_outputs,
+                  bool returns_tuple, ffi::Array<ffi::String> module_names,
                   ffi::Array<ffi::Bytes> module_payloads);
 
   TVM_FFI_DECLARE_OBJECT_INFO_FINAL("byoc_torch.SubgraphSpec", SubgraphSpecObj, ffi::Object);

@@ -120,9 +120,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     auto it = index_.find(key);
     if (it == index_.end()) return std::nullopt;
     size_t idx = it->second;
-    return ffi::Function([self, this, idx](ffi::PackedArgs args, ffi::Any* rv) {
-      Invoke(idx, args, rv);
-    });
+    return ffi::Function(
+        [self, this, idx](ffi::PackedArgs args, ffi::Any* rv) { Invoke(idx, args, rv); });
   }
 
   ffi::String InspectSource(const ffi::String& format) const final {
@@ -171,10 +170,9 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       at::IntArrayRef want(m->input_shapes[i]);
       TVM_FFI_CHECK(inputs[i].sizes() == want && inputs[i].scalar_type() == m->input_dtypes[i],
                     ValueError)
-          << "byoc_torch subgraph '" << sg.symbol() << "': replay mode, but input " << i
-          << " is " << inputs[i].scalar_type() << inputs[i].sizes()
-          << " and the recorded call's was " << m->input_dtypes[i] << want
-          << "; record again with these inputs";
+          << "byoc_torch subgraph '" << sg.symbol() << "': replay mode, but input " << i << " is "
+          << inputs[i].scalar_type() << inputs[i].sizes() << " and the recorded call's was "
+          << m->input_dtypes[i] << want << "; record again with these inputs";
     }
     return m->outputs;
   }
@@ -219,9 +217,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       auto t0 = std::chrono::steady_clock::now();
       results = sg.Run(inputs, fast_path_.load(std::memory_order_acquire));
       auto elapsed = std::chrono::steady_clock::now() - t0;
-      m->torch_ns.fetch_add(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
-          std::memory_order_relaxed);
+      m->torch_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
+                            std::memory_order_relaxed);
     }
     m->calls.fetch_add(1, std::memory_order_relaxed);
     TVM_FFI_CHECK(static_cast<int>(results.size()) == n_out, RuntimeError)
