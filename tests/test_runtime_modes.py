@@ -151,9 +151,9 @@ def test_modes_reach_the_calls_of_a_compiled_model():
         compiled(x)
     with measure.mode(mods, "replay"):
         replayed = compiled(other)  # LibTorch's part is x's, TVM's part is other's
-    assert any(
-        not torch.equal(r, e) for r, e in zip(replayed, expected_other, strict=True)
-    ), "replay ran LibTorch"
+    assert any(not torch.equal(r, e) for r, e in zip(replayed, expected_other, strict=True)), (
+        "replay ran LibTorch"
+    )
     for m in mods:
         assert measure.set_mode(m, "normal") == "normal"  # the context manager restored it
     for got, want in zip(compiled(other), expected_other, strict=True):

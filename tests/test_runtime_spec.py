@@ -165,3 +165,15 @@ def test_missing_library_is_a_clear_import_error(tmp_path):
     assert proc.returncode != 0
     assert "ImportError: byoc_torch: the C++ runtime" in proc.stderr
     assert "missing.so is missing" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint16, torch.uint32, torch.uint64, torch.complex64], ids=str
+)
+def test_dtypes_from_atens_dlpack_table_round_trip(dtype):
+    """Beyond the 10 dtypes of tests/test_runtime.py: what ATen's own conversion adds."""
+    mod = make_runtime_module([SubgraphSpec("i", CLONE, 1)])
+    x = torch.randn(6, dtype=dtype) if dtype.is_complex else torch.arange(6).to(dtype)
+    out = torch.from_dlpack(mod["i"](to_tvm(x)))
+    assert out.dtype == dtype
+    assert torch.equal(out, x)
