@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 import byoc_torch
-from byoc_torch._runtime import runtime_function
+from byoc_torch.compiled import _torch_modules
+from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
 from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
 
@@ -39,21 +40,17 @@ def median_us(fn, repeat: int, warmup: int = 200) -> float:
 
 
 def size_independence(repeat: int) -> list[dict]:
-    create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
-    sources = {
-        "in": "def forward(self, a: Tensor) -> Tensor:\n    return torch.zeros([1])\n",
-        "out": "def forward(self, a: Tensor) -> Tensor:\n    return torch.empty_like(a)\n",
-    }
-    names = sorted(sources)
-    mod = create(
-        names,
-        [sources[n] for n in names],
-        [1, 1],
-        [1, 1],
-        [False, False],
-        [[], []],
-        [[], []],
-        "",
+    mod = make_runtime_module(
+        [
+            SubgraphSpec(
+                "in", "def forward(self, a: Tensor) -> Tensor:\n    return torch.zeros([1])\n", 1
+            ),
+            SubgraphSpec(
+                "out",
+                "def forward(self, a: Tensor) -> Tensor:\n    return torch.empty_like(a)\n",
+                1,
+            ),
+        ]
     )
     rows = []
     for label, nbytes in (("1 KB", 1 << 10), ("64 MB", 64 << 20)):
@@ -87,23 +84,25 @@ class Chain(nn.Module):
 
 
 def per_crossing(repeat: int, ks: list[int]) -> dict:
-    set_fast = runtime_function("byoc_torch.SetSingleOpFastPath")
     x = torch.rand(16) * 0.5
     result: dict = {"ks": ks}
     tvm_only = []
     for k in ks:
         m = byoc_torch.compile(Chain(k, False), (x,))
         tvm_only.append(median_us(lambda m=m: m(x), repeat))
+    hybrids = []
+    for k in ks:
+        m = byoc_torch.compile(Chain(k, True), (x,))
+        assert m.num_torch_subgraphs() == k
+        hybrids.append(m)
     for fast in (True, False):
-        set_fast(fast)
         lat = []
-        for k in ks:
-            m = byoc_torch.compile(Chain(k, True), (x,))
-            assert m.num_torch_subgraphs() == k
+        for m in hybrids:
+            for torch_mod in _torch_modules(m.executable):  # this model's modules only
+                measure.set_fast_path(torch_mod, fast)
             lat.append(median_us(lambda m=m: m(x), repeat))
         key = "fast_path" if fast else "interpreter"
         result[f"hybrid_us_{key}"] = lat
-    set_fast(True)
     result["tvm_only_us"] = tvm_only
 
     def slope(ys: list[float]) -> float:

@@ -34,9 +34,9 @@ import tvm
 from tvm import relax
 
 import byoc_torch
-from byoc_torch._runtime import runtime_function
 from byoc_torch.compiled import _torch_modules
 from byoc_torch.models import SUITE
+from byoc_torch.runtime import measure
 from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
 
@@ -83,25 +83,21 @@ def tvm_alone(model, inputs, dlight: bool):
 
 def hybrid_ratio(compiled, inputs, repeat: int, warmup: int) -> dict:
     mods = _torch_modules(compiled.executable)
-    set_replay = runtime_function("byoc_torch.SetReplayMode")
     if not mods or not any(len(m["__byoc_torch_symbols__"]()) for m in mods):
         return {}
     hybrid = median_ms(lambda: compiled(*inputs), repeat, warmup)
     for m in mods:
-        m["__byoc_torch_reset_stats__"]()
+        measure.reset_stats(m)
     for _ in range(repeat):
         compiled(*inputs)
     torch_ms = 0.0
     for m in mods:
-        for calls, ns, _ in dict(m["__byoc_torch_stats__"]()).values():
-            torch_ms += ns / 1e6 / repeat if calls else 0.0
-    set_replay(1)
-    compiled(*inputs)
-    set_replay(2)
-    try:
+        for s in measure.stats(m).values():
+            torch_ms += s.torch_ns / 1e6 / repeat if s.calls else 0.0
+    with measure.mode(mods, "record"):
+        compiled(*inputs)
+    with measure.mode(mods, "replay"):
         native = median_ms(lambda: compiled(*inputs), repeat, warmup)
-    finally:
-        set_replay(0)
     return {
         "hybrid_ms": hybrid,
         "native_alone_ms": native,

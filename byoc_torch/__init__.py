@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import _runtime  # noqa: F401  (loads the C++ runtime first)
+from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from .compiled import CompiledModule, load
 from .errors import (
     ArtifactError,

@@ -19,8 +19,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from ._runtime import runtime_function
 from .partition.transform import torch_functions
+from .runtime import SubgraphSpec, make_runtime_module
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def torch_codegen(funcs, options=None, constant_names=None) -> list:
 
 def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
     """One torch runtime module for ``funcs`` (possibly none), carrying ``metadata``."""
-    symbols, sources, n_in, n_out, tuples = [], [], [], [], []
-    sub_names: list[list[str]] = []
-    sub_payloads: list[list[bytes]] = []
+    specs = []
     for func in funcs:
         attrs = func.attrs
         symbol = attrs.get("global_symbol") if attrs is not None else None
@@ -58,18 +56,20 @@ def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
                 "relax.ext.torch: every function needs the attributes 'global_symbol' and "
                 "'torch_script'; run byoc_torch.partition_for_torch to create them"
             )
-        k, is_tuple = _num_outputs(func)
-        symbols.append(str(symbol))
-        sources.append(str(script))
-        n_in.append(len(func.params))
-        n_out.append(k)
-        tuples.append(is_tuple)
+        num_outputs, returns_tuple = _num_outputs(func)
         modules = dict(attrs.get("torch_modules") or {})
-        sub_names.append([str(name) for name in sorted(modules)])
-        sub_payloads.append([base64.b64decode(str(modules[name])) for name in sorted(modules)])
-    create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
-    module = create(symbols, sources, n_in, n_out, tuples, sub_names, sub_payloads, metadata)
-    logger.debug("relax.ext.torch: %d subgraph(s) -> one torch runtime module", len(symbols))
+        specs.append(
+            SubgraphSpec(
+                str(symbol),
+                str(script),
+                num_inputs=len(func.params),
+                num_outputs=num_outputs,
+                returns_tuple=returns_tuple,
+                modules={str(n): base64.b64decode(str(v)) for n, v in modules.items()},
+            )
+        )
+    module = make_runtime_module(specs, metadata)
+    logger.debug("relax.ext.torch: %d subgraph(s) -> one torch runtime module", len(specs))
     return module
 
 

@@ -14,32 +14,32 @@ import tvm_ffi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from byoc_torch._runtime import runtime_function
+from byoc_torch.runtime import SubgraphSpec, make_runtime_module, save_runtime_module
 
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
 
 
 def valid_artifact() -> bytes:
-    create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
-    save = runtime_function("byoc_torch.SaveTorchRuntimeModule")
     sub = torch.jit.script(torch.nn.Linear(2, 2))
     buf = io.BytesIO()
     torch.jit.save(sub, buf)
-    mod = create(
-        ["f", "g"],
-        [
+    specs = [
+        SubgraphSpec(
+            "f",
             "def forward(self, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n"
             "    return (a + b, a * b)\n",
+            num_inputs=2,
+            num_outputs=2,
+            returns_tuple=True,
+        ),
+        SubgraphSpec(
+            "g",
             "def forward(self, a: Tensor) -> Tensor:\n    return self.lin.forward(a)\n",
-        ],
-        [2, 1],
-        [2, 1],
-        [True, False],
-        [[], ["lin"]],
-        [[], [buf.getvalue()]],
-        '{"meta": 1}',
-    )
-    return bytes(save(mod))
+            num_inputs=1,
+            modules={"lin": buf.getvalue()},
+        ),
+    ]
+    return save_runtime_module(make_runtime_module(specs, '{"meta": 1}'))
 
 
 VALID = valid_artifact()

@@ -7,11 +7,10 @@ import torch
 import tvm_ffi
 from test_fuzz_artifact import reseal
 
-from byoc_torch._runtime import runtime_function
+from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
+from byoc_torch.runtime import save_runtime_module as save
 from byoc_torch.tensors import to_tvm
 
-create = runtime_function("byoc_torch.CreateTorchRuntimeModule")
-save = runtime_function("byoc_torch.SaveTorchRuntimeModule")
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
 
 IDENTITY_PLUS = (
@@ -21,17 +20,9 @@ CLONE = "def forward(self, a: Tensor) -> Tensor:\n    return torch.clone(a)\n"
 
 
 def module(sources: dict[str, tuple[str, int, int, bool]], metadata: str = ""):
-    names = sorted(sources)
-    return create(
-        names,
-        [sources[n][0] for n in names],
-        [sources[n][1] for n in names],
-        [sources[n][2] for n in names],
-        [sources[n][3] for n in names],
-        [[] for _ in names],
-        [[] for _ in names],
-        metadata,
-    )
+    """A module with one subgraph per entry: symbol -> (script, inputs, outputs, tuple)."""
+    specs = [SubgraphSpec(name, *sources[name]) for name in sorted(sources)]
+    return make_runtime_module(specs, metadata)
 
 
 DTYPES = [
@@ -166,7 +157,7 @@ def test_serialization_round_trip():
     assert sorted(str(s) for s in again["__byoc_torch_symbols__"]()) == ["f", "g"]
     a, b = torch.rand(3), torch.rand(3)
     torch.testing.assert_close(torch.from_dlpack(again["f"](to_tvm(a), to_tvm(b))[0]), a + b)
-    assert bytes(save(again)) == bytes(data)
+    assert save(again) == data
 
 
 @pytest.mark.parametrize(
@@ -183,7 +174,7 @@ def test_serialization_round_trip():
     ],
 )
 def test_corrupt_bytes_give_clear_errors(mutate, message):
-    data = bytes(save(module({"f": (CLONE, 1, 1, False)})))
+    data = save(module({"f": (CLONE, 1, 1, False)}))
     with pytest.raises(ValueError, match=message):
         load_bytes(mutate(data))
 
@@ -194,7 +185,6 @@ def test_inspect_source_shows_scripts():
 
 
 def test_single_op_fast_path_and_interpreter_agree():
-    set_fast = runtime_function("byoc_torch.SetSingleOpFastPath")
     src = (
         "def forward(self, a: Tensor) -> Tuple[Tensor, Tensor]:\n"
         "    r = torch.kthvalue(a, 2, 1)\n"
@@ -205,11 +195,9 @@ def test_single_op_fast_path_and_interpreter_agree():
     assert stats["k"][2] == 1  # one ATen op: eligible for the dispatcher fast path
     x = torch.randn(4, 6)
     fast = [torch.from_dlpack(t) for t in mod["k"](to_tvm(x))]
-    previous = set_fast(False)
-    try:
-        slow = [torch.from_dlpack(t) for t in mod["k"](to_tvm(x))]
-    finally:
-        set_fast(previous)
+    assert measure.set_fast_path(mod, False) is True
+    slow = [torch.from_dlpack(t) for t in mod["k"](to_tvm(x))]
+    assert measure.set_fast_path(mod, True) is False
     expected = torch.kthvalue(x, 2, 1)
     torch.testing.assert_close(fast, list(expected))
     torch.testing.assert_close(slow, list(expected))

@@ -13,6 +13,7 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=lib
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export BYOC_TORCH_RUNTIME_LIB="$(realpath "$build")/libbyoc_torch_runtime.so"
-python -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_fuzz_artifact.py \
-  tests/test_threads.py tests/test_export.py tests/test_end_to_end.py
+# tests/test_runtime_*.py: spec, tensor bridge, per-instance modes and 4-thread counters.
+python -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_runtime_*.py \
+  tests/test_fuzz_artifact.py tests/test_threads.py tests/test_export.py tests/test_end_to_end.py
 python benchmarks/fuzz_artifact.py --cases "${FUZZ_CASES:-10000}"

@@ -1,0 +1,71 @@
+"""Python side of the C++ torch runtime (runtime/, built by CMakeLists.txt).
+
+Place in the data flow: imported by ``byoc_torch/__init__.py`` before anything else. Importing it
+loads the runtime library with tvm-ffi's own module loading, which registers the runtime's
+global functions (``byoc_torch.CreateTorchRuntimeModule``, ``byoc_torch.SaveTorchRuntimeModule``,
+the artifact loader ``ffi.Module.load_from_bytes.torch``) and the ``byoc_torch.SubgraphSpec``
+object type, before a module is built or loaded. Then
+
+* :mod:`._ffi_api` holds the runtime's global functions as attributes;
+* :mod:`.spec` is :class:`SubgraphSpec` and :func:`make_runtime_module` (what the codegen uses);
+* :mod:`.measure` switches one module instance's measurement mode and fast path, and reads its
+  counters (benchmarks and tests only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch  # noqa: F401  (loads LibTorch before the runtime that links it)
+import tvm_ffi
+
+__all__ = [
+    "SubgraphSpec",
+    "library_path",
+    "make_runtime_module",
+    "save_runtime_module",
+]
+
+logger = logging.getLogger(__name__)
+
+_LIB_NAME = "libbyoc_torch_runtime.so"
+_ENV = "BYOC_TORCH_RUNTIME_LIB"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # byoc_torch/
+
+
+def library_path() -> Path:
+    """Where the runtime library is: ``$BYOC_TORCH_RUNTIME_LIB``, else ``byoc_torch/lib/`` of
+    this package or of an installed copy on ``sys.path`` (an editable install keeps the
+    Python sources in the checkout and the built library in site-packages)."""
+    env = os.environ.get(_ENV)
+    if env:
+        return Path(env)
+    own = _PACKAGE_DIR / "lib" / _LIB_NAME
+    if own.is_file():
+        return own
+    for entry in sys.path:
+        candidate = Path(entry or ".") / "byoc_torch" / "lib" / _LIB_NAME
+        if candidate.is_file():
+            return candidate
+    return own
+
+
+def _load() -> tvm_ffi.Module:
+    path = library_path()
+    if not path.is_file():
+        raise ImportError(
+            f"byoc_torch: the C++ runtime {path} is missing. Install the package with "
+            "'pip install --no-build-isolation .' (see README.md), or point "
+            f"{_ENV} at a built {_LIB_NAME}."
+        )
+    logger.debug("loading the byoc_torch runtime from %s", path)
+    # keep_module_alive: the library (and the functions it registered) stays for the process.
+    return tvm_ffi.load_module(path, keep_module_alive=True)
+
+
+_LIB = _load()
+
+from .spec import SubgraphSpec, make_runtime_module, save_runtime_module  # noqa: E402

@@ -1,0 +1,64 @@
+"""One typed spec per LibTorch subgraph, and the one way to build a torch runtime module.
+
+Place in the data flow: the codegen (``byoc_torch/codegen.py``), the tests and the benchmarks
+describe each subgraph as a :class:`SubgraphSpec` (the C++ object ``byoc_torch.SubgraphSpec``,
+validated when constructed) and call :func:`make_runtime_module`, which hands the specs and the
+metadata to the C++ runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tvm_ffi
+
+from . import _ffi_api
+
+__all__ = ["SubgraphSpec", "make_runtime_module", "save_runtime_module"]
+
+
+@tvm_ffi.register_object("byoc_torch.SubgraphSpec")
+class SubgraphSpec(tvm_ffi.Object):
+    """One subgraph: its symbol, TorchScript source, arity and scripted submodules.
+
+    ``modules`` maps the attribute names ``forward`` calls as ``self.<name>(...)`` to the
+    ``torch.jit.save`` bytes of each submodule. Raises ``ValueError`` on an inconsistent
+    description (empty symbol, negative or implausible arity, no outputs, several outputs
+    without ``returns_tuple``).
+    """
+
+    # Read-only fields, provided by the C++ reflection registration.
+    symbol: str
+    script: str
+    num_inputs: int
+    num_outputs: int
+    returns_tuple: bool
+    module_names: Sequence[str]
+    module_payloads: Sequence[bytes]
+
+    def __init__(
+        self,
+        symbol: str,
+        script: str,
+        num_inputs: int,
+        num_outputs: int = 1,
+        returns_tuple: bool = False,
+        modules: Mapping[str, bytes] | None = None,
+    ) -> None:
+        names = sorted(modules or {})
+        payloads = [bytes(modules[n]) for n in names] if modules else []
+        self.__ffi_init__(symbol, script, num_inputs, num_outputs, returns_tuple, names, payloads)
+
+
+def make_runtime_module(specs: Sequence[SubgraphSpec], metadata: str = "") -> tvm_ffi.Module:
+    """A ``torch`` runtime module running ``specs`` (possibly none), carrying ``metadata``.
+
+    Every TorchScript is compiled here; raises ``ValueError`` naming the subgraph if one does
+    not compile, or if two specs share a symbol.
+    """
+    return _ffi_api.CreateTorchRuntimeModule(list(specs), metadata)
+
+
+def save_runtime_module(module: tvm_ffi.Module) -> bytes:
+    """The serialized form of a torch runtime module (what ``export_library`` embeds)."""
+    return bytes(_ffi_api.SaveTorchRuntimeModule(module))

@@ -1,0 +1,69 @@
+/*!
+ * \file subgraph_spec.cc
+ * \brief Validation and reflection registration of `byoc_torch.SubgraphSpec` (see
+ * subgraph_spec.h for its place in the data flow).
+ */
+#include "subgraph_spec.h"
+
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/reflection/registry.h>
+
+#include <utility>
+
+namespace byoc_torch {
+
+SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs,
+                                 int64_t num_outputs, bool returns_tuple,
+                                 ffi::Array<ffi::String> module_names,
+                                 ffi::Array<ffi::Bytes> module_payloads)
+    : symbol(std::move(symbol)),
+      script(std::move(script)),
+      num_inputs(num_inputs),
+      num_outputs(num_outputs),
+      returns_tuple(returns_tuple),
+      module_names(std::move(module_names)),
+      module_payloads(std::move(module_payloads)) {
+  const ffi::String& sym = this->symbol;
+  TVM_FFI_CHECK(!sym.empty(), ValueError) << "byoc_torch: empty subgraph symbol";
+  TVM_FFI_CHECK(num_inputs >= 0 && num_outputs >= 0, ValueError)
+      << "byoc_torch: negative arity for subgraph '" << sym << "'";
+  TVM_FFI_CHECK(num_inputs <= kMaxArity && num_outputs <= kMaxArity, ValueError)
+      << "byoc_torch: subgraph '" << sym << "' has an implausible arity (" << num_inputs
+      << " inputs, " << num_outputs << " outputs)";
+  TVM_FFI_CHECK(num_outputs >= 1, ValueError)
+      << "byoc_torch: subgraph '" << sym << "' has no outputs";
+  TVM_FFI_CHECK(returns_tuple || num_outputs == 1, ValueError)
+      << "byoc_torch: subgraph '" << sym << "' returns " << num_outputs
+      << " outputs but is not marked as returning a tuple";
+  TVM_FFI_CHECK(this->module_names.size() == this->module_payloads.size(), ValueError)
+      << "byoc_torch: subgraph '" << sym << "' has " << this->module_names.size()
+      << " submodule names but " << this->module_payloads.size() << " payloads";
+  TVM_FFI_CHECK(static_cast<int64_t>(this->module_names.size()) <= kMaxArity, ValueError)
+      << "byoc_torch: subgraph '" << sym << "' has an implausible submodule count "
+      << this->module_names.size();
+}
+
+SubgraphSpec::SubgraphSpec(ffi::String symbol, ffi::String script, int64_t num_inputs,
+                           int64_t num_outputs, bool returns_tuple,
+                           ffi::Array<ffi::String> module_names,
+                           ffi::Array<ffi::Bytes> module_payloads)
+    : ffi::ObjectRef(ffi::make_object<SubgraphSpecObj>(
+          std::move(symbol), std::move(script), num_inputs, num_outputs, returns_tuple,
+          std::move(module_names), std::move(module_payloads))) {}
+
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::ObjectDef<SubgraphSpecObj>()
+      .def(refl::init<ffi::String, ffi::String, int64_t, int64_t, bool, ffi::Array<ffi::String>,
+                      ffi::Array<ffi::Bytes>>())
+      .def_ro("symbol", &SubgraphSpecObj::symbol, "function name the Relax VM calls")
+      .def_ro("script", &SubgraphSpecObj::script, "TorchScript source (forward and helpers)")
+      .def_ro("num_inputs", &SubgraphSpecObj::num_inputs, "number of input tensors")
+      .def_ro("num_outputs", &SubgraphSpecObj::num_outputs, "number of output tensors")
+      .def_ro("returns_tuple", &SubgraphSpecObj::returns_tuple, "forward returns a tuple")
+      .def_ro("module_names", &SubgraphSpecObj::module_names, "submodule attribute names")
+      .def_ro("module_payloads", &SubgraphSpecObj::module_payloads,
+              "torch.jit.save bytes of each submodule");
+}
+
+}  // namespace byoc_torch
