@@ -24,7 +24,8 @@ each round runs every contestant in turn for about ``--budget-ms`` (at least one
 keeps the median of its calls; the reported latency is the median over rounds. ``x eager`` is
 latency / eager latency (below 1 is faster than eager); the geomean row is over the models
 where the contestant has a time. ``setup`` is the seconds from the nn.Module to the first
-output: export, compile, build and the first call (for eager, the first call alone).
+output: export, compile, build and the first call (for eager, the first call alone);
+inductor's on-disk caches are disabled so that its setup is a cold compile, as for the others.
 
     python -m benchmarks.peers [--models a,b] [--rounds N] [--json out.json] [--plot out.png]
                                [--tune-trials N] [--budget-ms MS]
@@ -177,7 +178,12 @@ def prepare_eager(model: torch.nn.Module, inputs: Inputs, expected: list) -> Pre
 
 def prepare_inductor(model: torch.nn.Module, inputs: Inputs, expected: list) -> Prepared:
     def make():
+        import torch._inductor.config
+
         torch._dynamo.reset()
+        # Cold compiles, like every other contestant's: no FX-graph or kernel cache on disk
+        # from an earlier run (or an earlier model) shortens the setup time.
+        torch._inductor.config.force_disable_caches = True
         compiled = torch.compile(model)
 
         def run():
@@ -445,8 +451,8 @@ def _meta(rounds: int, budget_s: float, entrants: dict[str, dict]) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--models", help="comma-separated; default: the built-in suite + HF models")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--budget-ms", type=float, default=250.0, help="per contestant per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--budget-ms", type=float, default=200.0, help="per contestant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per contestant")
     p.add_argument("--tune-trials", type=int, help="adds byoc_tuned (needs Options.tune_trials)")
     p.add_argument("--json", type=Path)

@@ -7,8 +7,9 @@ a tuple of tensors (no ``ModelOutput``, no cache objects) and exports with
 ``torch.export.export``.
 
 Attention: the transformers use ``attn_implementation="eager"`` (explicit matmul + softmax).
-``"sdpa"`` exports as well, but ``scaled_dot_product_attention`` is one opaque op for
-TVM's importer; the eager form gives every contestant the same plain graph.
+``"sdpa"`` exports as well (torch 2.13, transformers 5.23: one
+``scaled_dot_product_attention`` node per layer), but the eager form gives every contestant
+the same plain graph of matmuls, softmax and elementwise ops.
 
 Needs the ``bench`` extra (``pip install byoc_torch[bench]``) for ``transformers``.
 """
