@@ -28,7 +28,11 @@ output: export, compile, build and the first call (for eager, the first call alo
 inductor's on-disk caches are disabled so that its setup is a cold compile, as for the others.
 
     python -m benchmarks.peers [--models a,b] [--rounds N] [--json out.json] [--plot out.png]
-                               [--tune-trials N] [--budget-ms MS]
+                               [--tune-trials N] [--budget-ms MS] [--threads N]
+
+On a machine that other jobs keep busy, multi-threaded runs collapse (OpenMP workers wait at
+barriers for descheduled peers: eager BERT-like took 250-1100 ms at 2 threads against 38 ms
+at 1 thread, load average 7 on 2 cores); ``--threads 1`` then gives comparable figures.
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def prepare_inductor(model: torch.nn.Module, inputs: Inputs, expected: list) -> 
 
 
 def prepare_onnxruntime(
-    model: torch.nn.Module, inputs: Inputs, expected: list, workdir: Path
+    model: torch.nn.Module, inputs: Inputs, expected: list, workdir: Path, threads: int | None
 ) -> Prepared:
     def make():
         try:
@@ -207,7 +211,12 @@ def prepare_onnxruntime(
         log = io.StringIO()
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             torch.onnx.export(model, inputs, str(path), dynamo=True)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()  # defaults, unless --threads
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         names = [i.name for i in session.get_inputs()]
         if len(names) != len(inputs):
             raise RuntimeError(f"ONNX graph has {len(names)} inputs, the model {len(inputs)}")
@@ -252,13 +261,15 @@ def prepare_byoc(
     return _checked(make, expected)
 
 
-def prepare(name: str, options: dict, model, inputs: Inputs, expected: list, tmp: Path):
+def prepare(
+    name: str, options: dict, model, inputs: Inputs, expected: list, tmp: Path, threads: int | None
+) -> Prepared:
     if name == "eager":
         return prepare_eager(model, inputs, expected)
     if name == "inductor":
         return prepare_inductor(model, inputs, expected)
     if name == "onnxruntime":
-        return prepare_onnxruntime(model, inputs, expected, tmp)
+        return prepare_onnxruntime(model, inputs, expected, tmp, threads)
     if name == "tvm":
         return prepare_tvm(model, inputs, expected)
     return prepare_byoc(model, inputs, expected, options)
@@ -274,6 +285,7 @@ def bench_model(
     rounds: int,
     budget_s: float,
     warmup: int,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """One model: prepare every contestant, time the ready ones interleaved."""
     torch.manual_seed(0)
@@ -285,7 +297,7 @@ def bench_model(
     row: dict[str, Any] = {"latency_ms": {}, "x_eager": {}, "setup_s": {}, "calls_per_round": {}}
     with tempfile.TemporaryDirectory(prefix="peers_") as tmp:
         for contestant, options in entrants.items():
-            prep = prepare(contestant, options, model, inputs, expected, Path(tmp))
+            prep = prepare(contestant, options, model, inputs, expected, Path(tmp), threads)
             row["setup_s"][contestant] = prep.setup_s
             if prep.fn is None:
                 row["latency_ms"][contestant] = prep.status
@@ -401,21 +413,28 @@ def run(
     models: Sequence[str],
     rounds: int,
     tune_trials: int | None = None,
-    budget_s: float = 0.25,
+    budget_s: float = 0.2,
     warmup: int = 2,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """The whole benchmark, as the JSON-able dictionary ``main`` writes."""
+    """The whole benchmark, as the JSON-able dictionary ``main`` writes. ``threads`` (default:
+    each library's own choice) is applied to PyTorch (eager, inductor, LibTorch subgraphs),
+    TVM (``TVM_NUM_THREADS``, read when its thread pool starts) and ONNX Runtime."""
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
     builders = model_builders() if any(m not in SUITE for m in models) else dict(SUITE)
     unknown = [m for m in models if m not in builders]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(builders)}")
     entrants = contestants(tune_trials)
     result: dict[str, Any] = {"meta": _meta(rounds, budget_s, entrants), "models": {}}
+    result["meta"]["threads"] = threads or "library defaults"
     for name in models:
         t0 = time.perf_counter()
         print(f"{name}:", flush=True)
         result["models"][name] = bench_model(
-            name, builders[name], entrants, rounds, budget_s, warmup
+            name, builders[name], entrants, rounds, budget_s, warmup, threads
         )
         print(f"  {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     result["geomean_x_eager"] = geomeans(result["models"], list(entrants))
@@ -454,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--budget-ms", type=float, default=200.0, help="per contestant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per contestant")
+    p.add_argument(
+        "--threads", type=int, help="threads for every contestant (default: library defaults)"
+    )
     p.add_argument("--tune-trials", type=int, help="adds byoc_tuned (needs Options.tune_trials)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
@@ -461,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     names = args.models.split(",") if args.models else [*SUITE, *_hf_names()]
     t0 = time.perf_counter()
-    result = run(names, args.rounds, args.tune_trials, args.budget_ms / 1e3, args.warmup)
+    result = run(
+        names, args.rounds, args.tune_trials, args.budget_ms / 1e3, args.warmup, args.threads
+    )
     result["meta"]["command"] = "python -m benchmarks.peers " + " ".join(argv or sys.argv[1:])
     result["meta"]["total_s"] = time.perf_counter() - t0
     result["meta"]["loadavg_at_end"] = os.getloadavg()

@@ -4,6 +4,7 @@ Hugging Face builders are deterministic and export with torch.export."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -27,15 +28,26 @@ def _is_number_or_failure(value: object) -> bool:
     return isinstance(value, str) and value.startswith(peers.FAILURE_PREFIXES)
 
 
-def test_harness_writes_the_documented_json(tmp_path):
+@pytest.fixture
+def _restore_threads(monkeypatch):
+    # --threads sets these for the process; monkeypatch puts the environment back afterwards.
+    for var in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(var, os.environ.get(var, str(torch.get_num_threads())))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_harness_writes_the_documented_json(tmp_path, _restore_threads):
     out, png = tmp_path / "peers.json", tmp_path / "peers.png"
     argv = ["--models", "demo", "--rounds", "2", "--budget-ms", "5", "--warmup", "1"]
-    assert peers.main([*argv, "--json", str(out), "--plot", str(png)]) == 0
+    assert peers.main([*argv, "--threads", "1", "--json", str(out), "--plot", str(png)]) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"meta", "models", "geomean_x_eager"}
     entrants = result["meta"]["contestants"]
     assert entrants[: len(peers.BASE_CONTESTANTS)] == list(peers.BASE_CONTESTANTS)
     assert result["meta"]["rounds"] == 2
+    assert result["meta"]["threads"] == 1 and result["meta"]["torch_threads"] == 1
     assert list(result["models"]) == ["demo"]
     row = result["models"]["demo"]
     assert {"latency_ms", "x_eager", "setup_s", "calls_per_round", "rounds_ms"} <= set(row)
