@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -110,3 +111,20 @@ def test_benchmark_configurations_are_the_documented_sizes():
     )
     assert config.intermediate_size == 1024 and tuple(ids.shape) == (1, 128)
     assert config._attn_implementation == "eager"
+
+
+def test_optional_columns_follow_the_options_byoc_torch_has(monkeypatch):
+    base = {"verify", "min_block_size"}
+    monkeypatch.setattr(peers, "option_fields", lambda: base)
+    assert list(peers.contestants(tune_trials=8)) == list(peers.BASE_CONTESTANTS)
+    monkeypatch.setattr(peers, "option_fields", lambda: base | {"placement", "tune_trials"})
+    entrants = peers.contestants(tune_trials=8)
+    assert entrants["byoc_tvm"] == {"placement": "tvm"}
+    assert entrants["byoc_tuned"] == {"tune_trials": 8}
+    assert "byoc_tuned" not in peers.contestants(tune_trials=None)
+
+
+def test_hf_builders_name_the_extra_when_transformers_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(ImportError, match=r"pip install byoc_torch\[bench\]"):
+        hf_models.hf_bert(seq=8)
