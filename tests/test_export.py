@@ -22,12 +22,12 @@ def demo(tmp_path_factory):
 
 
 def test_load_in_same_process(demo):
-    model, inputs, _, path = demo
+    model, inputs, compiled, path = demo
     loaded = byoc_torch.load(path)
     with torch.no_grad():
         expected = model(*inputs)
     torch.testing.assert_close(loaded(*inputs), expected, rtol=1e-4, atol=1e-4)
-    assert loaded.num_torch_subgraphs() == 3
+    assert loaded.num_torch_subgraphs() == compiled.num_torch_subgraphs() >= 1
 
 
 def test_load_in_fresh_process_gives_same_outputs(demo, tmp_path):
@@ -49,7 +49,7 @@ def test_load_in_fresh_process_gives_same_outputs(demo, tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "subgraphs 3" in proc.stdout
+    assert f"subgraphs {compiled.num_torch_subgraphs()}" in proc.stdout
     got = torch.load(tmp_path / "got.pt")
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
