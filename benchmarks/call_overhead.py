@@ -53,7 +53,9 @@ def per_call_us(fn: Callable[[], object], calls: int) -> float:
 
 
 def variants(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Callable]:
-    compiled = byoc_torch.compile(model, inputs)
+    # one thread each, as before num_threads existed (torch.set_num_threads(1) in main)
+    kwargs = {"num_threads": 1} if "num_threads" in byoc_torch.Options.__dataclass_fields__ else {}
+    compiled = byoc_torch.compile(model, inputs, **kwargs)
     vm = tvm.relax.VirtualMachine(compiled.executable, tvm.cpu())
     main = vm["main"]
     tvm_inputs = [tvm.runtime.from_dlpack(x) for x in inputs]
@@ -77,7 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     x8 = [torch.randn(8) for _ in range(4)]
-    cases = {"tiny (1 in, 1 out)": (Tiny(), (x8[0],)), "quad (4 in, tuple of 2)": (Quad(), tuple(x8))}
+    cases = {
+        "tiny (1 in, 1 out)": (Tiny(), (x8[0],)),
+        "quad (4 in, tuple of 2)": (Quad(), tuple(x8)),
+    }
     for name, (model, inputs) in cases.items():
         fns = variants(model, inputs)
         for fn in fns.values():  # warm up

@@ -32,6 +32,7 @@ from .records import FallbackRecord
 from .reporting import Report
 from .signature import InputSpec, Signature, count_leaves, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
+from .threads import apply_thread_budget
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class CompiledModule:
         self.fallbacks = tuple(fallbacks)
         self._report = report
         self.device = tvm.device(signature.device)
+        # Process-wide: TVM's and LibTorch's pools get the model's budget (byoc_torch.threads).
+        self.thread_budget = apply_thread_budget(signature.num_threads)
         # TVM's VirtualMachine keeps per-call state (registers), so it is not safe to share
         # between threads: each thread gets its own, created on first use.
         self._local = threading.local()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from . import _defaults
 from .names import normalize_op_name
+from .threads import check_num_threads
 
 __all__ = ["Options"]
 
@@ -48,6 +49,14 @@ class Options:
             importer does by default. Default: True.
         keep_params_as_input: keep parameters as function inputs instead of binding them as
             constants, as in TVM's importer. Default: False.
+        num_threads: the threads TVM's CPU thread pool and LibTorch's intra-op pool may each
+            use (a positive int). The model alternates between the two, so they share one
+            budget; applied when the compiled model is created, by ``compile`` and again by
+            ``load`` (the value is stored in the artifact). Process-wide and not restored:
+            it calls ``torch.set_num_threads`` and sets ``TVM_NUM_THREADS`` for the whole
+            process, and the model created last wins (see :mod:`byoc_torch.threads`).
+            Default: None, the cores available to this process
+            (``len(os.sched_getaffinity(0))``).
     """
 
     torch_executed_ops: tuple[str, ...] = ()
@@ -58,6 +67,7 @@ class Options:
     verify: bool = _defaults.VERIFY
     run_decompositions: bool = _defaults.RUN_DECOMPOSITIONS
     keep_params_as_input: bool = _defaults.KEEP_PARAMS_AS_INPUT
+    num_threads: int | None = _defaults.NUM_THREADS
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +95,7 @@ class Options:
             raise TypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
         if self.min_block_size < 1:
             raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
+        check_num_threads(self.num_threads)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Options:
