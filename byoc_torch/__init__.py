@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 
 from . import runtime  # noqa: F401  (loads the C++ runtime first)
+from . import threads as _threads
 from .compiled import CompiledModule, load
 from .errors import (
     ArtifactError,
@@ -35,6 +36,10 @@ from .errors import (
 from .options import Options
 from .records import FallbackRecord, Reason
 from .reporting import Report
+
+# Before TVM starts a thread pool: its idle workers sleep instead of spinning against LibTorch,
+# and it pins no threads to cores, unless the user set these (byoc_torch.threads).
+_threads.set_env_defaults()
 
 # Public names served lazily: name -> module that defines it.
 _LAZY = {

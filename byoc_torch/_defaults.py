@@ -15,6 +15,8 @@ REQUIRE_FULL_COMPILATION = False
 VERIFY = True
 RUN_DECOMPOSITIONS = True
 KEEP_PARAMS_AS_INPUT = False
+# None = the cores available to this process, len(os.sched_getaffinity(0)) (byoc_torch.threads).
+NUM_THREADS = None
 
 # -- driver ---------------------------------------------------------------------------------------
 # Build-failure and verification rounds before compile gives up (each round moves >= 1 node).
@@ -27,6 +29,9 @@ LOADED_ARTIFACTS_KEPT = 16
 # -- runtime --------------------------------------------------------------------------------------
 # Byte alignment TVM's compiled kernels assume of their inputs.
 TVM_ALIGNMENT = 64
+# Rounds TVM's idle pool workers spin-yield before sleeping (TVM's own default: 300000), set
+# through the environment unless the user set it: 0 = sleep at once, never compete with LibTorch.
+TVM_THREAD_POOL_SPIN_COUNT = 0
 
 # -- CLI and measurements -------------------------------------------------------------------------
 DEMO_MODEL = "demo"

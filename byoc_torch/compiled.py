@@ -18,24 +18,75 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from . import _defaults
 from .errors import ArtifactError, InputError, InputTypeError
-from .names import dtype_name
+from .names import dtype_name, torch_dtype
 from .records import FallbackRecord
 from .reporting import Report
-from .signature import Signature, count_leaves, unflatten
-from .tensors import flatten_tvm, to_tvm
+from .signature import InputSpec, Signature, count_leaves, unflatten
+from .tensors import flatten_tvm, to_tvm, tvm_ready
+from .threads import apply_thread_budget
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CompiledModule", "load"]
 
 METADATA_FUNC = "__byoc_torch_metadata__"
+
+# Element access of a VM result array in one FFI call (tvm_ffi.Array.__getitem__ makes two).
+# With a torch tensor among the call's arguments the array carries torch's DLPack exchange
+# API, so the element comes back as a torch tensor.
+_ARRAY_GET_ITEM = tvm_ffi.get_global_func("ffi.ArrayGetItem")
+
+
+_ALIGNMENT = _defaults.TVM_ALIGNMENT
+
+
+def _dynamic_shape_ok(
+    shape: torch.Size,
+    rank: int,
+    static_dims: tuple[tuple[int, int], ...],
+    symbol_dims: tuple[tuple[int, str], ...],
+    symbols: dict[str, int],
+) -> bool:
+    """Does a shape with symbolic dims match its spec, binding symbols in ``symbols``?"""
+    if len(shape) != rank:
+        return False
+    for d, want in static_dims:
+        if shape[d] != want:
+            return False
+    for d, name in symbol_dims:
+        if symbols.setdefault(name, shape[d]) != shape[d]:
+            return False
+    return True
+
+
+class _InputCheck(NamedTuple):
+    """One input's checks, precomputed from its :class:`InputSpec` for the fast path."""
+
+    dtype: torch.dtype | None  # None: no torch dtype has the spec's name (never passes)
+    static_shape: tuple[int, ...] | None  # the whole shape when every dim is static
+    rank: int
+    static_dims: tuple[tuple[int, int], ...]  # (dim, size) of the static dims
+    symbol_dims: tuple[tuple[int, str], ...]  # (dim, symbol) of the dynamic dims
+
+    @classmethod
+    def of(cls, spec: InputSpec) -> _InputCheck:
+        try:
+            dtype = torch_dtype(spec.dtype)
+        except ValueError:
+            dtype = None
+        static = tuple((d, n) for d, n in enumerate(spec.shape) if isinstance(n, int))
+        symbols = tuple((d, n) for d, n in enumerate(spec.shape) if not isinstance(n, int))
+        whole = tuple(spec.shape) if not symbols else None
+        return cls(dtype, whole, len(spec.shape), static, symbols)
 
 
 class CompiledModule:
@@ -61,25 +112,93 @@ class CompiledModule:
         self.fallbacks = tuple(fallbacks)
         self._report = report
         self.device = tvm.device(signature.device)
+        # Process-wide: TVM's and LibTorch's pools get the model's budget (byoc_torch.threads).
+        self.thread_budget = apply_thread_budget(signature.num_threads)
         # TVM's VirtualMachine keeps per-call state (registers), so it is not safe to share
         # between threads: each thread gets its own, created on first use.
         self._local = threading.local()
         self._main_function()  # build the calling thread's VM now, so errors surface here
         self._num_outputs = count_leaves(signature.outputs)
+        self._checks = tuple(_InputCheck.of(spec) for spec in signature.inputs)
+        self._on_cpu = self.device_type == "cpu"
+        outputs = signature.outputs
+        self._single_leaf = outputs["t"] == "leaf"
+        self._flat_tuple = outputs["t"] == "tuple" and all(c["t"] == "leaf" for c in outputs["c"])
+        # How the VM returns its results, learnt from the first call (it is fixed by the
+        # compiled function): None = not yet seen, True = one flat array of the output
+        # tensors, False = anything else (handled by the general path).
+        self._flat_result: bool | None = None
+        self._output_indices = range(self._num_outputs)
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, *inputs: torch.Tensor):
-        args = self._check_inputs(inputs)
-        result = self._main_function()(*args)
-        flat = [torch.from_dlpack(t) for t in flatten_tvm(result)]
+        # The fast path: every check of _check_inputs, made cheap with what the constructor
+        # precomputed, written inline (a Python call costs as much as several checks). It only
+        # accepts; whatever it does not accept goes to _check_inputs, which raises the precise
+        # error (or prepares inputs it accepts, e.g. tensor subclasses).
+        checks = self._checks
+        args: list | None = None
+        if len(inputs) == len(checks):
+            args = []
+            symbols: dict[str, int] = {}
+            on_cpu = self._on_cpu
+            for x, check in zip(inputs, checks, strict=True):
+                dtype, static_shape, rank, static_dims, symbol_dims = check
+                if type(x) is not torch.Tensor or x.dtype is not dtype:
+                    args = None
+                    break
+                if static_shape is not None:
+                    if x.shape != static_shape:
+                        args = None
+                        break
+                elif not _dynamic_shape_ok(x.shape, rank, static_dims, symbol_dims, symbols):
+                    args = None
+                    break
+                if not (x.is_cpu if on_cpu else x.is_cuda):
+                    args = None
+                    break
+                if x.requires_grad:
+                    x = x.detach()
+                if not x.is_contiguous() or x.data_ptr() % _ALIGNMENT:
+                    x = x.clone(memory_format=torch.contiguous_format)
+                args.append(x)
+        if args is None:
+            args = self._check_inputs(inputs)
+        try:
+            main = self._local.main
+        except AttributeError:
+            main = self._main_function()
+        result = main(*args)
+        if not self._flat_result:
+            return unflatten(iter(self._flatten_result(result)), self.signature.outputs)
+        # The VM returns one array of the output tensors; with a torch tensor among the
+        # arguments tvm-ffi hands each element back as a torch tensor (DLPack, no copy).
+        if self._single_leaf:
+            out = _ARRAY_GET_ITEM(result, 0)
+            return out if type(out) is torch.Tensor else torch.from_dlpack(out)
+        flat = []
+        for i in self._output_indices:
+            out = _ARRAY_GET_ITEM(result, i)
+            flat.append(out if type(out) is torch.Tensor else torch.from_dlpack(out))
+        if self._flat_tuple:
+            return tuple(flat)
+        return unflatten(iter(flat), self.signature.outputs)
+
+    def _flatten_result(self, result) -> list[torch.Tensor]:
+        """The general path for the VM's result: any nesting, TVM or torch tensors. Also
+        learns whether later calls can take the fast path."""
+        flat = [t if type(t) is torch.Tensor else torch.from_dlpack(t) for t in flatten_tvm(result)]
         if len(flat) != self._num_outputs:
             raise RuntimeError(
                 f"byoc_torch: the compiled model returned {len(flat)} tensors, its signature "
                 f"expects {self._num_outputs}"
             )
-        return unflatten(iter(flat), self.signature.outputs)
+        if self._flat_result is None:
+            self._flat_result = isinstance(result, tvm_ffi.Array) and len(result) == len(flat)
+            logger.debug("VM result is a flat array of the outputs: %s", self._flat_result)
+        return flat
 
-    def _main_function(self):
+    def _main_function(self) -> tvm_ffi.Function:
         main = getattr(self._local, "main", None)
         if main is None:
             vm = relax.VirtualMachine(self.executable, self.device)
@@ -88,6 +207,8 @@ class CompiledModule:
         return main
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list:
+        """Check every input against the signature, raising the precise error; return them
+        as TVM takes them."""
         specs = self.signature.inputs
         if len(inputs) != len(specs):
             names = ", ".join(s.name for s in specs)
@@ -132,7 +253,9 @@ class CompiledModule:
                 )
             if x.requires_grad:
                 x = x.detach()
-            args.append(to_tvm(x))
+            # A subclass (e.g. nn.Parameter) crosses as a TVM view, as plain tensors did
+            # before the fast path; tvm-ffi exchanges a plain tensor itself.
+            args.append(tvm_ready(x) if type(x) is torch.Tensor else to_tvm(x))
         return args
 
     @property

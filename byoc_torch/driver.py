@@ -28,6 +28,7 @@ from .partition import PartitionForTorch
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, Signature, output_structure
+from .threads import apply_thread_budget
 from .verify import build_candidates, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ def export_program(
         return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
 
 
-def _signature(ep: torch.export.ExportedProgram, device: str, report: Report) -> Signature:
+def _signature(
+    ep: torch.export.ExportedProgram, device: str, report: Report, num_threads: int | None
+) -> Signature:
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
     for node in ep.graph.nodes:
@@ -83,7 +86,7 @@ def _signature(ep: torch.export.ExportedProgram, device: str, report: Report) ->
         )
         specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
     return Signature(
-        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict()
+        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict(), num_threads
     )
 
 
@@ -111,6 +114,7 @@ def compile(
         **options: fields of :class:`byoc_torch.Options`.
     """
     opts = Options.from_kwargs(options)
+    apply_thread_budget(opts.num_threads)  # verification runs the model too
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, example_inputs)
@@ -124,7 +128,7 @@ def compile(
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, _device_of(target), report)
+        signature = _signature(ep, _device_of(target), report, opts.num_threads)
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
         try:
             executable = relax.build(lowered, target=tvm_target)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from . import _defaults
 from .names import normalize_op_name
+from .threads import check_num_threads
 
 __all__ = ["Options"]
 
@@ -58,6 +59,14 @@ class Options:
             (keyed by the region's ops, shapes, dtypes, the target and library versions), so
             that compiling the same or a similar model again measures only what is new. The
             measurements are also kept in memory for the process. Default: None (memory only).
+        num_threads: the threads TVM's CPU thread pool and LibTorch's intra-op pool may each
+            use (a positive int). The model alternates between the two, so they share one
+            budget; applied when the compiled model is created, by ``compile`` and again by
+            ``load`` (the value is stored in the artifact). Process-wide and not restored:
+            it calls ``torch.set_num_threads`` and sets ``TVM_NUM_THREADS`` for the whole
+            process, and the model created last wins (see :mod:`byoc_torch.threads`).
+            Default: None, the cores available to this process
+            (``len(os.sched_getaffinity(0))``).
     """
 
     torch_executed_ops: tuple[str, ...] = ()
@@ -70,6 +79,7 @@ class Options:
     keep_params_as_input: bool = _defaults.KEEP_PARAMS_AS_INPUT
     placement: str = _defaults.PLACEMENT
     placement_cache: str | None = None
+    num_threads: int | None = _defaults.NUM_THREADS
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +113,7 @@ class Options:
             object.__setattr__(self, "placement_cache", str(self.placement_cache))
         if self.min_block_size < 1:
             raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
+        check_num_threads(self.num_threads)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Options:

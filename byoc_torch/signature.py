@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from torch.utils import _pytree as pytree
 
 from .errors import ArtifactError
+from .threads import check_num_threads
 
 __all__ = ["InputSpec", "Signature", "count_leaves", "output_structure", "unflatten"]
 
@@ -36,6 +37,9 @@ class Signature:
     outputs: dict  # nesting of the outputs, see output_structure()
     device: str = "cpu"
     report: dict | None = None  # Report.to_dict() of the compile that made the artifact
+    # Options.num_threads, applied again on load; None (also for artifacts written before
+    # the field existed) = the cores available (byoc_torch.threads).
+    num_threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -47,6 +51,7 @@ class Signature:
                 "outputs": self.outputs,
                 "device": self.device,
                 "report": self.report,
+                "num_threads": self.num_threads,
             }
         )
 
@@ -62,7 +67,9 @@ class Signature:
             )
             outputs = data["outputs"]
             count_leaves(outputs)  # validates the nesting
-            return cls(inputs, outputs, str(data.get("device", "cpu")), data.get("report"))
+            num_threads = check_num_threads(data.get("num_threads"), "the stored num_threads")
+            device = str(data.get("device", "cpu"))
+            return cls(inputs, outputs, device, data.get("report"), num_threads)
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
 

@@ -1,0 +1,131 @@
+"""One thread budget for TVM's CPU thread pool and LibTorch's intra-op pool.
+
+Place in the data flow: beside the pipeline. ``compile`` checks the ``num_threads`` option
+(:class:`byoc_torch.Options`) with :func:`check_num_threads` and stores it in the model's
+:class:`~byoc_torch.signature.Signature`, which travels inside the exported artifact; every
+:class:`~byoc_torch.compiled.CompiledModule`, compiled or loaded, calls
+:func:`apply_thread_budget` with it when it is created. ``byoc_torch/__init__`` sets
+:data:`ENV_DEFAULTS` first, before TVM can start a pool.
+
+A compiled model alternates between TVM kernels and LibTorch subgraphs, never running both at
+once, so both pools may use the same ``n`` threads; what must not happen is one pool's idle
+threads spinning (or being pinned) while the other works. On a loaded machine that costs
+milliseconds per call (``benchmarks/threads.py``, docs/performance.md).
+
+Both settings are process-wide and stay in force after the model is gone: the budget last
+applied wins, and nothing is restored.
+
+* LibTorch: ``torch.set_num_threads(n)``.
+* TVM: each OS thread has its own TVM pool, sized when the thread first launches a parallel
+  kernel from ``TVM_NUM_THREADS``, which TVM also reads at every launch (1 runs the kernel
+  inline, with no pool). :func:`apply_thread_budget` sets that variable for every thread and
+  sizes the calling thread's pool with TVM's ``runtime.config_threadpool``. A pool can shrink
+  but never grow: a thread whose pool was created under a smaller budget keeps it.
+* TVM's idle workers spin-yield for ``TVM_THREAD_POOL_SPIN_COUNT`` rounds (default 300000)
+  before they sleep, read once when the first pool starts, so only the environment can set it;
+  and a new pool pins its threads, the caller's included, to cores unless
+  ``TVM_BIND_THREADS`` is not 1 (TVM 0.27 pins the calling Python thread to core 0, and
+  every thread it starts afterwards inherits that). :data:`ENV_DEFAULTS` turns both off
+  unless the user set them (:func:`set_env_defaults`, called by ``byoc_torch/__init__``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import tvm_ffi
+
+from . import _defaults
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ENV_DEFAULTS",
+    "ThreadBudget",
+    "apply_thread_budget",
+    "check_num_threads",
+    "last_applied",
+    "set_env_defaults",
+]
+
+# Environment TVM's thread pool reads; set by byoc_torch/__init__ unless already set.
+ENV_DEFAULTS = {
+    "TVM_THREAD_POOL_SPIN_COUNT": str(_defaults.TVM_THREAD_POOL_SPIN_COUNT),
+    "TVM_BIND_THREADS": "0",
+}
+
+# runtime.config_threadpool's affinity mode: 1 = "big" cores (all cores on x86), the default.
+_AFFINITY_BIG = 1
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """What :func:`apply_thread_budget` applied."""
+
+    requested: int | None  # the option's value (None: the cores available)
+    torch_threads: int  # torch.get_num_threads() afterwards
+    tvm_threads: int  # threads a TVM parallel kernel launched by the applying thread uses
+
+
+_last: ThreadBudget | None = None
+
+
+def set_env_defaults() -> None:
+    """Set each of :data:`ENV_DEFAULTS` the user has not set."""
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def check_num_threads(value: object, what: str = "num_threads") -> int | None:
+    """``value`` if it is None or a positive int, else a TypeError / ValueError naming
+    ``what``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a positive int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value}")
+    return value
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def apply_thread_budget(num_threads: int | None) -> ThreadBudget:
+    """Give LibTorch and TVM ``num_threads`` threads each (None: :func:`available_cores`).
+
+    Process-wide and not undone (see the module docstring).
+    """
+    n = check_num_threads(num_threads)
+    if n is None:
+        n = available_cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    if n == 1:
+        # TVM reads TVM_NUM_THREADS at every parallel launch and runs the kernel inline when
+        # it is 1: no pool is needed, so none is created (a pool never grows once created).
+        tvm_threads = 1
+    else:
+        tvm_ffi.get_global_func("runtime.config_threadpool")(_AFFINITY_BIG, n)
+        tvm_threads = tvm_num_threads()
+    budget = ThreadBudget(num_threads, torch.get_num_threads(), tvm_threads)
+    global _last
+    _last = budget
+    logger.debug("thread budget applied: %s", budget)
+    return budget
+
+
+def tvm_num_threads() -> int:
+    """The threads TVM's pool of the calling thread uses."""
+    return int(tvm_ffi.get_global_func("runtime.NumThreads")())
+
+
+def last_applied() -> ThreadBudget | None:
+    """The budget this process applied last, if any."""
+    return _last
