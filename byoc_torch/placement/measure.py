@@ -7,9 +7,9 @@ intermediate values of the example inputs, in milliseconds:
 
 * TVM: every region's Relax function is compiled in one ``relax.build`` and timed with the VM's
   ``time_evaluator``;
-* LibTorch: every region's TorchScript is one method of one ``ScriptModule``, timed in a loop
-  under ``torch.inference_mode`` (as the runtime runs it), minus the time of an empty method of
-  the same arity (the Python-to-TorchScript call, which the runtime does not pay);
+* LibTorch: every region's TorchScript runs in byoc_torch's own C++ runtime (the path a
+  LibTorch subgraph takes: compiled once, run under ``c10::InferenceMode``), minus the time
+  of a call with the same inputs and a trivial body (the call itself, counted as crossings);
 * a crossing: half the extra time of a model whose one op runs in LibTorch over the same model
   all in TVM (a LibTorch call crosses twice: in and out).
 
@@ -22,7 +22,6 @@ only what is new.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -185,56 +184,46 @@ def time_tvm(
 
 
 def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dict[int, float]:
-    """Median time (ms) of every region's TorchScript, minus the Python call, by region."""
-    if not scripts:
-        return {}
-    module = _fresh_script_module()
-    arities = sorted({len(s.inputs) for s in scripts})
-    for k in arities:
-        params = "".join(f", a{i}: Tensor" for i in range(k))
-        ret = "(a0, )" if k else "(torch.zeros(0), )"
-        module.define(f"def floor_{k}(self{params}) -> Tuple[Tensor]:\n    return {ret}\n")
-    defined = []
-    for s in scripts:
-        try:
-            module.define(s.source)
-            defined.append(s)
-        except Exception as err:  # not scriptable: this region cannot run in LibTorch
-            logger.debug("placement: region %d does not script: %s", s.index, err)
+    """Median time (ms) of every region's TorchScript in byoc_torch's C++ runtime (the very
+    path a LibTorch subgraph takes), minus the time of a call that does nothing with the same
+    inputs (the crossing, counted apart), by region."""
+    from ..runtime import SubgraphSpec, make_runtime_module
+
     out: dict[int, float] = {}
-    with torch.inference_mode():
-        for s in defined:
-            args = [values.get(n.name) for n in s.inputs]
-            if any(not isinstance(a, torch.Tensor) for a in args):
-                continue
-            method = getattr(module, s.name)
-            floor = getattr(module, f"floor_{len(args)}")
-            try:
-                t = _median_ms(
-                    lambda m=method, a=args: m(*a),
-                    _defaults.PLACEMENT_REPEAT,
-                    _defaults.PLACEMENT_MIN_MS,
-                )
-                f0 = _median_ms(
-                    lambda m=floor, a=args: m(*a),
-                    _defaults.PLACEMENT_REPEAT,
-                    _defaults.PLACEMENT_MIN_MS,
-                )
-            except Exception as err:
-                logger.debug("placement: region %d fails in LibTorch: %s", s.index, err)
-                continue
-            out[s.index] = max(t - f0, 0.0)
+    floors: dict[int, float] = {}
+    for s in scripts:
+        args = [values.get(n.name) for n in s.inputs]
+        if any(not isinstance(a, torch.Tensor) for a in args):
+            continue
+        try:
+            spec = SubgraphSpec(s.name, s.source, len(args), s.num_outputs, True)
+            func = make_runtime_module([spec])[s.name]
+            tvm_args = [to_tvm(a.contiguous()) for a in args]
+            t = _median_ms(
+                lambda f=func, a=tvm_args: f(*a),
+                _defaults.PLACEMENT_REPEAT,
+                _defaults.PLACEMENT_MIN_MS,
+            )
+        except Exception as err:  # does not compile or run in LibTorch: not a candidate there
+            logger.debug("placement: region %d fails in LibTorch: %s", s.index, err)
+            continue
+        k = len(args)
+        if k not in floors:
+            floors[k] = _floor_ms(tvm_args)
+        out[s.index] = max(t - floors[k], 0.0)
     return out
 
 
-_MODULE_COUNT = itertools.count()
+def _floor_ms(tvm_args: list) -> float:
+    """The runtime's fixed cost of one call with these inputs and a trivial body."""
+    from ..runtime import SubgraphSpec, make_runtime_module
 
-
-def _fresh_script_module() -> torch.jit.ScriptModule:
-    """An empty ScriptModule of a class of its own: methods ``define``d on a ScriptModule land
-    on its TorchScript class, which plain ``torch.jit.ScriptModule()`` instances share."""
-    cls = type(f"_PlacementRegions{next(_MODULE_COUNT)}", (torch.jit.ScriptModule,), {})
-    return cls()
+    params = "".join(f", a{i}: Tensor" for i in range(len(tvm_args)))
+    source = f"def forward(self{params}) -> Tuple[Tensor]:\n    return (torch.zeros([1]), )\n"
+    func = make_runtime_module([SubgraphSpec("floor", source, len(tvm_args), 1, True)])["floor"]
+    return _median_ms(
+        lambda: func(*tvm_args), _defaults.PLACEMENT_REPEAT, _defaults.PLACEMENT_MIN_MS
+    )
 
 
 def crossing_ms(target: tvm.target.Target, cache: MeasurementCache) -> float:

@@ -8,8 +8,8 @@ elementwise and injective ops that only it feeds (:func:`form_regions`). Each re
 * a Relax function made of the very bindings TVM's importer emitted for its nodes
   (:func:`region_module`, all regions in one module, so one ``relax.build`` compiles them all
   with TVM's own fusion), and
-* a TorchScript method made by the same generator the LibTorch fallback uses
-  (:func:`region_scripts`),
+* a TorchScript function made by the same generator the LibTorch fallback uses
+  (:func:`region_scripts`), run by byoc_torch's own C++ runtime,
 
 so that both sides can be timed on the real intermediate values of the example inputs.
 """
@@ -209,7 +209,8 @@ class RegionScript:
     index: int
     name: str
     inputs: list[fx.Node]
-    source: str
+    source: str  # defines forward(self, a0, ...) -> Tuple[Tensor, ...]
+    num_outputs: int
 
 
 def region_scripts(regions: list[Region]) -> list[RegionScript]:
@@ -244,6 +245,5 @@ def region_scripts(regions: list[Region]) -> list[RegionScript]:
             logger.debug("placement: region %d has no TorchScript: %s", region.index, err)
             continue
         name = f"region_{region.index}"
-        source = ns.source.replace("def forward(self", f"def {name}(self", 1)
-        out.append(RegionScript(region.index, name, list(ns.inputs), source))
+        out.append(RegionScript(region.index, name, list(ns.inputs), ns.source, ns.num_outputs))
     return out
