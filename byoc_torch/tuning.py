@@ -6,12 +6,14 @@ Place in the data flow: between lowering and ``relax.build``::
 
 :func:`tune` takes a Relax IRModule whose TVM-side ops are ordinary Relax ops (external
 ``Codegen="torch"`` functions, calls to them and ``call_pure_packed`` calls of LibTorch
-symbols may be present; they are left exactly as they are), lowers it the way TVM's default CPU
-pipeline does (library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``,
-``FuseOps``, ``FuseTIR``), tunes the fused PrimFuncs it finds with MetaSchedule within a total
-trial budget, stores every measured candidate in a persistent JSON database, and returns the
-lowered module with the best schedules applied. ``relax.build(tuned, target=...)`` then only
-legalizes what is left (nothing), so the kernels it compiles are the tuned ones.
+symbols may be present; they are left exactly as they are), lowers it with the passes of TVM's
+default CPU pipeline (``relax.get_default_pipeline(target)``: library dispatch, ``LegalizeOps``,
+``AnnotateTIROpPattern``, ``FoldConstant``, ``FuseOps``, ``FuseTIR``), tunes the fused
+PrimFuncs it finds with MetaSchedule within a total trial budget, stores every measured
+candidate in a persistent JSON database, and returns the lowered module with the best schedules
+applied. Note that ``relax.build(mod, target="llvm")`` itself does *not* fuse on CPU (its
+"default" pipeline only legalizes); on the module :func:`tune` returns there is nothing left to
+legalize, so the kernels it compiles are exactly the fused, tuned ones.
 
 A database is reused: kernels that already have a valid record in it are not tuned again, so a
 second call with the same module and database runs no trial, and ``trials=0`` only applies what
@@ -266,6 +268,9 @@ def tune(
     target = _as_target(target)
     lowered = lower_for_tuning(mod, target)
     with _database_location(database) as paths:
+        if trials == 0 and not paths.records.exists():
+            logger.debug("tuning: no database at %s; nothing to apply", paths.records)
+            return lowered
         db = _open_database(paths)
         todo = _untuned_tasks(lowered, target, db)
         logger.debug(
