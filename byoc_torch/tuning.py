@@ -1,0 +1,618 @@
+"""The tuning room: MetaSchedule schedules for the TVM-side kernels, kept in a JSON database.
+
+Place in the data flow: between lowering and ``relax.build``::
+
+    frontend -> partition -> codegen/lowering -> [tuning.tune] -> relax.build
+
+:func:`tune` takes a Relax IRModule whose TVM-side ops are ordinary Relax ops (external
+``Codegen="torch"`` functions, calls to them and ``call_pure_packed`` calls of LibTorch
+symbols may be present; they are left exactly as they are), lowers it with the passes of TVM's
+default CPU pipeline (``relax.get_default_pipeline(target)``: library dispatch, ``LegalizeOps``,
+``AnnotateTIROpPattern``, ``FoldConstant``, ``FuseOps``, ``FuseTIR``), tunes the fused
+PrimFuncs it finds with MetaSchedule within a total trial budget, stores every measured
+candidate in a persistent JSON database, and returns the lowered module with the best schedules
+applied. Note that ``relax.build(mod, target="llvm")`` itself does *not* fuse on CPU (its
+"default" pipeline only legalizes); on the module :func:`tune` returns there is nothing left to
+legalize, so the kernels it compiles are exactly the fused, tuned ones.
+
+A database is reused: kernels that already have a valid record in it are not tuned again, so a
+second call with the same module and database runs no trial, and ``trials=0`` only applies what
+is stored (this is how shipped tuning results are reloaded).
+
+:func:`tuning_summary` reads back what tuning did (tasks, trials, best latency per task) for a
+compile report; :func:`measure_tuning` builds a module with and without tuning and times one
+Relax function, so the placement engine can compare a tuned region against LibTorch. Every
+function works on any module, so a single fused region can be tuned on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.driver import build as tvm_build
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+from tvm.support.tar import tar
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_TRIALS",
+    "MissingTuningDependency",
+    "TaskSummary",
+    "TuningMeasurement",
+    "TuningSummary",
+    "lower_for_tuning",
+    "measure_tuning",
+    "random_inputs",
+    "time_function",
+    "tune",
+    "tuning_summary",
+]
+
+# Defaults (the integrator moves these into the package's _defaults.py).
+DEFAULT_TRIALS = 0  # total MetaSchedule trials; 0 = apply what the database holds, tune nothing
+DEFAULT_SEED = 0  # seeds the per-task random states, so a budget gives reproducible candidates
+DEFAULT_COST_MODEL: Literal["xgb", "random"] = "xgb"
+DEFAULT_STRATEGY: Literal["evolutionary", "replay-trace", "replay-func"] = "evolutionary"
+MAX_TRIALS_PER_ITER = 64  # MetaSchedule's batch size; smaller when the budget is split thinly
+LOG_DIR_NAME = "logs"  # MetaSchedule's log file goes to <database dir>/<LOG_DIR_NAME>/
+LOG_FILE_NAME = "tuning.log"
+WORKLOAD_FILE = "database_workload.json"  # MetaSchedule's own names, so its tools read them too
+RECORD_FILE = "database_tuning_record.json"
+WORKLOAD_SUFFIX = ".workload.json"  # for a database given as a file: <stem><suffix> beside it
+EXTERNAL_ATTR = "Codegen"  # Relax functions carrying it are external (LibTorch): never touched
+ARTIFACT_NAME = "candidate.tar"  # one built candidate, handed to the runner
+TUNE_EXTRA = "pip install byoc_torch[tune]"
+TUNE_DEPENDENCIES = ("psutil", "cloudpickle")  # MetaSchedule's process pools
+XGB_DEPENDENCY = "xgboost"  # the default cost model
+TIMING_NUMBER = 10  # time_function: runs per repeat
+TIMING_REPEAT = 5  # time_function: repeats; the median is reported
+TIMING_MIN_REPEAT_MS = 50  # time_function: each repeat lasts at least this long
+
+_MS_LOGGER = "tvm.s_tir.meta_schedule"  # parent of every MetaSchedule logger
+
+
+class MissingTuningDependency(ImportError):
+    """MetaSchedule tuning needs packages of the ``tune`` extra that are not installed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Lowering: the same passes as TVM's default CPU pipeline, external functions set aside
+
+
+def lower_for_tuning(mod: tvm.IRModule, target: tvm.target.Target | str | dict) -> tvm.IRModule:
+    """``mod`` legalized and fused as TVM's default pipeline for ``target`` would do it.
+
+    Returns a module whose TVM-side work is ``call_tir`` of (fused) PrimFuncs: exactly the
+    kernels :func:`tune` tunes and ``relax.build`` compiles. External functions (attribute
+    ``Codegen``) are returned unchanged, calls to them and ``call_pure_packed`` calls are kept.
+    If fusion would drop an external call whose result is unused (``FoldConstant`` and
+    ``FuseTIR`` remove unused pure calls), the module is only legalized instead, which is what
+    ``relax.build``'s own CPU pipeline does.
+    """
+    target = _as_target(target)
+    external = _external_functions(mod)
+    before = _external_calls(mod)
+    lowered = _run_lowering(mod, target, external, fuse=True)
+    if _external_calls(lowered) != before:
+        logger.debug("tuning: fusion would drop an unused external call; legalizing only")
+        lowered = _run_lowering(mod, target, external, fuse=False)
+    return lowered
+
+
+def _run_lowering(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    external: dict[tvm.ir.GlobalVar, relax.Function],
+    *,
+    fuse: bool,
+) -> tvm.IRModule:
+    legalize = relax.pipeline.legalize_passes(target) if fuse else [relax.transform.LegalizeOps()]
+    passes = relax.pipeline.library_dispatch_passes(target) + legalize
+    with target:
+        lowered = tvm.transform.Sequential(passes)(mod)
+    # LegalizeOps and FuseOps also rewrite the bodies of external functions: put the originals
+    # back and drop the PrimFuncs only those rewritten bodies used.
+    functions = {gvar: external.get(gvar, func) for gvar, func in lowered.functions.items()}
+    used: set[tvm.ir.GlobalVar] = set(mod.get_global_vars())
+    for func in functions.values():
+        if isinstance(func, relax.Function):
+            used.update(relax.analysis.all_global_vars(func))
+    kept = {
+        gvar: func
+        for gvar, func in functions.items()
+        if gvar in used or not isinstance(func, tvm.tirx.PrimFunc)
+    }
+    return tvm.IRModule(
+        kept,
+        attrs=dict(lowered.attrs) if lowered.attrs is not None else None,
+        global_infos=dict(lowered.global_infos),
+    )
+
+
+def _external_functions(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, relax.Function]:
+    return {
+        gvar: func
+        for gvar, func in mod.functions.items()
+        if isinstance(func, relax.Function)
+        and func.attrs is not None
+        and func.attrs.get(EXTERNAL_ATTR) is not None
+    }
+
+
+def _external_calls(mod: tvm.IRModule) -> list[str]:
+    """Sorted names of every LibTorch call in ``mod``'s non-external Relax functions:
+    ``call_pure_packed`` symbols and callee names of external functions."""
+    external = {gvar.name_hint for gvar in _external_functions(mod)}
+    names: list[str] = []
+
+    @relax.expr_functor.visitor
+    class _Collect(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:
+            super().visit_call_(call)
+            op = call.op
+            if isinstance(op, tvm.ir.Op) and op.name == "relax.call_pure_packed":
+                names.append(str(call.args[0].global_symbol))
+            elif isinstance(op, tvm.ir.GlobalVar) and op.name_hint in external:
+                names.append(op.name_hint)
+
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function) and gvar.name_hint not in external:
+            _Collect().visit_expr(func)
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------------------------
+# The database on disk
+
+
+@dataclass(frozen=True)
+class _DatabasePaths:
+    workloads: Path
+    records: Path
+    log_dir: Path
+
+
+def _database_paths(database: str | os.PathLike) -> _DatabasePaths:
+    """A directory holds MetaSchedule's two JSON files; a ``*.json`` path is the record file
+    itself, with the workload table beside it."""
+    path = Path(database)
+    if path.suffix == ".json":
+        stem = path.with_suffix("")
+        return _DatabasePaths(
+            workloads=stem.with_name(stem.name + WORKLOAD_SUFFIX),
+            records=path,
+            log_dir=path.parent / f"{stem.name}.{LOG_DIR_NAME}",
+        )
+    return _DatabasePaths(path / WORKLOAD_FILE, path / RECORD_FILE, path / LOG_DIR_NAME)
+
+
+def _open_database(paths: _DatabasePaths) -> ms.database.JSONDatabase:
+    paths.records.parent.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(
+        str(paths.workloads), str(paths.records), allow_missing=True, module_equality="structural"
+    )
+
+
+@contextlib.contextmanager
+def _database_location(database: str | os.PathLike | None) -> Iterator[_DatabasePaths]:
+    """The database's paths; a temporary directory, removed afterwards, when none is given."""
+    if database is not None:
+        yield _database_paths(database)
+        return
+    tmp = tempfile.mkdtemp(prefix="byoc_torch_tune_")
+    try:
+        yield _database_paths(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning
+
+
+def tune(
+    mod: tvm.IRModule,
+    target: tvm.target.Target | str | dict,
+    *,
+    trials: int = DEFAULT_TRIALS,
+    database: str | os.PathLike | None = None,
+    trials_per_task: int | None = None,
+    cost_model: Literal["xgb", "random"] = DEFAULT_COST_MODEL,
+    strategy: Literal["evolutionary", "replay-trace", "replay-func"] = DEFAULT_STRATEGY,
+    seed: int = DEFAULT_SEED,
+) -> tvm.IRModule:
+    """Tune ``mod``'s TVM kernels with MetaSchedule; return it lowered, tuned schedules applied.
+
+    Args:
+        mod: a Relax IRModule; external (``Codegen``) functions, calls to them and
+            ``call_pure_packed`` calls are kept as they are.
+        target: the target the result will be built for (``"llvm"``, a dict or a Target); a
+            CPU target without ``num-cores`` gets the machine's physical core count.
+        trials: total MetaSchedule trials over all kernels that the database does not cover
+            yet (``max_trials_global``). 0: only apply what the database holds.
+        database: a directory (created if missing) holding MetaSchedule's JSON database and a
+            ``logs/`` directory, or a ``*.json`` record file (workloads beside it). Records
+            already there are loaded and their kernels not tuned again. None: a temporary
+            directory, deleted on return.
+        trials_per_task: at most this many trials for one kernel (default: ``trials``).
+        cost_model: ``"xgb"`` (MetaSchedule's default) or ``"random"`` (no training; cheap).
+        strategy: MetaSchedule's search strategy.
+        seed: seeds each task's random state, for reproducible candidates.
+
+    Returns:
+        The lowered module, ready for ``relax.build(result, target=target)``.
+
+    Raises:
+        MissingTuningDependency: ``trials > 0`` and a package of the ``tune`` extra is missing.
+    """
+    if trials < 0:
+        raise ValueError(f"tune: trials must be >= 0, got {trials}")
+    target = _as_target(target)
+    lowered = lower_for_tuning(mod, target)
+    with _database_location(database) as paths:
+        if trials == 0 and not paths.records.exists():
+            logger.debug("tuning: no database at %s; nothing to apply", paths.records)
+            return lowered
+        db = _open_database(paths)
+        todo = _untuned_tasks(lowered, target, db)
+        logger.debug(
+            "tuning: %d kernel(s) without records in %s, budget %d trial(s)",
+            len(todo),
+            paths.records,
+            trials,
+        )
+        if trials > 0 and todo:
+            _require_dependencies(cost_model)
+            before = len(db.get_all_tuning_records())
+            start = time.perf_counter()
+            with _metaschedule_logs_to(paths.log_dir):
+                _run_metaschedule(
+                    todo, db, trials, trials_per_task, cost_model, strategy, seed, paths.log_dir
+                )
+            logger.debug(
+                "tuning: %d trial(s) in %.1f s",
+                len(db.get_all_tuning_records()) - before,
+                time.perf_counter() - start,
+            )
+        return _apply_database(lowered, target, db)
+
+
+def _apply_database(
+    lowered: tvm.IRModule, target: tvm.target.Target, db: ms.Database
+) -> tvm.IRModule:
+    with target, db:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(lowered)
+
+
+def _extract_tasks(lowered: tvm.IRModule, target: tvm.target.Target) -> list[ms.ExtractedTask]:
+    return [
+        task
+        for task in ms.relax_integration.extract_tasks(lowered, target)
+        if not task.dispatched[0].attrs.get("tirx.is_scheduled", False)
+    ]
+
+
+def _has_valid_record(db: ms.Database, task_mod: tvm.IRModule, target: tvm.target.Target) -> bool:
+    return db.has_workload(task_mod) and (
+        db.query_tuning_record(task_mod, target, workload_name="main") is not None
+    )
+
+
+def _untuned_tasks(
+    lowered: tvm.IRModule, target: tvm.target.Target, db: ms.Database
+) -> list[ms.ExtractedTask]:
+    return [
+        task
+        for task in _extract_tasks(lowered, target)
+        if not _has_valid_record(db, task.dispatched[0], target)
+    ]
+
+
+def _run_metaschedule(
+    tasks: list[ms.ExtractedTask],
+    db: ms.Database,
+    trials: int,
+    trials_per_task: int | None,
+    cost_model: str,
+    strategy: str,
+    seed: int,
+    log_dir: Path,
+) -> None:
+    cores = ms.utils.cpu_count(logical=False)
+    contexts = [
+        ms.TuneContext(
+            mod=task.dispatched[0],
+            target=task.target,
+            space_generator="post-order-apply",
+            search_strategy=strategy,
+            task_name=task.task_name,
+            logger=logging.getLogger(f"{_MS_LOGGER}.byoc_torch.task_{k}_{task.task_name}"),
+            rand_state=rand_state,
+            num_threads=cores,
+        ).clone()
+        for k, (task, rand_state) in enumerate(
+            zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), strict=True)
+        )
+    ]
+    # Every task gets at least one batch before the gradient scheduler favours the slow ones.
+    per_iter = max(1, min(MAX_TRIALS_PER_ITER, math.ceil(trials / len(tasks))))
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=[float(task.weight) for task in tasks],
+        work_dir=str(log_dir),
+        max_trials_global=trials,
+        max_trials_per_task=trials_per_task,
+        num_trials_per_iter=per_iter,
+        builder=_InProcessBuilder(),
+        runner=ms.runner.LocalRunner(),
+        database=db,
+        cost_model=ms.CostModel.create(cost_model, num_tuning_cores=cores)
+        if cost_model == "xgb"
+        else ms.CostModel.create(cost_model),
+        task_scheduler="gradient",
+    )
+
+
+@derived_object
+class _InProcessBuilder(ms.builder.PyBuilder):
+    """Builds candidates in this process, one after the other.
+
+    MetaSchedule's LocalBuilder starts a fresh process pool for every batch, and each worker
+    imports TVM and every tensor intrinsic (about 25 s on a 2-core machine) before compiling
+    candidates that take milliseconds each. CPU candidates are plain TIR compiled by LLVM, so
+    building them here costs far less; the runner still measures in a separate process.
+    """
+
+    def build(self, build_inputs: list[ms.builder.BuilderInput]) -> list[ms.builder.BuilderResult]:
+        return [self._build_one(build_input) for build_input in build_inputs]
+
+    @staticmethod
+    def _build_one(build_input: ms.builder.BuilderInput) -> ms.builder.BuilderResult:
+        try:
+            mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(build_input.mod)
+            runtime_mod = tvm_build(mod, target=build_input.target)
+            # The runner deletes the artifact's directory after measuring it.
+            path = os.path.join(tempfile.mkdtemp(prefix="byoc_torch_tune_"), ARTIFACT_NAME)
+            runtime_mod.export_library(path, fcompile=tar)
+        except Exception as err:  # a failed candidate is a result, not an error
+            return ms.builder.BuilderResult(None, f"{type(err).__name__}: {err}")
+        return ms.builder.BuilderResult(path, None)
+
+
+def _require_dependencies(cost_model: str) -> None:
+    names = TUNE_DEPENDENCIES + ((XGB_DEPENDENCY,) if cost_model == "xgb" else ())
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingTuningDependency(
+            f"byoc_torch tuning needs {', '.join(missing)} (not installed): {TUNE_EXTRA}"
+        )
+
+
+@contextlib.contextmanager
+def _metaschedule_logs_to(log_dir: Path) -> Iterator[None]:
+    """Route every MetaSchedule logger to ``log_dir/tuning.log`` and nowhere else while
+    tuning; the logger's previous state is restored afterwards."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ms_logger = logging.getLogger(_MS_LOGGER)
+    saved = (ms_logger.level, ms_logger.propagate, list(ms_logger.handlers))
+    handler = logging.FileHandler(log_dir / LOG_FILE_NAME, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
+    ms_logger.handlers = [handler]
+    ms_logger.setLevel(logging.DEBUG)
+    ms_logger.propagate = False
+    try:
+        yield
+    finally:
+        handler.close()
+        ms_logger.setLevel(saved[0])
+        ms_logger.propagate = saved[1]
+        ms_logger.handlers = saved[2]
+
+
+def _as_target(target: tvm.target.Target | str | dict) -> tvm.target.Target:
+    """A Target; CPU targets get ``num-cores`` (MetaSchedule requires it)."""
+    if not isinstance(target, tvm.target.Target):
+        target = tvm.target.Target(target)
+    if target.kind.name == "llvm" and target.attrs.get("num-cores") is None:
+        config = dict(target.export())
+        config["num-cores"] = ms.utils.cpu_count(logical=False)
+        target = tvm.target.Target(config)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# What tuning did
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One kernel: its name, how often the module calls it, the trials the database holds for
+    it, and its best measured latency (None: no valid record)."""
+
+    name: str
+    weight: int
+    trials: int
+    best_ms: float | None
+
+
+@dataclass(frozen=True)
+class TuningSummary:
+    """The kernels of one module and what the database knows about them."""
+
+    database: str
+    tasks: tuple[TaskSummary, ...]
+
+    @property
+    def trials(self) -> int:
+        return sum(task.trials for task in self.tasks)
+
+    @property
+    def tuned(self) -> int:
+        return sum(task.best_ms is not None for task in self.tasks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "trials": self.trials,
+            "tuned_kernels": self.tuned,
+            "kernels": [
+                {"name": t.name, "weight": t.weight, "trials": t.trials, "best_ms": t.best_ms}
+                for t in self.tasks
+            ],
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"tuning database {self.database}: {self.tuned}/{len(self.tasks)} kernel(s) "
+            f"tuned, {self.trials} trial(s)"
+        ]
+        for t in self.tasks:
+            best = "untuned" if t.best_ms is None else f"best {t.best_ms:.4f} ms"
+            lines.append(f"  {t.name} (x{t.weight}): {t.trials} trial(s), {best}")
+        return "\n".join(lines)
+
+
+def tuning_summary(
+    mod: tvm.IRModule, target: tvm.target.Target | str | dict, database: str | os.PathLike
+) -> TuningSummary:
+    """Per kernel of ``mod`` (the module given to :func:`tune`): the trials ``database`` holds
+    and the best latency. Reads only; a missing database reads as empty."""
+    target = _as_target(target)
+    paths = _database_paths(database)
+    tasks = _extract_tasks(lower_for_tuning(mod, target), target)
+    if not paths.records.exists():
+        return TuningSummary(
+            str(paths.records),
+            tuple(TaskSummary(t.task_name, int(t.weight), 0, None) for t in tasks),
+        )
+    db = _open_database(paths)
+    records = db.get_all_tuning_records()
+    summaries = []
+    for task in tasks:
+        task_mod = task.dispatched[0]
+        mine = [r for r in records if tvm_ffi.structural_equal(r.workload.mod, task_mod)]
+        valid = [_mean_seconds(r) for r in mine if _mean_seconds(r) is not None]
+        best = min(valid) * 1e3 if valid else None
+        summaries.append(TaskSummary(task.task_name, int(task.weight), len(mine), best))
+    return TuningSummary(str(paths.records), tuple(summaries))
+
+
+def _mean_seconds(record: ms.database.TuningRecord) -> float | None:
+    """The record's mean run time, or None for a failed candidate (MetaSchedule stores no run
+    time, or its 1e10 s sentinel)."""
+    if not record.run_secs:
+        return None
+    secs = [float(s) for s in record.run_secs]
+    mean = sum(secs) / len(secs)
+    return mean if math.isfinite(mean) and mean < _FAILED_RUN_SECONDS else None
+
+
+_FAILED_RUN_SECONDS = 1e9  # MetaSchedule marks failed runs with 1e10 s
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring what tuning gains
+
+
+@dataclass(frozen=True)
+class TuningMeasurement:
+    """Latency of one Relax function built untuned and tuned, and what tuning cost."""
+
+    function: str
+    untuned_ms: float
+    tuned_ms: float
+    tuning_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        return self.untuned_ms / self.tuned_ms
+
+
+def time_function(
+    mod_or_executable: tvm.IRModule | relax.VMExecutable,
+    target: tvm.target.Target | str | dict,
+    func_name: str = "main",
+    args: Sequence[Any] | None = None,
+    *,
+    number: int = TIMING_NUMBER,
+    repeat: int = TIMING_REPEAT,
+    min_repeat_ms: int = TIMING_MIN_REPEAT_MS,
+) -> float:
+    """Median latency (ms) of ``func_name``, built with ``relax.build`` if given a module,
+    measured with the VM's ``time_evaluator`` on ``args`` (default: random tensors of the
+    parameters' static shapes)."""
+    target = _as_target(target)
+    executable = (
+        relax.build(mod_or_executable, target=target)
+        if isinstance(mod_or_executable, tvm.IRModule)
+        else mod_or_executable
+    )
+    dev = tvm.cpu() if target.kind.name == "llvm" else tvm.device(target.kind.name, 0)
+    vm = relax.VirtualMachine(executable, dev)
+    if args is None:
+        if not isinstance(mod_or_executable, tvm.IRModule):
+            raise ValueError("time_function: give args when timing an executable")
+        args = random_inputs(mod_or_executable[func_name], dev)
+    result = vm.time_evaluator(
+        func_name, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
+    )(*args)
+    return float(result.median) * 1e3
+
+
+def random_inputs(func: relax.Function, dev: tvm.runtime.Device, seed: int = DEFAULT_SEED):
+    """Random tensors matching ``func``'s parameters (static shapes only)."""
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for param in func.params:
+        ty = param.ty
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            raise ValueError(f"random_inputs: parameter {param.name_hint} is not a shaped tensor")
+        shape = [int(dim) for dim in ty.shape.values]
+        data = rng.standard_normal(shape).astype(str(ty.dtype))
+        tensors.append(tvm.runtime.tensor(data, dev))
+    return tensors
+
+
+def measure_tuning(
+    mod: tvm.IRModule,
+    target: tvm.target.Target | str | dict,
+    *,
+    trials: int,
+    database: str | os.PathLike | None = None,
+    func_name: str = "main",
+    args: Sequence[Any] | None = None,
+    **tune_options: Any,
+) -> TuningMeasurement:
+    """Build ``mod`` as is and tuned (:func:`tune` with ``trials`` and ``database``); time
+    ``func_name`` in both with :func:`time_function`. For one region: give a module holding
+    only that region's function."""
+    target = _as_target(target)
+    untuned = time_function(mod, target, func_name, args)
+    start = time.perf_counter()
+    tuned_mod = tune(mod, target, trials=trials, database=database, **tune_options)
+    seconds = time.perf_counter() - start
+    tuned = time_function(tuned_mod, target, func_name, args)
+    return TuningMeasurement(func_name, untuned, tuned, seconds)

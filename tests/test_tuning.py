@@ -1,0 +1,170 @@
+"""Tests of byoc_torch.tuning: MetaSchedule tuning with a persistent database.
+
+One small tuning run (a few trials, random cost model, replay-trace search) is shared by the
+tests through a module-scoped database; MetaSchedule's first use in a process costs ~20 s
+(it registers every tensor intrinsic), each run a few seconds more.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from byoc_torch import tuning
+from byoc_torch.codegen import LowerTorchFunctions, build_runtime_module
+
+TARGET = "llvm"
+TRIALS = 8
+FAST = {"cost_model": "random", "strategy": "replay-trace"}
+M, K, N = 32, 64, 128
+TORCH_FN = "torch_main_0"
+SYMBOL = "some_symbol"
+
+
+def _tensor(shape: list[int]) -> relax.TensorType:
+    return relax.TensorType(shape, "float32")
+
+
+def matmul_gelu_add(*, packed_call: bool = False, torch_function: bool = False) -> tvm.IRModule:
+    """``gelu(x @ w) + b``, optionally followed by a LibTorch call by symbol
+    (``call_pure_packed``) and a call of an external ``Codegen="torch"`` function."""
+    bb = relax.BlockBuilder()
+    if torch_function:
+        y = relax.Var("y", _tensor([M, N]))
+        attrs = {
+            "Codegen": "torch",
+            "global_symbol": TORCH_FN,
+            "torch_script": "def forward(self, y: Tensor) -> Tensor:\n    return torch.sin(y)\n",
+        }
+        with bb.function(TORCH_FN, [y], attrs=attrs, private=True):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.sin(y))
+            bb.emit_func_output(out)
+    x, w, b = (relax.Var(n, _tensor(s)) for n, s in (("x", [M, K]), ("w", [K, N]), ("b", [N])))
+    with bb.function("main", [x, w, b]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.add(relax.op.nn.gelu(relax.op.matmul(x, w)), b))
+            if packed_call:
+                h = bb.emit(relax.op.call_pure_packed(SYMBOL, h, ty_args=_tensor([M, N])))
+            if torch_function:
+                h = bb.emit(relax.Call(bb.get().get_global_var(TORCH_FN), [h]))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def run(mod: tvm.IRModule, inputs: list[np.ndarray]) -> np.ndarray:
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(relax.build(mod, target=TARGET), dev)
+    return vm["main"](*[tvm.runtime.tensor(a, dev) for a in inputs]).numpy()
+
+
+def inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype("float32") for s in ([M, K], [K, N], [N])]
+
+
+def record_count(database) -> int:
+    return tuning.tuning_summary(matmul_gelu_add(), TARGET, database).trials
+
+
+def fused_prim_funcs(mod: tvm.IRModule) -> dict[str, tvm.tirx.PrimFunc]:
+    return {
+        gvar.name_hint: func
+        for gvar, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+    }
+
+
+@pytest.fixture(scope="module")
+def tuned_db(tmp_path_factory):
+    """A database holding a tiny tuning run of :func:`matmul_gelu_add`, and its result."""
+    database = tmp_path_factory.mktemp("tuning") / "db"
+    tuned = tuning.tune(matmul_gelu_add(), TARGET, trials=TRIALS, database=database, **FAST)
+    return database, tuned
+
+
+def test_tuned_module_computes_what_the_untuned_one_does(tuned_db):
+    _, tuned = tuned_db
+    data = inputs()
+    torch.testing.assert_close(run(tuned, data), run(matmul_gelu_add(), data))
+    assert any(f.attrs.get("tirx.is_scheduled") for f in fused_prim_funcs(tuned).values())
+
+
+def test_database_persists_and_is_not_tuned_again(tuned_db):
+    database, tuned = tuned_db
+    before = record_count(database)
+    assert before >= TRIALS // 2  # the run stored its candidates
+    again = tuning.tune(matmul_gelu_add(), TARGET, trials=TRIALS, database=database, **FAST)
+    assert record_count(database) == before
+    tvm.ir.assert_structural_equal(again, tuned)
+    run(again, inputs())
+
+
+def test_trials_zero_applies_stored_schedules(tuned_db, tmp_path):
+    database, _ = tuned_db
+    untuned = tuning.lower_for_tuning(matmul_gelu_add(), TARGET)
+    applied = tuning.tune(matmul_gelu_add(), TARGET, trials=0, database=database)
+    name = next(n for n in fused_prim_funcs(untuned) if n.startswith("fused_"))
+    assert not tvm_ffi.structural_equal(applied[name], untuned[name])
+    assert record_count(database) > 0
+    # control: with an empty database, trials=0 changes nothing
+    empty = tuning.tune(matmul_gelu_add(), TARGET, trials=0, database=tmp_path / "empty")
+    tvm.ir.assert_structural_equal(empty, untuned)
+
+
+def test_external_functions_and_calls_are_left_alone(tmp_path):
+    mod = matmul_gelu_add(packed_call=True, torch_function=True)
+    mod = mod.with_attr("external_mods", [build_runtime_module([], metadata="kept")])
+    tuned = tuning.tune(mod, TARGET, trials=TRIALS // 2, database=tmp_path / "db", **FAST)
+    tvm.ir.assert_structural_equal(tuned[TORCH_FN], mod[TORCH_FN])
+    assert len(tuned.attrs["external_mods"]) == 1
+    assert SYMBOL in tuned["main"].script() and TORCH_FN in tuned["main"].script()
+    summary = tuning.tuning_summary(mod, TARGET, tmp_path / "db")
+    assert summary.trials > 0
+    assert not any("sin" in task.name for task in summary.tasks)  # LibTorch's work: not tuned
+    relax.build(LowerTorchFunctions()(tuned), target=TARGET)
+
+
+def test_unused_external_call_survives_lowering():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", _tensor([M, N]))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.add(x, x))
+            bb.emit(relax.op.call_pure_packed(SYMBOL, h, ty_args=_tensor([M, N])))
+            out = bb.emit_output(relax.op.multiply(h, x))
+        bb.emit_func_output(out)
+    lowered = tuning.lower_for_tuning(bb.get(), TARGET)
+    assert SYMBOL in lowered["main"].script()
+
+
+def test_summary_reports_tasks_trials_and_best_latency(tuned_db):
+    database, _ = tuned_db
+    summary = tuning.tuning_summary(matmul_gelu_add(), TARGET, database)
+    assert [t.name for t in summary.tasks] == ["fused_matmul_gelu_add"]
+    assert summary.tuned == 1 and summary.tasks[0].best_ms > 0
+    assert summary.to_dict()["trials"] == summary.trials
+    assert "fused_matmul_gelu_add" in summary.to_text()
+
+
+def test_measure_tuning_times_both_builds(tuned_db):
+    database, _ = tuned_db
+    measured = tuning.measure_tuning(matmul_gelu_add(), TARGET, trials=0, database=database)
+    assert measured.untuned_ms > 0 and measured.tuned_ms > 0
+
+
+def test_missing_dependency_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # import xgboost -> ImportError
+    with pytest.raises(tuning.MissingTuningDependency) as info:
+        tuning.tune(matmul_gelu_add(), TARGET, trials=1, database=tmp_path, cost_model="xgb")
+    assert isinstance(info.value, ImportError)
+    assert str(info.value) == (
+        "byoc_torch tuning needs xgboost (not installed): pip install byoc_torch[tune]"
+    )
