@@ -49,3 +49,7 @@ PLACEMENT_MIN_MS = 1.0
 # than this many ms: differences inside timing noise keep TVM's placement.
 PLACEMENT_MARGIN = 0.05
 PLACEMENT_MARGIN_MS = 0.0005
+
+# -- tuning ---------------------------------------------------------------------------------------
+# MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).
+TUNE_TRIALS = 0

@@ -130,6 +130,12 @@ def compile(
         report.placement = placement
         signature = _signature(ep, _device_of(target), report, opts.num_threads)
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
+        if opts.tune_trials or opts.tuning_database is not None:
+            from .tuning import tune
+
+            lowered = tune(
+                lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database
+            )
         try:
             executable = relax.build(lowered, target=tvm_target)
         except Exception as err:  # tie the failure to one TVM-side node, move it, retry
@@ -172,6 +178,8 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
             tvm_target,
             tvm.device(_device_of(target)),
             opts.placement_cache,
+            tune_trials=opts.tune_trials,
+            tuning_database=opts.tuning_database,
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)

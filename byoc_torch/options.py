@@ -59,6 +59,13 @@ class Options:
             (keyed by the region's ops, shapes, dtypes, the target and library versions), so
             that compiling the same or a similar model again measures only what is new. The
             measurements are also kept in memory for the process. Default: None (memory only).
+        tune_trials: MetaSchedule trials (in total) spent tuning the TVM kernels before they
+            are placed and built (:mod:`byoc_torch.tuning`; needs ``pip install
+            byoc_torch[tune]``). Tuned kernels then compete in measured placement. Default: 0.
+        tuning_database: a directory (or ``*.json`` file) where tuning records persist; reused
+            across compiles, so a kernel tuned once is not tuned again, and with
+            ``tune_trials=0`` the stored schedules are applied without tuning (how shipped
+            tuning results are reloaded). Default: None (a temporary one per compile).
         num_threads: the threads TVM's CPU thread pool and LibTorch's intra-op pool may each
             use (a positive int). The model alternates between the two, so they share one
             budget; applied when the compiled model is created, by ``compile`` and again by
@@ -79,6 +86,8 @@ class Options:
     keep_params_as_input: bool = _defaults.KEEP_PARAMS_AS_INPUT
     placement: str = _defaults.PLACEMENT
     placement_cache: str | None = None
+    tune_trials: int = _defaults.TUNE_TRIALS
+    tuning_database: str | None = None
     num_threads: int | None = _defaults.NUM_THREADS
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
@@ -109,6 +118,12 @@ class Options:
             raise ValueError(
                 f"placement must be one of {list(_defaults.PLACEMENTS)}, got {self.placement!r}"
             )
+        if isinstance(self.tune_trials, bool) or not isinstance(self.tune_trials, int):
+            raise TypeError(f"tune_trials must be an int, got {self.tune_trials!r}")
+        if self.tune_trials < 0:
+            raise ValueError(f"tune_trials must be >= 0, got {self.tune_trials}")
+        if self.tuning_database is not None:
+            object.__setattr__(self, "tuning_database", str(self.tuning_database))
         if self.placement_cache is not None:
             object.__setattr__(self, "placement_cache", str(self.placement_cache))
         if self.min_block_size < 1:

@@ -50,6 +50,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 from tvm.support.tar import tar
 
+from . import _defaults
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 # Defaults (the integrator moves these into the package's _defaults.py).
-DEFAULT_TRIALS = 0  # total MetaSchedule trials; 0 = apply what the database holds, tune nothing
+DEFAULT_TRIALS = _defaults.TUNE_TRIALS  # 0 = apply what the database holds, tune nothing
 DEFAULT_SEED = 0  # seeds the per-task random states, so a budget gives reproducible candidates
 DEFAULT_COST_MODEL: Literal["xgb", "random"] = "xgb"
 DEFAULT_STRATEGY: Literal["evolutionary", "replay-trace", "replay-func"] = "evolutionary"

@@ -168,3 +168,24 @@ def test_missing_dependency_names_the_extra(tmp_path, monkeypatch):
     assert str(info.value) == (
         "byoc_torch tuning needs xgboost (not installed): pip install byoc_torch[tune]"
     )
+
+
+def test_compile_with_a_tuning_budget_reuses_its_database(tmp_path):
+    """tune_trials/tuning_database through byoc_torch.compile: the tuned model matches eager,
+    the records persist, and a second compile with tune_trials=0 only applies them."""
+    import byoc_torch
+    from byoc_torch.testing import Lambda
+
+    model = Lambda(lambda a, b: torch.nn.functional.gelu(a @ b) + 1.0)
+    a, b = torch.randn(32, 64), torch.randn(64, 32)
+    database = tmp_path / "tuning"
+    compiled = byoc_torch.compile(
+        model, (a, b), placement="tvm", tune_trials=4, tuning_database=database
+    )
+    a2 = torch.randn(32, 64)
+    torch.testing.assert_close(compiled(a2, b), model(a2, b), rtol=1e-4, atol=1e-4)
+    records = (database / "database_tuning_record.json").read_text().splitlines()
+    assert records
+    again = byoc_torch.compile(model, (a, b), placement="tvm", tuning_database=database)
+    assert (database / "database_tuning_record.json").read_text().splitlines() == records
+    torch.testing.assert_close(again(a2, b), model(a2, b), rtol=1e-4, atol=1e-4)

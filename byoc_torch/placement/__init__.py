@@ -64,9 +64,18 @@ def place(
     target: tvm.target.Target,
     device: tvm.runtime.Device,
     cache_path: str | None = None,
+    *,
+    tune_trials: int = 0,
+    tuning_database: str | None = None,
 ) -> tuple[dict[str, FallbackRecord], PlacementResult]:
     """Measure every region of ``imported`` on both sides and choose; return the records of
-    the nodes that go to LibTorch and what was measured."""
+    the nodes that go to LibTorch and what was measured.
+
+    With ``tune_trials`` or a ``tuning_database``, the regions' TVM kernels are tuned (or the
+    database's schedules applied) before they are timed, so tuned kernels compete; the tuned
+    regions' measurements are not cached (they depend on the database).
+    """
+    tuning = (tune_trials, tuning_database) if tune_trials or tuning_database else None
     t0 = time.perf_counter()
     cache = MeasurementCache(cache_path)
     graph = imported.graph
@@ -78,6 +87,8 @@ def place(
     torch_ms: dict[int, float] = {}
     for r in regions:
         for side, store in ((TVM, tvm_ms), (TORCH, torch_ms)):
+            if side == TVM and tuning is not None:
+                continue
             value = cache.get(keys[r.index], side)
             if value is not None:
                 store[r.index] = value
@@ -92,10 +103,13 @@ def place(
                 torch_ms[r.index] = measured.get(r.index, math.inf)
                 cache.put(keys[r.index], TORCH, torch_ms[r.index])
         if todo_tvm:
-            measured = _time_tvm_regions(imported, todo_tvm, var_node, values, target, device)
+            measured = _time_tvm_regions(
+                imported, todo_tvm, var_node, values, target, device, tuning
+            )
             for r in todo_tvm:
                 tvm_ms[r.index] = measured.get(r.index, math.inf)
-                cache.put(keys[r.index], TVM, tvm_ms[r.index])
+                if tuning is None:
+                    cache.put(keys[r.index], TVM, tvm_ms[r.index])
     crossing = crossing_ms(target, cache)
     cache.save()
 
@@ -156,8 +170,17 @@ def _total(units: list[Unit], edges: list, crossing: float, side: str) -> float 
     return _finite(value)
 
 
-def _time_tvm_regions(imported, regions, var_node, values, target, device) -> dict[int, float]:
+def _time_tvm_regions(
+    imported, regions, var_node, values, target, device, tuning=None
+) -> dict[int, float]:
     main = imported.mod["main"]
+
+    def tuned(mod):
+        if tuning is None:
+            return mod
+        from ..tuning import tune
+
+        return tune(mod, target, trials=tuning[0], database=tuning[1])
 
     def value_of(var) -> torch.Tensor | None:
         name = var_node.get(var, var.name)
@@ -166,14 +189,14 @@ def _time_tvm_regions(imported, regions, var_node, values, target, device) -> di
 
     mod, functions = region_module(main, regions, var_node)
     try:
-        return time_tvm(mod, functions, value_of, target, device)
+        return time_tvm(tuned(mod), functions, value_of, target, device)
     except Exception as err:  # one region breaks the joint build: build them one by one
         logger.debug("placement: joint region build failed (%s); building one by one", err)
     out: dict[int, float] = {}
     for r in regions:
         mod, functions = region_module(main, [r], var_node)
         try:
-            out.update(time_tvm(mod, functions, value_of, target, device))
+            out.update(time_tvm(tuned(mod), functions, value_of, target, device))
         except Exception as err:
             logger.debug("placement: region %d does not build alone: %s", r.index, err)
     return out
