@@ -63,9 +63,11 @@ def worker(seed: int, start: int, count: int, queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    sys.path.insert(0, "tests")
     import tvm_ffi
-    from test_fuzz_artifact import VALID, reseal  # the same valid artifact the tests mutate
+
+    from byoc_torch.testing.artifacts import reseal, valid_artifact
+
+    VALID = valid_artifact()  # the same valid artifact the tests mutate
 
     protected = payload_start(VALID)
 

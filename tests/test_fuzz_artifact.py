@@ -5,41 +5,16 @@ A few hundred mutated artifacts here (hypothesis); benchmarks/fuzz_artifact.py r
 
 from __future__ import annotations
 
-import io
 import struct
 
 import pytest
-import torch
 import tvm_ffi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from byoc_torch.runtime import SubgraphSpec, make_runtime_module, save_runtime_module
+from byoc_torch.testing.artifacts import reseal, valid_artifact
 
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
-
-
-def valid_artifact() -> bytes:
-    sub = torch.jit.script(torch.nn.Linear(2, 2))
-    buf = io.BytesIO()
-    torch.jit.save(sub, buf)
-    specs = [
-        SubgraphSpec(
-            "f",
-            "def forward(self, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:\n"
-            "    return (a + b, a * b)\n",
-            num_inputs=2,
-            num_outputs=2,
-            returns_tuple=True,
-        ),
-        SubgraphSpec(
-            "g",
-            "def forward(self, a: Tensor) -> Tensor:\n    return self.lin.forward(a)\n",
-            num_inputs=1,
-            modules={"lin": buf.getvalue()},
-        ),
-    ]
-    return save_runtime_module(make_runtime_module(specs, '{"meta": 1}'))
 
 
 VALID = valid_artifact()
@@ -66,19 +41,6 @@ def test_bit_flips(bits):
 @given(st.integers(0, len(VALID) - 1))
 def test_truncation(n):
     check(VALID[:n])
-
-
-def reseal(data: bytes) -> bytes:
-    """Recompute the checksum (FNV-1a 64 of everything after the 20-byte header), so that a
-    mutation reaches the parser instead of being caught by the checksum."""
-    if len(data) < 20:
-        return data
-    h = 1469598103934665603
-    for c in data[20:]:
-        h = ((h ^ c) * 1099511628211) % (1 << 64)
-    out = bytearray(data)
-    struct.pack_into("<Q", out, 12, h)
-    return bytes(out)
 
 
 # Offsets of length/count fields: metadata length (20), function count (28 + len(metadata)),

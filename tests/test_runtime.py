@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import tvm_ffi
-from test_fuzz_artifact import reseal
 
 from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
 from byoc_torch.runtime import save_runtime_module as save
 from byoc_torch.tensors import to_tvm
+from byoc_torch.testing.artifacts import reseal
 
 load_bytes = tvm_ffi.get_global_func("ffi.Module.load_from_bytes.torch")
 
