@@ -2,7 +2,11 @@
 
 * ``modules.py`` -- :class:`Lambda` (a module around a function) and :func:`compile_and_check`;
 * ``graphs.py``  -- hand-built Relax graphs mixing torchops and native ops, with an eager
-  reference, for the partitioner's tests and scale benchmark.
+  reference, for the partitioner's tests and scale benchmark;
+* ``artifacts.py`` -- a valid serialized torch runtime module and re-sealing of mutated copies,
+  for the artifact fuzz tests and benchmark;
+* ``hf_models.py`` -- Hugging Face models built from configs with random weights (no
+  downloads), for the peers benchmark and its tests.
 """
 
 from .modules import Lambda, compile_and_check
