@@ -68,7 +68,9 @@ def inputs_taking_different_paths() -> list[torch.Tensor]:
 @pytest.mark.parametrize("spec", [[Loopy, TwoOut], ["loop", "two"]], ids=["by_type", "by_name"])
 def test_forced_modules_match_eager_on_every_path(spec):
     model = Model().eval()
-    compiled = byoc_torch.compile(model, (torch.randn(2, 4),), torch_executed_modules=spec)
+    compiled = byoc_torch.compile(
+        model, (torch.randn(2, 4),), torch_executed_modules=spec, placement="tvm"
+    )
     reasons = {r.op: r.reason for r in compiled.fallbacks}
     assert reasons == {
         "module loop (Loopy)": "forced module (torch_executed_modules)",
@@ -84,7 +86,10 @@ def test_forced_modules_match_eager_on_every_path(spec):
 
 def test_rest_of_model_is_still_compiled_by_tvm():
     compiled = byoc_torch.compile(
-        Model().eval(), (torch.randn(2, 4),), torch_executed_modules=[Loopy, TwoOut]
+        Model().eval(),
+        (torch.randn(2, 4),),
+        torch_executed_modules=[Loopy, TwoOut],
+        placement="tvm",
     )
     assert len(compiled.fallbacks) == 2  # the linears, tanh and mul stay in TVM
 

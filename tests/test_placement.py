@@ -105,7 +105,7 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     calls = {"tvm": 0, "torch": 0}
     measure.MeasurementCache.forget()
 
-    def fake_tvm(imported, regions, var_node, values, target, device):
+    def fake_tvm(imported, regions, var_node, values, target, device, tuning=None):
         calls["tvm"] += 1
         return {r.index: tvm_ms([str(n.target) for n in r.nodes]) for r in regions}
 

@@ -123,7 +123,8 @@ def make():
 def test_cli_report_json(tmp_path, capsys, dry_run):
     path = tmp_path / "factory.py"
     path.write_text(FACTORY_FILE)
-    argv = ["report", f"{path}:make", "--json"] + (["--dry-run"] if dry_run else [])
+    argv = ["report", f"{path}:make", "--json", "--placement", "tvm"]
+    argv += ["--dry-run"] if dry_run else []
     assert cli.main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["ops_torch"] == 1

@@ -104,7 +104,7 @@ def _report(args: argparse.Namespace) -> int:
     import byoc_torch
 
     model, inputs = load_model(args.factory)
-    options = {"min_block_size": args.min_block_size}
+    options = {"min_block_size": args.min_block_size, "placement": args.placement}
     if args.torch_executed_ops:
         options["torch_executed_ops"] = args.torch_executed_ops
     if args.torch_executed_modules:
@@ -178,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--target", default=_defaults.TARGET)
     rep.add_argument("--min-block-size", type=int, default=_defaults.MIN_BLOCK_SIZE)
+    rep.add_argument(
+        "--placement",
+        choices=list(_defaults.PLACEMENTS),
+        default=_defaults.PLACEMENT,
+        help="measured: each region where it measured faster; tvm: TVM runs all it converts",
+    )
     rep.add_argument("--torch-executed-ops", nargs="*", default=[], metavar="OP")
     rep.add_argument("--torch-executed-modules", nargs="*", default=[], metavar="NAME")
     rep.set_defaults(func=_report)
