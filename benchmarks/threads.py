@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent(
     """
-    import json, os, statistics, sys, time
+    import json, os, sys
     import torch
     from torch import nn
     mode, layers, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -66,14 +66,10 @@ CHILD = textwrap.dedent(
         compiled = byoc_torch.compile(model, (x,), verify=False, **kwargs)
         def run():
             compiled(x)
-    for _ in range(20):
-        run()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"median_ms": statistics.median(samples),
+    from byoc_torch.timing import measure_latency
+
+    median_ms, _ = measure_latency(run, 20, repeat)
+    print(json.dumps({"median_ms": median_ms,
                       "torch_threads": torch.get_num_threads(),
                       "tvm_env": os.environ.get("TVM_NUM_THREADS")}))
     """

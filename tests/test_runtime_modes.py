@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
 from byoc_torch.compiled import _torch_modules
 from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
 from byoc_torch.tensors import to_tvm
+from byoc_torch.testing.concurrency import hammer
 
 DOUBLE = "def forward(self, a: Tensor) -> Tensor:\n    return a * 2\n"
 CHOLESKY = "def forward(self, a: Tensor) -> Tensor:\n    return torch.linalg_cholesky(a)\n"
@@ -108,27 +107,7 @@ def test_counters_add_up_exactly_under_four_threads(mode_name):
         call(mod, x)
     measure.set_mode(mod, mode_name)
     before = measure.stats(mod)["f"].calls
-    errors: list[BaseException] = []
-    wrong: list[int] = []
-    start = threading.Barrier(4)
-
-    def worker(k: int) -> None:
-        try:
-            start.wait()
-            for _ in range(500):
-                if not torch.equal(call(mod, x), x * 2):
-                    wrong.append(k)
-                    return
-        except BaseException as err:  # collected and re-raised by the test
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
-    assert not wrong, f"threads {wrong} got wrong results"
+    hammer(4, 500, lambda k: torch.equal(call(mod, x), x * 2))
     s = measure.stats(mod)["f"]
     assert s.calls - before == 4 * 500
     if mode_name != "replay":

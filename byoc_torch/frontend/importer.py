@@ -279,7 +279,7 @@ def _meta_at(node: fx.Node, k: int | None) -> torch.Tensor:
 
 def _output_nodes(graph: fx.Graph) -> list[fx.Node]:
     out = next(n for n in reversed(graph.nodes) if n.op == "output")
-    return [a for a in out.all_input_nodes]
+    return list(out.all_input_nodes)
 
 
 @dataclass(frozen=True)

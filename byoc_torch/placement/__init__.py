@@ -39,7 +39,7 @@ from ..reporting import PlacementResult, RegionDecision, format_ms
 from ..verify import reference_values
 from .measure import MeasurementCache, crossing_ms, region_key, time_torch, time_tvm
 from .regions import Region, form_regions, region_module, region_scripts
-from .search import TORCH, TVM, Unit, best_assignment
+from .search import TORCH, TVM, Unit, assignment_cost, best_assignment
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +164,6 @@ def _finite(x: float) -> float | None:
 
 
 def _total(units: list[Unit], edges: list, crossing: float, side: str) -> float | None:
-    from .search import assignment_cost
-
     value = assignment_cost(units, edges, crossing, [side] * len(units))
     return _finite(value)
 

@@ -24,11 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import statistics
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from tvm import relax
 from .. import _defaults
 from ..names import op_key
 from ..tensors import to_tvm
+from ..timing import interleaved_samples
 from .regions import Region, RegionFunction, RegionScript
 
 logger = logging.getLogger(__name__)
@@ -135,20 +134,12 @@ class MeasurementCache:
 
 
 def _median_ms(fn: Callable[[], object], repeat: int, min_ms: float) -> float:
-    """Median over ``repeat`` rounds of the per-call time of ``fn``, in ms; each round calls it
-    enough times to last ``min_ms``."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, min(10_000, math.ceil(min_ms / 1e3 / once)))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number * 1e3)
-    return statistics.median(samples)
+    """Median over ``repeat`` rounds of ``fn``'s time per call, in ms; each round makes as many
+    calls as fit in ``min_ms`` (the shared latency helper, :mod:`byoc_torch.timing`)."""
+    rounds, _ = interleaved_samples(
+        {"fn": fn}, repeat, warmup=2, budget_s=min_ms / 1e3, max_calls=10_000
+    )
+    return statistics.median(rounds["fn"])
 
 
 def time_tvm(

@@ -5,6 +5,8 @@
   reference, for the partitioner's tests and scale benchmark;
 * ``artifacts.py`` -- a valid serialized torch runtime module and re-sealing of mutated copies,
   for the artifact fuzz tests and benchmark;
+* ``concurrency.py`` -- :func:`~byoc_torch.testing.concurrency.hammer`, many threads calling
+  one model at once;
 * ``hf_models.py`` -- Hugging Face models built from configs with random weights (no
   downloads), for the peers benchmark and its tests.
 """
