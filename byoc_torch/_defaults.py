@@ -49,6 +49,12 @@ PLACEMENT_MIN_MS = 1.0
 # than this many ms: differences inside timing noise keep TVM's placement.
 PLACEMENT_MARGIN = 0.05
 PLACEMENT_MARGIN_MS = 0.0005
+# The whole-model check (byoc_torch.placement.end_to_end): candidates modelled within this
+# factor of the best are built and timed end to end, in this many interleaved rounds of about
+# this many seconds each per candidate.
+PLACEMENT_CHECK_FACTOR = 3.0
+PLACEMENT_CHECK_ROUNDS = 5
+PLACEMENT_CHECK_BUDGET_S = 0.05
 
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).

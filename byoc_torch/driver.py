@@ -10,6 +10,7 @@ and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 
 import torch
@@ -68,7 +69,7 @@ def export_program(
 
 
 def _signature(
-    ep: torch.export.ExportedProgram, device: str, report: Report, num_threads: int | None
+    ep: torch.export.ExportedProgram, device: str, report: Report | None, num_threads: int | None
 ) -> Signature:
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
@@ -86,7 +87,11 @@ def _signature(
         )
         specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
     return Signature(
-        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict(), num_threads
+        tuple(specs),
+        output_structure(ep.call_spec.out_spec),
+        device,
+        report.to_dict() if report is not None else None,
+        num_threads,
     )
 
 
@@ -114,6 +119,17 @@ def compile(
         **options: fields of :class:`byoc_torch.Options`.
     """
     opts = Options.from_kwargs(options)
+    if opts.tune_trials and opts.tuning_database is None:
+        # One database for the whole compile: the kernels tuned while placement times the
+        # regions are not tuned again for the whole-model check or the final build.
+        with tempfile.TemporaryDirectory(prefix="byoc_torch_tuning_") as database:
+            return compile(
+                model,
+                example_inputs,
+                target,
+                dynamic_shapes=dynamic_shapes,
+                **{**options, "tuning_database": database},
+            )
     apply_thread_budget(opts.num_threads)  # verification runs the model too
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
@@ -129,13 +145,7 @@ def compile(
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
         signature = _signature(ep, _device_of(target), report, opts.num_threads)
-        lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
-        if opts.tune_trials or opts.tuning_database is not None:
-            from .tuning import tune
-
-            lowered = tune(
-                lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database
-            )
+        lowered = _tuned(LowerTorchFunctions(metadata=signature.to_json())(mod), opts, tvm_target)
         try:
             executable = relax.build(lowered, target=tvm_target)
         except Exception as err:  # tie the failure to one TVM-side node, move it, retry
@@ -172,7 +182,7 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
     from .reporting import PlacementResult
 
     try:
-        return place(
+        records, result = place(
             import_with_records(ep, opts),
             inputs,
             tvm_target,
@@ -185,6 +195,40 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)
         first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         return {}, PlacementResult(error=first)
+    if not result.regions:
+        return records, result
+    return _whole_model_check(ep, opts, records, result, inputs, tvm_target, target), result
+
+
+def _whole_model_check(ep, opts: Options, searched: dict, result, inputs, tvm_target, target):
+    """Build the searched placement and the single-backend ones, time them whole, keep the
+    fastest (:mod:`byoc_torch.placement.end_to_end`); record what was measured in
+    ``result``. Returns the records of the chosen placement."""
+    from .placement.end_to_end import candidates, choose
+
+    device = _device_of(target)
+
+    def build(records: dict):
+        imported = import_with_records(ep, opts, records)
+        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        signature = _signature(ep, device, None, opts.num_threads)
+        lowered = _tuned(LowerTorchFunctions(metadata=signature.to_json())(mod), opts, tvm_target)
+        compiled = CompiledModule(relax.build(lowered, target=tvm_target), signature)
+        return lambda: compiled(*inputs)
+
+    with torch.no_grad():
+        chosen, measured, skipped = choose(candidates(searched, result), build)
+    result.choose(chosen.name, set(chosen.records), measured, skipped)
+    return chosen.records
+
+
+def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:
+    """``lowered`` with the tuning options applied (MetaSchedule), or as it is."""
+    if not opts.tune_trials and opts.tuning_database is None:
+        return lowered
+    from .tuning import tune
+
+    return tune(lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database)
 
 
 def _verification_inputs(ep, example_inputs) -> tuple | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import tvm
@@ -84,6 +84,25 @@ class PlacementResult:
     cache_misses: int = 0
     seconds: float = 0.0
     error: str = ""  # why placement did not run, when it failed (the model then runs as "tvm")
+    # The whole-model check (byoc_torch.placement.end_to_end): the candidate kept, each
+    # candidate's end-to-end time (ms; None: not timed) and why a candidate was not timed.
+    chosen: str = "searched"
+    checked_ms: dict[str, float | None] = field(default_factory=dict)
+    check_skipped: dict[str, str] = field(default_factory=dict)
+
+    def choose(
+        self,
+        name: str,
+        torch_nodes: set[str],
+        checked_ms: dict[str, float | None],
+        skipped: dict[str, str],
+    ) -> None:
+        """Record the whole-model check's choice; every region's side becomes the chosen
+        candidate's (``torch_nodes``: the nodes it moves to LibTorch)."""
+        self.chosen, self.checked_ms, self.check_skipped = name, dict(checked_ms), dict(skipped)
+        self.regions = [
+            replace(r, side="torch" if torch_nodes & set(r.nodes) else "tvm") for r in self.regions
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +124,10 @@ class PlacementResult:
             f"{self.seconds:.1f} s, cache {self.cache_hits} hit(s) / {self.cache_misses} miss(es)",
             f"  {'region':>6}  {'side':<5}  {'TVM ms':>9}  {'LibTorch ms':>11}  ops",
         ]
+        if self.checked_ms or self.check_skipped:
+            timed = [f"{k} {format_ms(v)} ms" for k, v in self.checked_ms.items() if v is not None]
+            untimed = [f"{k} not timed: {why}" for k, why in self.check_skipped.items()]
+            lines.insert(1, f"  whole model: {'; '.join(timed + untimed)}; kept {self.chosen}")
         for r in self.regions:
             ops = ", ".join(r.ops)
             tvm_ms, torch_ms = format_ms(r.tvm_ms), format_ms(r.torch_ms)

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import byoc_torch
-from byoc_torch import Reason
-from byoc_torch.placement import measure
+from byoc_torch import FallbackRecord, Reason
+from byoc_torch.placement import end_to_end, measure
 from byoc_torch.placement.search import TORCH, TVM, Unit, assignment_cost, best_assignment
+from byoc_torch.reporting import PlacementResult, RegionDecision
 from byoc_torch.testing import Lambda
 
 # -- the search, on numbers alone -----------------------------------------------------------------
@@ -116,6 +117,16 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
     monkeypatch.setattr(placement, "time_torch", fake_torch)
     monkeypatch.setattr(placement, "crossing_ms", lambda target, cache: crossing)
+    # The whole-model check times each candidate as the cost model says (its modelled time).
+    monkeypatch.setattr(
+        end_to_end,
+        "time_candidates",
+        lambda runs, options, rounds: {
+            c.name: c.modelled_ms if c.modelled_ms is not None else math.inf
+            for c in options
+            if c.name in runs
+        },
+    )
     return calls
 
 
@@ -210,3 +221,123 @@ def test_real_measurements_keep_the_model_correct():
     assert all(r.tvm_ms is None or r.tvm_ms > 0 for r in placement.regions)
     x2 = torch.randn(8, 32)
     torch.testing.assert_close(compiled(x2, w), model(x2, w), rtol=1e-4, atol=1e-4)
+
+
+# -- the whole-model check (byoc_torch.placement.end_to_end) -------------------------------------
+
+
+def _result(*regions) -> PlacementResult:
+    """A PlacementResult over regions given as (nodes, ops, tvm_ms, torch_ms, side)."""
+    decisions = [
+        RegionDecision(k, list(nodes), list(ops), tvm_ms, torch_ms, side)
+        for k, (nodes, ops, tvm_ms, torch_ms, side) in enumerate(regions)
+    ]
+    return PlacementResult(decisions, 0.001, 2.0, 1.0, 4.0)
+
+
+def test_candidates_are_the_search_all_libtorch_and_all_tvm_without_duplicates():
+    result = _result(
+        (["mm", "t"], ["aten.mm.default", "getitem"], 1.0, 0.5, "torch"),
+        (["tanh"], ["aten.tanh.default"], 0.1, 0.2, "tvm"),
+        (["weird"], ["aten.weird.default"], 0.1, None, "tvm"),  # cannot run in LibTorch
+    )
+    searched = {"mm": FallbackRecord("mm", "aten.mm.default", Reason.PLACEMENT)}
+    found = end_to_end.candidates(searched, result)
+    assert [(c.name, sorted(c.records), c.modelled_ms) for c in found] == [
+        ("searched", ["mm"], 2.0),
+        ("all-libtorch", ["mm", "tanh"], 4.0),  # getitem goes with its producer
+        ("all-tvm", [], 1.0),
+    ]
+    # A search that chose nothing is the all-TVM candidate: listed once, under its search name.
+    assert [c.name for c in end_to_end.candidates({}, result)] == ["searched", "all-libtorch"]
+
+
+def _options(searched=1.0, torch=2.0, tvm=3.0):
+    return [
+        end_to_end.Candidate("searched", {"a": None}, searched),
+        end_to_end.Candidate("all-libtorch", {"a": None, "b": None}, torch),
+        end_to_end.Candidate("all-tvm", {}, tvm),
+    ]
+
+
+def _fake_whole_model(monkeypatch, times: dict[str, float]):
+    built = []
+
+    def build(records):
+        name = {1: "searched", 2: "all-libtorch", 0: "all-tvm"}[len(records)]
+        built.append(name)
+        return lambda: None
+
+    monkeypatch.setattr(
+        end_to_end, "time_candidates", lambda runs, options, rounds: {k: times[k] for k in runs}
+    )
+    return build, built
+
+
+def test_the_check_keeps_the_fastest_whole_model_not_the_best_modelled(monkeypatch):
+    build, built = _fake_whole_model(
+        monkeypatch, {"searched": 9.0, "all-libtorch": 5.0, "all-tvm": 7.0}
+    )
+    chosen, measured, skipped = end_to_end.choose(_options(), build)
+    assert chosen.name == "all-libtorch"
+    assert measured == {"searched": 9.0, "all-libtorch": 5.0, "all-tvm": 7.0}
+    assert skipped == {}
+    assert built == ["searched", "all-libtorch", "all-tvm"]
+
+
+def test_ties_keep_the_searched_placement(monkeypatch):
+    build, _ = _fake_whole_model(monkeypatch, {"searched": 5.0, "all-libtorch": 5.0, "all-tvm": 5})
+    assert end_to_end.choose(_options(), build)[0].name == "searched"
+
+
+def test_a_candidate_modelled_far_slower_is_not_built_except_all_libtorch(monkeypatch):
+    build, built = _fake_whole_model(monkeypatch, {"searched": 2.0, "all-libtorch": 1.0})
+    chosen, measured, skipped = end_to_end.choose(
+        _options(searched=1.0, torch=50.0, tvm=40.0), build, factor=3.0
+    )
+    assert built == ["searched", "all-libtorch"]
+    assert skipped == {"all-tvm": "modelled 40.000 ms, over 3x the best (1.000 ms)"}
+    assert measured["all-tvm"] is None
+    assert chosen.name == "all-libtorch"
+
+
+def test_a_candidate_that_fails_to_build_loses(monkeypatch):
+    _, _ = _fake_whole_model(monkeypatch, {"searched": 1.0, "all-libtorch": 2.0, "all-tvm": 3.0})
+
+    def build(records):
+        if len(records) == 1:
+            raise RuntimeError("TVM cannot build this\nsecond line")
+        return lambda: None
+
+    chosen, measured, skipped = end_to_end.choose(_options(), build)
+    assert skipped == {"searched": "RuntimeError: TVM cannot build this"}
+    assert measured["searched"] is None
+    assert chosen.name == "all-libtorch"
+
+
+def test_compile_keeps_all_libtorch_when_it_is_faster_whole(monkeypatch):
+    """Region timings favour a mixed placement; the whole model says LibTorch alone is faster."""
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else 0.01,
+        torch_ms=lambda src: 1.0,
+    )
+    whole = {"searched": 3.0, "all-libtorch": 2.0, "all-tvm": 4.0}
+    monkeypatch.setattr(
+        end_to_end, "time_candidates", lambda runs, options, rounds: {k: whole[k] for k in runs}
+    )
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    compiled = byoc_torch.compile(model, (x,))
+    placement = compiled.report().placement
+    assert placement.chosen == "all-libtorch"
+    # all-TVM is modelled at > 3x the search (the matmul takes 10 ms in TVM): not even built.
+    assert placement.checked_ms == {"searched": 3.0, "all-libtorch": 2.0, "all-tvm": None}
+    assert placement.check_skipped["all-tvm"].startswith("modelled 10.")
+    assert {r.side for r in placement.regions} == {"torch"}
+    assert compiled.report().totals["ops_tvm"] == 0
+    line = placement.to_text().splitlines()[1]
+    assert line.startswith(
+        "  whole model: searched 3.0000 ms; all-libtorch 2.0000 ms; all-tvm not "
+    )
+    assert line.endswith("; kept all-libtorch")
+    torch.testing.assert_close(compiled(x + 1), model(x + 1))

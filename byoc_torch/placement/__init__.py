@@ -11,7 +11,9 @@ across backends:
 2. :mod:`.measure` times both forms on the real intermediate values of the example inputs
    (medians of repeated runs, cached), and the cost of one crossing;
 3. :mod:`.search` picks the assignment of least modelled time, crossings included (an exact
-   minimum cut).
+   minimum cut);
+4. :mod:`.end_to_end` (run by the driver, which can build models) builds the searched
+   assignment, all-LibTorch and all-TVM, times them whole and keeps the fastest.
 
 The regions chosen for LibTorch come back as fallback records (``Reason.PLACEMENT``); the
 normal pipeline then runs, so partitioning keeps the torch groups maximal and verification

@@ -1,0 +1,153 @@
+"""The whole-model check of measured placement: the searched assignment against "everything in
+LibTorch" and "everything TVM converts in TVM", each built and timed end to end.
+
+Place in the data flow: the last step of measured placement, called by the driver after
+:func:`byoc_torch.placement.place` has searched an assignment from region timings. Region
+timings are taken one region at a time; in the whole model the kernels run back to back, with
+caches and thread pools in another state. The clearest case: LibTorch's OpenMP workers go to
+sleep while a TVM region runs and must be woken for the next LibTorch op, which on a loaded
+machine costs milliseconds per call (``benchmarks/threads.py``) -- a cost no region timing
+sees. So the driver builds "all-libtorch" and each other candidate whose modelled time is
+within ``_defaults.PLACEMENT_CHECK_FACTOR`` of the best modelled time, times the built models
+round-robin on the example inputs (medians), and keeps the fastest. The model compiled in the
+end is therefore never slower, as measured at compile time, than the better of the two
+single-backend placements among those built.
+
+Deterministic given the measurements: ties keep the order of :data:`CANDIDATES` (the searched
+assignment first).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .. import _defaults
+from ..records import FallbackRecord, Reason
+from ..reporting import PlacementResult, format_ms
+from ..timing import interleaved_samples
+from .search import TORCH, TVM
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CANDIDATES", "Candidate", "candidates", "choose", "time_candidates"]
+
+SEARCHED, ALL_TORCH, ALL_TVM = "searched", "all-libtorch", "all-tvm"
+CANDIDATES = (SEARCHED, ALL_TORCH, ALL_TVM)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One whole-model placement: the nodes it moves to LibTorch and its modelled time."""
+
+    name: str
+    records: dict[str, FallbackRecord]
+    modelled_ms: float | None  # None: the region timings give no estimate
+
+
+def _records(result: PlacementResult, side_of: Callable) -> dict[str, FallbackRecord]:
+    """Fallback records moving every region ``side_of(region)`` puts in LibTorch."""
+    records: dict[str, FallbackRecord] = {}
+    for r in result.regions:
+        if side_of(r) != TORCH:
+            continue
+        detail = (
+            f"region {r.index}: LibTorch {format_ms(r.torch_ms)} ms, TVM {format_ms(r.tvm_ms)} ms"
+        )
+        for name, op in zip(r.nodes, r.ops, strict=True):
+            if op == "getitem":
+                continue  # an element of a LibTorch tuple goes with its producer
+            records[name] = FallbackRecord(name, op, Reason.PLACEMENT, detail)
+    return records
+
+
+def candidates(searched: dict[str, FallbackRecord], result: PlacementResult) -> list[Candidate]:
+    """The searched assignment, all regions LibTorch can run in LibTorch, and none moved;
+    a candidate equal to an earlier one is dropped."""
+    found = [
+        Candidate(SEARCHED, searched, result.modelled_ms),
+        Candidate(
+            ALL_TORCH,
+            _records(result, lambda r: TORCH if r.torch_ms is not None else TVM),
+            result.all_torch_ms,
+        ),
+        Candidate(ALL_TVM, {}, result.all_tvm_ms),
+    ]
+    unique: list[Candidate] = []
+    for c in found:
+        if all(set(c.records) != set(u.records) for u in unique):
+            unique.append(c)
+    return unique
+
+
+def choose(
+    options: list[Candidate],
+    build: Callable[[dict[str, FallbackRecord]], Callable[[], object]],
+    *,
+    factor: float = _defaults.PLACEMENT_CHECK_FACTOR,
+    rounds: int = _defaults.PLACEMENT_CHECK_ROUNDS,
+) -> tuple[Candidate, dict[str, float | None], dict[str, str]]:
+    """Build and time the candidates worth timing; return the fastest.
+
+    "all-libtorch" is always timed: it is the model as eager PyTorch runs it (one TorchScript),
+    cheap to build, and its modelled time is the least reliable (each region timed alone pays
+    LibTorch's pool wake-up, which back-to-back ops do not).
+
+    ``build(records)`` compiles the model with ``records`` moved to LibTorch and returns a
+    function that runs it once on the example inputs; it may raise (the candidate then loses).
+    Returns (the chosen candidate, name -> measured ms or None, name -> why it was not timed).
+    """
+    estimates = [c.modelled_ms for c in options if c.modelled_ms is not None]
+    best_estimate = min(estimates, default=math.inf)
+    runs: dict[str, Callable[[], object]] = {}
+    skipped: dict[str, str] = {}
+    for c in options:
+        too_slow = c.modelled_ms is not None and c.modelled_ms > factor * best_estimate
+        if too_slow and c.name != ALL_TORCH:
+            skipped[c.name] = (
+                f"modelled {c.modelled_ms:.3f} ms, over {factor:g}x the best "
+                f"({best_estimate:.3f} ms)"
+            )
+            continue
+        try:
+            run = build(c.records)
+            run()  # first call: lazy initialization, and errors surface here
+        except Exception as err:  # a candidate that does not build or run just loses
+            skipped[c.name] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            logger.debug("placement check: candidate %s failed: %s", c.name, err)
+            continue
+        runs[c.name] = run
+    measured: dict[str, float | None] = {c.name: None for c in options}
+    if len(runs) > 1:
+        measured.update(time_candidates(runs, options, rounds))
+    chosen = _fastest(options, measured, runs)
+    logger.debug("placement check: %s -> %s", _summary(measured, skipped), chosen.name)
+    return chosen, measured, skipped
+
+
+def time_candidates(
+    runs: Mapping[str, Callable[[], object]], options: list[Candidate], rounds: int
+) -> dict[str, float]:
+    """Median end-to-end latency (ms) of each built candidate, timed round-robin. The seam
+    tests replace with a fake cost model (hence ``options``, which real timing ignores)."""
+    samples, _ = interleaved_samples(runs, rounds, budget_s=_defaults.PLACEMENT_CHECK_BUDGET_S)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _fastest(
+    options: list[Candidate], measured: Mapping[str, float | None], runs: Mapping[str, object]
+) -> Candidate:
+    """The fastest timed candidate; without timings, the first that runs (else the first)."""
+    timed = [c for c in options if measured.get(c.name) is not None]
+    if timed:
+        return min(timed, key=lambda c: measured[c.name])  # min keeps the first of equals
+    return next((c for c in options if c.name in runs), options[0])
+
+
+def _summary(measured: Mapping[str, float | None], skipped: Mapping[str, str]) -> str:
+    parts = [f"{k} {format_ms(v)} ms" for k, v in measured.items() if v is not None]
+    parts += [f"{k} not timed ({why})" for k, why in skipped.items()]
+    return ", ".join(parts)
