@@ -87,4 +87,31 @@ def test_cli_bench_writes_csv_json_png(tmp_path, capsys):
     assert len(data) == 3 and all("samples" in d for d in data)
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed
+    assert "eager PyTorch: " in printed and "byoc_torch default (measured placement): " in printed
+
+
+def test_the_plot_draws_eager_and_default_placement_and_explains_its_labels():
+    points = overhead.study(
+        Small(), (torch.randn(4, 8),), max_k=1, warmup=1, repeat=3, progress=False
+    )
+    references = {overhead.EAGER: 0.25, overhead.DEFAULT: 0.125}
+    fig = overhead.build_figure(points, "t", references)
+    ax = fig.axes[0]
+    horizontal = sorted(line.get_ydata()[0] for line in ax.lines if len(set(line.get_ydata())) == 1)
+    assert horizontal == [0.125, 0.25]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "eager PyTorch: 0.250 ms" in labels
+    assert "byoc_torch default (measured placement): 0.125 ms" in labels
+    assert any(
+        text.startswith("label n/m: LibTorch subgraphs / tensors crossing") for text in labels
+    )
+    marks = [t.get_text() for t in ax.texts]
+    assert marks == [f"{p.subgraphs}/{p.crossings}" for p in points]
+
+
+def test_reference_latencies_time_eager_and_the_default_compile():
+    refs = overhead.reference_latencies(Small(), (torch.randn(4, 8),), warmup=1, repeat=3)
+    assert list(refs) == [overhead.EAGER, overhead.DEFAULT]
+    assert all(ms > 0 for ms in refs.values())

@@ -135,10 +135,15 @@ def _bench(args: argparse.Namespace) -> int:
         target=args.target,
         progress=not args.no_progress,
     )
+    references = overhead.reference_latencies(
+        model, inputs, warmup=args.warmup, repeat=args.repeat, target=args.target
+    )
     out = Path(args.out)
     csv_path = overhead.write_results(points, out.with_suffix(".csv"))
     json_path = overhead.write_results(points, out.with_suffix(".json"))
-    png_path = overhead.plot_results(points, out.with_suffix(".png"), title=args.factory)
+    png_path = overhead.plot_results(
+        points, out.with_suffix(".png"), title=args.factory, references=references
+    )
     print(
         f"{'k':>4} {'offloaded':>9} {'subgraphs':>9} {'crossings':>9} {'median ms':>10} "
         f"{'p10-p90 ms':>17}"
@@ -148,6 +153,8 @@ def _bench(args: argparse.Namespace) -> int:
             f"{p.k:>4} {p.offloaded_ops:>9} {p.subgraphs:>9} {p.crossings:>9} "
             f"{p.median_ms:>10.3f} {p.p10_ms:>8.3f}-{p.p90_ms:<8.3f}"
         )
+    for name, ms in references.items():
+        print(f"{name}: {ms:.3f} ms")
     print(f"wrote {csv_path}, {json_path}, {png_path}")
     return 0
 

@@ -9,6 +9,11 @@ median and spread), offloaded ops, LibTorch subgraphs and crossings. Two ways to
 * ``mode="random"``: one seeded random order of the TVM-compiled nodes; variant k forces the
   first k nodes (``torch_executed_nodes``), so the sets are nested and k grows by ``step``.
 
+Every variant is compiled with ``placement="tvm"``, so TVM runs exactly what is not forced
+(measured placement would move ops by itself). :func:`reference_latencies` times what a reader
+compares against -- eager PyTorch and byoc_torch's default (measured placement) -- and the plot
+draws them as horizontal lines.
+
 Results go to CSV/JSON (:func:`write_results`) and a PNG plot (:func:`plot_results`).
 ``byoc-torch bench FILE.py:FACTORY`` is the command-line front end.
 """
@@ -21,7 +26,7 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +38,14 @@ from ..timing import latency_samples
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyPoint", "plot_results", "study", "write_results"]
+__all__ = [
+    "StudyPoint",
+    "build_figure",
+    "plot_results",
+    "reference_latencies",
+    "study",
+    "write_results",
+]
 
 
 @dataclass
@@ -123,7 +135,7 @@ def study(
     try:
         for k, options, forced in variants:
             t0 = time.perf_counter()
-            compiled = byoc_compile(model, inputs, target=target, **options)
+            compiled = byoc_compile(model, inputs, target=target, placement="tvm", **options)
             compile_s = time.perf_counter() - t0
             if check:
                 torch.testing.assert_close(compiled(*inputs), expected, rtol=1e-4, atol=1e-4)
@@ -153,6 +165,29 @@ def study(
         if bar is not None:
             bar.close()
     return points
+
+
+EAGER = "eager PyTorch"
+DEFAULT = "byoc_torch default (measured placement)"
+
+
+def reference_latencies(
+    model: torch.nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    *,
+    warmup: int = 10,
+    repeat: int = 50,
+    target: str = "llvm",
+) -> dict[str, float]:
+    """Median latency (ms) of eager PyTorch and of ``byoc_torch.compile`` with its defaults,
+    the references the study's plot draws."""
+    inputs = tuple(example_inputs)
+    model = model.eval()
+    compiled = byoc_compile(model, inputs, target=target)
+    with torch.no_grad():
+        eager = latency_samples(lambda: model(*inputs), warmup, repeat)
+    default = latency_samples(lambda: compiled(*inputs), warmup, repeat)
+    return {EAGER: statistics.median(eager), DEFAULT: statistics.median(default)}
 
 
 _CSV_FIELDS = [
@@ -189,37 +224,64 @@ def write_results(points: Sequence[StudyPoint], path: str | Path) -> Path:
     return path
 
 
-def plot_results(points: Sequence[StudyPoint], path: str | Path, title: str = "") -> Path:
-    """Latency (median, p10-p90 band) against offloaded ops; each point is labelled with its
-    number of LibTorch subgraphs."""
+def build_figure(
+    points: Sequence[StudyPoint], title: str = "", references: Mapping[str, float] | None = None
+):
+    """The study's matplotlib figure: latency (median, p10-p90 band) against offloaded ops,
+    each point labelled ``subgraphs/crossings``, the ``references`` (name -> ms) as horizontal
+    lines, and a legend saying what every mark means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     xs = [p.offloaded_ops for p in points]
     med = [p.median_ms for p in points]
     lo = [p.median_ms - p.p10_ms for p in points]
     hi = [p.p90_ms - p.median_ms for p in points]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.errorbar(xs, med, yerr=[lo, hi], fmt="o-", capsize=3, label="median (p10-p90)")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    ax.errorbar(
+        xs, med, yerr=[lo, hi], fmt="o-", capsize=3, label="forced variants: median (p10-p90)"
+    )
     for p in points:
         ax.annotate(
-            f"{p.subgraphs}",
+            f"{p.subgraphs}/{p.crossings}",
             (p.offloaded_ops, p.median_ms),
             textcoords="offset points",
             xytext=(7, 5),
             ha="left",
             fontsize=8,
         )
-    ax.set_xlabel("ops offloaded to LibTorch")
+    styles = ("--", ":", "-.")
+    for k, (name, ms) in enumerate((references or {}).items()):
+        ax.axhline(
+            ms, linestyle=styles[k % len(styles)], color=f"C{k + 1}", label=f"{name}: {ms:.3f} ms"
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], linestyle="none", marker="$n/m$", markersize=14, color="0.3"))
+    labels.append("label n/m: LibTorch subgraphs / tensors crossing TVM <-> LibTorch")
+    ax.set_xlabel("ops offloaded to LibTorch (forced; the rest in TVM)")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(title or "byoc_torch overhead study (labels: LibTorch subgraphs)")
+    ax.set_title(title or "byoc_torch overhead study")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(handles, labels, loc="best", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_results(
+    points: Sequence[StudyPoint],
+    path: str | Path,
+    title: str = "",
+    references: Mapping[str, float] | None = None,
+) -> Path:
+    """Write :func:`build_figure`'s figure as a PNG."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = build_figure(points, title, references)
     fig.savefig(path)
     plt.close(fig)
     return path
