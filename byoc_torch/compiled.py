@@ -48,6 +48,10 @@ _ARRAY_GET_ITEM = tvm_ffi.get_global_func("ffi.ArrayGetItem")
 
 _ALIGNMENT = _defaults.TVM_ALIGNMENT
 
+# The VM's main behind C++ input checks (runtime/checked_call.cc), and DLPack device codes.
+_MAKE_CHECKED_CALL = tvm_ffi.get_global_func("byoc_torch.MakeCheckedCall")
+_DEVICE_CODES = {"cpu": 1, "cuda": 2}
+
 
 def _dynamic_shape_ok(
     shape: torch.Size,
@@ -129,13 +133,45 @@ class CompiledModule:
         # tensors, False = anything else (handled by the general path).
         self._flat_result: bool | None = None
         self._output_indices = range(self._num_outputs)
+        self._call_specs, self._num_symbols = _call_specs(signature.inputs)
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, *inputs: torch.Tensor):
-        # The fast path: every check of _check_inputs, made cheap with what the constructor
-        # precomputed, written inline (a Python call costs as much as several checks). It only
-        # accepts; whatever it does not accept goes to _check_inputs, which raises the precise
-        # error (or prepares inputs it accepts, e.g. tensor subclasses).
+        # The fast path: one FFI call. The runtime's checked call (runtime/checked_call.cc)
+        # makes every check of _check_inputs, and what TVM's kernels assume, in C++, then runs
+        # the VM; it returns None when it does not accept an input. Tensors that require grad
+        # are detached by the slow path (DLPack does not carry autograd).
+        try:
+            checked = self._local.checked
+        except AttributeError:
+            checked = self._checked_function()
+        if not (
+            torch.is_grad_enabled()
+            and any(x.requires_grad for x in inputs if type(x) is torch.Tensor)
+        ):
+            try:
+                out = checked(*inputs)
+            except Exception:  # e.g. an input DLPack cannot carry (meta): the slow path
+                out = None  # names it (an error inside the model is raised there again)
+            if out is not None:
+                if self._single_leaf and type(out) is torch.Tensor:
+                    return out
+                return self._convert_result(out)
+        return self._slow_call(inputs)
+
+    def _checked_function(self):
+        checked = self._local.checked = _MAKE_CHECKED_CALL(
+            self._main_function(),
+            self._call_specs,
+            self._num_symbols,
+            _DEVICE_CODES[self.device_type],
+            self._single_leaf,
+        )
+        return checked
+
+    def _slow_call(self, inputs: Sequence):
+        """The call path for what the checked call does not accept: Python checks (the
+        precise error), then inputs made acceptable (detached, compact, aligned)."""
         checks = self._checks
         args: list | None = None
         if len(inputs) == len(checks):
@@ -168,7 +204,12 @@ class CompiledModule:
             main = self._local.main
         except AttributeError:
             main = self._main_function()
-        result = main(*args)
+        return self._convert_result(main(*args))
+
+    def _convert_result(self, result):
+        """Torch tensors in the model's output structure, from the VM's result."""
+        if self._single_leaf and type(result) is torch.Tensor:  # unwrapped by the checked call
+            return result
         if not self._flat_result:
             return unflatten(iter(self._flatten_result(result)), self.signature.outputs)
         # The VM returns one array of the output tensors; with a torch tensor among the
@@ -297,6 +338,25 @@ class CompiledModule:
             f"CompiledModule(inputs={[s.name for s in self.signature.inputs]}, "
             f"torch_ops={len(self.fallbacks)}, device={self.signature.device})"
         )
+
+
+def _call_specs(inputs: Sequence[InputSpec]) -> tuple[list[list[int]], int]:
+    """The checked call's input specs (runtime/checked_call.cc): [dtype code, bits, lanes,
+    rank, dims...] with a symbolic dim as -(symbol number + 1); and the number of symbols."""
+    symbols: dict[str, int] = {}
+    specs = []
+    for spec in inputs:
+        try:
+            dtype = tvm_ffi.dtype(spec.dtype)
+            head = [dtype.type_code, dtype.bits, dtype.lanes]
+        except Exception:  # a dtype tvm-ffi cannot name: nothing passes (code 255)
+            head = [255, 0, 0]
+        dims = [
+            d if isinstance(d, int) else -(symbols.setdefault(d, len(symbols)) + 1)
+            for d in spec.shape
+        ]
+        specs.append([*head, len(dims), *dims])
+    return specs, len(symbols)
 
 
 def _shape_str(shape: Sequence[int | str]) -> str:

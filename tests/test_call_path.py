@@ -315,3 +315,59 @@ def test_budget_above_one_sizes_tvm_pool():
 
 def test_tvm_reports_pool_size():
     assert tvm_ffi.get_global_func("runtime.NumThreads", allow_missing=True) is not None
+
+
+# --- the checked call (runtime/checked_call.cc): accepts in C++, else hands over to Python -----
+
+
+def _aligned(*shape: int, dtype=torch.float32) -> torch.Tensor:
+    x = torch.rand(*shape).to(dtype)
+    assert x.data_ptr() % 64 == 0
+    return x
+
+
+def test_the_checked_call_accepts_what_passes_every_check(dynamic_model):
+    checked = dynamic_model._checked_function()
+    x, y = _aligned(5, 3), _aligned(5, 3)
+    out = checked(x, y)
+    assert out is not None  # the VM ran: the array of both outputs
+    with torch.no_grad():
+        expected = Pair()(x, y)
+    for got, want in zip(dynamic_model._convert_result(out), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(lambda: (_aligned(5, 3),), id="one input missing"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(5, 3), _aligned(5, 3)), id="one too many"),
+        pytest.param(lambda: (_aligned(5, 3), 1.0), id="not a tensor"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(5, 3, dtype=torch.float64)), id="dtype"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(5, 4)), id="static dim"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(6, 3)), id="symbol bound twice"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(5, 3, 1)), id="rank"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(3, 5).t()), id="not compact"),
+        pytest.param(lambda: (_aligned(5, 3), _aligned(16)[1:].view(5, 3)), id="misaligned"),
+    ],
+)
+def test_the_checked_call_refuses_without_running(dynamic_model, args):
+    assert dynamic_model._checked_function()(*args()) is None
+
+
+def test_a_call_that_passes_never_takes_the_python_path(dynamic_model, monkeypatch):
+    def slow(inputs):
+        raise AssertionError("the slow path ran")
+
+    monkeypatch.setattr(dynamic_model, "_slow_call", slow)
+    x, y = _aligned(7, 3), _aligned(7, 3)
+    with torch.no_grad():
+        expected = Pair()(x, y)
+    torch.testing.assert_close(dynamic_model(x, y), expected)
+
+
+def test_a_strided_input_still_runs_through_the_python_path(dynamic_model):
+    x, y = _aligned(3, 5).t(), _aligned(5, 3)
+    with torch.no_grad():
+        expected = Pair()(x, y)
+    torch.testing.assert_close(dynamic_model(x, y), expected)
