@@ -377,6 +377,16 @@ def _torch_modules(executable) -> list:
     return found
 
 
+def set_metadata(executable, text: str) -> None:
+    """Replace the signature metadata the executable's torch runtime module carries (the
+    driver builds first and sets the final signature, report included, afterwards)."""
+    modules = _torch_modules(executable)
+    if not modules:
+        raise ValueError("byoc_torch: this executable has no torch runtime module")
+    for m in modules:
+        m["__byoc_torch_set_metadata__"](text)
+
+
 def _runtime_symbols(executable) -> list[str]:
     return [str(s) for m in _torch_modules(executable) for s in m["__byoc_torch_symbols__"]()]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import tvm
@@ -19,9 +20,9 @@ from tvm import relax
 
 from . import _defaults
 from .codegen import LowerTorchFunctions
-from .compiled import CompiledModule
+from .compiled import CompiledModule, set_metadata
 from .errors import VerificationError
-from .frontend import import_with_records
+from .frontend import ImportResult, import_with_records
 from .frontend.modules import hide_forced_modules
 from .names import dtype_name
 from .options import Options
@@ -134,38 +135,42 @@ def compile(
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, example_inputs)
+    session = _Session(ep, opts, tvm_target, _device_of(target))
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
-        placed, placement = _measured_placement(ep, opts, inputs, tvm_target, target)
+        placed, placement = _measured_placement(session, inputs)
         extra.update(placed)
     for _ in range(_defaults.MAX_COMPILE_ROUNDS):
-        imported = import_with_records(ep, opts, extra)
-        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-        report = build_report(imported, mod, model_name=_model_name(model))
-        report.placement = placement
-        signature = _signature(ep, _device_of(target), report, opts.num_threads)
-        lowered = _tuned(LowerTorchFunctions(metadata=signature.to_json())(mod), opts, tvm_target)
         try:
-            executable = relax.build(lowered, target=tvm_target)
+            built = session.build(extra)
         except Exception as err:  # tie the failure to one TVM-side node, move it, retry
             record = find_build_culprit(
-                build_candidates(imported),
+                build_candidates(session.imported(extra)),
                 lambda names: _builds(ep, opts, extra, names, tvm_target),
                 err,
             )
             logger.debug("build failure blamed on %s: %s", record.node, record.detail)
             extra[record.node] = record
             continue
+        imported = built.imported
         if opts.verify and inputs is not None and imported.native_vars:
-            blamed = diverging_nodes(imported, mod, inputs, tvm_target)
+            blamed = diverging_nodes(imported, built.partitioned, inputs, tvm_target)
             blamed = {k: v for k, v in blamed.items() if k not in extra}
             if blamed:
                 extra.update(blamed)
                 continue
+        report = build_report(imported, built.partitioned, model_name=_model_name(model))
+        report.placement = placement
+        signature = _signature(ep, session.device, report, opts.num_threads)
+        set_metadata(built.executable, signature.to_json())
         logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))
         return CompiledModule(
-            executable, signature, ir_module=lowered, fallbacks=imported.records, report=report
+            built.executable,
+            signature,
+            ir_module=built.lowered,
+            fallbacks=imported.records,
+            report=report,
         )
     raise VerificationError(
         f"byoc_torch.compile: verification did not settle after {_defaults.MAX_COMPILE_ROUNDS} "
@@ -174,19 +179,64 @@ def compile(
     )
 
 
-def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
+@dataclass(frozen=True)
+class _Built:
+    """One build of the model: what was imported, partitioned, lowered and built."""
+
+    imported: ImportResult
+    partitioned: tvm.IRModule
+    lowered: tvm.IRModule
+    executable: tvm.runtime.Module  # its signature metadata is provisional (no report)
+
+
+class _Session:
+    """One compile's imports and builds, memoized by the nodes they move to LibTorch: the
+    whole-model check builds its candidates here, and the final round reuses the chosen one
+    (its signature, report included, is set on the executable afterwards)."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, opts: Options, tvm_target, device: str):
+        self.ep, self.opts, self.tvm_target, self.device = ep, opts, tvm_target, device
+        self._imports: dict[tuple, ImportResult] = {}
+        self._builds: dict[tuple, _Built] = {}
+
+    @staticmethod
+    def _key(records: dict[str, FallbackRecord]) -> tuple:
+        return tuple(sorted((r.node, r.op, str(r.reason), r.detail) for r in records.values()))
+
+    def imported(self, records: dict[str, FallbackRecord]) -> ImportResult:
+        key = self._key(records)
+        if key not in self._imports:
+            self._imports[key] = import_with_records(self.ep, self.opts, records)
+        return self._imports[key]
+
+    def build(self, records: dict[str, FallbackRecord]) -> _Built:
+        """The model built with ``records`` moved to LibTorch (raises what the build raises)."""
+        key = self._key(records)
+        if key not in self._builds:
+            imported = self.imported(records)
+            partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
+            provisional = _signature(self.ep, self.device, None, self.opts.num_threads)
+            lowered = LowerTorchFunctions(metadata=provisional.to_json())(partitioned)
+            lowered = _tuned(lowered, self.opts, self.tvm_target)
+            executable = relax.build(lowered, target=self.tvm_target)
+            self._builds[key] = _Built(imported, partitioned, lowered, executable)
+        return self._builds[key]
+
+
+def _measured_placement(session: _Session, inputs):
     """Records of the nodes measured placement moves to LibTorch, and what it measured. A
     failure of placement itself never fails the compile: the model then runs as with
     ``placement="tvm"``, and the report says why."""
     from .placement import place
     from .reporting import PlacementResult
 
+    opts = session.opts
     try:
         records, result = place(
-            import_with_records(ep, opts),
+            session.imported({}),
             inputs,
-            tvm_target,
-            tvm.device(_device_of(target)),
+            session.tvm_target,
+            tvm.device(session.device),
             opts.placement_cache,
             tune_trials=opts.tune_trials,
             tuning_database=opts.tuning_database,
@@ -197,23 +247,20 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
         return {}, PlacementResult(error=first)
     if not result.regions:
         return records, result
-    return _whole_model_check(ep, opts, records, result, inputs, tvm_target, target), result
+    return _whole_model_check(session, records, result, inputs), result
 
 
-def _whole_model_check(ep, opts: Options, searched: dict, result, inputs, tvm_target, target):
+def _whole_model_check(session: _Session, searched: dict, result, inputs):
     """Build the searched placement and the single-backend ones, time them whole, keep the
     fastest (:mod:`byoc_torch.placement.end_to_end`); record what was measured in
     ``result``. Returns the records of the chosen placement."""
     from .placement.end_to_end import candidates, choose
 
-    device = _device_of(target)
-
     def build(records: dict):
-        imported = import_with_records(ep, opts, records)
-        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-        signature = _signature(ep, device, None, opts.num_threads)
-        lowered = _tuned(LowerTorchFunctions(metadata=signature.to_json())(mod), opts, tvm_target)
-        compiled = CompiledModule(relax.build(lowered, target=tvm_target), signature)
+        built = session.build(records)
+        compiled = CompiledModule(
+            built.executable, _signature(session.ep, session.device, None, session.opts.num_threads)
+        )
         return lambda: compiled(*inputs)
 
     with torch.no_grad():

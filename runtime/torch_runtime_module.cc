@@ -92,7 +92,16 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     ffi::ObjectPtr<ffi::Object> self = ffi::GetObjectPtr<ffi::Object>(this);
     std::string key(name);
     if (key == "__byoc_torch_metadata__") {
-      return ffi::Function::FromTyped([self, this]() { return ffi::String(metadata_); });
+      return ffi::Function::FromTyped([self, this]() {
+        std::lock_guard<std::mutex> lock(metadata_mutex_);
+        return ffi::String(metadata_);
+      });
+    }
+    if (key == "__byoc_torch_set_metadata__") {
+      return ffi::Function::FromTyped([self, this](const ffi::String& text) {
+        std::lock_guard<std::mutex> lock(metadata_mutex_);
+        metadata_ = std::string(text);
+      });
     }
     if (key == "__byoc_torch_symbols__") {
       return ffi::Function::FromTyped([self, this]() {
@@ -134,7 +143,10 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     return os.str();
   }
 
-  ffi::Bytes SaveToBytes() const final { return SerializeArtifact(metadata_, specs_); }
+  ffi::Bytes SaveToBytes() const final {
+    std::lock_guard<std::mutex> lock(metadata_mutex_);
+    return SerializeArtifact(metadata_, specs_);
+  }
 
  private:
   ffi::Map<ffi::String, ffi::Array<int64_t>> Stats() const {
@@ -245,7 +257,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     *rv = outs;
   }
 
-  std::string metadata_;
+  std::string metadata_;  // set at creation; replaced once by the driver after the build
+  mutable std::mutex metadata_mutex_;
   ffi::Array<SubgraphSpec> specs_;
   std::vector<std::unique_ptr<CompiledSubgraph>> subgraphs_;  // immutable after construction
   std::vector<std::unique_ptr<Measurements>> measurements_;

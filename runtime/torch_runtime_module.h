@@ -17,6 +17,7 @@
  *
  * Module functions besides the symbols (all per module instance):
  *   __byoc_torch_metadata__()            the metadata string (byoc_torch keeps the signature);
+ *   __byoc_torch_set_metadata__(text)    replace it (the driver, once the report is final);
  *   __byoc_torch_symbols__()             the subgraph symbols;
  *   __byoc_torch_stats__()               {symbol: [calls, ns in LibTorch, has fast path 0/1]};
  *   __byoc_torch_reset_stats__()         zero the counters and drop recorded outputs;
