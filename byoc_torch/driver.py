@@ -19,7 +19,7 @@ from tvm import relax
 from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
-from .errors import VerificationError
+from .errors import InputTypeError, VerificationError
 from .frontend import import_with_records
 from .frontend.modules import hide_forced_modules
 from .names import dtype_name
@@ -27,13 +27,13 @@ from .options import Options
 from .partition import PartitionForTorch
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
-from .signature import InputSpec, Signature, output_structure
+from .signature import InputSpec, InputTree, Signature, output_structure
 from .threads import apply_thread_budget
 from .verify import build_candidates, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compile", "export_program", "report"]
+__all__ = ["compile", "export_program", "flat_program", "report"]
 
 
 def export_program(
@@ -41,10 +41,11 @@ def export_program(
     example_inputs: Sequence[torch.Tensor],
     dynamic_shapes=None,
     torch_executed_modules: Sequence = (),
+    kwargs: dict | None = None,
 ) -> torch.export.ExportedProgram:
-    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module), with
-    the ``torch_executed_modules`` hidden behind opaque ops (see
-    :mod:`byoc_torch.frontend.modules`)."""
+    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module, whose
+    training flags are restored afterwards), with the ``torch_executed_modules`` hidden behind
+    opaque ops (see :mod:`byoc_torch.frontend.modules`)."""
     if isinstance(model, torch.export.ExportedProgram):
         if torch_executed_modules:
             raise ValueError(
@@ -61,15 +62,108 @@ def export_program(
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    model = model.eval()
+    if kwargs and torch_executed_modules:
+        raise ValueError(
+            "torch_executed_modules records its modules' calls with positional inputs; it "
+            "cannot be combined with keyword inputs (kwargs=)"
+        )
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
     inputs = tuple(example_inputs)
-    with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+    try:
+        with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
+            return torch.export.export(
+                model, inputs, kwargs=kwargs or None, dynamic_shapes=dynamic_shapes
+            )
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+class _FlatInputs(torch.nn.Module):
+    """An exported model called with the flat tensors of its ``(args, kwargs)``: what TVM
+    imports when the model takes pytrees, keyword inputs or Python scalars."""
+
+    def __init__(self, module: torch.nn.Module, tree: InputTree) -> None:
+        super().__init__()
+        self.module = module
+        self.tree = tree
+
+    def forward(self, *tensors: torch.Tensor):
+        args, kwargs = self.tree.unflatten(tensors)
+        return self.module(*args, **kwargs)
+
+
+def flat_program(
+    ep: torch.export.ExportedProgram, args: Sequence, kwargs: dict
+) -> tuple[torch.export.ExportedProgram, InputTree | None, tuple[str, ...]]:
+    """``ep`` as a program of flat tensor inputs, the tree that maps a call's inputs to them,
+    and the tensor inputs' names in ``ep``. A program that already takes flat positional
+    tensors comes back as it is, without a tree. Dynamic dims stay dynamic, with their ranges.
+    """
+    user_inputs = ep.graph_signature.user_inputs
+    names = tuple(n for n in user_inputs if isinstance(n, str))
+    args_spec, kwargs_spec = ep.call_spec.in_spec.children()
+    flat = (
+        not kwargs_spec.context
+        and all(c.is_leaf() for c in args_spec.children())
+        and len(names) == len(user_inputs)
+    )
+    if flat:
+        return ep, None, names
+    tree = InputTree.of(tuple(args), dict(kwargs))
+    if tree.treespec != ep.call_spec.in_spec:
+        raise InputTypeError(
+            f"byoc_torch.compile: the example inputs {tree.treespec} are not nested as the "
+            f"exported program's {ep.call_spec.in_spec}"
+        )
+    tensors = tuple(tree.tensors(tuple(args), dict(kwargs)))
+    dims = _dynamic_dims(ep)
+    with torch.no_grad():
+        flat_ep = torch.export.export(
+            _FlatInputs(ep.module(), tree), tensors, dynamic_shapes=(tuple(dims),) if dims else None
+        )
+    return flat_ep, tree, names
+
+
+def _dynamic_dims(ep: torch.export.ExportedProgram) -> list | None:
+    """torch.export ``dynamic_shapes`` of ``ep``'s tensor inputs, flat: one Dim per symbol
+    (with its range), Dim.AUTO for a dim that is an expression of symbols."""
+    user = set(ep.graph_signature.user_inputs)
+    by_symbol: dict = {}
+    specs = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user:
+            continue
+        spec = {}
+        for d, size in enumerate(node.meta["val"].shape):
+            if not isinstance(size, torch.SymInt):
+                continue
+            expr = size.node.expr
+            if not expr.is_Symbol:
+                spec[d] = torch.export.Dim.AUTO
+                continue
+            if expr not in by_symbol:
+                bounds = ep.range_constraints.get(expr)
+                low = int(bounds.lower) if bounds is not None else 0
+                high = bounds.upper if bounds is not None else None
+                high = int(high) if high is not None and high.is_finite else None
+                by_symbol[expr] = torch.export.Dim(str(expr), min=low, max=high)
+            spec[d] = by_symbol[expr]
+        specs.append(spec or None)
+    return specs if any(specs) else None
 
 
 def _signature(
-    ep: torch.export.ExportedProgram, device: str, report: Report, num_threads: int | None
+    ep: torch.export.ExportedProgram,
+    device: str,
+    report: Report,
+    num_threads: int | None,
+    names: Sequence[str] = (),
+    tree: InputTree | None = None,
 ) -> Signature:
+    """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
+    original model's, when ``ep`` is its flat re-export)."""
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
     for node in ep.graph.nodes:
@@ -81,13 +175,37 @@ def _signature(
                 f"byoc_torch.compile: input {node.name} is a {type(val).__name__}; only tensor "
                 "inputs are supported"
             )
-        shape = tuple(
-            str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
-        )
-        specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
+        name = names[len(specs)] if names else node.name
+        specs.append(InputSpec(name, dtype_name(val.dtype), _dims(val)))
     return Signature(
-        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict(), num_threads
+        tuple(specs),
+        output_structure(ep.call_spec.out_spec),
+        device,
+        report.to_dict(),
+        num_threads,
+        tree,
+        _output_specs(ep),
     )
+
+
+def _dims(val: torch.Tensor) -> tuple[int | str, ...]:
+    return tuple(str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape)
+
+
+def _output_specs(ep: torch.export.ExportedProgram) -> tuple[InputSpec, ...] | None:
+    """dtype and dims of each user output (None when one is not a tensor)."""
+    user_outputs = ep.graph_signature.user_outputs
+    values = {}
+    for node in ep.graph.output_node().args[0]:
+        if isinstance(node, torch.fx.Node):
+            values[node.name] = node.meta.get("val")
+    specs = []
+    for k, name in enumerate(user_outputs):
+        val = values.get(name) if isinstance(name, str) else None
+        if not isinstance(val, torch.Tensor):
+            return None
+        specs.append(InputSpec(f"output {k}", dtype_name(val.dtype), _dims(val)))
+    return tuple(specs)
 
 
 def _device_of(target) -> str:
@@ -100,6 +218,7 @@ def compile(
     example_inputs: Sequence[torch.Tensor] = (),
     target: str | dict = "llvm",
     *,
+    kwargs: dict | None = None,
     dynamic_shapes=None,
     **options,
 ) -> CompiledModule:
@@ -107,17 +226,21 @@ def compile(
 
     Args:
         model: an ``nn.Module`` (exported here with ``torch.export``) or an ExportedProgram.
-        example_inputs: tensors to export with (ignored for an ExportedProgram).
+        example_inputs: the positional inputs to export with, as the model takes them:
+            tensors, (nested) tuples, lists and dicts of tensors, Python scalars (which
+            torch.export specializes). Ignored for an ExportedProgram.
         target: a TVM target, ``"llvm"`` or a dict such as ``{"kind": "llvm"}``.
+        kwargs: the keyword inputs to export with; the result is called
+            ``compiled(*args, **kwargs)`` like the model.
         dynamic_shapes: torch.export's ``dynamic_shapes`` (e.g. ``{"x": {0: Dim("batch")}}``);
             the result then runs every size in range without recompiling.
         **options: fields of :class:`byoc_torch.Options`.
     """
     opts = Options.from_kwargs(options)
     apply_thread_budget(opts.num_threads)  # verification runs the model too
-    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    ep, tree, names, flat_inputs = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    inputs = _verification_inputs(ep, example_inputs)
+    inputs = _verification_inputs(ep, flat_inputs)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
@@ -128,7 +251,7 @@ def compile(
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, _device_of(target), report, opts.num_threads)
+        signature = _signature(ep, _device_of(target), report, opts.num_threads, names, tree)
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
         if opts.tune_trials or opts.tuning_database is not None:
             from .tuning import tune
@@ -187,6 +310,21 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
         return {}, PlacementResult(error=first)
 
 
+def _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts: Options):
+    """The program TVM imports (flat tensor inputs), the input tree, the tensor inputs'
+    names and the example's flat tensors (empty when there is no example)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules, kwargs)
+    if isinstance(model, torch.export.ExportedProgram) and ep.example_inputs is not None:
+        args, kwargs = ep.example_inputs
+    else:
+        args, kwargs = tuple(example_inputs), dict(kwargs or {})
+    ep, tree, names = flat_program(ep, args, kwargs)
+    flat = tuple(tree.tensors(args, kwargs)) if tree is not None else tuple(args)
+    return ep, tree, names, flat
+
+
 def _verification_inputs(ep, example_inputs) -> tuple | None:
     """The tensors verification runs on: the example inputs, or the program's own."""
     if example_inputs:
@@ -220,6 +358,7 @@ def report(
     model: torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule,
     example_inputs: Sequence[torch.Tensor] = (),
     *,
+    kwargs: dict | None = None,
     dynamic_shapes=None,
     **options,
 ) -> Report:
@@ -231,7 +370,7 @@ def report(
     opts = Options.from_kwargs(options)
     if isinstance(model, tvm.IRModule):
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
-    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    ep = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)[0]
     imported = import_with_records(ep, opts)
     partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
     return build_report(imported, partitioned, model_name=_model_name(model))
