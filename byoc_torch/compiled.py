@@ -38,7 +38,7 @@ from .errors import ArtifactError, CompiledModelError, InputError, InputTypeErro
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord, Reason
 from .reporting import Report
-from .signature import InputSpec, Signature, count_leaves, flatten_outputs, unflatten
+from .signature import InputSpec, Signature, count_leaves, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
 from .threads import apply_thread_budget
 
@@ -164,12 +164,6 @@ class CompiledModule(torch.nn.Module):
     def __call__(self, *inputs, **kwargs):
         if kwargs or self._tree is not None:
             inputs = self._flat_inputs(inputs, kwargs)
-        return self._call_flat(inputs)
-
-    forward = __call__
-
-    def _call_flat(self, inputs: Sequence[torch.Tensor]):
-        """Run the executable on its flat tensor inputs; the outputs nested as the model's."""
         if _is_tracing() or _is_compiling():
             return self._traced_call(inputs)
         # The fast path: every check of _check_inputs, made cheap with what the constructor
@@ -229,6 +223,8 @@ class CompiledModule(torch.nn.Module):
             return tuple(flat)
         return unflatten(iter(flat), self.signature.outputs)
 
+    forward = __call__
+
     def _flat_inputs(self, inputs: tuple, kwargs: dict) -> tuple:
         """A call's pytree/keyword inputs as the flat tensors the executable takes."""
         if self._tree is None:
@@ -241,13 +237,22 @@ class CompiledModule(torch.nn.Module):
 
     def _traced_call(self, inputs: Sequence[torch.Tensor]):
         """The call as PyTorch's tracers record it: one ``byoc_torch::execute`` op."""
-        self._check_inputs(inputs)
+        # torch.jit.trace must record neither the checks nor their sizes, only the op.
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            self._check_inputs(inputs)
+        finally:
+            torch._C._set_tracing_state(state)
         flat = torch.ops.byoc_torch.execute(self.torch_executable, list(inputs))
         return unflatten(iter(flat), self.signature.outputs)
 
     def run_flat(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The flat output tensors for the flat input tensors (what the op's kernel runs)."""
-        return flatten_outputs(self._call_flat(inputs), self.signature.outputs)
+        args = self._check_inputs(inputs)
+        if args is None:
+            raise InputTypeError("byoc_torch: the op byoc_torch::execute got fake tensors")
+        return self._flatten_result(self._main_function()(*args))
 
     def _flatten_result(self, result) -> list[torch.Tensor]:
         """The general path for the VM's result: any nesting, TVM or torch tensors. Also

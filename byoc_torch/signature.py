@@ -21,7 +21,6 @@ __all__ = [
     "InputTree",
     "Signature",
     "count_leaves",
-    "flatten_outputs",
     "output_structure",
     "unflatten",
 ]
@@ -277,15 +276,3 @@ def unflatten(leaves, node: dict):
     if kind == "dict":
         return dict(zip(node["k"], children, strict=True))
     return children if kind == "list" else tuple(children)
-
-
-def flatten_outputs(value, node: dict) -> list:
-    """The leaves of a model's outputs nested as ``node`` describes (unflatten's inverse)."""
-    kind = node["t"]
-    if kind == "leaf":
-        return [value]
-    children = [value[k] for k in node["k"]] if kind == "dict" else list(value)
-    out = []
-    for child, child_node in zip(children, node["c"], strict=True):
-        out.extend(flatten_outputs(child, child_node))
-    return out

@@ -264,14 +264,20 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
             for key, c in zip(spec.context, children, strict=True)
         }
         if len(types) != 1 or not all(isinstance(key, str) for key in spec.context):
-            raise TypeError("byoc_torch: TorchScript needs dict inputs of str keys, one type")
+            raise TypeError(
+                f"byoc_torch: TorchScript cannot type input {expr}: a dict input needs str "
+                f"keys and values of one type, got {sorted(types)}"
+            )
         return f"dict[str, {types.pop()}]"
     types = [
         _input_type(c, counter, constants, f"{expr}[{i}]", exprs) for i, c in enumerate(children)
     ]
     if spec.type is list:
         if len(set(types)) != 1:
-            raise TypeError("byoc_torch: TorchScript needs list inputs of one element type")
+            raise TypeError(
+                f"byoc_torch: TorchScript cannot type input {expr}: a list input needs "
+                f"elements of one type, got {sorted(set(types))}"
+            )
         return f"list[{types[0]}]"
     if spec.type is tuple:
         return f"tuple[{', '.join(types)}]"
@@ -290,7 +296,10 @@ def _output_expr(node: dict, outs) -> tuple[str, str]:
     if kind == "tuple":
         return "(" + "".join(f"{e}, " for e, _ in parts) + ")", f"tuple[{', '.join(types)}]"
     if len(set(types)) > 1:
-        raise TypeError(f"byoc_torch: TorchScript needs {kind} outputs of one element type")
+        raise TypeError(
+            f"byoc_torch: TorchScript cannot type the outputs: a {kind} output needs elements "
+            f"of one type, got {sorted(set(types))}"
+        )
     element = types[0] if types else "Tensor"
     if kind == "list":
         return "[" + ", ".join(e for e, _ in parts) + "]", f"list[{element}]"

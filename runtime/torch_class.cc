@@ -50,11 +50,10 @@ class Executable : public torch::CustomClassHolder {
  public:
   Executable(std::string signature, at::Tensor artifact)
       : signature_(std::move(signature)), artifact_(std::move(artifact)) {
-    TORCH_CHECK(artifact_.scalar_type() == at::kByte && artifact_.dim() == 1 &&
-                    artifact_.device().is_cpu(),
-                "byoc_torch.Executable: the artifact must be a 1-D uint8 CPU tensor, got ",
-                artifact_.scalar_type(), " of shape ", artifact_.sizes(), " on ",
-                artifact_.device());
+    TORCH_CHECK(
+        artifact_.scalar_type() == at::kByte && artifact_.dim() == 1 && artifact_.device().is_cpu(),
+        "byoc_torch.Executable: the artifact must be a 1-D uint8 CPU tensor, got ",
+        artifact_.scalar_type(), " of shape ", artifact_.sizes(), " on ", artifact_.device());
     artifact_ = artifact_.contiguous();
   }
 
@@ -133,7 +132,8 @@ TORCH_LIBRARY(byoc_torch, m) {
   m.set_python_module("byoc_torch.torch_library");
   m.class_<Executable>(BYOC_TORCH_CLASS_NAME)
       .def(torch::init<std::string, at::Tensor>())
-      .def("signature", [](const c10::intrusive_ptr<Executable>& self) { return self->signature(); })
+      .def("signature",
+           [](const c10::intrusive_ptr<Executable>& self) { return self->signature(); })
       // What torch.export and torch.compile see of the object (the fake class rebuilds from it).
       .def("__obj_flatten__",
            [](const c10::intrusive_ptr<Executable>& self) {
@@ -147,9 +147,8 @@ TORCH_LIBRARY(byoc_torch, m) {
             return c10::make_intrusive<Executable>(std::move(std::get<0>(state)),
                                                    std::move(std::get<1>(state)));
           });
-  m.def(
-      "execute(__torch__.torch.classes.byoc_torch." BYOC_TORCH_CLASS_NAME
-      " executable, Tensor[] inputs) -> Tensor[]");
+  m.def("execute(__torch__.torch.classes.byoc_torch." BYOC_TORCH_CLASS_NAME
+        " executable, Tensor[] inputs) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(byoc_torch, CPU, m) { m.impl("execute", Execute); }
