@@ -164,7 +164,7 @@ class CompiledModule(torch.nn.Module):
     def __call__(self, *inputs, **kwargs):
         if kwargs or self._tree is not None:
             inputs = self._flat_inputs(inputs, kwargs)
-        if _is_tracing() or _is_compiling():
+        if _is_compiling() or _is_tracing():  # in this order: Dynamo folds the first
             return self._traced_call(inputs)
         # The fast path: every check of _check_inputs, made cheap with what the constructor
         # precomputed, written inline (a Python call costs as much as several checks). It only
@@ -237,14 +237,16 @@ class CompiledModule(torch.nn.Module):
 
     def _traced_call(self, inputs: Sequence[torch.Tensor]):
         """The call as PyTorch's tracers record it: one ``byoc_torch::execute`` op."""
-        # torch.jit.trace must record neither the checks nor their sizes, only the op.
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
-            self._check_inputs(inputs)
-        finally:
-            torch._C._set_tracing_state(state)
-        flat = torch.ops.byoc_torch.execute(self.torch_executable, list(inputs))
+        if _is_compiling():  # Dynamo and torch.export trace the checks with symbolic sizes
+            self._check_inputs(inputs, prepare=False)
+        else:  # torch.jit.trace must record neither the checks nor their sizes, only the op
+            state = torch._C._get_tracing_state()
+            torch._C._set_tracing_state(None)
+            try:
+                self._check_inputs(inputs, prepare=False)
+            finally:
+                torch._C._set_tracing_state(state)
+        flat = torch.ops.byoc_torch.execute.default(self.torch_executable, list(inputs))
         return unflatten(iter(flat), self.signature.outputs)
 
     def run_flat(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -276,9 +278,10 @@ class CompiledModule(torch.nn.Module):
             self._local.vm = vm
         return main
 
-    def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list | None:
+    def _check_inputs(self, inputs: Sequence[torch.Tensor], prepare: bool = True) -> list | None:
         """Check every input against the signature, raising the precise error; return them
-        as TVM takes them, or None when some are fake (only a tracer can run them)."""
+        as TVM takes them, or None when some are fake (only a tracer can run them) or when
+        not asked to ``prepare`` them."""
         specs = self.signature.inputs
         if len(inputs) != len(specs):
             names = ", ".join(s.name for s in specs)
@@ -330,13 +333,15 @@ class CompiledModule(torch.nn.Module):
                         "torch.no_grad() or torch.inference_mode()"
                     )
                 x = x.detach()
+            if not prepare:
+                continue
             if is_fake(x):
                 fake = True
                 continue
             # A subclass (e.g. nn.Parameter) crosses as a TVM view, as plain tensors did
             # before the fast path; tvm-ffi exchanges a plain tensor itself.
             args.append(tvm_ready(x) if type(x) is torch.Tensor else to_tvm(x))
-        return None if fake else args
+        return None if fake or not prepare else args
 
     @property
     def device_type(self) -> str:

@@ -133,9 +133,11 @@ def _dynamic_dims(value: torch.Tensor) -> dict | None:
 
 
 def _real(x: torch.Tensor) -> torch.Tensor:
-    """``x``, or a random real tensor of a fake one's (hinted) shape, for verification."""
+    """A real tensor like ``x`` for export and verification: a new view of a real one (export
+    marks and unmarks dynamic dims on the tensors it gets, and Dynamo guards on the marks of
+    the user's), or random values of a fake one's (hinted) shape."""
     if not is_fake(x):
-        return x
+        return x.detach()
     shape = [optimization_hint(s) for s in x.shape]
     if x.dtype.is_floating_point or x.dtype.is_complex:
         return torch.randn(shape, dtype=x.dtype, device=x.device)
