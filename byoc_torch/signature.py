@@ -139,11 +139,26 @@ class InputTree:
 
     @classmethod
     def from_dict(cls, data: dict) -> InputTree:
-        constants = tuple((int(k), v) for k, v in data["constants"])
-        for _, v in constants:
-            if not isinstance(v, CONSTANT_TYPES):
-                raise ValueError(f"stored input constant {v!r} is not a Python scalar")
-        return cls(str(data["spec"]), tuple(str(p) for p in data["paths"]), constants)
+        tree = cls(
+            str(data["spec"]),
+            tuple(str(p) for p in data["paths"]),
+            tuple((int(k), v) for k, v in data["constants"]),
+        )
+        try:
+            spec = tree.treespec
+        except Exception as err:  # torch's own reader raises several types
+            raise ValueError(f"stored input structure is unreadable: {err}") from err
+        args_and_kwargs = spec.type is tuple and spec.num_children == 2
+        if not args_and_kwargs or spec.child(1).type is not dict:
+            raise ValueError("stored input structure is not (args, kwargs)")
+        if spec.num_leaves != len(tree.paths):
+            raise ValueError(
+                f"stored input structure has {spec.num_leaves} leaves, {len(tree.paths)} paths"
+            )
+        for k, v in tree.constants:
+            if not 0 <= k < len(tree.paths) or not isinstance(v, CONSTANT_TYPES):
+                raise ValueError(f"stored input constant {k}={v!r} is not a leaf's scalar")
+        return tree
 
 
 def _nesting(spec: pytree.TreeSpec) -> str:

@@ -98,6 +98,43 @@ def test_module_weights_and_no_grad():
         torch.testing.assert_close(compiled(x), model(x))
 
 
+def test_backend_verifies_like_compile(monkeypatch):
+    """With an empty deny-list, verification alone finds TVM's wrong selu (elu) in a Dynamo
+    graph and moves it to LibTorch, as compile does."""
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
+    backend = Counting()
+
+    def f(x):
+        return nn.functional.selu(x) * 2
+
+    x = torch.randn(24)
+    torch.testing.assert_close(torch.compile(f, backend=backend)(x), f(x))
+    ((record,),) = [c.fallbacks for c in backend.compiled]
+    assert (record.op, str(record.reason)) == (
+        "aten.elu.default",
+        "TVM result differs from PyTorch",
+    )
+
+
+def test_fake_example_inputs_become_real_ones():
+    """A backend may get FakeTensors (e.g. behind AOTAutograd): byoc_torch compiles and
+    verifies on random real tensors of their shapes and dtypes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from byoc_torch.dynamo import compile_graph
+
+    def f(x, idx):
+        return torch.special.erfinv(torch.tanh(x)) + idx.float()
+
+    gm = torch.fx.symbolic_trace(f)
+    with FakeTensorMode():
+        fakes = [torch.empty(4, 8), torch.empty(4, 8, dtype=torch.int64)]
+    run = compile_graph(gm, fakes, placement="tvm")
+    assert [s.dtype for s in run.compiled.signature.inputs] == ["float32", "int64"]
+    x, idx = torch.randn(4, 8), torch.randint(0, 5, (4, 8))
+    torch.testing.assert_close(run(x, idx), f(x, idx))
+
+
 def test_options_reach_compile():
     backend = byoc_torch.dynamo_backend(placement="tvm", require_full_compilation=True)
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as info:

@@ -4,6 +4,7 @@ autograd behaviour, and the op ``byoc_torch::execute`` that tracers record."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,7 +13,8 @@ from torch import nn
 from torch.export import Dim
 
 import byoc_torch
-from byoc_torch import CompiledModelError, InputError, InputTypeError
+from byoc_torch import ArtifactError, CompiledModelError, InputError, InputTypeError
+from byoc_torch.signature import Signature
 
 
 class Erfinv(nn.Module):
@@ -280,3 +282,19 @@ def test_jit_script_names_an_input_it_cannot_type(tree):
         match=re.escape("TorchScript cannot type input arg1: a dict input needs str keys and"),
     ):
         torch.jit.script(tree)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("constants", [[99, 1]], "stored input constant 99=1 is not a leaf's scalar"),
+        ("paths", ["args[0]"], "stored input structure has 7 leaves, 1 paths"),
+        ("spec", "[1, {", "stored input structure is unreadable"),
+    ],
+)
+def test_stored_input_tree_is_checked(tree, field, value, message):
+    assert Signature.from_json(tree.signature.to_json()) == tree.signature
+    data = json.loads(tree.signature.to_json())
+    data["input_tree"][field] = value
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        Signature.from_json(json.dumps(data))
