@@ -32,6 +32,7 @@
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/string.h>
 
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -45,6 +46,23 @@ namespace ffi = tvm::ffi;
 
 constexpr const char* kRunnerFactory = "byoc_torch.executable_runner";
 #define BYOC_TORCH_CLASS_NAME "Executable_import_byoc_torch_to_load"
+
+/*! \brief The bytes [first, last) a tensor's elements span in memory. */
+std::pair<uintptr_t, uintptr_t> Span(const at::Tensor& t) {
+  uintptr_t first = reinterpret_cast<uintptr_t>(t.data_ptr());
+  int64_t last_element = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last_element += (t.size(d) - 1) * t.stride(d);
+  return {first, first + static_cast<uintptr_t>((last_element + 1) * t.element_size())};
+}
+
+/*! \brief Do two tensors share memory? (DLPack crossings make new storages over the same
+ * memory, so storages are not compared: addresses are.) */
+bool SharesMemory(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0 || a.device() != b.device()) return false;
+  auto [a0, a1] = Span(a);
+  auto [b0, b1] = Span(b);
+  return a0 < b1 && b0 < a1;
+}
 
 class Executable : public torch::CustomClassHolder {
  public:
@@ -80,7 +98,7 @@ class Executable : public torch::CustomClassHolder {
       // The op's schema promises fresh outputs: a result sharing memory with an input (a model
       // that returns its input) is copied.
       for (const at::Tensor& in : inputs) {
-        if (out.has_storage() && in.has_storage() && out.storage().is_alias_of(in.storage())) {
+        if (SharesMemory(out, in)) {
           out = out.clone();
           break;
         }

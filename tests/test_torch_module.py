@@ -15,6 +15,7 @@ from torch.export import Dim
 import byoc_torch
 from byoc_torch import ArtifactError, CompiledModelError, InputError, InputTypeError
 from byoc_torch.signature import Signature
+from byoc_torch.testing import Lambda
 
 
 class Erfinv(nn.Module):
@@ -298,3 +299,17 @@ def test_stored_input_tree_is_checked(tree, field, value, message):
     data["input_tree"][field] = value
     with pytest.raises(ArtifactError, match=re.escape(message)):
         Signature.from_json(json.dumps(data))
+
+
+def test_op_outputs_never_alias_inputs():
+    """The op's schema promises fresh outputs; a model returning its input gets a copy (the
+    VM hands the input itself back, and functionalization relies on the schema)."""
+    compiled = byoc_torch.compile(
+        Lambda(lambda x, y: (x, torch.special.erfinv(y))),
+        (torch.randn(3), torch.rand(3)),
+        placement="tvm",
+    )
+    x, y = torch.randn(3), torch.rand(3)
+    first, second = torch.ops.byoc_torch.execute(compiled.torch_executable, [x, y])
+    assert first.data_ptr() != x.data_ptr()
+    torch.testing.assert_close((first, second), (x, torch.special.erfinv(y)))
