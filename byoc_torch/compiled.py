@@ -367,9 +367,10 @@ class CompiledModule(torch.nn.Module):
         return (load_bytes, (torch_library.artifact_of(self.torch_executable),))
 
     # -- nn.Module ----------------------------------------------------------------------------
-    def __prepare_scriptable__(self) -> torch.jit.ScriptModule:
+    def __prepare_scriptable__(self) -> torch.nn.Module:
         """What ``torch.jit.script`` compiles in place of this module (also as a parent's
-        submodule): a TorchScript module calling ``torch.ops.byoc_torch.execute``."""
+        submodule): a module whose generated ``forward`` calls ``torch.ops.byoc_torch.execute``
+        (see :func:`byoc_torch.torch_library.scripted`)."""
         return torch_library.scripted(self)
 
     def _apply(self, fn, recurse: bool = True):
