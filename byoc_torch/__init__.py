@@ -8,7 +8,11 @@ The pipeline, one room per stage, in data-flow order (docs/architecture.md has t
 * :mod:`byoc_torch.codegen`    ``relax.ext.torch``: those functions -> one C++ runtime module;
 * :mod:`byoc_torch.verify`     build failures and wrong values moved to LibTorch;
 * :mod:`byoc_torch.driver`     ``compile``: the whole pipeline and ``relax.build``;
-* :mod:`byoc_torch.compiled`   the callable result, ``export`` and :func:`load`.
+* :mod:`byoc_torch.compiled`   the callable result (an ``nn.Module``), ``export`` and
+  :func:`load`;
+* :mod:`byoc_torch.torch_library` the op ``torch.ops.byoc_torch.execute`` and its object, what
+  PyTorch's tracers and serializers see of a compiled model;
+* :mod:`byoc_torch.dynamo`     the ``torch.compile`` backend ``"byoc_torch"``.
 
 Importing the package loads the C++ runtime and what loading an artifact needs; the compiler
 (TVM's PyTorch importer and the stages above) is imported on first use, so
@@ -21,11 +25,12 @@ import importlib
 
 from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from . import threads as _threads
-from .compiled import CompiledModule, load
+from .compiled import CompiledModule, load, load_bytes
 from .errors import (
     ArtifactError,
     BuildFailure,
     ByocTorchError,
+    CompiledModelError,
     FallbackError,
     FullCompilationError,
     InputError,
@@ -52,6 +57,7 @@ _LAZY = {
     "PartitionForTorch": "partition",
     "partition_for_torch": "partition",
     "torch_functions": "partition",
+    "dynamo_backend": "dynamo",
 }
 
 
@@ -73,6 +79,7 @@ __all__ = [
     "ArtifactError",
     "BuildFailure",
     "ByocTorchError",
+    "CompiledModelError",
     "CompiledModule",
     "FallbackError",
     "FallbackRecord",
@@ -87,9 +94,11 @@ __all__ = [
     "TorchOpTypeError",
     "VerificationError",
     "compile",
+    "dynamo_backend",
     "export_program",
     "from_exported_program",
     "load",
+    "load_bytes",
     "partition_for_torch",
     "report",
     "torch_codegen",

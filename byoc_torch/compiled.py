@@ -8,12 +8,19 @@ runtime module with its TorchScript); :func:`load` reads it back in any process.
 Inputs cross into TVM with DLPack, without a copy (a non-contiguous or unaligned input is
 copied once first: TVM kernels need compact, 64-byte aligned data). Outputs come back with
 DLPack, without a copy.
+
+:class:`CompiledModule` is a ``torch.nn.Module``. Called eagerly it runs the VM directly (the
+fast path); while PyTorch traces it (``torch.jit.trace``/``script``, ``torch.export``,
+``torch.compile``) or hands it tensors it cannot run directly (fake tensors), it calls the op
+``torch.ops.byoc_torch.execute`` on its TorchScript object (:mod:`byoc_torch.torch_library`),
+so the traced program calls the compiled model instead of baking in its answer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,12 +30,13 @@ from typing import NamedTuple
 import torch
 import tvm
 import tvm_ffi
+from torch._subclasses.fake_tensor import is_fake
 from tvm import relax
 
-from . import _defaults
-from .errors import ArtifactError, InputError, InputTypeError
+from . import _defaults, torch_library
+from .errors import ArtifactError, CompiledModelError, InputError, InputTypeError
 from .names import dtype_name, torch_dtype
-from .records import FallbackRecord
+from .records import FallbackRecord, Reason
 from .reporting import Report
 from .signature import InputSpec, Signature, count_leaves, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
@@ -36,7 +44,7 @@ from .threads import apply_thread_budget
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompiledModule", "load"]
+__all__ = ["CompiledModule", "load", "load_bytes"]
 
 METADATA_FUNC = "__byoc_torch_metadata__"
 
@@ -47,6 +55,9 @@ _ARRAY_GET_ITEM = tvm_ffi.get_global_func("ffi.ArrayGetItem")
 
 
 _ALIGNMENT = _defaults.TVM_ALIGNMENT
+_is_tracing = torch._C._is_tracing  # torch.jit.trace is recording
+_is_compiling = torch.compiler.is_compiling  # torch.compile / torch.export is tracing
+_grad_enabled = torch.is_grad_enabled
 
 # The VM's main behind C++ input checks (runtime/checked_call.cc), and DLPack device codes.
 _MAKE_CHECKED_CALL = tvm_ffi.get_global_func("byoc_torch.MakeCheckedCall")
@@ -93,8 +104,14 @@ class _InputCheck(NamedTuple):
         return cls(dtype, whole, len(spec.shape), static, symbols)
 
 
-class CompiledModule:
-    """A model compiled by byoc_torch. Call it like the original ``nn.Module``.
+class CompiledModule(torch.nn.Module):
+    """A model compiled by byoc_torch: a ``torch.nn.Module`` called like the original model
+    (the same positional inputs, pytrees and keyword inputs).
+
+    Inference only: an input that requires grad, with grad mode on, is an InputError (call it
+    under ``torch.no_grad()``). It runs on the device it was compiled for; moving or converting
+    it (``.to``, ``.cuda``, ``.half``) is a CompiledModelError. Forward hooks are not run (the
+    call skips ``nn.Module``'s hook machinery to keep its fixed cost low).
 
     Thread-safe: calls from several threads run concurrently, each thread on its own TVM
     VirtualMachine over the shared executable (TVM's VM is not safe to share); the LibTorch
@@ -109,12 +126,18 @@ class CompiledModule:
         ir_module: tvm.IRModule | None = None,
         fallbacks: Sequence[FallbackRecord] = (),
         report: Report | None = None,
+        artifact: bytes | None = None,
     ) -> None:
+        super().__init__()
+        self.training = False  # a compiled model computes as its model did in eval mode
         self.executable = executable
         self.signature = signature
         self.ir_module = ir_module
-        self.fallbacks = tuple(fallbacks)
         self._report = report
+        if not fallbacks and signature.report is not None:
+            fallbacks = _fallbacks_of(self.report())
+        self.fallbacks = tuple(fallbacks)
+        self._tree = signature.input_tree
         self.device = tvm.device(signature.device)
         # Process-wide: TVM's and LibTorch's pools get the model's budget (byoc_torch.threads).
         self.thread_budget = apply_thread_budget(signature.num_threads)
@@ -134,21 +157,29 @@ class CompiledModule:
         self._flat_result: bool | None = None
         self._output_indices = range(self._num_outputs)
         self._call_specs, self._num_symbols = _call_specs(signature.inputs)
+        # What PyTorch's tracers see (torch.ops.byoc_torch.execute's first argument), made now:
+        # torch.export finds a module's TorchScript objects before it traces.
+        if artifact is None:
+            artifact = self._exported_bytes()
+        self.torch_executable = torch_library.executable_object(artifact, signature.to_json())
+        torch_library.remember(artifact, self)
+        self._artifact_size = len(artifact)
 
     # -- calling ------------------------------------------------------------------------------
-    def __call__(self, *inputs: torch.Tensor):
+    def __call__(self, *inputs, **kwargs):
+        if kwargs or self._tree is not None:
+            inputs = self._flat_inputs(inputs, kwargs)
+        if _is_compiling() or _is_tracing():  # in this order: Dynamo folds the first
+            return self._traced_call(inputs)
         # The fast path: one FFI call. The runtime's checked call (runtime/checked_call.cc)
         # makes every check of _check_inputs, and what TVM's kernels assume, in C++, then runs
-        # the VM; it returns None when it does not accept an input. Tensors that require grad
-        # are detached by the slow path (DLPack does not carry autograd).
+        # the VM; it returns None when it does not accept an input. An input that requires
+        # grad under grad mode goes to the slow path, which raises the error.
         try:
             checked = self._local.checked
         except AttributeError:
             checked = self._checked_function()
-        if not (
-            torch.is_grad_enabled()
-            and any(x.requires_grad for x in inputs if type(x) is torch.Tensor)
-        ):
+        if not (_grad_enabled() and any(getattr(x, "requires_grad", False) for x in inputs)):
             try:
                 out = checked(*inputs)
             except Exception:  # e.g. an input DLPack cannot carry (meta): the slow path
@@ -158,6 +189,8 @@ class CompiledModule:
                     return out
                 return self._convert_result(out)
         return self._slow_call(inputs)
+
+    forward = __call__
 
     def _checked_function(self):
         checked = self._local.checked = _MAKE_CHECKED_CALL(
@@ -172,6 +205,10 @@ class CompiledModule:
     def _slow_call(self, inputs: Sequence):
         """The call path for what the checked call does not accept: Python checks (the
         precise error), then inputs made acceptable (detached, compact, aligned)."""
+        # Every check of _check_inputs, made cheap with what the constructor
+        # precomputed, written inline (a Python call costs as much as several checks). It only
+        # accepts; whatever it does not accept goes to _check_inputs, which raises the precise
+        # error (or prepares inputs it accepts, e.g. tensor subclasses).
         checks = self._checks
         args: list | None = None
         if len(inputs) == len(checks):
@@ -194,12 +231,17 @@ class CompiledModule:
                     args = None
                     break
                 if x.requires_grad:
+                    if _grad_enabled():
+                        args = None
+                        break
                     x = x.detach()
                 if not x.is_contiguous() or x.data_ptr() % _ALIGNMENT:
                     x = x.clone(memory_format=torch.contiguous_format)
                 args.append(x)
         if args is None:
             args = self._check_inputs(inputs)
+            if args is None:  # tensors only PyTorch's tracers know (fake, functional)
+                return self._traced_call(inputs)
         try:
             main = self._local.main
         except AttributeError:
@@ -225,6 +267,37 @@ class CompiledModule:
             return tuple(flat)
         return unflatten(iter(flat), self.signature.outputs)
 
+    def _flat_inputs(self, inputs: tuple, kwargs: dict) -> tuple:
+        """A call's pytree/keyword inputs as the flat tensors the executable takes."""
+        if self._tree is None:
+            raise InputTypeError(
+                f"byoc_torch: the compiled model takes positional inputs only "
+                f"({', '.join(s.name for s in self.signature.inputs)}), got keyword input(s) "
+                f"{sorted(kwargs)}; compile with kwargs={{...}} to call it with keywords"
+            )
+        return tuple(self._tree.tensors(inputs, kwargs))
+
+    def _traced_call(self, inputs: Sequence[torch.Tensor]):
+        """The call as PyTorch's tracers record it: one ``byoc_torch::execute`` op."""
+        if _is_compiling():  # Dynamo and torch.export trace the checks with symbolic sizes
+            self._check_inputs(inputs, prepare=False)
+        else:  # torch.jit.trace must record neither the checks nor their sizes, only the op
+            state = torch._C._get_tracing_state()
+            torch._C._set_tracing_state(None)
+            try:
+                self._check_inputs(inputs, prepare=False)
+            finally:
+                torch._C._set_tracing_state(state)
+        flat = torch.ops.byoc_torch.execute.default(self.torch_executable, list(inputs))
+        return unflatten(iter(flat), self.signature.outputs)
+
+    def run_flat(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The flat output tensors for the flat input tensors (what the op's kernel runs)."""
+        args = self._check_inputs(inputs)
+        if args is None:
+            raise InputTypeError("byoc_torch: the op byoc_torch::execute got fake tensors")
+        return self._flatten_result(self._main_function()(*args))
+
     def _flatten_result(self, result) -> list[torch.Tensor]:
         """The general path for the VM's result: any nesting, TVM or torch tensors. Also
         learns whether later calls can take the fast path."""
@@ -247,9 +320,10 @@ class CompiledModule:
             self._local.vm = vm
         return main
 
-    def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> list:
+    def _check_inputs(self, inputs: Sequence[torch.Tensor], prepare: bool = True) -> list | None:
         """Check every input against the signature, raising the precise error; return them
-        as TVM takes them."""
+        as TVM takes them, or None when some are fake (only a tracer can run them) or when
+        not asked to ``prepare`` them."""
         specs = self.signature.inputs
         if len(inputs) != len(specs):
             names = ", ".join(s.name for s in specs)
@@ -259,6 +333,7 @@ class CompiledModule:
             )
         symbols: dict[str, int] = {}
         args = []
+        fake = False
         for k, (x, spec) in enumerate(zip(inputs, specs, strict=True)):
             where = f"input {k} ('{spec.name}')"
             if not isinstance(x, torch.Tensor):
@@ -293,11 +368,22 @@ class CompiledModule:
                     f"{self.signature.device}"
                 )
             if x.requires_grad:
+                if _grad_enabled():
+                    raise InputError(
+                        f"byoc_torch: {where} requires grad, but a compiled model is "
+                        "inference-only (its outputs carry no gradient); call it under "
+                        "torch.no_grad() or torch.inference_mode()"
+                    )
                 x = x.detach()
+            if not prepare:
+                continue
+            if is_fake(x):
+                fake = True
+                continue
             # A subclass (e.g. nn.Parameter) crosses as a TVM view, as plain tensors did
             # before the fast path; tvm-ffi exchanges a plain tensor itself.
             args.append(tvm_ready(x) if type(x) is torch.Tensor else to_tvm(x))
-        return args
+        return None if fake or not prepare else args
 
     @property
     def device_type(self) -> str:
@@ -310,6 +396,53 @@ class CompiledModule:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.executable.export_library(str(path))
         return path
+
+    def _exported_bytes(self) -> bytes:
+        """The artifact :meth:`export` writes, as bytes."""
+        with tempfile.TemporaryDirectory(prefix="byoc_torch_") as tmp:
+            return self.export(Path(tmp) / "model.so").read_bytes()
+
+    def __reduce__(self):
+        """Pickle (``torch.save``, ``copy.deepcopy``) as the artifact's bytes; unpickling loads
+        them with :func:`load_bytes`, so it runs the artifact's checks and code like
+        :func:`load` (unpickle only what you trust)."""
+        return (load_bytes, (torch_library.artifact_of(self.torch_executable),))
+
+    # -- nn.Module ----------------------------------------------------------------------------
+    def __prepare_scriptable__(self) -> torch.nn.Module:
+        """What ``torch.jit.script`` compiles in place of this module (also as a parent's
+        submodule): a module whose generated ``forward`` calls ``torch.ops.byoc_torch.execute``
+        (see :func:`byoc_torch.torch_library.scripted`)."""
+        return torch_library.scripted(self)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to``/``.cuda``/``.half``…: the executable runs on one device and dtype, so only a
+        conversion that changes nothing is allowed (e.g. a parent model's ``.to("cpu")``)."""
+        probe = torch.empty(0, device=self.device_type)
+        try:
+            moved = fn(probe)
+        except Exception as err:
+            raise CompiledModelError(
+                f"byoc_torch: a compiled model runs where it was compiled "
+                f"({self.signature.device}) and cannot be moved or converted: {err}"
+            ) from err
+        if moved.device.type != probe.device.type or moved.dtype != probe.dtype:
+            raise CompiledModelError(
+                f"byoc_torch: a compiled model runs where it was compiled "
+                f"({self.signature.device}, its weights and dtypes are part of the "
+                f"executable) and cannot be moved to {moved.device} or converted to "
+                f"{moved.dtype}; compile the model again for that device or dtype"
+            )
+        return self
+
+    def extra_repr(self) -> str:
+        ins = ", ".join(f"{s.name}: {s.dtype}{_shape_str(s.shape)}" for s in self.signature.inputs)
+        ops = self.torch_ops
+        return (
+            f"inputs=[{ins}], device={self.signature.device}, "
+            f"torch_ops={len(ops)} {sorted(set(ops))}, "
+            f"torch_subgraphs={self.num_torch_subgraphs()}, artifact={self._artifact_size} bytes"
+        )
 
     # -- inspection ---------------------------------------------------------------------------
     def report(self) -> Report:
@@ -333,11 +466,14 @@ class CompiledModule:
         names = _runtime_symbols(self.executable)
         return len(names)
 
-    def __repr__(self) -> str:
-        return (
-            f"CompiledModule(inputs={[s.name for s in self.signature.inputs]}, "
-            f"torch_ops={len(self.fallbacks)}, device={self.signature.device})"
-        )
+
+def _fallbacks_of(report: Report) -> list[FallbackRecord]:
+    """The fallback records a report lists (a loaded model's records)."""
+    return [
+        FallbackRecord(n.node, n.op, Reason.parse(n.reason), n.detail)
+        for n in report.torch_nodes()
+        if n.op != "getitem"
+    ]
 
 
 def _call_specs(inputs: Sequence[InputSpec]) -> tuple[list[list[int]], int]:
@@ -441,4 +577,14 @@ def load(path: str | os.PathLike) -> CompiledModule:
     if text is None:
         raise ArtifactError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
     signature = Signature.from_json(text)
-    return CompiledModule(executable, signature)
+    return CompiledModule(executable, signature, artifact=path.read_bytes())
+
+
+def load_bytes(artifact: bytes) -> CompiledModule:
+    """Load an artifact given as bytes (what :meth:`CompiledModule.export` writes), through a
+    private temporary file and :func:`load`."""
+    with tempfile.TemporaryDirectory(prefix="byoc_torch_") as tmp:
+        path = Path(tmp) / "model.so"
+        path.write_bytes(artifact)
+        os.chmod(path, 0o600)
+        return load(path)

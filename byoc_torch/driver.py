@@ -21,7 +21,7 @@ from tvm import relax
 from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, set_metadata
-from .errors import VerificationError
+from .errors import InputTypeError, VerificationError
 from .frontend import ImportResult, import_with_records
 from .frontend.modules import hide_forced_modules
 from .names import dtype_name
@@ -29,13 +29,14 @@ from .options import Options
 from .partition import PartitionForTorch
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
-from .signature import InputSpec, Signature, output_structure
+from .signature import InputSpec, InputTree, Signature, output_structure
+from .tensors import tvm_ready
 from .threads import apply_thread_budget
 from .verify import build_candidates, diverging_nodes, find_build_culprit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compile", "export_program", "report"]
+__all__ = ["compile", "export_program", "flat_program", "report"]
 
 
 def export_program(
@@ -43,10 +44,11 @@ def export_program(
     example_inputs: Sequence[torch.Tensor],
     dynamic_shapes=None,
     torch_executed_modules: Sequence = (),
+    kwargs: dict | None = None,
 ) -> torch.export.ExportedProgram:
-    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module), with
-    the ``torch_executed_modules`` hidden behind opaque ops (see
-    :mod:`byoc_torch.frontend.modules`)."""
+    """``model`` as an ExportedProgram (exported in eval mode when it is an nn.Module, whose
+    training flags are restored afterwards), with the ``torch_executed_modules`` hidden behind
+    opaque ops (see :mod:`byoc_torch.frontend.modules`)."""
     if isinstance(model, torch.export.ExportedProgram):
         if torch_executed_modules:
             raise ValueError(
@@ -63,15 +65,108 @@ def export_program(
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    model = model.eval()
+    if kwargs and torch_executed_modules:
+        raise ValueError(
+            "torch_executed_modules records its modules' calls with positional inputs; it "
+            "cannot be combined with keyword inputs (kwargs=)"
+        )
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
     inputs = tuple(example_inputs)
-    with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+    try:
+        with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
+            return torch.export.export(
+                model, inputs, kwargs=kwargs or None, dynamic_shapes=dynamic_shapes
+            )
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+class _FlatInputs(torch.nn.Module):
+    """An exported model called with the flat tensors of its ``(args, kwargs)``: what TVM
+    imports when the model takes pytrees, keyword inputs or Python scalars."""
+
+    def __init__(self, module: torch.nn.Module, tree: InputTree) -> None:
+        super().__init__()
+        self.module = module
+        self.tree = tree
+
+    def forward(self, *tensors: torch.Tensor):
+        args, kwargs = self.tree.unflatten(tensors)
+        return self.module(*args, **kwargs)
+
+
+def flat_program(
+    ep: torch.export.ExportedProgram, args: Sequence, kwargs: dict
+) -> tuple[torch.export.ExportedProgram, InputTree | None, tuple[str, ...]]:
+    """``ep`` as a program of flat tensor inputs, the tree that maps a call's inputs to them,
+    and the tensor inputs' names in ``ep``. A program that already takes flat positional
+    tensors comes back as it is, without a tree. Dynamic dims stay dynamic, with their ranges.
+    """
+    user_inputs = ep.graph_signature.user_inputs
+    names = tuple(n for n in user_inputs if isinstance(n, str))
+    args_spec, kwargs_spec = ep.call_spec.in_spec.children()
+    flat = (
+        not kwargs_spec.context
+        and all(c.is_leaf() for c in args_spec.children())
+        and len(names) == len(user_inputs)
+    )
+    if flat:
+        return ep, None, names
+    tree = InputTree.of(tuple(args), dict(kwargs))
+    if tree.treespec != ep.call_spec.in_spec:
+        raise InputTypeError(
+            f"byoc_torch.compile: the example inputs {tree.treespec} are not nested as the "
+            f"exported program's {ep.call_spec.in_spec}"
+        )
+    tensors = tuple(tree.tensors(tuple(args), dict(kwargs)))
+    dims = _dynamic_dims(ep)
+    with torch.no_grad():
+        flat_ep = torch.export.export(
+            _FlatInputs(ep.module(), tree), tensors, dynamic_shapes=(tuple(dims),) if dims else None
+        )
+    return flat_ep, tree, names
+
+
+def _dynamic_dims(ep: torch.export.ExportedProgram) -> list | None:
+    """torch.export ``dynamic_shapes`` of ``ep``'s tensor inputs, flat: one Dim per symbol
+    (with its range), Dim.AUTO for a dim that is an expression of symbols."""
+    user = set(ep.graph_signature.user_inputs)
+    by_symbol: dict = {}
+    specs = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user:
+            continue
+        spec = {}
+        for d, size in enumerate(node.meta["val"].shape):
+            if not isinstance(size, torch.SymInt):
+                continue
+            expr = size.node.expr
+            if not expr.is_Symbol:
+                spec[d] = torch.export.Dim.AUTO
+                continue
+            if expr not in by_symbol:
+                bounds = ep.range_constraints.get(expr)
+                low = int(bounds.lower) if bounds is not None else 0
+                high = bounds.upper if bounds is not None else None
+                high = int(high) if high is not None and high.is_finite else None
+                by_symbol[expr] = torch.export.Dim(str(expr), min=low, max=high)
+            spec[d] = by_symbol[expr]
+        specs.append(spec or None)
+    return specs if any(specs) else None
 
 
 def _signature(
-    ep: torch.export.ExportedProgram, device: str, report: Report | None, num_threads: int | None
+    ep: torch.export.ExportedProgram,
+    device: str,
+    report: Report | None,
+    num_threads: int | None,
+    names: Sequence[str] = (),
+    tree: InputTree | None = None,
 ) -> Signature:
+    """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
+    original model's, when ``ep`` is its flat re-export)."""
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
     for node in ep.graph.nodes:
@@ -83,17 +178,37 @@ def _signature(
                 f"byoc_torch.compile: input {node.name} is a {type(val).__name__}; only tensor "
                 "inputs are supported"
             )
-        shape = tuple(
-            str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape
-        )
-        specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
+        name = names[len(specs)] if names else node.name
+        specs.append(InputSpec(name, dtype_name(val.dtype), _dims(val)))
     return Signature(
         tuple(specs),
         output_structure(ep.call_spec.out_spec),
         device,
         report.to_dict() if report is not None else None,
         num_threads,
+        tree,
+        _output_specs(ep),
     )
+
+
+def _dims(val: torch.Tensor) -> tuple[int | str, ...]:
+    return tuple(str(s.node.expr) if isinstance(s, torch.SymInt) else int(s) for s in val.shape)
+
+
+def _output_specs(ep: torch.export.ExportedProgram) -> tuple[InputSpec, ...] | None:
+    """dtype and dims of each user output (None when one is not a tensor)."""
+    user_outputs = ep.graph_signature.user_outputs
+    values = {}
+    for node in ep.graph.output_node().args[0]:
+        if isinstance(node, torch.fx.Node):
+            values[node.name] = node.meta.get("val")
+    specs = []
+    for k, name in enumerate(user_outputs):
+        val = values.get(name) if isinstance(name, str) else None
+        if not isinstance(val, torch.Tensor):
+            return None
+        specs.append(InputSpec(f"output {k}", dtype_name(val.dtype), _dims(val)))
+    return tuple(specs)
 
 
 def _device_of(target) -> str:
@@ -106,6 +221,7 @@ def compile(
     example_inputs: Sequence[torch.Tensor] = (),
     target: str | dict = "llvm",
     *,
+    kwargs: dict | None = None,
     dynamic_shapes=None,
     **options,
 ) -> CompiledModule:
@@ -113,8 +229,12 @@ def compile(
 
     Args:
         model: an ``nn.Module`` (exported here with ``torch.export``) or an ExportedProgram.
-        example_inputs: tensors to export with (ignored for an ExportedProgram).
+        example_inputs: the positional inputs to export with, as the model takes them:
+            tensors, (nested) tuples, lists and dicts of tensors, Python scalars (which
+            torch.export specializes). Ignored for an ExportedProgram.
         target: a TVM target, ``"llvm"`` or a dict such as ``{"kind": "llvm"}``.
+        kwargs: the keyword inputs to export with; the result is called
+            ``compiled(*args, **kwargs)`` like the model.
         dynamic_shapes: torch.export's ``dynamic_shapes`` (e.g. ``{"x": {0: Dim("batch")}}``);
             the result then runs every size in range without recompiling.
         **options: fields of :class:`byoc_torch.Options`.
@@ -128,14 +248,15 @@ def compile(
                 model,
                 example_inputs,
                 target,
+                kwargs=kwargs,
                 dynamic_shapes=dynamic_shapes,
                 **{**options, "tuning_database": database},
             )
     apply_thread_budget(opts.num_threads)  # verification runs the model too
-    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    ep, tree, names, flat_inputs = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    inputs = _verification_inputs(ep, example_inputs)
-    session = _Session(ep, opts, tvm_target, _device_of(target))
+    inputs = _verification_inputs(ep, flat_inputs)
+    session = _Session(ep, opts, tvm_target, _device_of(target), names, tree)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
@@ -162,7 +283,7 @@ def compile(
                 continue
         report = build_report(imported, built.partitioned, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, session.device, report, opts.num_threads)
+        signature = _signature(ep, session.device, report, opts.num_threads, names, tree)
         set_metadata(built.executable, signature.to_json())
         logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))
         return CompiledModule(
@@ -194,8 +315,17 @@ class _Session:
     whole-model check builds its candidates here, and the final round reuses the chosen one
     (its signature, report included, is set on the executable afterwards)."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, opts: Options, tvm_target, device: str):
+    def __init__(
+        self,
+        ep: torch.export.ExportedProgram,
+        opts: Options,
+        tvm_target,
+        device: str,
+        names: Sequence[str] = (),
+        tree: InputTree | None = None,
+    ):
         self.ep, self.opts, self.tvm_target, self.device = ep, opts, tvm_target, device
+        self.names, self.tree = names, tree
         self._imports: dict[tuple, ImportResult] = {}
         self._builds: dict[tuple, _Built] = {}
 
@@ -209,13 +339,18 @@ class _Session:
             self._imports[key] = import_with_records(self.ep, self.opts, records)
         return self._imports[key]
 
+    def signature(self, report: Report | None) -> Signature:
+        return _signature(
+            self.ep, self.device, report, self.opts.num_threads, self.names, self.tree
+        )
+
     def build(self, records: dict[str, FallbackRecord]) -> _Built:
         """The model built with ``records`` moved to LibTorch (raises what the build raises)."""
         key = self._key(records)
         if key not in self._builds:
             imported = self.imported(records)
             partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
-            provisional = _signature(self.ep, self.device, None, self.opts.num_threads)
+            provisional = self.signature(None)
             lowered = LowerTorchFunctions(metadata=provisional.to_json())(partitioned)
             lowered = _tuned(lowered, self.opts, self.tvm_target)
             executable = relax.build(lowered, target=self.tvm_target)
@@ -256,12 +391,12 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
     ``result``. Returns the records of the chosen placement."""
     from .placement.end_to_end import candidates, choose
 
+    device = tvm.device(session.device)
+
     def build(records: dict):
-        built = session.build(records)
-        compiled = CompiledModule(
-            built.executable, _signature(session.ep, session.device, None, session.opts.num_threads)
-        )
-        return lambda: compiled(*inputs)
+        main = relax.VirtualMachine(session.build(records).executable, device)["main"]
+        args = [tvm_ready(x.contiguous()) for x in inputs]
+        return lambda: main(*args)
 
     with torch.no_grad():
         chosen, measured, skipped = choose(candidates(searched, result), build)
@@ -276,6 +411,21 @@ def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:
     from .tuning import tune
 
     return tune(lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database)
+
+
+def _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts: Options):
+    """The program TVM imports (flat tensor inputs), the input tree, the tensor inputs'
+    names and the example's flat tensors (empty when there is no example)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules, kwargs)
+    if isinstance(model, torch.export.ExportedProgram) and ep.example_inputs is not None:
+        args, kwargs = ep.example_inputs
+    else:
+        args, kwargs = tuple(example_inputs), dict(kwargs or {})
+    ep, tree, names = flat_program(ep, args, kwargs)
+    flat = tuple(tree.tensors(args, kwargs)) if tree is not None else tuple(args)
+    return ep, tree, names, flat
 
 
 def _verification_inputs(ep, example_inputs) -> tuple | None:
@@ -311,6 +461,7 @@ def report(
     model: torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule,
     example_inputs: Sequence[torch.Tensor] = (),
     *,
+    kwargs: dict | None = None,
     dynamic_shapes=None,
     **options,
 ) -> Report:
@@ -322,7 +473,7 @@ def report(
     opts = Options.from_kwargs(options)
     if isinstance(model, tvm.IRModule):
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
-    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    ep = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)[0]
     imported = import_with_records(ep, opts)
     partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
     return build_report(imported, partitioned, model_name=_model_name(model))

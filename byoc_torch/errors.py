@@ -27,6 +27,7 @@ __all__ = [
     "ArtifactError",
     "BuildFailure",
     "ByocTorchError",
+    "CompiledModelError",
     "FallbackError",
     "FullCompilationError",
     "InputError",
@@ -85,3 +86,9 @@ class InputTypeError(ByocTorchError, TypeError):
 @tvm_ffi.register_error
 class ArtifactError(ByocTorchError, ValueError):
     """A file is not a loadable byoc_torch artifact (damaged, foreign or unreadable)."""
+
+
+@tvm_ffi.register_error
+class CompiledModelError(ByocTorchError, RuntimeError):
+    """An operation a compiled model does not support, such as moving it to another device or
+    converting it to another dtype (its executable is built for one device and dtype)."""

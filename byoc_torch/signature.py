@@ -7,15 +7,26 @@ it to check inputs and to rebuild the output nesting.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
 from torch.utils import _pytree as pytree
 
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError, InputTypeError
 from .threads import check_num_threads
 
-__all__ = ["InputSpec", "Signature", "count_leaves", "output_structure", "unflatten"]
+__all__ = [
+    "InputSpec",
+    "InputTree",
+    "Signature",
+    "count_leaves",
+    "output_structure",
+    "unflatten",
+]
+
+# The Python scalars torch.export specializes that an artifact can store (JSON values).
+CONSTANT_TYPES = (bool, int, float, str, type(None))
 
 SIGNATURE_VERSION = 1
 
@@ -30,6 +41,157 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class InputTree:
+    """How a call's ``(args, kwargs)`` map to the executable's tensor inputs.
+
+    ``spec`` is torch's pytree spec of ``(args, kwargs)`` as the model was exported
+    (``treespec_dumps``); its leaves are, in order, the tensor inputs and the Python scalars
+    torch.export specialized, the latter kept in ``constants`` as (leaf index, value).
+    """
+
+    spec: str
+    paths: tuple[str, ...]  # each leaf's place, e.g. "args[0]['a']", "kwargs['y']"
+    constants: tuple[tuple[int, object], ...] = ()
+
+    @classmethod
+    def of(cls, args: tuple, kwargs: dict) -> InputTree:
+        """The tree of example inputs ``args``/``kwargs`` (tensors and Python scalars)."""
+        import torch
+
+        with_paths, spec = pytree.tree_flatten_with_path((tuple(args), dict(kwargs)))
+        constants = []
+        for k, (path, leaf) in enumerate(with_paths):
+            if isinstance(leaf, torch.Tensor):
+                continue
+            if not isinstance(leaf, CONSTANT_TYPES):
+                raise InputTypeError(
+                    f"byoc_torch.compile: input {_leaf_name(path)} is a {type(leaf).__name__}; "
+                    "inputs are tensors, containers of them (tuple, list, dict) and Python "
+                    "scalars (bool, int, float, str, None)"
+                )
+            constants.append((k, leaf))
+        try:
+            dumped = pytree.treespec_dumps(spec)
+        except Exception as err:  # a container type torch's pytree cannot serialize
+            raise InputTypeError(
+                f"byoc_torch.compile: the inputs' structure {spec} cannot be stored: {err}"
+            ) from err
+        paths = tuple(_leaf_name(path) for path, _ in with_paths)
+        return cls(dumped, paths, tuple(constants))
+
+    @functools.cached_property
+    def treespec(self) -> pytree.TreeSpec:
+        return pytree.treespec_loads(self.spec)
+
+    @functools.cached_property
+    def _constant_at(self) -> dict[int, object]:
+        return dict(self.constants)
+
+    def tensors(self, args: tuple, kwargs: dict) -> list:
+        """The tensor leaves of a call's inputs, in the executable's order; InputTypeError for
+        another structure, InputError for a specialized scalar with another value."""
+        want = self.treespec
+        kwarg_spec = want.child(1)
+        keys = list(kwarg_spec.context)
+        if kwargs.keys() != set(keys):
+            raise InputTypeError(
+                f"byoc_torch: the compiled model takes keyword input(s) {keys or 'none'}, got "
+                f"{sorted(kwargs) or 'none'}"
+            )
+        kwargs = {k: kwargs[k] for k in keys}  # torch's spec keeps the example's key order
+        leaves, got = pytree.tree_flatten((tuple(args), kwargs))
+        if got != want:
+            flat = pytree.tree_flatten_with_path((tuple(args), kwargs))[0]
+            paths = tuple(_leaf_name(path) for path, _ in flat)
+            detail = f"{', '.join(paths) or 'no inputs'}"
+            if paths == self.paths:  # same places, other container types
+                detail += f" (nested as {_nesting(got)}, expected {_nesting(want)})"
+            raise InputTypeError(
+                "byoc_torch: the inputs are nested differently from the example inputs the "
+                f"model was compiled with: expected {', '.join(self.paths)}; got {detail}"
+            )
+        constant_at = self._constant_at
+        if not constant_at:
+            return leaves
+        tensors = []
+        for k, leaf in enumerate(leaves):
+            if k not in constant_at:
+                tensors.append(leaf)
+                continue
+            value = constant_at[k]
+            if type(leaf) is not type(value) or leaf != value:
+                raise InputError(
+                    f"byoc_torch: input {self.paths[k]} is {leaf!r}, but the model was compiled "
+                    f"with {self.paths[k]}={value!r} (torch.export specializes Python "
+                    "scalars); compile again with this value, or pass it as a tensor"
+                )
+        return tensors
+
+    def unflatten(self, tensors) -> tuple[tuple, dict]:
+        """The ``(args, kwargs)`` whose tensor leaves are ``tensors`` (``tensors``' inverse)."""
+        constant_at = self._constant_at
+        it = iter(tensors)
+        leaves = [constant_at[k] if k in constant_at else next(it) for k in range(len(self.paths))]
+        return pytree.tree_unflatten(leaves, self.treespec)
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "paths": list(self.paths), "constants": self.constants}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputTree:
+        tree = cls(
+            str(data["spec"]),
+            tuple(str(p) for p in data["paths"]),
+            tuple((int(k), v) for k, v in data["constants"]),
+        )
+        try:
+            spec = tree.treespec
+        except Exception as err:  # torch's own reader raises several types
+            raise ValueError(f"stored input structure is unreadable: {err}") from err
+        args_and_kwargs = spec.type is tuple and spec.num_children == 2
+        if not args_and_kwargs or spec.child(1).type is not dict:
+            raise ValueError("stored input structure is not (args, kwargs)")
+        if spec.num_leaves != len(tree.paths):
+            raise ValueError(
+                f"stored input structure has {spec.num_leaves} leaves, {len(tree.paths)} paths"
+            )
+        for k, v in tree.constants:
+            if not 0 <= k < len(tree.paths) or not isinstance(v, CONSTANT_TYPES):
+                raise ValueError(f"stored input constant {k}={v!r} is not a leaf's scalar")
+        return tree
+
+
+def _nesting(spec: pytree.TreeSpec) -> str:
+    """A pytree spec in Python's notation, ``*`` for a leaf: ``(([*, *], {'a': *}), {})``."""
+    if spec.is_leaf():
+        return "*"
+    children = [_nesting(c) for c in spec.children()]
+    if spec.type is dict:
+        return (
+            "{"
+            + ", ".join(f"{k!r}: {c}" for k, c in zip(spec.context, children, strict=True))
+            + "}"
+        )
+    if spec.type is list:
+        return "[" + ", ".join(children) + "]"
+    if spec.type is tuple:
+        return (
+            "("
+            + "".join(f"{c}, " for c in children).removesuffix(", ")
+            + ("," if len(children) == 1 else "")
+            + ")"
+        )
+    return f"{spec.type.__name__}({', '.join(children)})"
+
+
+def _leaf_name(path) -> str:
+    """``args[0]['a']`` / ``kwargs['y']`` for a leaf's pytree path in ``(args, kwargs)``."""
+    head, *rest = path
+    root = "args" if getattr(head, "idx", 0) == 0 else "kwargs"
+    return root + pytree.keystr(tuple(rest))
+
+
+@dataclass(frozen=True)
 class Signature:
     """What a compiled model takes and returns; stored inside the exported artifact."""
 
@@ -40,18 +202,25 @@ class Signature:
     # Options.num_threads, applied again on load; None (also for artifacts written before
     # the field existed) = the cores available (byoc_torch.threads).
     num_threads: int | None = None
+    # None: the inputs are the flat positional tensors ``inputs`` (no pytrees, no kwargs).
+    input_tree: InputTree | None = None
+    # dtype and shape of each output leaf; a dim is an int or an expression of the input
+    # symbols (e.g. "2*s0"). None for artifacts written before the field existed.
+    output_specs: tuple[InputSpec, ...] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "version": SIGNATURE_VERSION,
-                "inputs": [
-                    {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in self.inputs
-                ],
+                "inputs": [_spec_dict(i) for i in self.inputs],
                 "outputs": self.outputs,
                 "device": self.device,
                 "report": self.report,
                 "num_threads": self.num_threads,
+                "input_tree": self.input_tree.to_dict() if self.input_tree else None,
+                "output_specs": None
+                if self.output_specs is None
+                else [_spec_dict(o) for o in self.output_specs],
             }
         )
 
@@ -61,17 +230,35 @@ class Signature:
             data = json.loads(text)
             if data.get("version") != SIGNATURE_VERSION:
                 raise ValueError(f"signature version {data.get('version')}")
-            inputs = tuple(
-                InputSpec(str(i["name"]), str(i["dtype"]), tuple(i["shape"]))
-                for i in data["inputs"]
-            )
+            inputs = tuple(_spec_of(i) for i in data["inputs"])
+            tree = data.get("input_tree")
+            input_tree = InputTree.from_dict(tree) if tree is not None else None
+            stored = data.get("output_specs")
+            output_specs = tuple(_spec_of(o) for o in stored) if stored is not None else None
             outputs = data["outputs"]
             count_leaves(outputs)  # validates the nesting
             num_threads = check_num_threads(data.get("num_threads"), "the stored num_threads")
             device = str(data.get("device", "cpu"))
-            return cls(inputs, outputs, device, data.get("report"), num_threads)
+            return cls(
+                inputs,
+                outputs,
+                device,
+                data.get("report"),
+                num_threads,
+                input_tree,
+                output_specs,
+            )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
+
+
+def _spec_dict(spec: InputSpec) -> dict:
+    return {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+
+
+def _spec_of(data: dict) -> InputSpec:
+    shape = tuple(d if isinstance(d, int) else str(d) for d in data["shape"])
+    return InputSpec(str(data["name"]), str(data["dtype"]), shape)
 
 
 def output_structure(spec: pytree.TreeSpec) -> dict:
@@ -79,7 +266,7 @@ def output_structure(spec: pytree.TreeSpec) -> dict:
     a dict of those. Named tuples (e.g. torch.return_types) come back as plain tuples."""
     if spec.is_leaf():
         return {"t": "leaf"}
-    children = [output_structure(c) for c in spec.children_specs]
+    children = [output_structure(c) for c in spec.children()]
     if spec.type is dict:
         return {"t": "dict", "k": [str(k) for k in spec.context], "c": children}
     if spec.type is list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -197,13 +198,32 @@ def test_tuple_outputs_and_mutation(dynamic_model):
     _check_against_eager(Pair(), dynamic_model, torch.rand(3, 3), torch.rand(3, 3))
 
 
-def test_input_requiring_grad_is_detached(static_model):
+@pytest.mark.parametrize("which", ["plain", "parameter"])
+def test_input_requiring_grad_is_an_error_under_grad_mode(static_model, which):
+    """Never a silently detached output: with grad mode on, an input that requires grad is
+    refused (fast path for a plain tensor, checked path for a Parameter)."""
+    x = torch.rand(2, 3, requires_grad=True) if which == "plain" else torch.rand(2, 3)
+    y = nn.Parameter(torch.rand(2, 3)) if which == "parameter" else torch.rand(2, 3)
+    where = "input 0 ('x')" if which == "plain" else "input 1 ('y')"
+    with pytest.raises(
+        InputError,
+        match=re.escape(
+            f"byoc_torch: {where} requires grad, but a compiled model is inference-only (its "
+            "outputs carry no gradient); call it under torch.no_grad() or torch.inference_mode()"
+        ),
+    ):
+        static_model(x, y)
+
+
+def test_input_requiring_grad_runs_under_no_grad(static_model):
     x = torch.rand(2, 3, requires_grad=True)
     y = nn.Parameter(torch.rand(2, 3))  # a Tensor subclass: takes the checked path
-    got = static_model(x, y)
-    assert not got.requires_grad
     with torch.no_grad():
+        got = static_model(x, y)
+        assert not got.requires_grad
         torch.testing.assert_close(got, ErfinvPlus()(x, y))
+    with torch.inference_mode():
+        torch.testing.assert_close(static_model(x, y), got)
 
 
 def test_inputs_are_not_written(static_model):
