@@ -3,7 +3,8 @@
 Place in the data flow: last stage. ``byoc_torch.compile`` builds the Relax VM executable and
 wraps it in :class:`CompiledModule`; ``CompiledModule.export`` writes it with TVM's
 ``export_library`` (one shared object holding the native code, the VM bytecode and the torch
-runtime module with its TorchScript); :func:`load` reads it back in any process.
+runtime module with its TorchScript) and seals it (:mod:`byoc_torch.artifact_file`);
+:func:`load` verifies the whole file and reads it back in any process.
 
 Inputs cross into TVM with DLPack, without a copy (a non-contiguous or unaligned input is
 copied once first: TVM kernels need compact, 64-byte aligned data). Outputs come back with
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +26,7 @@ import tvm_ffi
 from tvm import relax
 
 from . import _defaults
+from .artifact_file import load_file, seal_file
 from .errors import ArtifactError, InputError, InputTypeError
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord
@@ -264,10 +265,18 @@ class CompiledModule:
 
     # -- export -------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
-        """Write one self-contained artifact (a shared object) that :func:`load` reads."""
+        """Write one self-contained artifact (a shared object, sealed with its length and
+        SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads. The file appears
+        whole or not at all (written beside ``path``, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.executable.export_library(str(path))
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.so")
+        try:
+            self.executable.export_library(str(partial))
+            seal_file(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return path
 
     # -- inspection ---------------------------------------------------------------------------
@@ -329,44 +338,21 @@ def _metadata(executable) -> str | None:
     return None
 
 
-_LOADED: OrderedDict[tuple, tvm.runtime.Module] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-
-
-def _load_executable(path: Path) -> tvm.runtime.Module:
-    """tvm.runtime.load_module, remembering the last 16 artifacts.
-
-    TVM's load_module of a shared library keeps about 130 KB per call alive (measured with
-    benchmarks/leaks.py; it happens without byoc_torch's module too), so loading one artifact
-    again and again would grow memory. A file is the same artifact while its inode, size and
-    modification time are.
-    """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    try:
-        executable = tvm.runtime.load_module(str(path))
-    except Exception as err:
-        raise ArtifactError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
-    with _LOADED_LOCK:
-        _LOADED[key] = executable
-        while len(_LOADED) > _defaults.LOADED_ARTIFACTS_KEPT:
-            _LOADED.popitem(last=False)
-    return executable
-
-
-def load(path: str | os.PathLike) -> CompiledModule:
+def load(
+    path: str | os.PathLike, *, allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
+) -> CompiledModule:
     """Load an artifact written by :meth:`CompiledModule.export`.
 
-    Loading runs the TorchScript inside the artifact: load only artifacts you trust.
+    The whole file is verified (length and SHA-256, :mod:`byoc_torch.artifact_file`) before
+    the dynamic loader sees it; a damaged file raises :class:`ArtifactError`. A file without
+    byoc_torch's seal (e.g. plain ``export_library`` output) is refused unless
+    ``allow_unsealed=True``. Loading runs the TorchScript inside the artifact: load only
+    artifacts you trust.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
-    executable = _load_executable(path)
+    executable = load_file(path, allow_unsealed=allow_unsealed)
     text = _metadata(executable)
     if text is None:
         raise ArtifactError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
