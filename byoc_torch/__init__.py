@@ -21,7 +21,7 @@ import importlib
 
 from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from . import threads as _threads
-from .compiled import CompiledModule, load
+from .compiled import CompiledModule, load, load_bytes
 from .errors import (
     ArtifactError,
     BuildFailure,
@@ -90,6 +90,7 @@ __all__ = [
     "export_program",
     "from_exported_program",
     "load",
+    "load_bytes",
     "partition_for_torch",
     "report",
     "torch_codegen",

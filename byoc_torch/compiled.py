@@ -25,7 +25,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from . import _defaults
+from . import _defaults, artifact_file
 from .artifact_file import load_file, seal_file
 from .errors import ArtifactError, InputError, InputTypeError
 from .names import dtype_name, torch_dtype
@@ -37,7 +37,7 @@ from .threads import apply_thread_budget
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompiledModule", "load"]
+__all__ = ["CompiledModule", "load", "load_bytes"]
 
 METADATA_FUNC = "__byoc_torch_metadata__"
 
@@ -352,9 +352,23 @@ def load(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
-    executable = load_file(path, allow_unsealed=allow_unsealed)
+    return _from_executable(load_file(path, allow_unsealed=allow_unsealed), str(path))
+
+
+def load_bytes(
+    data: bytes, *, source: str = "<bytes>", allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
+) -> CompiledModule:
+    """:func:`load` of an artifact held in memory (``artifact_file.export_bytes`` of a
+    ``CompiledModule.executable``, or a sealed file's bytes); ``source`` names it in errors."""
+    return _from_executable(
+        artifact_file.load_bytes(data, source=source, allow_unsealed=allow_unsealed), source
+    )
+
+
+def _from_executable(executable: tvm.runtime.Module, source: str) -> CompiledModule:
     text = _metadata(executable)
     if text is None:
-        raise ArtifactError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
-    signature = Signature.from_json(text)
-    return CompiledModule(executable, signature)
+        raise ArtifactError(
+            f"byoc_torch.load: {source} was not written by byoc_torch (no signature)"
+        )
+    return CompiledModule(executable, Signature.from_json(text))
