@@ -29,7 +29,7 @@ from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, Signature, output_structure
 from .threads import apply_thread_budget
-from .verify import build_candidates, diverging_nodes, find_build_culprit
+from .verify import build_candidates, diverging_nodes, find_build_culprits
 
 logger = logging.getLogger(__name__)
 
@@ -138,14 +138,15 @@ def compile(
             )
         try:
             executable = relax.build(lowered, target=tvm_target)
-        except Exception as err:  # tie the failure to one TVM-side node, move it, retry
-            record = find_build_culprit(
+        except Exception as err:  # tie the failure to TVM-side nodes, move them, retry
+            records = find_build_culprits(
                 build_candidates(imported),
                 lambda names: _builds(ep, opts, extra, names, tvm_target),
                 err,
             )
-            logger.debug("build failure blamed on %s: %s", record.node, record.detail)
-            extra[record.node] = record
+            for record in records:
+                logger.debug("build failure blamed on %s: %s", record.node, record.detail)
+                extra[record.node] = record
             continue
         if opts.verify and inputs is not None and imported.native_vars:
             blamed = diverging_nodes(imported, mod, inputs, tvm_target)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 from tvm import ir
 
 import byoc_torch
 from byoc_torch.errors import BuildFailure
 from byoc_torch.frontend.deny_list import load_deny_list
 from byoc_torch.testing import Lambda, compile_and_check
-from byoc_torch.verify import find_build_culprit
+from byoc_torch.verify import find_build_culprits
 
 WRONG_IN_TVM = {
     "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
@@ -127,9 +127,85 @@ def test_build_failure_falls_back_per_op(unbuildable_sinh):
     assert "TVM build failed" in compiled.report().to_text()
 
 
+def _nodes(*names: str) -> list[fx.Node]:
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    nodes = []
+    for name in names:
+        node = graph.call_function(torch.ops.aten.sin.default, (x,))
+        node.name = name
+        nodes.append(node)
+    return nodes
+
+
+def _builds_when(needed: set[str], calls: list[list[str]]):
+    """A fake ``builds``: the model builds once every node of ``needed`` is moved."""
+
+    def builds(names: list[str]) -> bool:
+        calls.append(list(names))
+        return needed <= set(names)
+
+    return builds
+
+
+@pytest.mark.parametrize(
+    "needed", [{"a"}, {"d"}, {"h"}, {"b", "f"}, {"a", "h"}, {"c", "d", "g"}], ids=str
+)
+def test_build_culprits_are_exactly_the_nodes_whose_move_fixes_the_build(needed):
+    calls: list[list[str]] = []
+    records = find_build_culprits(_nodes(*"abcdefgh"), _builds_when(needed, calls), ERR)
+    assert [r.node for r in records] == sorted(needed)
+    assert all(r.reason == "TVM build failed" and r.op == "aten.sin.default" for r in records)
+    assert records[0].detail == "RuntimeError: legalization failed"
+    assert sorted(needed) in [sorted(c) for c in calls]  # moving just them was built
+    assert len(calls) == len({frozenset(c) for c in calls})  # no build is tried twice
+
+
+ERR = RuntimeError("legalization failed\n  at some TVM pass\n  more context")
+
+
+def test_nothing_is_blamed_when_the_model_builds_with_nothing_moved():
+    """The build failed once but builds with no node moved: no innocent node is moved, the
+    original error is raised with its context."""
+    calls: list[list[str]] = []
+    with pytest.raises(BuildFailure, match="builds again with no node moved") as info:
+        find_build_culprits(_nodes("a", "b"), lambda names: calls.append(names) or True, ERR)
+    assert calls == [[]]
+    assert "RuntimeError: legalization failed\n  at some TVM pass\n  more context" in str(
+        info.value
+    )
+    assert info.value.__cause__ is ERR
+
+
 def test_build_failure_not_tied_to_an_op_is_a_clear_error():
-    with pytest.raises(BuildFailure, match="cannot be tied to an op: RuntimeError: boom"):
-        find_build_culprit([], lambda names: False, RuntimeError("boom"))
+    with pytest.raises(BuildFailure, match=r"does not help.*\nRuntimeError: boom") as info:
+        find_build_culprits(_nodes("a"), lambda names: False, RuntimeError("boom"))
+    assert str(info.value.__cause__) == "boom"
+    with pytest.raises(BuildFailure, match="does not help"):
+        find_build_culprits([], lambda names: False, RuntimeError("boom"))
+
+
+def test_compile_raises_the_original_build_error_when_no_node_is_to_blame(monkeypatch):
+    """A build failure that no node explains (here: the first relax.build fails, the same
+    build then succeeds) is raised as BuildFailure with the original error; no innocent node
+    is moved to LibTorch."""
+    from byoc_torch import driver
+
+    real = driver.relax.build
+    builds: list[int] = []
+
+    def first_build_fails(mod, target):
+        builds.append(1)
+        if len(builds) == 1:
+            raise RuntimeError("transient failure (test)")
+        return real(mod, target=target)
+
+    monkeypatch.setattr(driver.relax, "build", first_build_fails)
+    model = Lambda(lambda x: torch.special.erfinv(torch.tanh(x)))
+    with pytest.raises(BuildFailure, match=r"no node moved.*\nRuntimeError: transient") as info:
+        byoc_torch.compile(model, (torch.rand(5) * 0.5,), placement="tvm", verify=False)
+    assert str(info.value.__cause__) == "transient failure (test)"
+    assert len(builds) == 2  # the failed build, and the same model built again with nothing moved
 
 
 def test_deny_list_is_versioned_and_loads():
