@@ -21,7 +21,7 @@ from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
 from .errors import VerificationError
 from .frontend import import_with_records
-from .frontend.modules import hide_forced_modules
+from .frontend.modules import hide_forced_modules, release_program, tie_to_program
 from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
@@ -63,8 +63,10 @@ def export_program(
         example_inputs = (example_inputs,)
     model = model.eval()
     inputs = tuple(example_inputs)
-    with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+    with hide_forced_modules(model, inputs, torch_executed_modules) as forced, torch.no_grad():
+        ep = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+    tie_to_program(ep, forced)  # its custom ops live as long as it (or until release_program)
+    return ep
 
 
 def _signature(
@@ -116,6 +118,14 @@ def compile(
     opts = Options.from_kwargs(options)
     apply_thread_budget(opts.num_threads)  # verification runs the model too
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    try:
+        return _compile_program(model, ep, example_inputs, target, opts)
+    finally:
+        release_program(ep)  # the forced modules' custom ops are not needed any more
+
+
+def _compile_program(model, ep, example_inputs, target, opts: Options) -> CompiledModule:
+    """``compile`` from the exported program on."""
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, example_inputs)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
@@ -233,9 +243,12 @@ def report(
     if isinstance(model, tvm.IRModule):
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
-    imported = import_with_records(ep, opts)
-    partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-    return build_report(imported, partitioned, model_name=_model_name(model))
+    try:
+        imported = import_with_records(ep, opts)
+        partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        return build_report(imported, partitioned, model_name=_model_name(model))
+    finally:
+        release_program(ep)
 
 
 def _partition_kwargs(opts: Options) -> dict:
