@@ -311,6 +311,7 @@ def file_main(args: argparse.Namespace) -> int:
         pending = list(range(args.cases))
         pending.reverse()
         active: dict[int, tuple[int, int, str, float]] = {}  # read fd -> pid, case, kind, start
+        next_report = 1000
         while pending or active:
             while pending and len(active) < args.jobs:
                 case = pending.pop()
@@ -336,8 +337,9 @@ def file_main(args: argparse.Namespace) -> int:
                 if cls in FAILURES:
                     failures.append({"case": case, "kind": kind, "what": result})
             done = sum(totals.values())
-            if done and done % 1000 == 0 and not active and pending:
+            if done >= next_report:
                 print(f"  {done}/{args.cases} cases, {time.time() - t0:.0f} s", flush=True)
+                next_report += 1000
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     seconds = round(time.time() - t0, 1)

@@ -28,6 +28,7 @@ from .partition import PartitionForTorch
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, Signature, output_structure
+from .tensors import target_device_type
 from .threads import apply_thread_budget
 from .verify import build_candidates, diverging_nodes, find_build_culprits
 
@@ -92,11 +93,6 @@ def _signature(
     )
 
 
-def _device_of(target) -> str:
-    kind = target.get("kind") if isinstance(target, dict) else str(target).split()[0]
-    return "cuda" if str(kind) == "cuda" else "cpu"
-
-
 def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
@@ -138,7 +134,7 @@ def _compile_program(model, ep, example_inputs, target, opts: Options) -> Compil
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, _device_of(target), report, opts.num_threads)
+        signature = _signature(ep, target_device_type(target), report, opts.num_threads)
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
         if opts.tune_trials or opts.tuning_database is not None:
             from .tuning import tune
@@ -187,7 +183,7 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
             import_with_records(ep, opts),
             inputs,
             tvm_target,
-            tvm.device(_device_of(target)),
+            tvm.device(target_device_type(target)),
             opts.placement_cache,
             tune_trials=opts.tune_trials,
             tuning_database=opts.tuning_database,

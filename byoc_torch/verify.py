@@ -33,7 +33,7 @@ from .frontend import ImportResult
 from .names import op_key
 from .partition.transform import seq_expr
 from .records import FallbackRecord, Reason
-from .tensors import to_tvm
+from .tensors import target_device_type, to_device, to_tvm
 from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ __all__ = [
     "build_candidates",
     "diverging_nodes",
     "find_build_culprits",
+    "run_on_target",
 ]
 
 
@@ -90,6 +91,25 @@ def _instrument(mod: tvm.IRModule, names: list[str]) -> tuple[tvm.IRModule, list
     out = tvm.IRModule(flat.functions, attrs=flat.attrs)
     out["main"] = new_main
     return relax.transform.Normalize()(out), kept
+
+
+def run_on_target(
+    executable: tvm.runtime.Module, inputs: Sequence[torch.Tensor], target
+) -> list[object]:
+    """Run ``executable``'s main on the device of ``target`` (inputs moved there), as
+    verification must: the code was built for that device. Each element of the result comes
+    back as a CPU torch tensor (to compare with PyTorch's CPU reference), nested results as
+    they are."""
+    device_type = target_device_type(target)
+    vm = relax.VirtualMachine(executable, tvm.device(device_type))
+    result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
+    return [_to_host(v) for v in result]
+
+
+def _to_host(value: object) -> object:
+    if isinstance(value, tvm.runtime.Tensor | torch.Tensor):
+        return torch.from_dlpack(value).cpu()
+    return value
 
 
 def diverging_nodes(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+import tvm
 from torch import fx, nn
-from tvm import ir
+from tvm import ir, relax
 
 import byoc_torch
+from byoc_torch import verify
 from byoc_torch.errors import BuildFailure
 from byoc_torch.frontend.deny_list import load_deny_list
+from byoc_torch.tensors import target_device_type
 from byoc_torch.testing import Lambda, compile_and_check
-from byoc_torch.verify import find_build_culprits
+from byoc_torch.verify import find_build_culprits, run_on_target
 
 WRONG_IN_TVM = {
     "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
@@ -233,3 +236,65 @@ def test_build_failure_in_a_tuple_producing_op_moves_the_op():
     assert [(r.op, r.reason) for r in compiled.fallbacks] == [
         ("aten.native_layer_norm.default", "TVM build failed")
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "device"),
+    [
+        ("llvm", "cpu"),
+        ({"kind": "llvm"}, "cpu"),
+        ("llvm -mcpu=x86-64", "cpu"),
+        ("cuda", "cuda"),
+        ("cuda -arch=sm_80", "cuda"),
+        ({"kind": "cuda", "arch": "sm_80"}, "cuda"),
+        (tvm.target.Target({"kind": "cuda", "arch": "sm_80"}), "cuda"),
+        (tvm.target.Target("llvm"), "cpu"),
+    ],
+    ids=str,
+)
+def test_target_device_type(target, device):
+    assert target_device_type(target) == device
+
+
+def _identity_and_double():
+    x = relax.Var("x", relax.TensorType([3], "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.multiply(x, relax.const(2.0, "float32")))
+        bb.emit_func_output(relax.Tuple([x, y]))
+    return bb.get()
+
+
+def test_verification_runs_on_a_cpu_target():
+    ex = relax.build(_identity_and_double(), target="llvm")
+    x = torch.tensor([1.0, 2.0, 3.0])
+    same, double = run_on_target(ex, [x], {"kind": "llvm"})
+    assert same.device.type == double.device.type == "cpu"
+    torch.testing.assert_close((same, double), (x, x * 2))
+
+
+def test_verification_runs_on_the_device_of_a_cuda_target(monkeypatch):
+    """No GPU here: the VM and the device moves are recorded instead of run. A CUDA target
+    gets a CUDA VM and its inputs moved to CUDA; the results come back to the CPU."""
+    seen: dict[str, object] = {}
+
+    class RecordingVM:
+        def __init__(self, executable, device):
+            seen["device"] = device
+
+        def __getitem__(self, name):
+            return lambda *args: [torch.from_dlpack(a) * 2 for a in args]
+
+    def move(x, device_type):
+        seen.setdefault("moved to", []).append(device_type)
+        return x
+
+    monkeypatch.setattr(verify.relax, "VirtualMachine", RecordingVM)
+    monkeypatch.setattr(verify, "to_device", move)
+    x = torch.arange(4.0)
+    (out,) = run_on_target(None, [x], {"kind": "cuda", "arch": "sm_80"})
+    assert seen["device"].dlpack_device_type() == tvm.device("cuda").dlpack_device_type()
+    assert seen["moved to"] == ["cuda"]
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, x * 2)
