@@ -21,7 +21,7 @@ Each case must either load or raise a Python exception whose message names byoc_
 crash, a hang (per-case timeout) or an allocation beyond --max-rss-mb is a failure. Cases run
 in chunks in a child process so that a crash is caught and its case reproduced by seed.
 
-    python benchmarks/fuzz_artifact.py [--target file|blob] [--cases 10000] [--seed 0] [--jobs 2]
+    python -m benchmarks.fuzz_artifact [--target file|blob] [--cases 10000] [--seed 0] [--jobs 2]
 """
 
 from __future__ import annotations
