@@ -211,7 +211,7 @@ def mutate_file(valid: bytes, rng: random.Random) -> tuple[str, bytes]:
     return kind, bytes(data)
 
 
-def _file_case(data: bytes, path: Path, x, expected) -> str:
+def _file_case(data: bytes, path: Path, x, expected, unsealed: bool) -> str:
     """Load ``data`` as an artifact at ``path`` and call it: the case's class."""
     import torch
 
@@ -219,7 +219,7 @@ def _file_case(data: bytes, path: Path, x, expected) -> str:
 
     path.write_bytes(data)
     try:
-        out = byoc_torch.load(path)(x)
+        out = byoc_torch.load(path, allow_unsealed=unsealed)(x)
     except byoc_torch.ByocTorchError as err:
         return "clean_error" if str(path) in str(err) else "unclear_error: " + str(err)[:300]
     except Exception as err:  # any other exception is not the promised clear error
@@ -227,7 +227,9 @@ def _file_case(data: bytes, path: Path, x, expected) -> str:
     return "identical" if torch.equal(out, expected) else "different"
 
 
-def _fork_case(data: bytes, workdir: Path, case: int, x, expected) -> tuple[int, int]:
+def _fork_case(
+    data: bytes, workdir: Path, case: int, x, expected, unsealed: bool
+) -> tuple[int, int]:
     """Fork a child that runs one case and writes its class to a pipe: (pid, read fd)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -238,7 +240,7 @@ def _fork_case(data: bytes, workdir: Path, case: int, x, expected) -> tuple[int,
             private = workdir / f"tmp-{case}"
             private.mkdir()
             tempfile.tempdir = str(private)  # byoc_torch's private load copies go here
-            result = _file_case(data, workdir / f"case-{case}.so", x, expected)
+            result = _file_case(data, workdir / f"case-{case}.so", x, expected, unsealed)
             os.write(write_fd, result.encode("utf-8", "replace")[:4000])
         except BaseException:
             code = 3
@@ -293,6 +295,8 @@ def file_main(args: argparse.Namespace) -> int:
     os.environ["OMP_NUM_THREADS"] = os.environ["TVM_NUM_THREADS"] = "1"
     import warnings
 
+    from byoc_torch import artifact_file
+
     warnings.filterwarnings("ignore")
     t0 = time.time()
     workdir = Path(tempfile.mkdtemp(prefix="byoc_torch_fuzz_"))
@@ -301,9 +305,11 @@ def file_main(args: argparse.Namespace) -> int:
     failures: list[dict] = []
     try:
         valid, x, expected = build_valid_file(workdir)
+        if args.unsealed:  # what the seal protects against: TVM's loader alone
+            valid = valid[: -artifact_file.TRAILER_SIZE]
         setup = time.time() - t0
         # Case -1 is the intact file: it must load and give the intact output.
-        pid, fd = _fork_case(valid, workdir, -1, x, expected)
+        pid, fd = _fork_case(valid, workdir, -1, x, expected, args.unsealed)
         baseline = _reap(pid, fd)
         if baseline != "identical":
             print(f"the intact artifact does not reproduce its output: {baseline}")
@@ -316,7 +322,7 @@ def file_main(args: argparse.Namespace) -> int:
             while pending and len(active) < args.jobs:
                 case = pending.pop()
                 kind, data = mutate_file(valid, random.Random(args.seed * 1_000_003 + case))
-                pid, fd = _fork_case(data, workdir, case, x, expected)
+                pid, fd = _fork_case(data, workdir, case, x, expected, args.unsealed)
                 active[fd] = (pid, case, kind, time.time())
             ready, _, _ = select.select(list(active), [], [], 0.5)
             now = time.time()
@@ -348,6 +354,7 @@ def file_main(args: argparse.Namespace) -> int:
         "cases": args.cases,
         "seed": args.seed,
         "jobs": args.jobs,
+        "unsealed": args.unsealed,
         "artifact_bytes": len(valid),
         "totals": totals,
         "by_kind": by_kind,
@@ -372,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=2500, help="blob: cases per child process")
     p.add_argument("--case-timeout", type=float, default=30.0)
     p.add_argument("--max-rss-mb", type=float, default=4096, help="blob: peak RSS allowed")
+    p.add_argument(
+        "--unsealed",
+        action="store_true",
+        help="file: mutate the artifact without its seal, loaded with allow_unsealed=True "
+        "(shows what the seal prevents; failures are expected)",
+    )
     p.add_argument("--json")
     args = p.parse_args(argv)
     return file_main(args) if args.target == "file" else blob_main(args)

@@ -167,19 +167,24 @@ def test_what_is_loaded_is_what_was_verified(artifact, tmp_path, monkeypatch):
     assert not Path(copy).exists()  # the private copy is removed once mapped
 
 
-def test_fuzz_whole_files(tmp_path):
-    """A few hundred mutated files through the fork-server harness: no crash, hang, silent
-    difference or unclear error."""
+def fuzz(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+    """Run the whole-file fuzz harness: (exit code, its JSON summary, its output)."""
     out = tmp_path / "fuzz.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fuzz_artifact", "--cases", "300", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.fuzz_artifact", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=1200,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(out.read_text())
+    return proc.returncode, json.loads(out.read_text()), proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_fuzz_whole_files(tmp_path):
+    """A few hundred mutated files through the fork-server harness: no crash, hang, silent
+    difference or unclear error."""
+    code, summary, output = fuzz(tmp_path, "--cases", "300")
+    assert code == 0, output
     totals = summary["totals"]
     assert sum(totals.values()) == 300
     assert {k: totals[k] for k in ("crash", "hang", "different", "unclear_error")} == dict.fromkeys(
@@ -187,3 +192,15 @@ def test_fuzz_whole_files(tmp_path):
     )
     assert totals["clean_error"] > 250
     assert all(sum(v.values()) > 0 for v in summary["by_kind"].values())
+
+
+def test_fuzz_harness_catches_what_the_seal_prevents(tmp_path):
+    """The same mutations of the file without its seal, loaded with allow_unsealed=True, crash
+    the child or give silently different numbers: the harness sees and classifies both (so its
+    zero counts above can fail)."""
+    code, summary, output = fuzz(tmp_path, "--unsealed", "--cases", "120")
+    totals = summary["totals"]
+    assert code == 1, output
+    assert totals["crash"] > 0 and totals["different"] > 0, totals
+    crashes = [f["what"] for f in summary["failures"] if f["what"].startswith("crash")]
+    assert any("SIGSEGV" in c or "SIGBUS" in c or "SIGILL" in c for c in crashes), crashes
