@@ -12,6 +12,7 @@ from torch import nn
 import byoc_torch
 from byoc_torch import artifact_file
 from byoc_torch.frontend import modules
+from byoc_torch.placement.measure import MeasurementCache
 
 
 class Refine(nn.Module):
@@ -44,6 +45,7 @@ def registries() -> dict[str, object]:
         "forced-module libraries": sorted(modules._LIBRARIES),
         "program finalizers": len(modules._RELEASES),
         "loaded artifacts": len(artifact_file._LOADED),
+        "placement measurements": len(MeasurementCache._memory),
     }
 
 
@@ -58,6 +60,23 @@ def test_two_hundred_compiles_grow_no_registry():
         compiled = byoc_torch.compile(model, (x,), **options)
         if k % 50 == 0:  # the compiled models work (and used the op while compiling)
             torch.testing.assert_close(compiled(x * k), model(x * k), rtol=1e-4, atol=1e-5)
+    del compiled
+    gc.collect()
+    assert registries() == before
+
+
+def test_measured_placement_compiles_grow_no_registry():
+    """Measured placement keeps its measurements in memory for the process, by region: the same
+    model compiled again adds none (and no other registry grows)."""
+    model, x = WithRefine().eval(), torch.randn(2, 4)
+    options = {"torch_executed_modules": [Refine], "verify": False}
+    byoc_torch.compile(model, (x,), **options)
+    gc.collect()
+    before = registries()
+    assert before["placement measurements"] > 0
+    for _ in range(3):
+        compiled = byoc_torch.compile(model, (x,), **options)
+    assert compiled.report().placement.cache_misses == 0
     del compiled
     gc.collect()
     assert registries() == before
