@@ -75,7 +75,7 @@ def seal_file(path: str | os.PathLike) -> None:
     """Append the trailer to the shared object at ``path`` (as written by export_library)."""
     with open(path, "r+b") as fh:
         payload = fh.read()
-        if MAGIC in payload:
+        if payload.endswith(MAGIC):
             raise ArtifactError(f"byoc_torch: {path} already carries a byoc_torch seal")
         fh.write(_trailer(payload))
 

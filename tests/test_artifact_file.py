@@ -204,3 +204,11 @@ def test_fuzz_harness_catches_what_the_seal_prevents(tmp_path):
     assert totals["crash"] > 0 and totals["different"] > 0, totals
     crashes = [f["what"] for f in summary["failures"] if f["what"].startswith("crash")]
     assert any("SIGSEGV" in c or "SIGBUS" in c or "SIGILL" in c for c in crashes), crashes
+
+
+def test_a_sealed_file_is_not_sealed_again(artifact, tmp_path):
+    path = tmp_path / "twice.so"
+    path.write_bytes(artifact[3])
+    with pytest.raises(ArtifactError, match="already carries a byoc_torch seal"):
+        artifact_file.seal_file(path)
+    assert path.read_bytes() == artifact[3]
