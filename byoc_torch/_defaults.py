@@ -25,6 +25,9 @@ MAX_COMPILE_ROUNDS = 12
 # -- loading artifacts ----------------------------------------------------------------------------
 # Artifacts byoc_torch.load keeps loaded (TVM's load_module retains ~130 KB per call).
 LOADED_ARTIFACTS_KEPT = 16
+# byoc_torch.load refuses a file without byoc_torch's seal (byoc_torch.artifact_file) unless
+# the caller passes allow_unsealed=True.
+LOAD_ALLOW_UNSEALED = False
 
 # -- runtime --------------------------------------------------------------------------------------
 # Byte alignment TVM's compiled kernels assume of their inputs.

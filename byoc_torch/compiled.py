@@ -3,7 +3,8 @@
 Place in the data flow: last stage. ``byoc_torch.compile`` builds the Relax VM executable and
 wraps it in :class:`CompiledModule`; ``CompiledModule.export`` writes it with TVM's
 ``export_library`` (one shared object holding the native code, the VM bytecode and the torch
-runtime module with its TorchScript); :func:`load` reads it back in any process.
+runtime module with its TorchScript) and seals it (:mod:`byoc_torch.artifact_file`);
+:func:`load` verifies the whole file and reads it back in any process.
 
 Inputs cross into TVM with DLPack, without a copy (a non-contiguous or unaligned input is
 copied once first: TVM kernels need compact, 64-byte aligned data). Outputs come back with
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -33,7 +32,8 @@ import tvm_ffi
 from torch._subclasses.fake_tensor import is_fake
 from tvm import relax
 
-from . import _defaults, torch_library
+from . import _defaults, artifact_file, torch_library
+from .artifact_file import seal_file
 from .errors import ArtifactError, CompiledModelError, InputError, InputTypeError
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord, Reason
@@ -391,16 +391,23 @@ class CompiledModule(torch.nn.Module):
 
     # -- export -------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
-        """Write one self-contained artifact (a shared object) that :func:`load` reads."""
+        """Write one self-contained artifact (a shared object, sealed with its length and
+        SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads. The file appears
+        whole or not at all (written beside ``path``, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.executable.export_library(str(path))
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.so")
+        try:
+            self.executable.export_library(str(partial))
+            seal_file(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return path
 
     def _exported_bytes(self) -> bytes:
-        """The artifact :meth:`export` writes, as bytes."""
-        with tempfile.TemporaryDirectory(prefix="byoc_torch_") as tmp:
-            return self.export(Path(tmp) / "model.so").read_bytes()
+        """The artifact :meth:`export` writes, as bytes (sealed)."""
+        return artifact_file.export_bytes(self.executable)
 
     def __reduce__(self):
         """Pickle (``torch.save``, ``copy.deepcopy``) as the artifact's bytes; unpickling loads
@@ -535,56 +542,42 @@ def _metadata(executable) -> str | None:
     return None
 
 
-_LOADED: OrderedDict[tuple, tvm.runtime.Module] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-
-
-def _load_executable(path: Path) -> tvm.runtime.Module:
-    """tvm.runtime.load_module, remembering the last 16 artifacts.
-
-    TVM's load_module of a shared library keeps about 130 KB per call alive (measured with
-    benchmarks/leaks.py; it happens without byoc_torch's module too), so loading one artifact
-    again and again would grow memory. A file is the same artifact while its inode, size and
-    modification time are.
-    """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    try:
-        executable = tvm.runtime.load_module(str(path))
-    except Exception as err:
-        raise ArtifactError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
-    with _LOADED_LOCK:
-        _LOADED[key] = executable
-        while len(_LOADED) > _defaults.LOADED_ARTIFACTS_KEPT:
-            _LOADED.popitem(last=False)
-    return executable
-
-
-def load(path: str | os.PathLike) -> CompiledModule:
+def load(
+    path: str | os.PathLike, *, allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
+) -> CompiledModule:
     """Load an artifact written by :meth:`CompiledModule.export`.
 
-    Loading runs the TorchScript inside the artifact: load only artifacts you trust.
+    The whole file is verified (length and SHA-256, :mod:`byoc_torch.artifact_file`) before
+    the dynamic loader sees it; a damaged file raises :class:`ArtifactError`. A file without
+    byoc_torch's seal (e.g. plain ``export_library`` output) is refused unless
+    ``allow_unsealed=True``. Loading runs the TorchScript inside the artifact: load only
+    artifacts you trust.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
-    executable = _load_executable(path)
+    try:
+        data = path.read_bytes()  # read once: these bytes are verified, loaded and kept
+    except OSError as err:
+        raise ArtifactError(f"byoc_torch.load: cannot read {path}: {err}") from err
+    return load_bytes(data, source=str(path), allow_unsealed=allow_unsealed)
+
+
+def load_bytes(
+    data: bytes, *, source: str = "<bytes>", allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
+) -> CompiledModule:
+    """:func:`load` of an artifact held in memory (``artifact_file.export_bytes`` of a
+    ``CompiledModule.executable``, or a sealed file's bytes); ``source`` names it in errors."""
+    executable = artifact_file.load_bytes(data, source=source, allow_unsealed=allow_unsealed)
+    return _from_executable(executable, source, bytes(data))
+
+
+def _from_executable(
+    executable: tvm.runtime.Module, source: str, artifact: bytes
+) -> CompiledModule:
     text = _metadata(executable)
     if text is None:
-        raise ArtifactError(f"byoc_torch.load: {path} was not written by byoc_torch (no signature)")
-    signature = Signature.from_json(text)
-    return CompiledModule(executable, signature, artifact=path.read_bytes())
-
-
-def load_bytes(artifact: bytes) -> CompiledModule:
-    """Load an artifact given as bytes (what :meth:`CompiledModule.export` writes), through a
-    private temporary file and :func:`load`."""
-    with tempfile.TemporaryDirectory(prefix="byoc_torch_") as tmp:
-        path = Path(tmp) / "model.so"
-        path.write_bytes(artifact)
-        os.chmod(path, 0o600)
-        return load(path)
+        raise ArtifactError(
+            f"byoc_torch.load: {source} was not written by byoc_torch (no signature)"
+        )
+    return CompiledModule(executable, Signature.from_json(text), artifact=artifact)

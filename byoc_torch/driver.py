@@ -23,16 +23,16 @@ from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, set_metadata
 from .errors import InputTypeError, VerificationError
 from .frontend import ImportResult, import_with_records
-from .frontend.modules import hide_forced_modules
+from .frontend.modules import hide_forced_modules, release_program, tie_to_program
 from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
-from .tensors import tvm_ready
+from .tensors import target_device_type, tvm_ready
 from .threads import apply_thread_budget
-from .verify import build_candidates, diverging_nodes, find_build_culprit
+from .verify import build_candidates, diverging_nodes, find_build_culprits
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,12 @@ def export_program(
     model.eval()
     inputs = tuple(example_inputs)
     try:
-        with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
-            return torch.export.export(
+        with hide_forced_modules(model, inputs, torch_executed_modules) as forced, torch.no_grad():
+            ep = torch.export.export(
                 model, inputs, kwargs=kwargs or None, dynamic_shapes=dynamic_shapes
             )
+        tie_to_program(ep, forced)  # its custom ops live as long as it (or until release_program)
+        return ep
     finally:
         for m, training in flags:
             m.training = training
@@ -211,11 +213,6 @@ def _output_specs(ep: torch.export.ExportedProgram) -> tuple[InputSpec, ...] | N
     return tuple(specs)
 
 
-def _device_of(target) -> str:
-    kind = target.get("kind") if isinstance(target, dict) else str(target).split()[0]
-    return "cuda" if str(kind) == "cuda" else "cpu"
-
-
 def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
@@ -253,10 +250,20 @@ def compile(
                 **{**options, "tuning_database": database},
             )
     apply_thread_budget(opts.num_threads)  # verification runs the model too
-    ep, tree, names, flat_inputs = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)
+    exported, ep, tree, names, flat_inputs = _flat_export(
+        model, example_inputs, kwargs, dynamic_shapes, opts
+    )
+    try:
+        return _compile_program(model, ep, tree, names, flat_inputs, target, opts)
+    finally:
+        release_program(exported)  # the forced modules' custom ops are not needed any more
+
+
+def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options) -> CompiledModule:
+    """``compile`` from the exported program (flat tensor inputs) on."""
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _verification_inputs(ep, flat_inputs)
-    session = _Session(ep, opts, tvm_target, _device_of(target), names, tree)
+    session = _Session(ep, opts, tvm_target, target_device_type(target), names, tree)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
@@ -266,13 +273,14 @@ def compile(
         try:
             built = session.build(extra)
         except Exception as err:  # tie the failure to one TVM-side node, move it, retry
-            record = find_build_culprit(
+            records = find_build_culprits(
                 build_candidates(session.imported(extra)),
-                lambda names: _builds(ep, opts, extra, names, tvm_target),
+                lambda moved: _builds(ep, opts, extra, moved, tvm_target),
                 err,
             )
-            logger.debug("build failure blamed on %s: %s", record.node, record.detail)
-            extra[record.node] = record
+            for record in records:
+                logger.debug("build failure blamed on %s: %s", record.node, record.detail)
+                extra[record.node] = record
             continue
         imported = built.imported
         if opts.verify and inputs is not None and imported.native_vars:
@@ -414,18 +422,22 @@ def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:
 
 
 def _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts: Options):
-    """The program TVM imports (flat tensor inputs), the input tree, the tensor inputs'
-    names and the example's flat tensors (empty when there is no example)."""
+    """The program as exported (release it with ``release_program``), the program TVM imports
+    (flat tensor inputs), the input tree, the tensor inputs' names and the example's flat
+    tensors (empty when there is no example)."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules, kwargs)
+    exported = export_program(
+        model, example_inputs, dynamic_shapes, opts.torch_executed_modules, kwargs
+    )
+    ep = exported
     if isinstance(model, torch.export.ExportedProgram) and ep.example_inputs is not None:
         args, kwargs = ep.example_inputs
     else:
         args, kwargs = tuple(example_inputs), dict(kwargs or {})
     ep, tree, names = flat_program(ep, args, kwargs)
     flat = tuple(tree.tensors(args, kwargs)) if tree is not None else tuple(args)
-    return ep, tree, names, flat
+    return exported, ep, tree, names, flat
 
 
 def _verification_inputs(ep, example_inputs) -> tuple | None:
@@ -473,10 +485,13 @@ def report(
     opts = Options.from_kwargs(options)
     if isinstance(model, tvm.IRModule):
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
-    ep = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)[0]
-    imported = import_with_records(ep, opts)
-    partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-    return build_report(imported, partitioned, model_name=_model_name(model))
+    exported, ep = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)[:2]
+    try:
+        imported = import_with_records(ep, opts)
+        partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        return build_report(imported, partitioned, model_name=_model_name(model))
+    finally:
+        release_program(exported)
 
 
 def _partition_kwargs(opts: Options) -> dict:

@@ -3,7 +3,8 @@
 Place in the data flow: the compiled model hands its inputs to TVM's VM as torch tensors made
 TVM-ready by :func:`tvm_ready` (tvm-ffi exchanges them with DLPack during the call) and
 flattens the VM's (possibly nested) result with :func:`flatten_tvm`; verification and the
-sweep convert with :func:`to_tvm` and use the same flattening.
+sweep convert with :func:`to_tvm` and use the same flattening. :func:`target_device_type` is
+the one place a TVM target is mapped to the device its code runs on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,25 @@ import tvm
 
 from ._defaults import TVM_ALIGNMENT
 
-__all__ = ["flatten_tvm", "to_tvm", "tvm_ready"]
+__all__ = ["flatten_tvm", "target_device_type", "to_device", "to_tvm", "tvm_ready"]
+
+
+def target_device_type(target) -> str:
+    """``"cuda"`` for a CUDA target, ``"cpu"`` for any other: ``target`` is a TVM target string
+    (``"cuda -arch=sm_80"``), a dict (``{"kind": "cuda", "arch": "sm_80"}``) or a
+    ``tvm.target.Target``."""
+    if isinstance(target, dict):
+        kind = target.get("kind")
+    elif isinstance(target, tvm.target.Target):
+        kind = target.kind.name
+    else:
+        kind = str(target).split()[0] if str(target).strip() else ""
+    return "cuda" if str(kind) == "cuda" else "cpu"
+
+
+def to_device(x: torch.Tensor, device_type: str) -> torch.Tensor:
+    """``x`` on the torch device of ``device_type`` (itself when it is there already)."""
+    return x if x.device.type == device_type else x.to(device_type)
 
 
 def tvm_ready(x: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,11 @@ Place in the data flow: inside ``byoc_torch.compile``, after partitioning. Two c
 which moves the ops it blames to LibTorch and compiles again, until the model builds and
 agrees with PyTorch:
 
-* **Build failures** (:func:`find_build_culprit`): when ``relax.build`` fails, the TVM-side
-  nodes are bisected — force a prefix of them to LibTorch, rebuild — to find the node whose
-  move makes the build succeed (about log2(N) builds). A failure no node explains is raised.
+* **Build failures** (:func:`find_build_culprits`): when ``relax.build`` fails, the TVM-side
+  nodes are bisected — force a prefix of them to LibTorch, rebuild — to find the nodes whose
+  move is shown to make the build succeed (about log2(N) builds per node). A failure no node
+  explains (the model builds with nothing moved, or fails with everything moved) is raised as
+  :class:`BuildFailure` with the original error.
 * **Wrong values** (:func:`diverging_nodes`): ONE instrumented build returns, besides the
   model's outputs, the value of every tensor TVM computes for an FX node; an FX interpreter
   computes PyTorch's value for the same nodes on the example inputs. A node is blamed when its
@@ -31,7 +33,7 @@ from .frontend import ImportResult
 from .names import op_key
 from .partition.transform import seq_expr
 from .records import FallbackRecord, Reason
-from .tensors import to_tvm
+from .tensors import target_device_type, to_device, to_tvm
 from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "build_candidates",
     "diverging_nodes",
-    "find_build_culprit",
+    "find_build_culprits",
+    "run_on_target",
 ]
 
 
@@ -88,6 +91,25 @@ def _instrument(mod: tvm.IRModule, names: list[str]) -> tuple[tvm.IRModule, list
     out = tvm.IRModule(flat.functions, attrs=flat.attrs)
     out["main"] = new_main
     return relax.transform.Normalize()(out), kept
+
+
+def run_on_target(
+    executable: tvm.runtime.Module, inputs: Sequence[torch.Tensor], target
+) -> list[object]:
+    """Run ``executable``'s main on the device of ``target`` (inputs moved there), as
+    verification must: the code was built for that device. Each element of the result comes
+    back as a CPU torch tensor (to compare with PyTorch's CPU reference), nested results as
+    they are."""
+    device_type = target_device_type(target)
+    vm = relax.VirtualMachine(executable, tvm.device(device_type))
+    result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
+    return [_to_host(v) for v in result]
+
+
+def _to_host(value: object) -> object:
+    if isinstance(value, tvm.runtime.Tensor | torch.Tensor):
+        return torch.from_dlpack(value).cpu()
+    return value
 
 
 def diverging_nodes(
@@ -161,25 +183,65 @@ def _compare(got: torch.Tensor, ref: torch.Tensor) -> str | None:
     return f"{int((got != ref).sum())} of {ref.numel()} elements differ"
 
 
-def find_build_culprit(
+def find_build_culprits(
     candidates: list[fx.Node], builds: Callable[[list[str]], bool], error: BaseException
-) -> FallbackRecord:
-    """The first candidate (in graph order) whose move to LibTorch makes the build succeed,
-    given that moving ``candidates[:k]`` fails for k below it. ``builds(names)`` compiles with
-    those nodes forced to LibTorch and says whether ``relax.build`` succeeded."""
-    first_line = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+) -> list[FallbackRecord]:
+    """The TVM-side nodes whose move to LibTorch is shown to make the build succeed.
+
+    ``builds(names)`` compiles with those nodes forced to LibTorch and says whether
+    ``relax.build`` succeeded. Bisection over the candidates (graph order) finds the node whose
+    move, with those before it, first makes the model build; the same search repeats over the
+    nodes before it, with the nodes found so far moved, until moving the found ones alone
+    builds. Every node returned is needed by that search, and moving them together was built.
+    When the model builds with nothing moved, or still fails with everything moved, no node is
+    to blame: :class:`BuildFailure` carries the original error (chained as its cause).
+    """
     names = [n.name for n in candidates]
-    if not names or not builds(names):
-        raise BuildFailure(
-            f"byoc_torch: relax.build failed and moving every TVM op to LibTorch does not help, "
-            f"so the failure cannot be tied to an op: {first_line}"
-        )
-    lo, hi = 0, len(names)  # builds(names[:hi]) is True; find the smallest such hi
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if builds(names[:mid]):
-            hi = mid
-        else:
-            lo = mid + 1
-    culprit = candidates[max(hi, 1) - 1]
-    return FallbackRecord(culprit.name, op_key(culprit.target), Reason.BUILD, first_line)
+    results: dict[frozenset[str], bool] = {}
+
+    def try_build(moved: list[str]) -> bool:
+        key = frozenset(moved)
+        if key not in results:
+            results[key] = builds(moved)
+        return results[key]
+
+    if try_build([]):
+        raise _unexplained(
+            error, "the same model builds again with no node moved, so no node is to blame"
+        ) from error
+    if not names or not try_build(names):
+        raise _unexplained(
+            error, "moving every TVM op to LibTorch does not help, so no node is to blame"
+        ) from error
+    blamed: list[str] = []
+    hi = len(names)  # invariant: try_build(blamed + names[:hi]) succeeded
+    while not try_build(blamed):
+        lo = 0  # try_build(blamed + names[:lo]) failed
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            if try_build(blamed + names[:mid]):
+                hi = mid
+            else:
+                lo = mid
+        hi -= 1
+        blamed.append(names[hi])
+    detail = _first_line(error)
+    by_name = {n.name: n for n in candidates}
+    return [
+        FallbackRecord(name, op_key(by_name[name].target), Reason.BUILD, detail)
+        for name in names
+        if name in blamed
+    ]
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+
+
+def _unexplained(error: BaseException, why: str) -> BuildFailure:
+    """The original build error, as a BuildFailure with its full message (first 4,000
+    characters); raise it ``from error``."""
+    text = f"{type(error).__name__}: {error}".strip()
+    if len(text) > 4000:
+        text = text[:4000] + " ..."
+    return BuildFailure(f"byoc_torch: relax.build failed ({why}):\n{text}")

@@ -35,9 +35,11 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "demo" in proc.stdout
 
 
-def test_unknown_model_is_rejected():
-    with pytest.raises(SystemExit):
+def test_unknown_model_is_rejected(capsys):
+    with pytest.raises(SystemExit) as info:
         cli.main(["demo", "--model", "nope"])
+    assert info.value.code == 2  # argparse's usage error, not a successful exit
+    assert "'nope'" in capsys.readouterr().err
 
 
 def test_module_entry_point():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import tvm
 from torch import nn
+from tvm import relax
 
 import byoc_torch
 from byoc_torch.models import EXAMPLES
@@ -156,11 +159,29 @@ def test_fallback_op_uses_parameter():
             h = h + torch.lgamma(self.weight.abs() + 1).sum(0)  # fallback on the parameter
             return torch.searchsorted(self.boundaries, h.contiguous())  # fallback on a buffer
 
-    compiled = compile_and_check(M(), (torch.randn(3, 6),))
-    # The parameter is an input of a torch function, not baked into its TorchScript.
-    for f in byoc_torch.torch_functions(_partitioned(M(), (torch.randn(3, 6),))).values():
-        assert "weight" not in str(f.attrs["torch_script"])
+    model = M()
+    compiled = compile_and_check(model, (torch.randn(3, 6),))
     assert compiled.num_torch_subgraphs() >= 1
+    # The buffer crosses into its torch function as an argument (a TVM constant), its values
+    # are not baked into the function's TorchScript.
+    mod = _partitioned(model, (torch.randn(3, 6),))
+    passed = _constants_passed_to_torch(mod)
+    assert any(c.shape == (11,) and np.array_equal(c, model.boundaries.numpy()) for c in passed)
+    for f in byoc_torch.torch_functions(mod).values():
+        assert "tensor(" not in str(f.attrs["torch_script"])
+
+
+def _constants_passed_to_torch(mod) -> list[np.ndarray]:
+    """The constant arguments of every call of a torch function in ``mod``'s main."""
+    names = set(byoc_torch.torch_functions(mod))
+    found: list[np.ndarray] = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name_hint", None) in names:
+            found.extend(a.value.numpy() for a in expr.args if isinstance(a, tvm.ir.Constant))
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found
 
 
 def _partitioned(model, inputs):

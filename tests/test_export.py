@@ -31,7 +31,10 @@ def test_load_in_same_process(demo):
 
 
 def test_load_in_fresh_process_gives_same_outputs(demo, tmp_path):
-    _, inputs, compiled, path = demo
+    _, example, compiled, path = demo
+    torch.manual_seed(1)
+    inputs = tuple(torch.randn_like(x) for x in example)  # not the example inputs
+    assert not any(torch.equal(a, b) for a, b in zip(inputs, example, strict=True))
     torch.save(inputs, tmp_path / "inputs.pt")
     expected = compiled(*inputs)
     torch.save(expected, tmp_path / "expected.pt")
@@ -68,8 +71,10 @@ def test_missing_artifact():
 def test_corrupt_artifact(tmp_path):
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"not a shared object at all")
-    with pytest.raises(ValueError, match="is not a loadable artifact"):
+    with pytest.raises(ValueError, match=f"{bad}: no byoc_torch seal"):
         byoc_torch.load(bad)
+    with pytest.raises(ValueError, match=f"{bad}: not a 64-bit little-endian ELF"):
+        byoc_torch.load(bad, allow_unsealed=True)
 
 
 def test_artifact_without_byoc_torch_signature(tmp_path):
@@ -83,5 +88,7 @@ def test_artifact_without_byoc_torch_signature(tmp_path):
     path = tmp_path / "plain.so"
     relax.build(bb.get(), target="llvm").export_library(str(path))
     assert tvm.runtime.load_module(str(path)) is not None
-    with pytest.raises(ValueError, match="not written by byoc_torch"):
+    with pytest.raises(ValueError, match="no byoc_torch seal"):
         byoc_torch.load(path)
+    with pytest.raises(ValueError, match="not written by byoc_torch"):
+        byoc_torch.load(path, allow_unsealed=True)

@@ -218,7 +218,8 @@ def test_real_measurements_keep_the_model_correct():
     compiled = byoc_torch.compile(model, (x, w))
     placement = compiled.report().placement
     assert placement is not None and placement.regions
-    assert all(r.tvm_ms is None or r.tvm_ms > 0 for r in placement.regions)
+    measured = [r.tvm_ms for r in placement.regions if r.tvm_ms is not None]
+    assert measured and all(ms > 0 for ms in measured)  # something was really timed
     x2 = torch.randn(8, 32)
     torch.testing.assert_close(compiled(x2, w), model(x2, w), rtol=1e-4, atol=1e-4)
 

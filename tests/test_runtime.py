@@ -57,13 +57,19 @@ def test_multiple_outputs_as_a_tuple():
 
 
 def test_outputs_are_not_copied_on_the_way_out():
-    """The TVM tensor returned views the very memory LibTorch produced."""
-    src = "def forward(self, a: Tensor) -> Tensor:\n    return a * 2\n"
-    mod = module({"f": (src, 1, 1, False)})
-    out = mod["f"](to_tvm(torch.ones(1000)))
-    back = torch.from_dlpack(out)
-    assert back.data_ptr() == torch.from_dlpack(out).data_ptr()
-    torch.testing.assert_close(back, torch.full((1000,), 2.0))
+    """The TVM tensors returned view the very memory LibTorch produced: two outputs that are
+    one result and its leading half share one address (copies would be two allocations,
+    alive together)."""
+    src = (
+        "def forward(self, a: Tensor) -> Tuple[Tensor, Tensor]:\n"
+        "    both = a * 2\n"
+        "    return (both, both[0:512])\n"
+    )
+    mod = module({"f": (src, 1, 2, True)})
+    whole, half = (torch.from_dlpack(t) for t in mod["f"](to_tvm(torch.ones(1024))))
+    assert whole.data_ptr() == half.data_ptr()
+    torch.testing.assert_close(whole, torch.full((1024,), 2.0))
+    torch.testing.assert_close(half, torch.full((512,), 2.0))
 
 
 def test_inputs_are_not_copied_on_the_way_in():

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from tvm import ir
+import tvm
+from torch import fx, nn
+from tvm import ir, relax
 
 import byoc_torch
+from byoc_torch import verify
 from byoc_torch.errors import BuildFailure
 from byoc_torch.frontend.deny_list import load_deny_list
+from byoc_torch.tensors import target_device_type
 from byoc_torch.testing import Lambda, compile_and_check
-from byoc_torch.verify import find_build_culprit
+from byoc_torch.verify import find_build_culprits, run_on_target
 
 WRONG_IN_TVM = {
     "selu": (lambda x: nn.functional.selu(x), lambda: (torch.randn(24),)),
@@ -127,9 +130,85 @@ def test_build_failure_falls_back_per_op(unbuildable_sinh):
     assert "TVM build failed" in compiled.report().to_text()
 
 
+def _nodes(*names: str) -> list[fx.Node]:
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    nodes = []
+    for name in names:
+        node = graph.call_function(torch.ops.aten.sin.default, (x,))
+        node.name = name
+        nodes.append(node)
+    return nodes
+
+
+def _builds_when(needed: set[str], calls: list[list[str]]):
+    """A fake ``builds``: the model builds once every node of ``needed`` is moved."""
+
+    def builds(names: list[str]) -> bool:
+        calls.append(list(names))
+        return needed <= set(names)
+
+    return builds
+
+
+@pytest.mark.parametrize(
+    "needed", [{"a"}, {"d"}, {"h"}, {"b", "f"}, {"a", "h"}, {"c", "d", "g"}], ids=str
+)
+def test_build_culprits_are_exactly_the_nodes_whose_move_fixes_the_build(needed):
+    calls: list[list[str]] = []
+    records = find_build_culprits(_nodes(*"abcdefgh"), _builds_when(needed, calls), ERR)
+    assert [r.node for r in records] == sorted(needed)
+    assert all(r.reason == "TVM build failed" and r.op == "aten.sin.default" for r in records)
+    assert records[0].detail == "RuntimeError: legalization failed"
+    assert sorted(needed) in [sorted(c) for c in calls]  # moving just them was built
+    assert len(calls) == len({frozenset(c) for c in calls})  # no build is tried twice
+
+
+ERR = RuntimeError("legalization failed\n  at some TVM pass\n  more context")
+
+
+def test_nothing_is_blamed_when_the_model_builds_with_nothing_moved():
+    """The build failed once but builds with no node moved: no innocent node is moved, the
+    original error is raised with its context."""
+    calls: list[list[str]] = []
+    with pytest.raises(BuildFailure, match="builds again with no node moved") as info:
+        find_build_culprits(_nodes("a", "b"), lambda names: calls.append(names) or True, ERR)
+    assert calls == [[]]
+    assert "RuntimeError: legalization failed\n  at some TVM pass\n  more context" in str(
+        info.value
+    )
+    assert info.value.__cause__ is ERR
+
+
 def test_build_failure_not_tied_to_an_op_is_a_clear_error():
-    with pytest.raises(BuildFailure, match="cannot be tied to an op: RuntimeError: boom"):
-        find_build_culprit([], lambda names: False, RuntimeError("boom"))
+    with pytest.raises(BuildFailure, match=r"does not help.*\nRuntimeError: boom") as info:
+        find_build_culprits(_nodes("a"), lambda names: False, RuntimeError("boom"))
+    assert str(info.value.__cause__) == "boom"
+    with pytest.raises(BuildFailure, match="does not help"):
+        find_build_culprits([], lambda names: False, RuntimeError("boom"))
+
+
+def test_compile_raises_the_original_build_error_when_no_node_is_to_blame(monkeypatch):
+    """A build failure that no node explains (here: the first relax.build fails, the same
+    build then succeeds) is raised as BuildFailure with the original error; no innocent node
+    is moved to LibTorch."""
+    from byoc_torch import driver
+
+    real = driver.relax.build
+    builds: list[int] = []
+
+    def first_build_fails(mod, target):
+        builds.append(1)
+        if len(builds) == 1:
+            raise RuntimeError("transient failure (test)")
+        return real(mod, target=target)
+
+    monkeypatch.setattr(driver.relax, "build", first_build_fails)
+    model = Lambda(lambda x: torch.special.erfinv(torch.tanh(x)))
+    with pytest.raises(BuildFailure, match=r"no node moved.*\nRuntimeError: transient") as info:
+        byoc_torch.compile(model, (torch.rand(5) * 0.5,), placement="tvm", verify=False)
+    assert str(info.value.__cause__) == "transient failure (test)"
+    assert len(builds) == 2  # the failed build, and the same model built again with nothing moved
 
 
 def test_deny_list_is_versioned_and_loads():
@@ -157,3 +236,65 @@ def test_build_failure_in_a_tuple_producing_op_moves_the_op():
     assert [(r.op, r.reason) for r in compiled.fallbacks] == [
         ("aten.native_layer_norm.default", "TVM build failed")
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "device"),
+    [
+        ("llvm", "cpu"),
+        ({"kind": "llvm"}, "cpu"),
+        ("llvm -mcpu=x86-64", "cpu"),
+        ("cuda", "cuda"),
+        ("cuda -arch=sm_80", "cuda"),
+        ({"kind": "cuda", "arch": "sm_80"}, "cuda"),
+        (tvm.target.Target({"kind": "cuda", "arch": "sm_80"}), "cuda"),
+        (tvm.target.Target("llvm"), "cpu"),
+    ],
+    ids=str,
+)
+def test_target_device_type(target, device):
+    assert target_device_type(target) == device
+
+
+def _identity_and_double():
+    x = relax.Var("x", relax.TensorType([3], "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.multiply(x, relax.const(2.0, "float32")))
+        bb.emit_func_output(relax.Tuple([x, y]))
+    return bb.get()
+
+
+def test_verification_runs_on_a_cpu_target():
+    ex = relax.build(_identity_and_double(), target="llvm")
+    x = torch.tensor([1.0, 2.0, 3.0])
+    same, double = run_on_target(ex, [x], {"kind": "llvm"})
+    assert same.device.type == double.device.type == "cpu"
+    torch.testing.assert_close((same, double), (x, x * 2))
+
+
+def test_verification_runs_on_the_device_of_a_cuda_target(monkeypatch):
+    """No GPU here: the VM and the device moves are recorded instead of run. A CUDA target
+    gets a CUDA VM and its inputs moved to CUDA; the results come back to the CPU."""
+    seen: dict[str, object] = {}
+
+    class RecordingVM:
+        def __init__(self, executable, device):
+            seen["device"] = device
+
+        def __getitem__(self, name):
+            return lambda *args: [torch.from_dlpack(a) * 2 for a in args]
+
+    def move(x, device_type):
+        seen.setdefault("moved to", []).append(device_type)
+        return x
+
+    monkeypatch.setattr(verify.relax, "VirtualMachine", RecordingVM)
+    monkeypatch.setattr(verify, "to_device", move)
+    x = torch.arange(4.0)
+    (out,) = run_on_target(None, [x], {"kind": "cuda", "arch": "sm_80"})
+    assert seen["device"].dlpack_device_type() == tvm.device("cuda").dlpack_device_type()
+    assert seen["moved to"] == ["cuda"]
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, x * 2)

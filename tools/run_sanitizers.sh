@@ -16,4 +16,4 @@ export BYOC_TORCH_RUNTIME_LIB="$(realpath "$build")/libbyoc_torch_runtime.so"
 # tests/test_runtime_*.py: spec, tensor bridge, per-instance modes and 4-thread counters.
 python -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_runtime_*.py \
   tests/test_fuzz_artifact.py tests/test_threads.py tests/test_export.py tests/test_end_to_end.py
-python benchmarks/fuzz_artifact.py --cases "${FUZZ_CASES:-10000}"
+python benchmarks/fuzz_artifact.py --target blob --cases "${FUZZ_CASES:-10000}"

@@ -12,6 +12,13 @@ The custom op's fake (shape) function reuses what one eager run on the example i
 an output dim equal to an input dim follows that input dim (symbolically, under dynamic
 shapes); any other dim is taken as the constant it was. A module whose output sizes depend on
 tensor values therefore needs static shapes.
+
+The custom ops live only as long as the ExportedProgram that calls them: each op has its own
+``torch.library.Library`` handle, destroyed (definition, kernel, fake function and the
+``torch.ops`` entry) by :func:`release_forced_modules` — which ``compile`` and ``report`` call
+when they finish — or when the program is garbage-collected. Freed names (``m0``, ``m1``, ...)
+are reused, the lowest first, so neither torch's op registry nor the names grow across
+compiles.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import itertools
 import logging
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,12 +37,20 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ForcedModule", "forced_module_for_op", "hide_forced_modules"]
+__all__ = [
+    "ForcedModule",
+    "forced_module_for_op",
+    "hide_forced_modules",
+    "release_forced_modules",
+    "release_program",
+    "tie_to_program",
+]
 
 NAMESPACE = "byoc_torch_fm"
-_LIBRARY = torch.library.Library(NAMESPACE, "FRAGMENT")
-_COUNTER = itertools.count()
-_BY_OP: dict[str, ForcedModule] = {}
+_LOCK = threading.Lock()
+_BY_OP: dict[str, ForcedModule] = {}  # live ops only, by name
+_LIBRARIES: dict[str, torch.library.Library] = {}  # the registration handle of each live op
+_RELEASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # program -> finalizer
 
 
 @dataclass(frozen=True)
@@ -150,8 +166,27 @@ def _define_op(name: str, module: nn.Module, args: tuple, outputs: list[torch.Te
                 f"torch_executed_modules: argument {k} of '{name}' is a {type(a).__name__}; "
                 "only tensor arguments are supported"
             )
-    op = f"m{next(_COUNTER)}"
-    _LIBRARY.define(f"{op}(Tensor[] xs) -> Tensor[]")
+    with _LOCK:
+        op = next(f"m{k}" for k in range(len(_LIBRARIES) + 1) if f"m{k}" not in _LIBRARIES)
+        library = _LIBRARIES[op] = torch.library.Library(NAMESPACE, "FRAGMENT")
+    try:
+        _register(library, op, name, module, args, outputs)
+    except BaseException:
+        release_forced_modules([op])
+        raise
+    return op
+
+
+def _register(
+    library: torch.library.Library,
+    op: str,
+    name: str,
+    module: nn.Module,
+    args: tuple,
+    outputs: list[torch.Tensor],
+) -> None:
+    """Define ``op`` in ``library``: schema, the eager kernel and the fake (shape) function."""
+    library.define(f"{op}(Tensor[] xs) -> Tensor[]")
     example_shapes = [tuple(a.shape) for a in args]
 
     def run(xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -177,9 +212,34 @@ def _define_op(name: str, module: nn.Module, args: tuple, outputs: list[torch.Te
             result.append(xs[0].new_empty(shape, dtype=o.dtype) if xs else torch.empty(shape))
         return result
 
-    _LIBRARY.impl(op, run, "CompositeExplicitAutograd")
-    torch.library.register_fake(f"{NAMESPACE}::{op}", fake, lib=_LIBRARY)
-    return op
+    library.impl(op, run, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"{NAMESPACE}::{op}", fake, lib=library)
+
+
+def release_forced_modules(ops: Sequence[str]) -> None:
+    """Deregister the custom ops named ``ops`` (idempotent) and free their names."""
+    for op in ops:
+        with _LOCK:
+            library = _LIBRARIES.pop(op, None)
+            _BY_OP.pop(op, None)
+        if library is not None:
+            library._destroy()  # torch's own handle: definition, kernel, fake, torch.ops entry
+            logger.debug("released %s::%s", NAMESPACE, op)
+
+
+def tie_to_program(program: object, forced: Sequence[ForcedModule]) -> None:
+    """Release the ops of ``forced`` when ``program`` is garbage-collected, or earlier by
+    :func:`release_program`."""
+    if forced:
+        ops = tuple(f.op_name for f in forced)
+        _RELEASES[program] = weakref.finalize(program, release_forced_modules, ops)
+
+
+def release_program(program: object) -> None:
+    """Release the ops the forced modules of ``program`` registered (see module doc)."""
+    finalizer = _RELEASES.pop(program, None)
+    if finalizer is not None:
+        finalizer()
 
 
 class _StandIn(nn.Module):
@@ -207,7 +267,9 @@ def hide_forced_modules(
 ) -> Iterator[list[ForcedModule]]:
     """Within the block, each forced submodule of ``model`` is replaced by a custom-op call.
 
-    Yields the :class:`ForcedModule` records; restores the original submodules on exit.
+    Yields the :class:`ForcedModule` records; restores the original submodules on exit. The
+    ops stay registered (the exported program calls them) until released: pass the program
+    to :func:`tie_to_program`. If the block fails, they are released at once.
     """
     if not targets:
         yield []
@@ -242,12 +304,16 @@ def hide_forced_modules(
                 returns_tuple,
                 len(outputs),
             )
-            _BY_OP[op] = record
+            with _LOCK:
+                _BY_OP[op] = record
             forced.append(record)
             _set_submodule(model, name, _StandIn(op, returns_tuple))
             swapped.append((name, module))
             logger.debug("forced module %s (%s) -> %s::%s", name, record.type_name, NAMESPACE, op)
         yield forced
+    except BaseException:
+        release_forced_modules([f.op_name for f in forced])
+        raise
     finally:
         for name, module in reversed(swapped):
             _set_submodule(model, name, module)
