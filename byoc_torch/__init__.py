@@ -43,6 +43,7 @@ _threads.set_env_defaults()
 
 # Public names served lazily: name -> module that defines it.
 _LAZY = {
+    "call_torch": "torch_calls",
     "compile": "driver",
     "export_program": "driver",
     "report": "driver",
@@ -86,6 +87,7 @@ __all__ = [
     "Report",
     "TorchOpTypeError",
     "VerificationError",
+    "call_torch",
     "compile",
     "export_program",
     "from_exported_program",

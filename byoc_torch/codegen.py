@@ -19,6 +19,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+import relay_ext
+
 from .partition.transform import torch_functions
 from .runtime import SubgraphSpec, make_runtime_module
 
@@ -61,7 +63,7 @@ def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
         specs.append(
             SubgraphSpec(
                 str(symbol),
-                str(script),
+                relay_ext.script_text(script),
                 num_inputs=len(func.params),
                 num_outputs=num_outputs,
                 returns_tuple=returns_tuple,

@@ -31,7 +31,7 @@ def _torch_function(name: str, n_out: int, script: str, body) -> relax.Function:
     attrs = {
         "Codegen": "torch",
         "global_symbol": name,
-        "torch_script": script,
+        "torch_script": relay_ext.script_lines(script),
         "torch_ops": ["aten.sin"] * len(body.ops),
         "torch_modules": {},
     }

@@ -30,7 +30,9 @@ __all__ = [
     "FallbackError",
     "NodeScript",
     "merge_scripts",
+    "method_source",
     "output_metas",
+    "render_constants",
     "script_for_node",
     "script_for_nodes",
     "tensor_meta",
@@ -207,6 +209,22 @@ def _render(w: _Writer, value: object, annotation: str | None = None) -> str:
             return name
         return f"[{items}]"
     raise FallbackError(f"cannot write a {type(value).__name__} argument in TorchScript")
+
+
+def render_constants(
+    values: list[tuple[object, str | None]],
+) -> tuple[list[str], list[str]]:
+    """TorchScript for constant arguments (numbers, strings, dtypes, lists, ...): the
+    statements that must precede their use (typed lists) and one expression per value.
+    ``values`` pairs each value with its schema annotation (``"List[int]"``) or None."""
+    w = _Writer()
+    exprs = [_render(w, v, annotation) for v, annotation in values]
+    return w.lines, exprs
+
+
+def method_source(name: str, num_inputs: int, ret_type: str, lines: list[str], ret: str) -> str:
+    """A TorchScript method ``name(self, a0: Tensor, ...) -> ret_type`` running ``lines``."""
+    return _method(name, num_inputs, ret_type, lines, ret)
 
 
 def _element_annotation(annotation: str | None) -> str | None:

@@ -113,9 +113,9 @@ def _group(nodes: list[_Node]) -> list[list[int]]:
 class _Lifted:
     members: list[int]
     inputs: list[relax.Expr]  # Vars from outside the group, or constants
-    outputs: list[relax.Var]  # member vars used outside the group
+    outputs: list[tuple[relax.Var, int | None]]  # used outside: (member var, tuple field)
     gvar: tvm.ir.GlobalVar
-    func: relax.Function
+    ret_ty: relax.Type  # the call's type, in the caller's symbolic variables
 
 
 def _lift(
@@ -186,7 +186,7 @@ def _lift(
             step_of[b.var] = len(steps)
             steps.append(
                 GroupStep(
-                    str(value.attrs["script"]),
+                    relay_ext.script_text(value.attrs["script"]),
                     step_args,
                     isinstance(value.attrs["out_type"], relax.TupleType),
                 )
@@ -200,29 +200,47 @@ def _lift(
             bindings.append(relax.VarBinding(new_var, relax.TupleGetItem(new_of[src], value.index)))
             getitem_of[b.var] = (step_of[src], value.index)
         new_of[b.var] = new_var
+    # The boundary carries tensors only: a tuple-valued member used outside returns each of
+    # its fields, and the caller rebuilds the tuple.
+    flat: list[tuple[relax.Var, int | None]] = []
     out_refs = []
     for v in outputs:
-        if v in step_of:
-            if steps[step_of[v]].returns_tuple:
-                raise ValueError(
-                    f"{symbol}: tuple-valued member {v.name} is used outside its group; "
-                    "byoc_torch passes tensors only across the boundary"
-                )
+        if v in step_of and steps[step_of[v]].returns_tuple:
+            for k in range(len(v.ty.fields)):
+                flat.append((v, k))
+                out_refs.append((step_of[v], k))
+        elif v in step_of:
+            flat.append((v, None))
             out_refs.append((step_of[v], None))
         else:
+            flat.append((v, None))
             out_refs.append(getitem_of[v])
-    if len(outputs) == 1:
-        ret, ret_ty = new_of[outputs[0]], outputs[0].ty
+    rets = []
+    for v, k in flat:
+        if k is None:
+            rets.append(new_of[v])
+            continue
+        field = relax.Var(f"{v.name}_{k}", v.ty.fields[k])
+        bindings.append(relax.VarBinding(field, relax.TupleGetItem(new_of[v], k)))
+        rets.append(field)
+    if len(rets) == 1:
+        ret, ret_ty = rets[0], rets[0].ty
     else:
-        ret = relax.Tuple([new_of[v] for v in outputs])
-        ret_ty = relax.TupleType([v.ty for v in outputs])
+        ret = relax.Tuple(rets)
+        ret_ty = relax.TupleType([r.ty for r in rets])
     attrs = {"Codegen": CODEGEN, "global_symbol": symbol}
     body = seq_expr(relax.BindingBlock(bindings), ret, ret_ty)
     func = relax.Function(params, body, ret_ty, True, tvm.ir.DictAttrs(attrs))
     script = merge_scripts(steps, len(inputs), out_refs)
-    func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
+    func = func.with_attr("torch_script", relay_ext.script_lines(script))
+    func = func.with_attr("torch_ops", op_names)
     func = func.with_attr("torch_modules", modules)
-    return func, inputs, outputs
+    # Each function owns its symbolic variables (as TVMScript writes them): the lifted one
+    # gets fresh copies of the caller's, so printing and parsing the module gives it back.
+    shared = relax.analysis.defined_symbolic_vars(func)
+    if shared:
+        func = func.bind_symbolic_vars({v: tvm.tirx.Var(v.name, "int64") for v in shared})
+    return func, inputs, flat
 
 
 def seq_expr(blocks, result: relax.Expr, ty: relax.Type) -> relax.SeqExpr:
@@ -359,7 +377,9 @@ class _Partitioner:
             symbol = self.fresh_symbol(fn_name)
             f, inputs, outputs = _lift(nodes, ms, used_outside, symbol)
             gvar = self.add_function(symbol, f)
-            lifted.append(_Lifted(ms, inputs, outputs, gvar, f))
+            types = [v.ty if k is None else v.ty.fields[k] for v, k in outputs]
+            ret_ty = types[0] if len(types) == 1 else relax.TupleType(types)
+            lifted.append(_Lifted(ms, inputs, outputs, gvar, ret_ty))
             logger.debug("%s: %d torch bindings -> %s", fn_name, len(ms), symbol)
         order = _topo_order(nodes, unit_of, n_units)
         native_binding = {
@@ -372,16 +392,37 @@ class _Partitioner:
                 bindings.append(native_binding[u])
                 continue
             lg = lifted[u]
-            call = relax.Call(lg.gvar, lg.inputs, ret_ty=lg.func.ret_ty)
-            if len(lg.outputs) == 1:
-                bindings.append(relax.VarBinding(lg.outputs[0], call))
-            else:
-                make = relax.DataflowVar if dataflow else relax.Var
-                tup = make(f"{lg.gvar.name_hint}_out", lg.func.ret_ty)
-                bindings.append(relax.VarBinding(tup, call))
-                for k, v in enumerate(lg.outputs):
-                    bindings.append(relax.VarBinding(v, relax.TupleGetItem(tup, k)))
+            call = relax.Call(lg.gvar, lg.inputs, ret_ty=lg.ret_ty)
+            bindings.extend(_bind_outputs(lg, call, dataflow))
         return relax.DataflowBlock(bindings) if dataflow else relax.BindingBlock(bindings)
+
+
+def _bind_outputs(lg: _Lifted, call: relax.Call, dataflow: bool) -> list[relax.VarBinding]:
+    """Bindings giving each output of a lifted group its value from ``call``."""
+    make = relax.DataflowVar if dataflow else relax.Var
+    if len(lg.outputs) == 1 and lg.outputs[0][1] is None:
+        return [relax.VarBinding(lg.outputs[0][0], call)]
+    out: list[relax.VarBinding] = []
+    if len(lg.outputs) == 1:
+        fields = [make(f"{lg.gvar.name_hint}_out", lg.ret_ty)]
+        out.append(relax.VarBinding(fields[0], call))
+    else:
+        tup = make(f"{lg.gvar.name_hint}_out", lg.ret_ty)
+        out.append(relax.VarBinding(tup, call))
+        fields = []
+        for i, (v, k) in enumerate(lg.outputs):
+            if k is None:
+                out.append(relax.VarBinding(v, relax.TupleGetItem(tup, i)))
+                continue
+            field = make(f"{v.name}_{k}", v.ty.fields[k])
+            out.append(relax.VarBinding(field, relax.TupleGetItem(tup, i)))
+            fields.append(field)
+    rebuilt: dict[relax.Var, list[relax.Var]] = {}
+    for (v, _), field in zip([o for o in lg.outputs if o[1] is not None], fields, strict=True):
+        rebuilt.setdefault(v, []).append(field)
+    for v, parts in rebuilt.items():
+        out.append(relax.VarBinding(v, relax.Tuple(parts)))
+    return out
 
 
 def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
