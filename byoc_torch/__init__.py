@@ -30,7 +30,9 @@ from .errors import (
     FullCompilationError,
     InputError,
     InputTypeError,
+    OptionError,
     TorchOpTypeError,
+    UnregisteredOpError,
     VerificationError,
 )
 from .options import Options
@@ -81,11 +83,13 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "LowerTorchFunctions",
+    "OptionError",
     "Options",
     "PartitionForTorch",
     "Reason",
     "Report",
     "TorchOpTypeError",
+    "UnregisteredOpError",
     "VerificationError",
     "call_torch",
     "compile",

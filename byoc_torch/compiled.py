@@ -26,7 +26,7 @@ import tvm_ffi
 from tvm import relax
 
 from . import _defaults
-from .errors import ArtifactError, InputError, InputTypeError
+from .errors import ArtifactError, InputError, InputTypeError, UnregisteredOpError
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord
 from .reporting import Report
@@ -349,6 +349,8 @@ def _load_executable(path: Path) -> tvm.runtime.Module:
             return _LOADED[key]
     try:
         executable = tvm.runtime.load_module(str(path))
+    except UnregisteredOpError:  # the artifact is fine; the process lacks a custom op
+        raise
     except Exception as err:
         raise ArtifactError(f"byoc_torch.load: {path} is not a loadable artifact: {err}") from err
     with _LOADED_LOCK:

@@ -31,7 +31,9 @@ __all__ = [
     "FullCompilationError",
     "InputError",
     "InputTypeError",
+    "OptionError",
     "TorchOpTypeError",
+    "UnregisteredOpError",
     "VerificationError",
 ]
 
@@ -83,5 +85,19 @@ class InputTypeError(ByocTorchError, TypeError):
 
 
 @tvm_ffi.register_error
+class OptionError(ByocTorchError, ValueError):
+    """An option names something that does not exist (an op no registry knows), or is given
+    to a stage that cannot honour it; the message lists what is valid."""
+
+
+@tvm_ffi.register_error
 class ArtifactError(ByocTorchError, ValueError):
     """A file is not a loadable byoc_torch artifact (damaged, foreign or unreadable)."""
+
+
+@tvm_ffi.register_error
+class UnregisteredOpError(ByocTorchError, ValueError):
+    """A subgraph's TorchScript calls ``torch.ops.<ns>.<op>`` that this process has not
+    registered (raised by the C++ runtime when it compiles the subgraph, at compile time or
+    when an artifact is loaded). Register the op first: import the Python module that defines
+    it with ``torch.library``, or ``torch.ops.load_library`` its C++ library."""

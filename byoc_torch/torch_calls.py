@@ -46,7 +46,7 @@ from .frontend.torchscript import method_source, render_constants
 from .frontend.types import SymbolTable
 from .names import dtype_name, op_key, torch_dtype
 
-__all__ = ["call_torch"]
+__all__ = ["call_torch", "declared_types"]
 
 # Example sizes the symbols carry while the fake kernels run (distinct primes, so that no
 # size-1 or equal-size special case is taken), and the sizes guards are re-checked at.
@@ -99,6 +99,15 @@ def call_torch(
         op_name=target.name,
         modules=target.modules,
     )
+
+
+def declared_types(
+    types: Sequence[relax.TensorType], out_type: relax.Type
+) -> tuple[list[relax.Type], relax.Type]:
+    """A torchop's declared input and output types for inputs of ``types`` and a result of
+    ``out_type`` (both in the caller's symbolic variables), over call-local variables."""
+    locals_ = _LocalSymbols(types)
+    return [locals_.declare(t) for t in types], locals_.declare(out_type)
 
 
 # ---------------------------------------------------------------------------------------------

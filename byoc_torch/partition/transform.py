@@ -30,11 +30,13 @@ from tvm import relax
 
 import relay_ext
 
-from ..errors import FullCompilationError
+from ..errors import FullCompilationError, OptionError
 from ..frontend.torchscript import GroupStep, merge_scripts
 from ..options import Options
 from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
+from .min_block import absorb_small_relax_blocks
+from .relax_ops import is_relax_op_name, offload_relax_ops
 
 logger = logging.getLogger(__name__)
 
@@ -438,18 +440,52 @@ def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
     return dict(sorted(out.items()))
 
 
+# The options the pass honours; every other option of byoc_torch acts on the PyTorch side
+# (export, import, verification, the built module) and is refused here.
+PASS_OPTIONS = ("torch_executed_ops", "min_block_size", "require_full_compilation")
+
+
 @tvm.transform.module_pass(opt_level=0, name="PartitionForTorch")
 class PartitionForTorch:
     """ModulePass: group ``relax.torchop`` calls into maximal cycle-free ``Codegen="torch"``
-    functions. Composable in ``tvm.transform.Sequential``."""
+    functions. Composable in ``tvm.transform.Sequential``.
+
+    Options (any Relax module):
+
+    * ``torch_executed_ops``: Relax op names (``"relax.matmul"``, ``"relax.nn.conv2d"``, ...)
+      whose calls become torchops first (:mod:`byoc_torch.partition.relax_ops`); ATen names
+      are checked to exist and act in the PyTorch frontend;
+    * ``min_block_size``: small blocks of Relax calls between torchops join LibTorch
+      (:func:`byoc_torch.partition.min_block.absorb_small_relax_blocks`);
+    * ``require_full_compilation``: any torchop is a FullCompilationError.
+
+    Any other option is an :class:`~byoc_torch.errors.OptionError`.
+    """
 
     def __init__(self, **options) -> None:
         self.options = Options.from_kwargs(options)
+        refused = sorted(set(options) - set(PASS_OPTIONS))
+        if refused:
+            raise OptionError(
+                f"PartitionForTorch cannot honour {refused}: they act on the PyTorch side "
+                "(use them with byoc_torch.compile or from_exported_program); the pass takes "
+                f"{list(PASS_OPTIONS)}"
+            )
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if self.options.require_full_compilation:
-            _refuse_torchops(mod)
+        mod = _prepare(mod, self.options)
         return _Partitioner(mod, self.options).run()
+
+
+def _prepare(mod: tvm.IRModule, options: Options) -> tvm.IRModule:
+    """Relax-op offload and min_block_size, then require_full_compilation's check."""
+    relax_names = [n for n in options.torch_executed_ops if is_relax_op_name(n)]
+    if relax_names:
+        mod = offload_relax_ops(mod, relax_names)
+    mod = absorb_small_relax_blocks(mod, options.min_block_size)
+    if options.require_full_compilation:
+        _refuse_torchops(mod)
+    return mod
 
 
 def _refuse_torchops(mod: tvm.IRModule) -> None:
@@ -471,8 +507,11 @@ def _refuse_torchops(mod: tvm.IRModule) -> None:
 
 
 def partition_for_torch(mod: tvm.IRModule, **options) -> tvm.IRModule:
-    """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``)."""
+    """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``),
+    after offloading the Relax ops ``torch_executed_ops`` names and applying
+    ``min_block_size`` (see :class:`PartitionForTorch`)."""
     pass_ = PartitionForTorch(**options)
-    if pass_.options.require_full_compilation:
-        _refuse_torchops(mod)  # here, so the error keeps its type (not wrapped by the pass)
-    return pass_(mod)
+    # Run the checks here too, so that their errors are raised directly, not through the
+    # pass infrastructure.
+    mod = _prepare(mod, pass_.options)
+    return _Partitioner(mod, pass_.options).run()
