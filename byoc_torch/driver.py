@@ -9,6 +9,7 @@ and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
 from .errors import VerificationError
-from .frontend import import_with_records
+from .frontend import ImportResult, import_with_records
 from .frontend.modules import hide_forced_modules
 from .names import dtype_name
 from .options import Options
@@ -124,7 +125,7 @@ def compile(
         placed, placement = _measured_placement(ep, opts, inputs, tvm_target, target)
         extra.update(placed)
     for _ in range(_defaults.MAX_COMPILE_ROUNDS):
-        imported = import_with_records(ep, opts, extra)
+        imported = _import(ep, opts, extra)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
@@ -164,6 +165,28 @@ def compile(
     )
 
 
+def _import(ep, opts: Options, extra: dict | None = None) -> ImportResult:
+    """The frontend's import, as the rest of compile needs it: with
+    ``keep_params_as_input=True`` the imported ``main`` takes the parameters as inputs (what
+    ``from_exported_program`` returns); the compiled model takes the model's inputs only, so
+    the parameters are bound into it here, once, and every call uses them."""
+    imported = import_with_records(ep, opts, extra)
+    if not opts.keep_params_as_input:
+        return imported
+    return dataclasses.replace(imported, mod=bind_kept_params(imported.mod))
+
+
+def bind_kept_params(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` whose ``main`` has its ``params`` attribute (kept parameters, trailing inputs
+    of ``main``) bound as constants."""
+    detached, params = relax.frontend.detach_params(mod)
+    values = params.get("main")
+    if not values:
+        return mod
+    kept = list(detached["main"].params)[-len(values) :]
+    return relax.transform.BindParams("main", dict(zip(kept, values, strict=True)))(detached)
+
+
 def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
     """Records of the nodes measured placement moves to LibTorch, and what it measured. A
     failure of placement itself never fails the compile: the model then runs as with
@@ -173,7 +196,7 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
 
     try:
         return place(
-            import_with_records(ep, opts),
+            _import(ep, opts),
             inputs,
             tvm_target,
             tvm.device(_device_of(target)),
@@ -204,7 +227,7 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     for name in names:
         forced.setdefault(name, FallbackRecord(name, name, Reason.BUILD))
     try:
-        imported = import_with_records(ep, opts, forced)
+        imported = _import(ep, opts, forced)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         relax.build(LowerTorchFunctions()(mod), target=target)
     except Exception:  # any failure counts as "does not build"
@@ -232,7 +255,7 @@ def report(
     if isinstance(model, tvm.IRModule):
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
-    imported = import_with_records(ep, opts)
+    imported = _import(ep, opts)
     partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
     return build_report(imported, partitioned, model_name=_model_name(model))
 
