@@ -15,8 +15,9 @@ runs it in LibTorch. Named after ``R.call_tir`` / ``R.call_dps_packed``.
   ``torch.jit.script`` accepts: it travels as a scripted submodule of the subgraph (the
   torchop's ``modules`` attribute), which the script calls as ``self.<name>.forward(...)``.
 
-Relax expressions among the arguments are the call's tensor inputs; every other argument
-(numbers, strings, dtypes, lists of them, None) becomes a constant of the script.
+Relax expressions among the arguments (alone, or in a list such as ``aten.cat([x, y])``) are
+the call's tensor inputs; every other argument (numbers, strings, dtypes, lists of them, None)
+becomes a constant of the script.
 
 The result type is derived without running the function: the arguments become fake tensors
 whose sizes are symbols of a ShapeEnv (one per symbolic Relax dim, so ``n`` stays ``n``), the
@@ -80,6 +81,13 @@ def call_torch(
             _check_tensor(value, target.name, len(inputs))
             slots.append((key, _TensorSlot(len(inputs))))
             inputs.append(value)
+        elif _is_tensor_list(value):  # e.g. aten.cat([x, y]): a List[Tensor] of inputs
+            items = []
+            for item in value:
+                _check_tensor(item, target.name, len(inputs))
+                items.append(_TensorSlot(len(inputs)))
+                inputs.append(item)
+            slots.append((key, _TensorList(items)))
         else:
             slots.append((key, value))
     types = [_arg_type(x) for x in inputs]
@@ -122,6 +130,25 @@ class _TensorSlot:
         self.index = index
 
 
+class _TensorList:
+    """An argument that is a list of the call's tensor inputs."""
+
+    def __init__(self, items: list[_TensorSlot]) -> None:
+        self.items = items
+
+
+def _is_tensor_list(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) > 0
+        and all(isinstance(v, relax.Expr) for v in value)
+    )
+
+
+def _is_input(value: object) -> bool:
+    return isinstance(value, _TensorSlot | _TensorList)
+
+
 class _Target:
     """``fn`` in the two forms a script can call: an operator, or a scripted submodule."""
 
@@ -151,9 +178,15 @@ class _Target:
 
             return cls(op_key(packet), f"torch.ops.{ns}.{op}", packet, schema_of)
         if isinstance(fn, torch.jit.ScriptModule):
-            return cls._submodule(type(fn).__name__, fn, fn)
+            graph = fn.inlined_graph
+            return cls._submodule(
+                fn.original_name, fn, lambda *a, **k: _run_graph(graph, [fn, *a], k)
+            )
         if isinstance(fn, torch.jit.ScriptFunction):
-            return cls._submodule(fn.name, _wrap_function(fn), fn)
+            graph = fn.inlined_graph
+            return cls._submodule(
+                fn.name, _wrap_function(fn), lambda *a, **k: _run_graph(graph, list(a), k)
+            )
         if callable(fn):
             name = getattr(fn, "__name__", type(fn).__name__)
             try:
@@ -215,6 +248,50 @@ def _packet(fn: object) -> torch._ops.OpOverloadPacket | None:
     return None
 
 
+def _run_graph(graph: torch._C.Graph, inputs: list, kwargs: dict) -> object:
+    """Run a TorchScript graph op by op through Python's dispatcher, so that fake tensors keep
+    their symbolic sizes (TorchScript's own interpreter turns them into the example sizes).
+    Straight-line graphs only; control flow is an error the caller turns into "pass
+    out_type="."""
+    if kwargs:
+        raise TypeError("keyword arguments of a TorchScript function: pass them by position")
+    env: dict = dict(zip(graph.inputs(), inputs, strict=True))
+    for node in graph.nodes():
+        kind = node.kind()
+        args = [env[v] for v in node.inputs()]
+        outs = list(node.outputs())
+        if kind == "prim::Constant":
+            env[outs[0]] = outs[0].toIValue()
+        elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
+            env[outs[0]] = args if kind == "prim::ListConstruct" else tuple(args)
+        elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+            env.update(zip(outs, args[0], strict=True))
+        elif kind == "prim::TupleIndex" or kind == "aten::__getitem__":
+            env[outs[0]] = args[0][args[1]]
+        elif kind == "prim::GetAttr":
+            env[outs[0]] = getattr(args[0], node.s("name"))
+        elif "::" in kind and not kind.startswith("prim::"):
+            ns, name = kind.split("::")
+            schema = torch._C.parse_schema(node.schema())
+            packet = getattr(getattr(torch.ops, ns), name)
+            op = getattr(packet, schema.overload_name or "default")
+            positional = [
+                a for a, x in zip(args, schema.arguments, strict=True) if not x.kwarg_only
+            ]
+            keywords = {
+                x.name: a for a, x in zip(args, schema.arguments, strict=True) if x.kwarg_only
+            }
+            result = op(*positional, **keywords)
+            if len(outs) == 1:
+                env[outs[0]] = result
+            else:
+                env.update(zip(outs, result, strict=True))
+        else:
+            raise TypeError(f"TorchScript node {kind} is not run symbolically")
+    (ret,) = list(graph.return_node().inputs())
+    return env[ret]
+
+
 def _wrap_function(fn: torch.jit.ScriptFunction) -> torch.jit.ScriptModule:
     """A scripted module whose ``forward`` calls ``fn`` with the same parameters."""
     schema = fn.schema
@@ -223,10 +300,12 @@ def _wrap_function(fn: torch.jit.ScriptFunction) -> torch.jit.ScriptModule:
     if len(schema.returns) != 1:
         raise FallbackError(f"call_torch: {fn.name} must return one value (tensor or tuple)")
     ret = schema.returns[0].type.annotation_str
-    module = torch.jit.ScriptModule()
+    # A module of its own compilation unit, so every wrapper may define its own forward.
+    cpp = torch._C.ScriptModule("CallTorch", torch._C.CompilationUnit(), True)
     source = f"def forward(self{params}) -> {ret}:\n    return fn({names})\n"
-    module._c._define(module._concrete_type, source, lambda name: fn if name == "fn" else None)
-    return module
+    concrete = torch._C.ConcreteModuleType.from_jit_type(cpp._type())
+    cpp._define(concrete, source, lambda name: fn if name == "fn" else None)
+    return torch.jit._recursive.wrap_cpp_module(cpp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +424,12 @@ def _fake_tensor(t: relax.TensorType, env: ShapeEnv, symbols: dict) -> torch.Ten
 def _actual(slots, fakes) -> tuple[list, dict]:
     a, k = [], {}
     for key, value in slots:
-        v = fakes[value.index] if isinstance(value, _TensorSlot) else value
+        if isinstance(value, _TensorSlot):
+            v = fakes[value.index]
+        elif isinstance(value, _TensorList):
+            v = [fakes[item.index] for item in value.items]
+        else:
+            v = value
         if key is None:
             a.append(v)
         else:
@@ -418,7 +502,7 @@ def _script(target: _Target, slots, annotations, num_inputs: int, out: relax.Typ
     constants = [
         (value, annotation)
         for (_, value), annotation in zip(slots, annotations, strict=True)
-        if not isinstance(value, _TensorSlot)
+        if not _is_input(value)
     ]
     try:
         lines, rendered = render_constants(constants)
@@ -427,7 +511,12 @@ def _script(target: _Target, slots, annotations, num_inputs: int, out: relax.Typ
     exprs = iter(rendered)
     parts = []
     for key, value in slots:
-        text = f"a{value.index}" if isinstance(value, _TensorSlot) else next(exprs)
+        if isinstance(value, _TensorSlot):
+            text = f"a{value.index}"
+        elif isinstance(value, _TensorList):
+            text = "[" + ", ".join(f"a{item.index}" for item in value.items) + "]"
+        else:
+            text = next(exprs)
         parts.append(text if key is None else f"{key}={text}")
     call = f"{target.callee}({', '.join(parts)})"
     if isinstance(out, relax.TupleType):

@@ -355,7 +355,11 @@ def _composite_to_torchop(
 ) -> relax.Call:
     body = func.body
     bindings = [(b.var, b.value) for block in body.blocks for b in block.bindings]
-    params = list(func.params)
+    # FuseOpsByPattern adds a shape parameter that defines symbolic variables; LibTorch
+    # receives the tensors only (their sizes carry the same values).
+    tensor = [isinstance(p.ty, relax.TensorType) for p in func.params]
+    params = [p for p, t in zip(func.params, tensor, strict=True) if t]
+    args = [a for a, t in zip(args, tensor, strict=True) if t]
     if pattern in ("torch.linear", "torch.linear_bias"):
         script = _linear_script(bindings, params)
     else:

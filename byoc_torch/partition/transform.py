@@ -237,6 +237,16 @@ def _lift(
     func = func.with_attr("torch_script", relay_ext.script_lines(script))
     func = func.with_attr("torch_ops", op_names)
     func = func.with_attr("torch_modules", modules)
+    # A symbolic variable the tensors' shapes use only inside compound dims (``(n + 1) * 5``)
+    # is defined by a trailing shape parameter, as FuseOpsByPattern does; the codegen passes
+    # LibTorch the tensors only.
+    undefined = relax.analysis.free_symbolic_vars(func)
+    if undefined:
+        shape_param = relax.Var("shape_vars", relax.ShapeType(list(undefined)))
+        func = relax.Function(
+            [*params, shape_param], func.body, func.ret_ty, func.is_pure, func.attrs
+        )
+        inputs = [*inputs, relax.ShapeExpr(list(undefined))]
     # Each function owns its symbolic variables (as TVMScript writes them): the lifted one
     # gets fresh copies of the caller's, so printing and parsing the module gives it back.
     shared = relax.analysis.defined_symbolic_vars(func)
