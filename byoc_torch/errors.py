@@ -52,7 +52,11 @@ class FallbackError(ByocTorchError, ValueError):
 class FullCompilationError(ByocTorchError, RuntimeError):
     """``require_full_compilation=True`` and some ops would run in LibTorch."""
 
-    def __init__(self, records: Sequence[FallbackRecord]) -> None:
+    def __init__(self, records: Sequence[FallbackRecord] | str) -> None:
+        if isinstance(records, str):  # re-created from its message after crossing the FFI
+            self.records = []
+            super().__init__(records)
+            return
         self.records = list(records)
         lines = [
             f"  {r.node} ({r.op}): {r.reason}" + (f": {r.detail}" if r.detail else "")

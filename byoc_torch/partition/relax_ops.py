@@ -215,7 +215,7 @@ CONVERTERS: dict[str, Converter] = {
     "relax.nn.relu": _unary("torch.relu"),
     "relax.nn.gelu": _gelu,
     "relax.nn.gelu_tanh": _gelu_tanh,
-    "relax.nn.silu": _unary("torch.nn.functional.silu"),
+    "relax.nn.silu": _unary("torch.silu"),
     "relax.permute_dims": _permute_dims,
     "relax.add": _binary("torch.add"),
     "relax.subtract": _binary("torch.sub"),
