@@ -141,7 +141,7 @@ def _absorb_in_block(block, min_block_size: int):
             and isinstance(v.op, tvm.ir.Op)
             and v.op.name in CONVERTERS
             and isinstance(b.var.ty, relax.TensorType)
-            and all(isinstance(a, relax.Var | relax.Constant) for a in v.args)
+            and all(isinstance(a, relax.Var | tvm.ir.GenericConst) for a in v.args)
         )
 
     members = {b.var: b for b in bindings if movable(b)}
