@@ -45,7 +45,7 @@ import relay_ext
 from .errors import FallbackError, TorchOpTypeError
 from .frontend.torchscript import method_source, render_constants
 from .frontend.types import SymbolTable
-from .names import dtype_name, op_key, torch_dtype
+from .names import op_key, torch_dtype
 
 __all__ = ["call_torch", "declared_types"]
 
@@ -53,6 +53,11 @@ __all__ = ["call_torch", "declared_types"]
 # size-1 or equal-size special case is taken), and the sizes guards are re-checked at.
 _HINTS = (17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79)
 _PROBES = (lambda h: 2 * h + 1, lambda h: 3 * h + 2)
+# Result dtypes a Relax tensor can have (complex values stay inside LibTorch).
+_TVM_DTYPES = frozenset(
+    {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+    | {torch.float16, torch.bfloat16, torch.float32, torch.float64}
+)
 
 
 def call_torch(
@@ -90,7 +95,7 @@ def call_torch(
             slots.append((key, _TensorList(items)))
         else:
             slots.append((key, value))
-    types = [_arg_type(x) for x in inputs]
+    types = [x.ty for x in inputs]
     locals_ = _LocalSymbols(types)
     if out_type is None:
         result = _fake_result(target, slots, types)
@@ -327,10 +332,6 @@ def _check_tensor(value: relax.Expr, name: str, index: int) -> None:
         )
 
 
-def _arg_type(x: relax.Expr) -> relax.TensorType:
-    return x.ty
-
-
 class _LocalSymbols:
     """The declared types' own symbolic variables: one per symbolic variable of the caller,
     with the same name (the torchop's type relation binds them to the caller's dims)."""
@@ -485,12 +486,11 @@ def _result_type(found, locals_: _LocalSymbols, name: str) -> relax.Type:
 
 
 def _tensor_type(table: SymbolTable, t: torch.Tensor, name: str, how: str) -> relax.TensorType:
-    try:
-        dtype_name(t.dtype)
-        out = table.tensor_type(t)
-    except (FallbackError, ValueError) as err:
-        raise TorchOpTypeError(f"call_torch({name}): {err}; {how}") from err
-    return out
+    if t.dtype not in _TVM_DTYPES:
+        raise TorchOpTypeError(
+            f"call_torch({name}): result dtype {t.dtype} has no TVM dtype; {how}"
+        )
+    return table.tensor_type(t)
 
 
 # ---------------------------------------------------------------------------------------------

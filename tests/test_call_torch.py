@@ -269,3 +269,22 @@ def test_hand_built_module_round_trips_builds_exports_and_loads_in_a_fresh_proce
 
 def test_custom_op_is_the_registered_one():
     torch.testing.assert_close(scale_shift(torch.ones(2), 2.0, 1.0), torch.full((2,), 3.0))
+
+
+def test_tvms_stock_run_codegen_path_skips_the_shape_parameter():
+    # (n + 1) * 5 uses n only inside a compound dim: the lifted function defines n with a
+    # shape parameter, which RunCodegen passes along and the runtime skips.
+    part = byoc_torch.partition_for_torch(
+        hand_built_module(), torch_executed_ops=["relax.nn.conv2d", "relax.matmul"]
+    )
+    shaped = [
+        f
+        for f in byoc_torch.torch_functions(part).values()
+        if any(isinstance(p.ty, relax.ShapeType) for p in f.params)
+    ]
+    assert shaped
+    ex = relax.build(relax.transform.RunCodegen()(part), target="llvm")
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x, w = torch.randn(3, 3, 4), torch.randn(3, 3, 2, 2)
+    got = vm["main"](tvm.runtime.tensor(x.numpy()), tvm.runtime.tensor(w.numpy())).numpy()
+    torch.testing.assert_close(torch.from_numpy(got), eager(x, w), rtol=1e-4, atol=1e-4)

@@ -162,13 +162,13 @@ def _conv(dims: int) -> Converter:
     return convert
 
 
-def _axes(call: relax.Call, name: str) -> tuple[int, list[int]]:
+def _axes(call: relax.Call) -> tuple[int, list[int]]:
     ndim = call.args[0].ty.ndim
     return ndim, sorted(int(x) % ndim for x in call.attrs.axes)
 
 
 def _layer_norm(call: relax.Call, a: list[str]) -> str:
-    ndim, axes = _axes(call, "relax.nn.layer_norm")
+    ndim, axes = _axes(call)
     k = len(axes)
     if axes != list(range(ndim - k, ndim)):
         raise FallbackError(
@@ -182,7 +182,7 @@ def _layer_norm(call: relax.Call, a: list[str]) -> str:
 
 
 def _group_norm(call: relax.Call, a: list[str]) -> str:
-    ndim, axes = _axes(call, "relax.nn.group_norm")
+    ndim, axes = _axes(call)
     channel = int(call.attrs.channel_axis) % ndim
     if channel != 1 or axes != list(range(2, ndim)):
         raise FallbackError(

@@ -1,8 +1,10 @@
 """Partition pass: lift maximal cycle-free groups of torchop calls into external functions.
 
 Place in the data flow: after the frontend (which leaves ``relax.torchop`` calls in ``main``)
-and before the codegen (``byoc_torch.codegen``), which turns every function carrying
-``Codegen="torch"`` into LibTorch work.
+or on any Relax module (torchops from ``call_torch``, Relax ops named in
+``torch_executed_ops``, see ``relax_ops.py``; small blocks under ``min_block_size``, see
+``min_block.py``), and before the codegen (``byoc_torch.codegen``), which turns every function
+carrying ``Codegen="torch"`` into LibTorch work.
 
 Per binding block, bindings are "torch" (a ``relax.torchop`` call, or a ``TupleGetItem`` of a
 torch binding) or "native" (anything else). The torch bindings are grouped by
@@ -14,9 +16,11 @@ and found in near-linear time.
 Each group becomes a function ``torch_<fn>_<k>`` with attributes ``Codegen="torch"``,
 ``global_symbol`` and ``torch_script`` (one TorchScript for the whole group, see
 :func:`byoc_torch.frontend.torchscript.merge_scripts`). Its parameters are the group's inputs
-(including parameters bound as constants, which are passed in, never copied into the script);
-it returns
-the group's values used outside it (a tuple when several). The block is then re-ordered
+(including parameters bound as constants, which are passed in, never copied into the script),
+plus a trailing shape parameter when a symbolic variable appears only inside compound dims (it
+defines the variable for TVM; LibTorch gets the tensors only); its symbolic variables are its
+own. It returns the group's values used outside it (a tuple when several; a tuple-valued member
+returns each field, and the caller rebuilds the tuple). The block is then re-ordered
 topologically, keeping the original order wherever dependencies allow.
 """
 
