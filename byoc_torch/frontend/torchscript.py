@@ -143,17 +143,16 @@ class _Writer:
 
 
 def aten_callee(target: object) -> str:
-    """The TorchScript callee for an ATen OpOverload, e.g. ``torch.erfinv``."""
+    """The TorchScript callee for an operator overload: ``torch.erfinv`` for ATen, and
+    ``torch.ops.<ns>.<op>`` for an op of another namespace (a custom op registered with
+    ``torch.library`` or in C++), which the runtime resolves in its process's dispatcher."""
     schema = getattr(target, "_schema", None)
     if schema is None:
-        raise FallbackError(f"{target} is not an ATen operator overload")
+        raise FallbackError(f"{target} is not an operator overload")
     ns, _, name = schema.name.partition("::")
-    if ns != "aten":
-        raise FallbackError(
-            f"{schema.name}: only aten operators can run in LibTorch through TorchScript "
-            f"(namespace '{ns}')"
-        )
-    return f"torch.{name}"
+    if ns == "aten":
+        return f"torch.{name}"
+    return f"torch.ops.{ns}.{name}"
 
 
 def _float_literal(x: float) -> str:
