@@ -240,3 +240,42 @@ def test_errors_keep_their_type_through_the_pass_infrastructure():
     with pytest.raises(FullCompilationError, match=r"1 op\(s\) would run in LibTorch") as info:
         strict(ok)
     assert type(info.value) is FullCompilationError
+
+
+def test_module_from_relax_frontend_nn_matches_tvm():
+    from tvm.relax.frontend import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            self.fc = nn.Linear(8, 4)
+            self.conv = nn.Conv2D(3, 2, 3, padding=1)
+
+        def forward(self, x, img):
+            return nn.op.softmax(self.fc(x), axis=-1), self.conv(img)
+
+    spec = {
+        "forward": {
+            "x": nn.spec.Tensor((2, 8), "float32"),
+            "img": nn.spec.Tensor((1, 3, 5, 5), "float32"),
+        }
+    }
+    mod, _ = Net().export_tvm(spec)
+    ops = ["relax.matmul", "relax.nn.conv2d", "relax.nn.softmax"]
+    part = byoc_torch.partition_for_torch(mod, torch_executed_ops=ops)
+    assert offloaded_ops(part) == sorted(ops)
+    rng = np.random.default_rng(1)
+    inputs = [
+        tvm.runtime.tensor(
+            rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+        )
+        for p in mod["forward"].params
+    ]
+
+    def outputs(m):
+        vm = relax.VirtualMachine(relax.build(m, target="llvm"), tvm.cpu())
+        return [o.numpy() for o in vm["forward"](*inputs)]
+
+    for got, want in zip(
+        outputs(byoc_torch.LowerTorchFunctions()(part)), outputs(mod), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
