@@ -35,7 +35,9 @@ from .errors import (
     FullCompilationError,
     InputError,
     InputTypeError,
+    OptionError,
     TorchOpTypeError,
+    UnregisteredOpError,
     VerificationError,
 )
 from .options import Options
@@ -48,6 +50,7 @@ _threads.set_env_defaults()
 
 # Public names served lazily: name -> module that defines it.
 _LAZY = {
+    "call_torch": "torch_calls",
     "compile": "driver",
     "export_program": "driver",
     "report": "driver",
@@ -87,12 +90,15 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "LowerTorchFunctions",
+    "OptionError",
     "Options",
     "PartitionForTorch",
     "Reason",
     "Report",
     "TorchOpTypeError",
+    "UnregisteredOpError",
     "VerificationError",
+    "call_torch",
     "compile",
     "dynamo_backend",
     "export_program",

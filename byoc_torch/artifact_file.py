@@ -36,7 +36,7 @@ from pathlib import Path
 import tvm
 
 from . import _defaults
-from .errors import ArtifactError
+from .errors import ArtifactError, UnregisteredOpError
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ def _load_private_copy(payload: bytes, source: str) -> tvm.runtime.Module:
             fh.write(payload)
         try:
             return tvm.runtime.load_module(copy)
+        except UnregisteredOpError:  # the artifact is fine; the process lacks a custom op
+            raise
         except Exception as err:
             raise ArtifactError(
                 f"byoc_torch.load: {source} is not a loadable artifact: {err}"

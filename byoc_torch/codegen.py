@@ -19,6 +19,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+import relay_ext
+
 from .partition.transform import torch_functions
 from .runtime import SubgraphSpec, make_runtime_module
 
@@ -61,8 +63,8 @@ def build_runtime_module(funcs, metadata: str = "") -> tvm_ffi.Module:
         specs.append(
             SubgraphSpec(
                 str(symbol),
-                str(script),
-                num_inputs=len(func.params),
+                relay_ext.script_text(script),
+                num_inputs=sum(isinstance(p.ty, relax.TensorType) for p in func.params),
                 num_outputs=num_outputs,
                 returns_tuple=returns_tuple,
                 modules={str(n): base64.b64decode(str(v)) for n, v in modules.items()},
@@ -98,9 +100,11 @@ class LowerTorchFunctions:
                 call = super().visit_call_(call)
                 op = call.op
                 if isinstance(op, tvm.ir.GlobalVar) and op.name_hint in ret_types:
-                    return relax.op.call_pure_packed(
-                        op.name_hint, *call.args, ty_args=ret_types[op.name_hint]
-                    )
+                    # A shape argument only defines symbolic variables for TVM: not passed.
+                    tensors = [a for a in call.args if not isinstance(a.ty, relax.ShapeType)]
+                    # The call's own type is in the caller's symbolic variables (the
+                    # function's return type is in the function's own).
+                    return relax.op.call_pure_packed(op.name_hint, *tensors, ty_args=call.ty)
                 return call
 
         out = tvm.IRModule({}, attrs=mod.attrs)

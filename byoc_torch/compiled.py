@@ -34,7 +34,12 @@ from tvm import relax
 
 from . import _defaults, artifact_file, torch_library
 from .artifact_file import seal_file
-from .errors import ArtifactError, CompiledModelError, InputError, InputTypeError
+from .errors import (
+    ArtifactError,
+    CompiledModelError,
+    InputError,
+    InputTypeError,
+)
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord, Reason
 from .reporting import Report

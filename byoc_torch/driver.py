@@ -9,6 +9,7 @@ and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -344,7 +345,7 @@ class _Session:
     def imported(self, records: dict[str, FallbackRecord]) -> ImportResult:
         key = self._key(records)
         if key not in self._imports:
-            self._imports[key] = import_with_records(self.ep, self.opts, records)
+            self._imports[key] = _import(self.ep, self.opts, records)
         return self._imports[key]
 
     def signature(self, report: Report | None) -> Signature:
@@ -364,6 +365,28 @@ class _Session:
             executable = relax.build(lowered, target=self.tvm_target)
             self._builds[key] = _Built(imported, partitioned, lowered, executable)
         return self._builds[key]
+
+
+def _import(ep, opts: Options, extra: dict | None = None) -> ImportResult:
+    """The frontend's import, as the rest of compile needs it: with
+    ``keep_params_as_input=True`` the imported ``main`` takes the parameters as inputs (what
+    ``from_exported_program`` returns); the compiled model takes the model's inputs only, so
+    the parameters are bound into it here, once, and every call uses them."""
+    imported = import_with_records(ep, opts, extra)
+    if not opts.keep_params_as_input:
+        return imported
+    return dataclasses.replace(imported, mod=bind_kept_params(imported.mod))
+
+
+def bind_kept_params(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` whose ``main`` has its ``params`` attribute (kept parameters, trailing inputs
+    of ``main``) bound as constants."""
+    detached, params = relax.frontend.detach_params(mod)
+    values = params.get("main")
+    if not values:
+        return mod
+    kept = list(detached["main"].params)[-len(values) :]
+    return relax.transform.BindParams("main", dict(zip(kept, values, strict=True)))(detached)
 
 
 def _measured_placement(session: _Session, inputs):
@@ -457,7 +480,7 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     for name in names:
         forced.setdefault(name, FallbackRecord(name, name, Reason.BUILD))
     try:
-        imported = import_with_records(ep, opts, forced)
+        imported = _import(ep, opts, forced)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         relax.build(LowerTorchFunctions()(mod), target=target)
     except Exception:  # any failure counts as "does not build"
@@ -487,7 +510,7 @@ def report(
         return report_from_ir(PartitionForTorch(**_partition_kwargs(opts))(model))
     exported, ep = _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts)[:2]
     try:
-        imported = import_with_records(ep, opts)
+        imported = _import(ep, opts)
         partitioned = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         return build_report(imported, partitioned, model_name=_model_name(model))
     finally:

@@ -32,7 +32,9 @@ __all__ = [
     "FullCompilationError",
     "InputError",
     "InputTypeError",
+    "OptionError",
     "TorchOpTypeError",
+    "UnregisteredOpError",
     "VerificationError",
 ]
 
@@ -51,7 +53,11 @@ class FallbackError(ByocTorchError, ValueError):
 class FullCompilationError(ByocTorchError, RuntimeError):
     """``require_full_compilation=True`` and some ops would run in LibTorch."""
 
-    def __init__(self, records: Sequence[FallbackRecord]) -> None:
+    def __init__(self, records: Sequence[FallbackRecord] | str) -> None:
+        if isinstance(records, str):  # re-created from its message after crossing the FFI
+            self.records = []
+            super().__init__(records)
+            return
         self.records = list(records)
         lines = [
             f"  {r.node} ({r.op}): {r.reason}" + (f": {r.detail}" if r.detail else "")
@@ -84,6 +90,12 @@ class InputTypeError(ByocTorchError, TypeError):
 
 
 @tvm_ffi.register_error
+class OptionError(ByocTorchError, ValueError):
+    """An option names something that does not exist (an op no registry knows), or is given
+    to a stage that cannot honour it; the message lists what is valid."""
+
+
+@tvm_ffi.register_error
 class ArtifactError(ByocTorchError, ValueError):
     """A file is not a loadable byoc_torch artifact (damaged, foreign or unreadable)."""
 
@@ -92,3 +104,10 @@ class ArtifactError(ByocTorchError, ValueError):
 class CompiledModelError(ByocTorchError, RuntimeError):
     """An operation a compiled model does not support, such as moving it to another device or
     converting it to another dtype (its executable is built for one device and dtype)."""
+
+
+class UnregisteredOpError(ByocTorchError, ValueError):
+    """A subgraph's TorchScript calls ``torch.ops.<ns>.<op>`` that this process has not
+    registered (raised by the C++ runtime when it compiles the subgraph, at compile time or
+    when an artifact is loaded). Register the op first: import the Python module that defines
+    it with ``torch.library``, or ``torch.ops.load_library`` its C++ library."""

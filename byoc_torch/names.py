@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dtype_name", "normalize_op_name", "op_key", "torch_dtype"]
+__all__ = ["dtype_name", "normalize_op_name", "op_key", "torch_dtype", "torch_op_exists"]
 
 
 def op_key(target: object) -> str:
@@ -45,6 +45,22 @@ def normalize_op_name(op: object) -> str:
     if getattr(op, "_schema", None) is None and getattr(op, "_qualified_op_name", None) is None:
         raise ValueError(f"torch_executed_ops: cannot interpret {op!r} as an ATen operator")
     return op_key(op)
+
+
+def torch_op_exists(name: str) -> bool:
+    """True when ``name`` (``"aten.tanh"``, ``"aten.tanh.default"``, ``"mylib.op"``,
+    ``"higher_order.cond"``) names an operator this process has registered with PyTorch."""
+    parts = name.split(".")
+    if len(parts) not in (2, 3) or not all(parts):
+        return False
+    try:
+        packet = getattr(getattr(torch.ops, parts[0]), parts[1])
+    except (AttributeError, RuntimeError):
+        return False
+    if len(parts) == 2:
+        return True
+    overloads = getattr(packet, "overloads", None)
+    return overloads is not None and parts[2] in overloads()
 
 
 def dtype_name(dtype: torch.dtype) -> str:

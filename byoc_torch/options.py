@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 from . import _defaults
-from .names import normalize_op_name
+from .errors import OptionError
+from .names import normalize_op_name, torch_op_exists
 from .threads import check_num_threads
 
 __all__ = ["Options"]
@@ -23,10 +24,13 @@ class Options:
     The names follow Torch-TensorRT's where the meaning matches.
 
     Attributes:
-        torch_executed_ops: ATen ops forced to LibTorch even when TVM supports them. Each entry
-            may be ``"aten.tanh"`` (every overload), ``"aten.tanh.default"`` (one overload) or
-            the op object (``torch.ops.aten.tanh`` / ``torch.ops.aten.tanh.default``).
-            Default: none.
+        torch_executed_ops: ops forced to LibTorch even when TVM supports them. Each entry
+            may be an ATen (or custom) op: ``"aten.tanh"`` (every overload),
+            ``"aten.tanh.default"`` (one overload) or the op object (``torch.ops.aten.tanh`` /
+            ``torch.ops.aten.tanh.default``); or a Relax op (``"relax.matmul"``,
+            ``"relax.nn.conv2d"``, ...; see :data:`byoc_torch.partition.relax_ops.CONVERTERS`),
+            whose calls in any Relax module the partition pass moves to LibTorch. A name that
+            matches no op is an :class:`~byoc_torch.errors.OptionError`. Default: none.
         torch_executed_modules: submodules run whole in LibTorch as scripted TorchScript
             (``torch.jit.script``), given by type (``MyBlock``) or qualified name
             (``"encoder.layer.0"``). Their forward may branch and loop on tensor values,
@@ -96,6 +100,7 @@ class Options:
         if isinstance(ops, str) or not isinstance(ops, Iterable):
             ops = (ops,)
         normalized = tuple(normalize_op_name(o) for o in ops)
+        _check_op_names(normalized)
         object.__setattr__(self, "torch_executed_ops", normalized)
         object.__setattr__(self, "_forced", frozenset(normalized))
         mods = self.torch_executed_modules
@@ -152,3 +157,21 @@ class Options:
             return False
         packet = full.rsplit(".", 1)[0]
         return full in self._forced or packet in self._forced
+
+
+def _check_op_names(names: tuple[str, ...]) -> None:
+    """Every name must match an op: a Relax op byoc_torch can offload, or a registered
+    PyTorch op; otherwise an OptionError lists what is valid."""
+    unknown = [n for n in names if not n.startswith("relax.") and not torch_op_exists(n)]
+    relax_names = [n for n in names if n.startswith("relax.")]
+    if not unknown and not relax_names:
+        return
+    from .partition.relax_ops import CONVERTERS  # imports TVM: only when needed
+
+    unknown += [n for n in relax_names if n not in CONVERTERS]
+    if unknown:
+        raise OptionError(
+            f"torch_executed_ops: {sorted(unknown)} match no operator. Valid: a PyTorch op "
+            "registered in this process, as 'aten.tanh', 'aten.tanh.default' or "
+            f"torch.ops.<ns>.<op>; or a Relax op byoc_torch offloads: {sorted(CONVERTERS)}"
+        )

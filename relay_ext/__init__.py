@@ -7,6 +7,25 @@ Relax, is the graph IR here. So ``torchop`` is registered as the Relax operator
 (see :mod:`relay_ext.torchop`).
 """
 
-from .torchop import OP_NAME, TorchOpTypeError, get_op, infer_type, is_torchop, torchop
+from . import script  # noqa: F401  (R.torchop in TVMScript)
+from .torchop import (
+    OP_NAME,
+    TorchOpTypeError,
+    get_op,
+    infer_type,
+    is_torchop,
+    script_lines,
+    script_text,
+    torchop,
+)
 
-__all__ = ["OP_NAME", "TorchOpTypeError", "get_op", "infer_type", "is_torchop", "torchop"]
+__all__ = [
+    "OP_NAME",
+    "TorchOpTypeError",
+    "get_op",
+    "infer_type",
+    "is_torchop",
+    "script_lines",
+    "script_text",
+    "torchop",
+]

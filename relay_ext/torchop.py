@@ -8,9 +8,11 @@ Relax pass that re-normalizes a call asks this module's type relation for the ca
 A call ``R.torchop(x_0, ..., x_{n-1})`` (0..N tensor inputs) carries, as attributes:
 
 ``op_name``   what it runs, for people and reports (``"aten.erfinv.default"``);
-``script``    the TorchScript source of the function it calls; it defines the method
-              ``forward(self, a0, ..., a{n-1})`` over the n input tensors, returning a tensor
-              or a tuple of tensors;
+``script``    the TorchScript source of the function it calls, stored as its list of lines
+              (:func:`script_text` joins them) so that TVMScript prints it inline, readable
+              and diffable, where a multi-line string would go to the omitted metadata; it
+              defines the method ``forward(self, a0, ..., a{n-1})`` over the n input tensors,
+              returning a tensor or a tuple of tensors;
 ``nodes``     names of the FX nodes it computes (for reports; may be empty);
 ``modules``   scripted submodules the script calls as ``self.<name>`` (name -> base64 of
               ``torch.jit.save`` bytes); empty unless torch_executed_modules forced a module;
@@ -36,7 +38,16 @@ from tvm import ir, relax, tirx
 
 OP_NAME = "relax.torchop"
 
-__all__ = ["OP_NAME", "TorchOpTypeError", "get_op", "infer_type", "is_torchop", "torchop"]
+__all__ = [
+    "OP_NAME",
+    "TorchOpTypeError",
+    "get_op",
+    "infer_type",
+    "is_torchop",
+    "script_lines",
+    "script_text",
+    "torchop",
+]
 
 
 @tvm_ffi.register_error
@@ -70,10 +81,25 @@ def is_torchop(expr: object) -> bool:
     return isinstance(expr, relax.Call) and isinstance(expr.op, ir.Op) and expr.op.name == OP_NAME
 
 
+def script_lines(script: str | Sequence[str]) -> list[str]:
+    """TorchScript source as the list of lines IR attributes store (``script`` here, and the
+    partition pass's ``torch_script``); a list is taken as already split."""
+    if isinstance(script, str):
+        return script.split("\n")
+    return [str(line) for line in script]
+
+
+def script_text(value: object) -> str:
+    """The TorchScript source an IR attribute holds, as one string (lines or a string)."""
+    if isinstance(value, str):
+        return value
+    return "\n".join(str(line) for line in value)
+
+
 def torchop(
     args: Sequence[relax.Expr],
     *,
-    script: str,
+    script: str | Sequence[str],
     in_types: Sequence[relax.TensorType],
     out_type: relax.Type,
     op_name: str = "torchop",
@@ -87,7 +113,7 @@ def torchop(
             raise TorchOpTypeError(f"torchop '{op_name}': declared input type {t} is not a tensor")
     attrs = {
         "op_name": op_name,
-        "script": script,
+        "script": script_lines(script),
         "in_types": list(in_types),
         "out_type": out_type,
         "modules": dict(modules or {}),

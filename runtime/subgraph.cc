@@ -11,6 +11,7 @@
 #include <sstream>
 #include <utility>
 
+#include "op_resolver.h"
 #include "utf8.h"
 
 namespace byoc_torch {
@@ -24,7 +25,7 @@ CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
       std::istringstream in(std::string(payload.data(), payload.size()));
       module.register_module(std::string(spec_->module_names[k]), torch::jit::load(in));
     }
-    module.define(std::string(spec_->script));
+    module.define(std::string(spec_->script), MakeOpResolver());
     TVM_FFI_CHECK(module.find_method("forward").has_value(), ValueError)
         << "byoc_torch: TorchScript of subgraph '" << symbol_ << "' defines no forward";
     int64_t arity = static_cast<int64_t>(
@@ -38,13 +39,34 @@ CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
     module_ = std::move(module);
   } catch (const ffi::Error&) {
     throw;
+  } catch (const UnregisteredOp& e) {
+    ThrowUnregistered(e.qualified_name());
   } catch (const c10::Error& e) {
+    // A scripted submodule calling an unregistered op fails inside torch::jit::load.
+    std::string message = e.what_without_backtrace();
+    const std::string marker = "Unknown builtin op: ";
+    size_t at = message.find(marker);
+    if (at != std::string::npos) {
+      size_t begin = at + marker.size();
+      size_t end = message.find_first_of(".\n ", begin);
+      ThrowUnregistered(message.substr(begin, end == std::string::npos ? end : end - begin));
+    }
     TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << symbol_
-                              << "' does not compile: " << ValidUtf8(e.what_without_backtrace());
+                              << "' does not compile: " << ValidUtf8(message);
   } catch (const std::exception& e) {
     TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << symbol_
                               << "' does not compile: " << ValidUtf8(e.what());
   }
+}
+
+void CompiledSubgraph::ThrowUnregistered(const std::string& qualified_name) const {
+  std::string ns = qualified_name.substr(0, qualified_name.find("::"));
+  std::string op = qualified_name.substr(ns.size() + (ns.size() < qualified_name.size() ? 2 : 0));
+  TVM_FFI_THROW(UnregisteredOpError)
+      << "byoc_torch: subgraph '" << symbol_ << "' calls torch.ops." << ns << "." << op << " ("
+      << qualified_name << "), which is not registered in this process. Register it before "
+      << "compiling or loading: import the Python module that defines it with torch.library, "
+      << "or load its C++ library with torch.ops.load_library(...)";
 }
 
 std::vector<at::Tensor> CompiledSubgraph::RunInterpreter(

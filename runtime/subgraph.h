@@ -39,6 +39,8 @@ class CompiledSubgraph {
   std::vector<at::Tensor> Run(const std::vector<at::Tensor>& inputs, bool fast_path) const;
 
  private:
+  /*! \brief UnregisteredOpError naming `ns::op` and how to register it. */
+  [[noreturn]] void ThrowUnregistered(const std::string& qualified_name) const;
   std::vector<at::Tensor> RunInterpreter(const std::vector<at::Tensor>& inputs) const;
 
   SubgraphSpec spec_;

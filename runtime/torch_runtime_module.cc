@@ -204,7 +204,22 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     m->input_dtypes = std::move(dtypes);
   }
 
-  void Invoke(size_t idx, ffi::PackedArgs args, ffi::Any* rv) {
+  void Invoke(size_t idx, ffi::PackedArgs all_args, ffi::Any* rv) {
+    // TVM's RunCodegen passes every parameter of the function, including a shape that only
+    // defines symbolic variables for TVM (the partition pass adds one when a variable appears
+    // only inside compound dims); LibTorch takes the tensors.
+    bool has_shape = false;
+    for (int i = 0; i < all_args.size(); ++i) {
+      has_shape |= all_args[i].type_index() == ffi::TypeIndex::kTVMFFIShape;
+    }
+    std::vector<ffi::AnyView> kept;  // allocated only when a shape is passed
+    if (has_shape) {
+      for (int i = 0; i < all_args.size(); ++i) {
+        if (all_args[i].type_index() != ffi::TypeIndex::kTVMFFIShape) kept.push_back(all_args[i]);
+      }
+    }
+    ffi::PackedArgs args = has_shape ? ffi::PackedArgs(kept.data(), static_cast<int>(kept.size()))
+                                     : all_args;
     const CompiledSubgraph& sg = *subgraphs_[idx];
     Measurements* m = measurements_[idx].get();
     const std::string& symbol = sg.symbol();

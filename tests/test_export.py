@@ -92,3 +92,41 @@ def test_artifact_without_byoc_torch_signature(tmp_path):
         byoc_torch.load(path)
     with pytest.raises(ValueError, match="not written by byoc_torch"):
         byoc_torch.load(path, allow_unsealed=True)
+
+
+CUSTOM_FRESH = textwrap.dedent(
+    """
+    import sys, torch, byoc_torch
+    if sys.argv[2] == "register":
+        import byoc_torch.testing.custom_ops  # the op library, registered before loading
+    try:
+        m = byoc_torch.load(sys.argv[1])
+    except byoc_torch.UnregisteredOpError as err:
+        print(type(err).__name__, err)
+        sys.exit(3)
+    torch.save(m(torch.linspace(-2, 2, 12).reshape(3, 4)), sys.argv[3])
+    """
+)
+
+
+def test_model_with_a_custom_op_exports_and_loads_where_the_op_is_registered(tmp_path):
+    from byoc_torch.testing.custom_ops import scale_shift
+
+    class WithCustomOp(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(scale_shift(torch.tanh(x), 2.0, 0.5))
+
+    model = WithCustomOp()
+    compiled = byoc_torch.compile(model, (torch.randn(3, 4),), placement="tvm")
+    assert compiled.torch_ops == ["byoc_torch_testing.scale_shift.default"]
+    path = compiled.export(tmp_path / "custom.so")
+    out = tmp_path / "got.pt"
+    run = [sys.executable, "-c", CUSTOM_FRESH, str(path)]
+    proc = subprocess.run([*run, "register", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x = torch.linspace(-2, 2, 12).reshape(3, 4)  # not the example input
+    torch.testing.assert_close(torch.load(out), model(x))
+    proc = subprocess.run([*run, "skip", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "UnregisteredOpError" in proc.stdout
+    assert "torch.ops.byoc_torch_testing.scale_shift" in proc.stdout

@@ -102,3 +102,25 @@ def test_partition_enforces_require_full_compilation():
     mod = byoc_torch.from_exported_program(ep)
     with pytest.raises(FullCompilationError, match=r"erfinv \(aten\.erfinv\.default\)"):
         byoc_torch.partition_for_torch(mod, require_full_compilation=True)
+
+
+def test_keep_params_as_input_imports_them_as_inputs_and_compiles():
+    import byoc_torch
+
+    class Lin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return torch.special.erfinv(torch.tanh(self.lin(x)))
+
+    model, x = Lin().eval(), torch.randn(3, 8)
+    mod = byoc_torch.from_exported_program(
+        torch.export.export(model, (x,)), keep_params_as_input=True
+    )
+    assert [p.name for p in mod["main"].params] == ["x", "p_lin_weight", "p_lin_bias"]
+    compiled = byoc_torch.compile(model, (x,), keep_params_as_input=True, placement="tvm")
+    other = torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(other), model(other))

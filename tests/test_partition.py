@@ -8,6 +8,7 @@ import tvm
 import tvm_ffi
 
 import byoc_torch
+import relay_ext
 from byoc_torch.tensors import to_tvm
 from byoc_torch.testing.graphs import (
     Graph,
@@ -70,7 +71,7 @@ def test_external_function_attributes():
     for symbol, f in funcs.items():
         assert f.attrs["Codegen"] == "torch"
         assert f.attrs["global_symbol"] == symbol
-        script = str(f.attrs["torch_script"])
+        script = relay_ext.script_text(f.attrs["torch_script"])
         assert "def forward(" in script and "torch.sin" in script
         assert list(f.attrs["torch_ops"]) == ["aten.sin"]
 
@@ -78,7 +79,7 @@ def test_external_function_attributes():
 def test_one_script_for_a_whole_group():
     mod = byoc_torch.partition_for_torch(build([("t", [-1]), ("t", [0]), ("t", [1])]))
     (f,) = byoc_torch.torch_functions(mod).values()
-    script = str(f.attrs["torch_script"])
+    script = relay_ext.script_text(f.attrs["torch_script"])
     # One forward that calls the three members in order.
     assert script.count("def forward(") == 1
     assert all(f"def op{j}(" in script for j in range(3))

@@ -164,3 +164,20 @@ def test_affine_pattern_with_static_dim():
     s0 = tirx.Var("s0", "int64")
     ty, _ = infer([f32(7)], [f32(s0 + 3)], f32(s0))
     assert [int(d) for d in ty.shape.values] == [4]
+
+
+def test_type_error_keeps_its_exact_type_through_a_cpp_pass():
+    # Normalize (C++) runs the Python type relation; the error crosses the FFI twice.
+    x = relax.Var("x", f32(3))
+    call = relay_ext.torchop([x], script=SCRIPT, in_types=[f32(2)], out_type=f32(2))
+    mod = tvm.IRModule({"main": relax.Function([x], call, f32(2))})
+    with pytest.raises(TorchOpTypeError, match=r"input 0 dim 0 is 3, expected 2") as info:
+        relax.transform.Normalize()(mod)
+    assert type(info.value) is TorchOpTypeError
+
+
+def test_script_is_stored_as_lines_and_read_back_whole():
+    source = "def forward(self) -> Tensor:\n    return torch.zeros([1])\n"
+    call = relay_ext.torchop([], script=source, in_types=[], out_type=f32(1))
+    assert list(call.attrs["script"]) == source.split("\n")
+    assert relay_ext.script_text(call.attrs["script"]) == source

@@ -30,7 +30,9 @@ __all__ = [
     "FallbackError",
     "NodeScript",
     "merge_scripts",
+    "method_source",
     "output_metas",
+    "render_constants",
     "script_for_node",
     "script_for_nodes",
     "tensor_meta",
@@ -141,17 +143,16 @@ class _Writer:
 
 
 def aten_callee(target: object) -> str:
-    """The TorchScript callee for an ATen OpOverload, e.g. ``torch.erfinv``."""
+    """The TorchScript callee for an operator overload: ``torch.erfinv`` for ATen, and
+    ``torch.ops.<ns>.<op>`` for an op of another namespace (a custom op registered with
+    ``torch.library`` or in C++), which the runtime resolves in its process's dispatcher."""
     schema = getattr(target, "_schema", None)
     if schema is None:
-        raise FallbackError(f"{target} is not an ATen operator overload")
+        raise FallbackError(f"{target} is not an operator overload")
     ns, _, name = schema.name.partition("::")
-    if ns != "aten":
-        raise FallbackError(
-            f"{schema.name}: only aten operators can run in LibTorch through TorchScript "
-            f"(namespace '{ns}')"
-        )
-    return f"torch.{name}"
+    if ns == "aten":
+        return f"torch.{name}"
+    return f"torch.ops.{ns}.{name}"
 
 
 def _float_literal(x: float) -> str:
@@ -207,6 +208,22 @@ def _render(w: _Writer, value: object, annotation: str | None = None) -> str:
             return name
         return f"[{items}]"
     raise FallbackError(f"cannot write a {type(value).__name__} argument in TorchScript")
+
+
+def render_constants(
+    values: list[tuple[object, str | None]],
+) -> tuple[list[str], list[str]]:
+    """TorchScript for constant arguments (numbers, strings, dtypes, lists, ...): the
+    statements that must precede their use (typed lists) and one expression per value.
+    ``values`` pairs each value with its schema annotation (``"List[int]"``) or None."""
+    w = _Writer()
+    exprs = [_render(w, v, annotation) for v, annotation in values]
+    return w.lines, exprs
+
+
+def method_source(name: str, num_inputs: int, ret_type: str, lines: list[str], ret: str) -> str:
+    """A TorchScript method ``name(self, a0: Tensor, ...) -> ret_type`` running ``lines``."""
+    return _method(name, num_inputs, ret_type, lines, ret)
 
 
 def _element_annotation(annotation: str | None) -> str | None:

@@ -1,9 +1,16 @@
 """``min_block_size``: TVM-side blocks too small to be worth two crossings run in LibTorch.
 
-Place in the data flow: after an import, the importer asks :func:`small_native_blocks` which
-TVM-converted nodes sit in blocks smaller than ``min_block_size`` between LibTorch ops; they
-are forced to LibTorch and the import runs once more, so the partition pass sees one torch
-group where there would have been two.
+Place in the data flow, two ways in:
+
+* after an import, the importer asks :func:`small_native_blocks` which TVM-converted FX nodes
+  sit in blocks smaller than ``min_block_size`` between LibTorch ops; they are forced to
+  LibTorch and the import runs once more, so the partition pass sees one torch group where
+  there would have been two;
+* on any Relax module, the partition pass itself calls :func:`absorb_small_relax_blocks`:
+  a connected block of Relax operator calls that all have a TorchScript equivalent
+  (:data:`byoc_torch.partition.relax_ops.CONVERTERS`), smaller than ``min_block_size``, fed by
+  torch work and feeding torch work, becomes torchops. A block holding any call without an
+  equivalent stays in TVM whole.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from torch import fx
 from ..frontend.torchscript import output_metas
 from ..options import Options
 
-__all__ = ["small_native_blocks"]
+__all__ = ["absorb_small_relax_blocks", "small_native_blocks"]
 
 
 def small_native_blocks(graph: fx.Graph, fallback: set[str], options: Options) -> list[fx.Node]:
@@ -81,3 +88,99 @@ def _feeds_torch(user: fx.Node, torch_side) -> bool:
         return True
     # A getitem of a TVM tuple passes the value on to its own users.
     return user.target is operator.getitem and any(torch_side(u) for u in user.users)
+
+
+def absorb_small_relax_blocks(mod, min_block_size: int):
+    """``mod`` with every small Relax block between torchops turned into torchops."""
+    from tvm import relax
+
+    if min_block_size <= 1:
+        return mod
+    import tvm
+
+    updates = {}
+    for gv, func in sorted(mod.functions.items(), key=lambda kv: kv[0].name_hint):
+        if not isinstance(func, relax.Function) or func.attrs.get("Codegen") is not None:
+            continue
+        if not isinstance(func.body, relax.SeqExpr):
+            continue
+        blocks = [_absorb_in_block(b, min_block_size) for b in func.body.blocks]
+        if all(new is old for new, old in zip(blocks, func.body.blocks, strict=True)):
+            continue
+        body = relax.SeqExpr(blocks, func.body.body)
+        updates[gv] = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+    if not updates:
+        return mod
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv, func in updates.items():
+        out[gv] = func
+    return relax.transform.Normalize()(out)
+
+
+def _absorb_in_block(block, min_block_size: int):
+    import tvm
+    from tvm import relax
+
+    import relay_ext
+
+    from .relax_ops import CONVERTERS, relax_call_to_torchop
+
+    bindings = list(block.bindings)
+    torch_vars = set()
+    for b in bindings:
+        if relay_ext.is_torchop(b.value) or (
+            isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in torch_vars
+        ):
+            torch_vars.add(b.var)
+
+    def movable(b) -> bool:
+        v = b.value
+        return (
+            isinstance(b, relax.VarBinding)
+            and isinstance(v, relax.Call)
+            and isinstance(v.op, tvm.ir.Op)
+            and v.op.name in CONVERTERS
+            and isinstance(b.var.ty, relax.TensorType)
+            and all(isinstance(a, relax.Var | tvm.ir.GenericConst) for a in v.args)
+        )
+
+    members = {b.var: b for b in bindings if movable(b)}
+    parent = {v: v for v in members}
+
+    def find(v):
+        while parent[v] is not v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    users: dict = {}
+    for b in bindings:
+        for a in relax.analysis.free_vars(b.value):
+            users.setdefault(a, []).append(b.var)
+            if b.var in members and a in members:
+                parent[find(b.var)] = find(a)
+    components: dict = {}
+    for v in members:
+        components.setdefault(find(v), []).append(v)
+    absorbed = set()
+    for component in components.values():
+        if len(component) >= min_block_size:
+            continue
+        inside = set(component)
+        fed = any(
+            a in torch_vars for v in inside for a in relax.analysis.free_vars(members[v].value)
+        )
+        feeds = any(u in torch_vars for v in inside for u in users.get(v, []) if u not in inside)
+        if fed and feeds:
+            absorbed |= inside
+    if not absorbed:
+        return block
+    new_bindings = [
+        relax.VarBinding(b.var, relax_call_to_torchop(b.value, b.var.ty))
+        if b.var in absorbed
+        else b
+        for b in bindings
+    ]
+    if isinstance(block, relax.DataflowBlock):
+        return relax.DataflowBlock(new_bindings)
+    return relax.BindingBlock(new_bindings)

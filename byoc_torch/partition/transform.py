@@ -1,8 +1,10 @@
 """Partition pass: lift maximal cycle-free groups of torchop calls into external functions.
 
 Place in the data flow: after the frontend (which leaves ``relax.torchop`` calls in ``main``)
-and before the codegen (``byoc_torch.codegen``), which turns every function carrying
-``Codegen="torch"`` into LibTorch work.
+or on any Relax module (torchops from ``call_torch``, Relax ops named in
+``torch_executed_ops``, see ``relax_ops.py``; small blocks under ``min_block_size``, see
+``min_block.py``), and before the codegen (``byoc_torch.codegen``), which turns every function
+carrying ``Codegen="torch"`` into LibTorch work.
 
 Per binding block, bindings are "torch" (a ``relax.torchop`` call, or a ``TupleGetItem`` of a
 torch binding) or "native" (anything else). The torch bindings are grouped by
@@ -14,9 +16,11 @@ and found in near-linear time.
 Each group becomes a function ``torch_<fn>_<k>`` with attributes ``Codegen="torch"``,
 ``global_symbol`` and ``torch_script`` (one TorchScript for the whole group, see
 :func:`byoc_torch.frontend.torchscript.merge_scripts`). Its parameters are the group's inputs
-(including parameters bound as constants, which are passed in, never copied into the script);
-it returns
-the group's values used outside it (a tuple when several). The block is then re-ordered
+(including parameters bound as constants, which are passed in, never copied into the script),
+plus a trailing shape parameter when a symbolic variable appears only inside compound dims (it
+defines the variable for TVM; LibTorch gets the tensors only); its symbolic variables are its
+own. It returns the group's values used outside it (a tuple when several; a tuple-valued member
+returns each field, and the caller rebuilds the tuple). The block is then re-ordered
 topologically, keeping the original order wherever dependencies allow.
 """
 
@@ -30,11 +34,13 @@ from tvm import relax
 
 import relay_ext
 
-from ..errors import FullCompilationError
+from ..errors import FullCompilationError, OptionError
 from ..frontend.torchscript import GroupStep, merge_scripts
 from ..options import Options
 from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
+from .min_block import absorb_small_relax_blocks
+from .relax_ops import is_relax_op_name, offload_relax_ops
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +119,9 @@ def _group(nodes: list[_Node]) -> list[list[int]]:
 class _Lifted:
     members: list[int]
     inputs: list[relax.Expr]  # Vars from outside the group, or constants
-    outputs: list[relax.Var]  # member vars used outside the group
+    outputs: list[tuple[relax.Var, int | None]]  # used outside: (member var, tuple field)
     gvar: tvm.ir.GlobalVar
-    func: relax.Function
+    ret_ty: relax.Type  # the call's type, in the caller's symbolic variables
 
 
 def _lift(
@@ -186,7 +192,7 @@ def _lift(
             step_of[b.var] = len(steps)
             steps.append(
                 GroupStep(
-                    str(value.attrs["script"]),
+                    relay_ext.script_text(value.attrs["script"]),
                     step_args,
                     isinstance(value.attrs["out_type"], relax.TupleType),
                 )
@@ -200,29 +206,57 @@ def _lift(
             bindings.append(relax.VarBinding(new_var, relax.TupleGetItem(new_of[src], value.index)))
             getitem_of[b.var] = (step_of[src], value.index)
         new_of[b.var] = new_var
+    # The boundary carries tensors only: a tuple-valued member used outside returns each of
+    # its fields, and the caller rebuilds the tuple.
+    flat: list[tuple[relax.Var, int | None]] = []
     out_refs = []
     for v in outputs:
-        if v in step_of:
-            if steps[step_of[v]].returns_tuple:
-                raise ValueError(
-                    f"{symbol}: tuple-valued member {v.name} is used outside its group; "
-                    "byoc_torch passes tensors only across the boundary"
-                )
+        if v in step_of and steps[step_of[v]].returns_tuple:
+            for k in range(len(v.ty.fields)):
+                flat.append((v, k))
+                out_refs.append((step_of[v], k))
+        elif v in step_of:
+            flat.append((v, None))
             out_refs.append((step_of[v], None))
         else:
+            flat.append((v, None))
             out_refs.append(getitem_of[v])
-    if len(outputs) == 1:
-        ret, ret_ty = new_of[outputs[0]], outputs[0].ty
+    rets = []
+    for v, k in flat:
+        if k is None:
+            rets.append(new_of[v])
+            continue
+        field = relax.Var(f"{v.name}_{k}", v.ty.fields[k])
+        bindings.append(relax.VarBinding(field, relax.TupleGetItem(new_of[v], k)))
+        rets.append(field)
+    if len(rets) == 1:
+        ret, ret_ty = rets[0], rets[0].ty
     else:
-        ret = relax.Tuple([new_of[v] for v in outputs])
-        ret_ty = relax.TupleType([v.ty for v in outputs])
+        ret = relax.Tuple(rets)
+        ret_ty = relax.TupleType([r.ty for r in rets])
     attrs = {"Codegen": CODEGEN, "global_symbol": symbol}
     body = seq_expr(relax.BindingBlock(bindings), ret, ret_ty)
     func = relax.Function(params, body, ret_ty, True, tvm.ir.DictAttrs(attrs))
     script = merge_scripts(steps, len(inputs), out_refs)
-    func = func.with_attr("torch_script", script).with_attr("torch_ops", op_names)
+    func = func.with_attr("torch_script", relay_ext.script_lines(script))
+    func = func.with_attr("torch_ops", op_names)
     func = func.with_attr("torch_modules", modules)
-    return func, inputs, outputs
+    # A symbolic variable the tensors' shapes use only inside compound dims (``(n + 1) * 5``)
+    # is defined by a trailing shape parameter, as FuseOpsByPattern does; the codegen passes
+    # LibTorch the tensors only.
+    undefined = relax.analysis.free_symbolic_vars(func)
+    if undefined:
+        shape_param = relax.Var("shape_vars", relax.ShapeType(list(undefined)))
+        func = relax.Function(
+            [*params, shape_param], func.body, func.ret_ty, func.is_pure, func.attrs
+        )
+        inputs = [*inputs, relax.ShapeExpr(list(undefined))]
+    # Each function owns its symbolic variables (as TVMScript writes them): the lifted one
+    # gets fresh copies of the caller's, so printing and parsing the module gives it back.
+    shared = relax.analysis.defined_symbolic_vars(func)
+    if shared:
+        func = func.bind_symbolic_vars({v: tvm.tirx.Var(v.name, "int64") for v in shared})
+    return func, inputs, flat
 
 
 def seq_expr(blocks, result: relax.Expr, ty: relax.Type) -> relax.SeqExpr:
@@ -359,7 +393,9 @@ class _Partitioner:
             symbol = self.fresh_symbol(fn_name)
             f, inputs, outputs = _lift(nodes, ms, used_outside, symbol)
             gvar = self.add_function(symbol, f)
-            lifted.append(_Lifted(ms, inputs, outputs, gvar, f))
+            types = [v.ty if k is None else v.ty.fields[k] for v, k in outputs]
+            ret_ty = types[0] if len(types) == 1 else relax.TupleType(types)
+            lifted.append(_Lifted(ms, inputs, outputs, gvar, ret_ty))
             logger.debug("%s: %d torch bindings -> %s", fn_name, len(ms), symbol)
         order = _topo_order(nodes, unit_of, n_units)
         native_binding = {
@@ -372,16 +408,37 @@ class _Partitioner:
                 bindings.append(native_binding[u])
                 continue
             lg = lifted[u]
-            call = relax.Call(lg.gvar, lg.inputs, ret_ty=lg.func.ret_ty)
-            if len(lg.outputs) == 1:
-                bindings.append(relax.VarBinding(lg.outputs[0], call))
-            else:
-                make = relax.DataflowVar if dataflow else relax.Var
-                tup = make(f"{lg.gvar.name_hint}_out", lg.func.ret_ty)
-                bindings.append(relax.VarBinding(tup, call))
-                for k, v in enumerate(lg.outputs):
-                    bindings.append(relax.VarBinding(v, relax.TupleGetItem(tup, k)))
+            call = relax.Call(lg.gvar, lg.inputs, ret_ty=lg.ret_ty)
+            bindings.extend(_bind_outputs(lg, call, dataflow))
         return relax.DataflowBlock(bindings) if dataflow else relax.BindingBlock(bindings)
+
+
+def _bind_outputs(lg: _Lifted, call: relax.Call, dataflow: bool) -> list[relax.VarBinding]:
+    """Bindings giving each output of a lifted group its value from ``call``."""
+    make = relax.DataflowVar if dataflow else relax.Var
+    if len(lg.outputs) == 1 and lg.outputs[0][1] is None:
+        return [relax.VarBinding(lg.outputs[0][0], call)]
+    out: list[relax.VarBinding] = []
+    if len(lg.outputs) == 1:
+        fields = [make(f"{lg.gvar.name_hint}_out", lg.ret_ty)]
+        out.append(relax.VarBinding(fields[0], call))
+    else:
+        tup = make(f"{lg.gvar.name_hint}_out", lg.ret_ty)
+        out.append(relax.VarBinding(tup, call))
+        fields = []
+        for i, (v, k) in enumerate(lg.outputs):
+            if k is None:
+                out.append(relax.VarBinding(v, relax.TupleGetItem(tup, i)))
+                continue
+            field = make(f"{v.name}_{k}", v.ty.fields[k])
+            out.append(relax.VarBinding(field, relax.TupleGetItem(tup, i)))
+            fields.append(field)
+    rebuilt: dict[relax.Var, list[relax.Var]] = {}
+    for (v, _), field in zip([o for o in lg.outputs if o[1] is not None], fields, strict=True):
+        rebuilt.setdefault(v, []).append(field)
+    for v, parts in rebuilt.items():
+        out.append(relax.VarBinding(v, relax.Tuple(parts)))
+    return out
 
 
 def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
@@ -397,18 +454,52 @@ def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
     return dict(sorted(out.items()))
 
 
+# The options the pass honours; every other option of byoc_torch acts on the PyTorch side
+# (export, import, verification, the built module) and is refused here.
+PASS_OPTIONS = ("torch_executed_ops", "min_block_size", "require_full_compilation")
+
+
 @tvm.transform.module_pass(opt_level=0, name="PartitionForTorch")
 class PartitionForTorch:
     """ModulePass: group ``relax.torchop`` calls into maximal cycle-free ``Codegen="torch"``
-    functions. Composable in ``tvm.transform.Sequential``."""
+    functions. Composable in ``tvm.transform.Sequential``.
+
+    Options (any Relax module):
+
+    * ``torch_executed_ops``: Relax op names (``"relax.matmul"``, ``"relax.nn.conv2d"``, ...)
+      whose calls become torchops first (:mod:`byoc_torch.partition.relax_ops`); ATen names
+      are checked to exist and act in the PyTorch frontend;
+    * ``min_block_size``: small blocks of Relax calls between torchops join LibTorch
+      (:func:`byoc_torch.partition.min_block.absorb_small_relax_blocks`);
+    * ``require_full_compilation``: any torchop is a FullCompilationError.
+
+    Any other option is an :class:`~byoc_torch.errors.OptionError`.
+    """
 
     def __init__(self, **options) -> None:
         self.options = Options.from_kwargs(options)
+        refused = sorted(set(options) - set(PASS_OPTIONS))
+        if refused:
+            raise OptionError(
+                f"PartitionForTorch cannot honour {refused}: they act on the PyTorch side "
+                "(use them with byoc_torch.compile or from_exported_program); the pass takes "
+                f"{list(PASS_OPTIONS)}"
+            )
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if self.options.require_full_compilation:
-            _refuse_torchops(mod)
+        mod = _prepare(mod, self.options)
         return _Partitioner(mod, self.options).run()
+
+
+def _prepare(mod: tvm.IRModule, options: Options) -> tvm.IRModule:
+    """Relax-op offload and min_block_size, then require_full_compilation's check."""
+    relax_names = [n for n in options.torch_executed_ops if is_relax_op_name(n)]
+    if relax_names:
+        mod = offload_relax_ops(mod, relax_names)
+    mod = absorb_small_relax_blocks(mod, options.min_block_size)
+    if options.require_full_compilation:
+        _refuse_torchops(mod)
+    return mod
 
 
 def _refuse_torchops(mod: tvm.IRModule) -> None:
@@ -430,8 +521,11 @@ def _refuse_torchops(mod: tvm.IRModule) -> None:
 
 
 def partition_for_torch(mod: tvm.IRModule, **options) -> tvm.IRModule:
-    """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``)."""
+    """Group the torchop calls of ``mod`` into external functions (``Codegen="torch"``),
+    after offloading the Relax ops ``torch_executed_ops`` names and applying
+    ``min_block_size`` (see :class:`PartitionForTorch`)."""
     pass_ = PartitionForTorch(**options)
-    if pass_.options.require_full_compilation:
-        _refuse_torchops(mod)  # here, so the error keeps its type (not wrapped by the pass)
-    return pass_(mod)
+    # Run the checks here too, so that their errors are raised directly, not through the
+    # pass infrastructure.
+    mod = _prepare(mod, pass_.options)
+    return _Partitioner(mod, pass_.options).run()

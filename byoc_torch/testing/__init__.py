@@ -7,6 +7,8 @@
   for the artifact fuzz tests and benchmark;
 * ``concurrency.py`` -- :func:`~byoc_torch.testing.concurrency.hammer`, many threads calling
   one model at once;
+* ``custom_ops.py`` -- a ``torch.library`` custom op (``byoc_torch_testing::scale_shift``)
+  for ``call_torch``'s tests and docs;
 * ``hf_models.py`` -- Hugging Face models built from configs with random weights (no
   downloads), for the peers benchmark and its tests.
 """
