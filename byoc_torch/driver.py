@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -421,6 +422,7 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
     fastest (:mod:`byoc_torch.placement.end_to_end`); record what was measured in
     ``result``. Returns the records of the chosen placement."""
     from .placement.end_to_end import candidates, choose
+    from .placement.measure import MeasurementCache
 
     device = tvm.device(session.device)
 
@@ -429,10 +431,36 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
         args = [tvm_ready(x.contiguous()) for x in inputs]
         return lambda: main(*args)
 
-    with torch.no_grad():
-        chosen, measured, skipped = choose(candidates(searched, result), build)
+    options = candidates(searched, result)
+    cache = MeasurementCache(session.opts.placement_cache)
+    cached = _cached_check(cache, result, options)
+    if cached is not None:  # every region came from the cache, and so does the check
+        chosen, measured, skipped = cached
+    else:
+        with torch.no_grad():
+            chosen, measured, skipped = choose(options, build)
+        if result.model_key:
+            for name, ms in measured.items():
+                cache.put(result.model_key, f"whole:{name}", math.inf if ms is None else ms)
+            cache.put(result.model_key, "whole:chosen", float(options.index(chosen)))
+            cache.save()
     result.choose(chosen.name, set(chosen.records), measured, skipped)
     return chosen.records
+
+
+def _cached_check(cache, result, options):
+    """The whole-model check's earlier outcome for this model, when placement measured
+    nothing new (a warm cache): (chosen, measured, skipped), else None."""
+    if result.cache_misses or not result.model_key:
+        return None
+    index = cache.get(result.model_key, "whole:chosen")
+    if index is None or not 0 <= int(index) < len(options):
+        return None
+    measured = {}
+    for c in options:
+        ms = cache.get(result.model_key, f"whole:{c.name}")
+        measured[c.name] = None if ms is None or math.isinf(ms) else ms
+    return options[int(index)], measured, {}
 
 
 def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:

@@ -106,6 +106,7 @@ class CompiledModelError(ByocTorchError, RuntimeError):
     converting it to another dtype (its executable is built for one device and dtype)."""
 
 
+@tvm_ffi.register_error
 class UnregisteredOpError(ByocTorchError, ValueError):
     """A subgraph's TorchScript calls ``torch.ops.<ns>.<op>`` that this process has not
     registered (raised by the C++ runtime when it compiles the subgraph, at compile time or

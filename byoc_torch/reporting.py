@@ -89,6 +89,7 @@ class PlacementResult:
     chosen: str = "searched"
     checked_ms: dict[str, float | None] = field(default_factory=dict)
     check_skipped: dict[str, str] = field(default_factory=dict)
+    model_key: str = ""  # what the whole-model check's cached result is filed under
 
     def choose(
         self,

@@ -342,3 +342,28 @@ def test_compile_keeps_all_libtorch_when_it_is_faster_whole(monkeypatch):
     )
     assert line.endswith("; kept all-libtorch")
     torch.testing.assert_close(compiled(x + 1), model(x + 1))
+
+
+def test_a_warm_cache_skips_the_whole_model_check_and_keeps_its_choice(monkeypatch, tmp_path):
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else 0.01,
+        torch_ms=lambda src: 1.0,
+    )
+    whole = {"searched": 3.0, "all-libtorch": 2.0}
+    timed = []
+
+    def fake_time(runs, options, rounds):
+        timed.append(sorted(runs))
+        return {k: whole[k] for k in runs}
+
+    monkeypatch.setattr(end_to_end, "time_candidates", fake_time)
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    cache = tmp_path / "placement.json"
+    first = byoc_torch.compile(model, (x,), placement_cache=cache).report().placement
+    assert timed == [["all-libtorch", "searched"]] and first.chosen == "all-libtorch"
+    measure.MeasurementCache.forget()  # a new process: only the file remains
+    second = byoc_torch.compile(model, (x,), placement_cache=cache).report().placement
+    assert timed == [["all-libtorch", "searched"]]  # not timed again
+    assert second.cache_misses == 0
+    assert (second.chosen, second.checked_ms) == (first.chosen, first.checked_ms)

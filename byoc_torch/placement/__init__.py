@@ -39,7 +39,14 @@ from ..names import op_key
 from ..records import FallbackRecord, Reason
 from ..reporting import PlacementResult, RegionDecision, format_ms
 from ..verify import reference_values
-from .measure import MeasurementCache, crossing_ms, region_key, time_torch, time_tvm
+from .measure import (
+    MeasurementCache,
+    crossing_ms,
+    model_key,
+    region_key,
+    time_torch,
+    time_tvm,
+)
 from .regions import Region, form_regions, region_module, region_scripts
 from .search import TORCH, TVM, Unit, assignment_cost, best_assignment
 
@@ -157,6 +164,7 @@ def place(
         cache.misses,
         time.perf_counter() - t0,
     )
+    result.model_key = model_key([keys[r.index] for r in regions], imported.records)
     logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
     return records, result
 

@@ -27,7 +27,7 @@ import logging
 import os
 import statistics
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -75,6 +75,17 @@ def region_key(region: Region, target: object) -> str:
         "target": str(target),
         "versions": [torch.__version__, tvm.__version__, CACHE_VERSION],
         "threads": torch.get_num_threads(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def model_key(region_keys: list[str], records: Sequence) -> str:
+    """What a whole model's end-to-end measurements depend on: its regions (in graph order)
+    and the nodes that run in LibTorch whatever placement chooses."""
+    payload = {
+        "regions": region_keys,
+        "fallbacks": sorted([r.node, r.op] for r in records),
+        "versions": [torch.__version__, tvm.__version__, CACHE_VERSION],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
