@@ -361,9 +361,30 @@ def test_a_warm_cache_skips_the_whole_model_check_and_keeps_its_choice(monkeypat
     model, x = _MatmulTanh().eval(), torch.randn(4, 16)
     cache = tmp_path / "placement.json"
     first = byoc_torch.compile(model, (x,), placement_cache=cache).report().placement
-    assert timed == [["all-libtorch", "searched"]] and first.chosen == "all-libtorch"
+    # timed twice: the choice overrules the region model (searched), so it is confirmed
+    assert timed == [["all-libtorch", "searched"]] * 2 and first.chosen == "all-libtorch"
     measure.MeasurementCache.forget()  # a new process: only the file remains
     second = byoc_torch.compile(model, (x,), placement_cache=cache).report().placement
-    assert timed == [["all-libtorch", "searched"]]  # not timed again
+    assert len(timed) == 2  # not timed again
     assert second.cache_misses == 0
     assert (second.chosen, second.checked_ms) == (first.chosen, first.checked_ms)
+
+
+def test_a_result_that_overrules_the_model_is_confirmed_by_a_second_timing(monkeypatch):
+    calls = []
+    noisy = iter(
+        [
+            {"searched": 9.0, "all-libtorch": 5.0, "all-tvm": 7.0},  # a burst of load
+            {"searched": 1.5, "all-libtorch": 5.5, "all-tvm": 7.5},
+        ]
+    )
+
+    def fake_time(runs, options, rounds):
+        calls.append(sorted(runs))
+        return next(noisy)
+
+    monkeypatch.setattr(end_to_end, "time_candidates", fake_time)
+    chosen, measured, _ = end_to_end.choose(_options(), lambda records: lambda: None)
+    assert len(calls) == 2
+    assert measured == {"searched": 1.5, "all-libtorch": 5.0, "all-tvm": 7.0}
+    assert chosen.name == "searched"
