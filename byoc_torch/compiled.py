@@ -30,7 +30,7 @@ from .errors import ArtifactError, InputError, InputTypeError
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord
 from .reporting import Report
-from .signature import InputSpec, Signature, count_leaves, unflatten
+from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
 from .threads import apply_thread_budget
 
@@ -53,17 +53,19 @@ def _dynamic_shape_ok(
     shape: torch.Size,
     rank: int,
     static_dims: tuple[tuple[int, int], ...],
-    symbol_dims: tuple[tuple[int, str], ...],
+    symbol_dims: tuple[tuple[int, str, int, int | None], ...],
     symbols: dict[str, int],
 ) -> bool:
-    """Does a shape with symbolic dims match its spec, binding symbols in ``symbols``?"""
+    """Does a shape with symbolic dims match its spec (each symbol bound once, inside its
+    range), binding symbols in ``symbols``?"""
     if len(shape) != rank:
         return False
     for d, want in static_dims:
         if shape[d] != want:
             return False
-    for d, name in symbol_dims:
-        if symbols.setdefault(name, shape[d]) != shape[d]:
+    for d, name, lower, upper in symbol_dims:
+        n = shape[d]
+        if symbols.setdefault(name, n) != n or n < lower or (upper is not None and n > upper):
             return False
     return True
 
@@ -75,16 +77,21 @@ class _InputCheck(NamedTuple):
     static_shape: tuple[int, ...] | None  # the whole shape when every dim is static
     rank: int
     static_dims: tuple[tuple[int, int], ...]  # (dim, size) of the static dims
-    symbol_dims: tuple[tuple[int, str], ...]  # (dim, symbol) of the dynamic dims
+    # (dim, symbol, min, max) of the dynamic dims; max None when unbounded
+    symbol_dims: tuple[tuple[int, str, int, int | None], ...]
 
     @classmethod
-    def of(cls, spec: InputSpec) -> _InputCheck:
+    def of(cls, spec: InputSpec, ranges: dict[str, tuple[int, int | None]]) -> _InputCheck:
         try:
             dtype = torch_dtype(spec.dtype)
         except ValueError:
             dtype = None
         static = tuple((d, n) for d, n in enumerate(spec.shape) if isinstance(n, int))
-        symbols = tuple((d, n) for d, n in enumerate(spec.shape) if not isinstance(n, int))
+        symbols = tuple(
+            (d, n, *ranges.get(n, (0, None)))
+            for d, n in enumerate(spec.shape)
+            if not isinstance(n, int)
+        )
         whole = tuple(spec.shape) if not symbols else None
         return cls(dtype, whole, len(spec.shape), static, symbols)
 
@@ -119,11 +126,11 @@ class CompiledModule:
         self._local = threading.local()
         self._main_function()  # build the calling thread's VM now, so errors surface here
         self._num_outputs = count_leaves(signature.outputs)
-        self._checks = tuple(_InputCheck.of(spec) for spec in signature.inputs)
+        self._checks = tuple(_InputCheck.of(spec, signature.ranges) for spec in signature.inputs)
         self._on_cpu = self.device_type == "cpu"
         outputs = signature.outputs
-        self._single_leaf = outputs["t"] == "leaf"
-        self._flat_tuple = outputs["t"] == "tuple" and all(c["t"] == "leaf" for c in outputs["c"])
+        self._single_leaf = is_plain_leaf(outputs)
+        self._flat_tuple = outputs["t"] == "tuple" and all(is_plain_leaf(c) for c in outputs["c"])
         # How the VM returns its results, learnt from the first call (it is fixed by the
         # compiled function): None = not yet seen, True = one flat array of the output
         # tensors, False = anything else (handled by the general path).
@@ -246,6 +253,14 @@ class CompiledModule:
                         f"byoc_torch: {where} dim {d} is {got} but symbol {want} is already "
                         f"{symbols[want]}"
                     )
+                else:
+                    lower, upper = self.signature.ranges.get(want, (0, None))
+                    if got < lower or (upper is not None and got > upper):
+                        allowed = f"{lower}..{upper}" if upper is not None else f">= {lower}"
+                        raise InputError(
+                            f"byoc_torch: {where} dim {d} ({want}) is {got}, outside the range "
+                            f"the model was exported for ({allowed})"
+                        )
             if x.device.type != self.device_type:
                 raise InputError(
                     f"byoc_torch: {where} is on {x.device}, the model was compiled for "

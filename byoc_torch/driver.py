@@ -14,14 +14,16 @@ from collections.abc import Sequence
 
 import torch
 import tvm
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from tvm import relax
 
 from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
-from .errors import VerificationError
+from .errors import ExportError, VerificationError
 from .frontend import import_with_records
 from .frontend.modules import hide_forced_modules
+from .frontend.outputs import output_leaves
 from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
@@ -64,7 +66,18 @@ def export_program(
     model = model.eval()
     inputs = tuple(example_inputs)
     with hide_forced_modules(model, inputs, torch_executed_modules), torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+        try:
+            return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes)
+        except GuardOnDataDependentSymNode as err:
+            first = str(err).strip().splitlines()[0]
+            raise ExportError(
+                f"byoc_torch.compile: torch.export cannot capture {type(model).__name__}: its "
+                f"Python code branches on a tensor's value ({first}). Run the submodule that "
+                "branches in LibTorch with torch_executed_modules=[...] (it is scripted whole), "
+                "write the branch as torch.cond(pred, true_fn, false_fn, operands), or take the "
+                "torch.compile path (torch.compile runs the branch in Python and hands only "
+                "branch-free graphs to its backend)"
+            ) from err
 
 
 def _signature(
@@ -86,8 +99,27 @@ def _signature(
         )
         specs.append(InputSpec(node.name, dtype_name(val.dtype), shape))
     return Signature(
-        tuple(specs), output_structure(ep.call_spec.out_spec), device, report.to_dict(), num_threads
+        tuple(specs),
+        output_structure(ep.call_spec.out_spec, output_leaves(ep)),
+        device,
+        report.to_dict(),
+        num_threads,
+        _dim_ranges(ep, specs),
     )
+
+
+def _dim_ranges(ep: torch.export.ExportedProgram, specs: list[InputSpec]) -> dict:
+    """The range torch.export allows each symbol that is a whole input dim."""
+    names = {d for spec in specs for d in spec.shape if isinstance(d, str)}
+    ranges = {}
+    for symbol, vr in ep.range_constraints.items():
+        name = str(symbol)
+        if name not in names:
+            continue
+        lower = int(vr.lower) if vr.lower.is_finite else 0
+        upper = int(vr.upper) if vr.upper.is_finite else None
+        ranges[name] = (lower, upper)
+    return ranges
 
 
 def _device_of(target) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "ArtifactError",
     "BuildFailure",
     "ByocTorchError",
+    "ExportError",
     "FallbackError",
     "FullCompilationError",
     "InputError",
@@ -44,6 +45,12 @@ class ByocTorchError(Exception):
 class FallbackError(ByocTorchError, ValueError):
     """An FX node that cannot run in LibTorch either (e.g. it passes a complex value to TVM,
     or cannot be expressed as a TorchScript function of tensor inputs)."""
+
+
+@tvm_ffi.register_error
+class ExportError(ByocTorchError, RuntimeError):
+    """``torch.export`` cannot capture the model (e.g. Python control flow on tensor values);
+    the message says which way around it byoc_torch offers."""
 
 
 @tvm_ffi.register_error

@@ -8,14 +8,22 @@ it to check inputs and to rebuild the output nesting.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 from torch.utils import _pytree as pytree
 
 from .errors import ArtifactError
 from .threads import check_num_threads
 
-__all__ = ["InputSpec", "Signature", "count_leaves", "output_structure", "unflatten"]
+__all__ = [
+    "InputSpec",
+    "Signature",
+    "count_leaves",
+    "is_plain_leaf",
+    "output_structure",
+    "unflatten",
+]
 
 SIGNATURE_VERSION = 1
 
@@ -40,6 +48,9 @@ class Signature:
     # Options.num_threads, applied again on load; None (also for artifacts written before
     # the field existed) = the cores available (byoc_torch.threads).
     num_threads: int | None = None
+    # The range torch.export allows each dynamic dim's symbol: name -> (min, max), max None
+    # when unbounded. A call outside it raises InputError (the compiled code assumes it).
+    ranges: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -52,6 +63,7 @@ class Signature:
                 "device": self.device,
                 "report": self.report,
                 "num_threads": self.num_threads,
+                "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
             }
         )
 
@@ -69,28 +81,48 @@ class Signature:
             count_leaves(outputs)  # validates the nesting
             num_threads = check_num_threads(data.get("num_threads"), "the stored num_threads")
             device = str(data.get("device", "cpu"))
-            return cls(inputs, outputs, device, data.get("report"), num_threads)
+            ranges = {
+                str(k): (int(lo), None if hi is None else int(hi))
+                for k, (lo, hi) in data.get("ranges", {}).items()
+            }
+            return cls(inputs, outputs, device, data.get("report"), num_threads, ranges)
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
 
 
-def output_structure(spec: pytree.TreeSpec) -> dict:
-    """The nesting of a model's outputs as plain JSON: a leaf (one tensor), a tuple, a list or
-    a dict of those. Named tuples (e.g. torch.return_types) come back as plain tuples."""
-    if spec.is_leaf():
-        return {"t": "leaf"}
-    children = [output_structure(c) for c in spec.children_specs]
-    if spec.type is dict:
-        return {"t": "dict", "k": [str(k) for k in spec.context], "c": children}
-    if spec.type is list:
-        return {"t": "list", "c": children}
-    return {"t": "tuple", "c": children}
+def output_structure(spec: pytree.TreeSpec, leaves: list[dict] | None = None) -> dict:
+    """The nesting of a model's outputs as plain JSON: a leaf (one tensor; ``"complex"`` names
+    the dtype of a complex one, which crosses as its real view), a constant (``{"t": "const",
+    "v": value}``, e.g. ``None`` or a shape's int), a tuple, a list or a dict of those. Named
+    tuples (e.g. torch.return_types) come back as plain tuples. ``leaves`` gives the leaf
+    descriptions in order (default: every leaf a real tensor)."""
+    it = iter(leaves) if leaves is not None else None
+
+    def visit(s: pytree.TreeSpec) -> dict:
+        if s.is_leaf():
+            return dict(next(it)) if it is not None else {"t": "leaf"}
+        children = [visit(c) for c in s.children()]
+        if s.type is dict:
+            return {"t": "dict", "k": [str(k) for k in s.context], "c": children}
+        if s.type is list:
+            return {"t": "list", "c": children}
+        return {"t": "tuple", "c": children}
+
+    return visit(spec)
+
+
+def is_plain_leaf(node: dict) -> bool:
+    """Is ``node`` one real tensor returned as it comes out of the VM?"""
+    return node["t"] == "leaf" and "complex" not in node
 
 
 def count_leaves(node: dict) -> int:
+    """How many tensors the VM returns for ``node`` (constants are stored, not returned)."""
     kind = node["t"]
     if kind == "leaf":
         return 1
+    if kind == "const":
+        return 0
     if kind not in ("tuple", "list", "dict"):
         raise ValueError(f"unknown output kind {kind!r}")
     return sum(count_leaves(c) for c in node["c"])
@@ -99,7 +131,10 @@ def count_leaves(node: dict) -> int:
 def unflatten(leaves, node: dict):
     kind = node["t"]
     if kind == "leaf":
-        return next(leaves)
+        value = next(leaves)
+        return torch.view_as_complex(value) if "complex" in node else value
+    if kind == "const":
+        return node["v"]
     children = [unflatten(leaves, c) for c in node["c"]]
     if kind == "dict":
         return dict(zip(node["k"], children, strict=True))
