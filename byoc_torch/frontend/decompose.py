@@ -85,7 +85,8 @@ def _decompose_around_failure(ep, table: dict, kept: set, err: BaseException):
     out = works(blamed)
     names = ", ".join(sorted(str(op) for op in blamed))
     logger.debug("run_decompositions failed (%s); keeping whole: %s", first, names)
-    return out, [f"kept whole (not decomposed): {names}, because torch's run_decompositions failed ({first})"]
+    note = f"kept whole: {names}, because torch's run_decompositions failed ({first})"
+    return out, [note]
 
 
 def _minimal_blamed(candidates: list, works) -> set:
