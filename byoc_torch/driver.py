@@ -9,6 +9,7 @@ and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -31,7 +32,13 @@ from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, Signature, output_structure
 from .threads import apply_thread_budget
-from .verify import build_candidates, diverging_nodes, find_build_culprit
+from .verify import (
+    build_candidates,
+    diverging_nodes,
+    find_build_culprit,
+    minimal_blame,
+    outputs_agree,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +189,9 @@ def compile(
         if opts.verify and inputs is not None and imported.native_vars:
             blamed = diverging_nodes(imported, mod, inputs, tvm_target)
             blamed = {k: v for k, v in blamed.items() if k not in extra}
+            if len(blamed) > 1:
+                agrees = functools.partial(_agrees, ep, opts, extra, blamed, inputs, tvm_target)
+                blamed = minimal_blame(blamed, agrees)
             if blamed:
                 extra.update(blamed)
                 continue
@@ -242,6 +252,19 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     except Exception:  # any failure counts as "does not build"
         return False
     return True
+
+
+def _agrees(ep, opts: Options, extra: dict, blamed: dict, inputs, target, names: list[str]) -> bool:
+    """Do the outputs agree with PyTorch's with ``names`` (of ``blamed``) and ``extra`` moved
+    to LibTorch?"""
+    forced = {**extra, **{n: blamed[n] for n in names}}
+    try:
+        imported = import_with_records(ep, opts, forced)
+        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        return outputs_agree(imported, mod, inputs, target)
+    except Exception as err:  # a variant that does not build or run does not agree
+        logger.debug("verification: moving %s fails: %s", names, err)
+        return False
 
 
 def _model_name(model) -> str:

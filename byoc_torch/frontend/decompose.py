@@ -12,6 +12,7 @@ import logging
 import torch
 from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
+from ..bisection import minimal_subset
 from ..errors import FallbackError
 from .random import is_random
 
@@ -81,31 +82,9 @@ def _decompose_around_failure(ep, table: dict, kept: set, err: BaseException):
     if works(set(candidates)) is None:
         logger.debug("run_decompositions fails even with every op kept whole: %s", first)
         return ep, [f"not decomposed: torch's run_decompositions failed ({first})"]
-    blamed = _minimal_blamed(candidates, lambda s: works(s) is not None)
+    blamed = set(minimal_subset(candidates, lambda ops: works(set(ops)) is not None))
     out = works(blamed)
     names = ", ".join(sorted(str(op) for op in blamed))
     logger.debug("run_decompositions failed (%s); keeping whole: %s", first, names)
     note = f"kept whole: {names}, because torch's run_decompositions failed ({first})"
     return out, [note]
-
-
-def _minimal_blamed(candidates: list, works) -> set:
-    """A small subset of ``candidates`` that, kept whole, lets the decomposition succeed
-    (``works(set(candidates))`` holds): halves that are not needed are dropped, recursively."""
-    needed = set(candidates)
-
-    def shrink(group: list) -> None:
-        nonlocal needed
-        if not group:
-            return
-        if works(needed - set(group)):
-            needed -= set(group)
-            return
-        if len(group) == 1:
-            return
-        mid = len(group) // 2
-        shrink(group[:mid])
-        shrink(group[mid:])
-
-    shrink(list(candidates))
-    return needed
