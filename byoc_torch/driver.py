@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -156,7 +157,8 @@ def compile(
     apply_thread_budget(opts.num_threads)  # verification runs the model too
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    inputs = _verification_inputs(ep, example_inputs)
+    inputs = _example_inputs(ep, example_inputs)
+    checked = inputs if inputs is not None or not opts.verify else _derived_with_warning(ep)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
@@ -186,11 +188,22 @@ def compile(
             logger.debug("build failure blamed on %s: %s", record.node, record.detail)
             extra[record.node] = record
             continue
-        if opts.verify and inputs is not None and imported.native_vars:
-            blamed = diverging_nodes(imported, mod, inputs, tvm_target)
+        if opts.verify and checked is not None and imported.native_vars:
+            try:
+                blamed = diverging_nodes(imported, mod, checked, tvm_target)
+            except Exception as err:
+                if inputs is not None:
+                    raise
+                warnings.warn(
+                    "byoc_torch.compile: the model does not run on the derived inputs "
+                    f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); verification "
+                    "skipped -- pass example inputs",
+                    stacklevel=2,
+                )
+                checked, blamed = None, {}
             blamed = {k: v for k, v in blamed.items() if k not in extra}
             if len(blamed) > 1:
-                agrees = functools.partial(_agrees, ep, opts, extra, blamed, inputs, tvm_target)
+                agrees = functools.partial(_agrees, ep, opts, extra, blamed, checked, tvm_target)
                 blamed = minimal_blame(blamed, agrees)
             if blamed:
                 extra.update(blamed)
@@ -229,8 +242,9 @@ def _measured_placement(ep, opts: Options, inputs, tvm_target, target):
         return {}, PlacementResult(error=first)
 
 
-def _verification_inputs(ep, example_inputs) -> tuple | None:
-    """The tensors verification runs on: the example inputs, or the program's own."""
+def _example_inputs(ep, example_inputs) -> tuple | None:
+    """The tensors verification and placement run on: the example inputs, or the program's
+    own."""
     if example_inputs:
         inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
         return tuple(inputs)
@@ -238,6 +252,44 @@ def _verification_inputs(ep, example_inputs) -> tuple | None:
     if stored and not stored[1] and all(isinstance(x, torch.Tensor) for x in stored[0]):
         return tuple(stored[0])
     return None
+
+
+def _derived_with_warning(ep) -> tuple | None:
+    """Inputs for verification when there are no example inputs (:func:`derived_inputs`),
+    with a warning that says so."""
+    derived = derived_inputs(ep)
+    what = "random inputs derived from the program's signature"
+    if derived is None:
+        what = "nothing: inputs cannot be derived (an input is not a tensor), so it is skipped"
+    warnings.warn(
+        f"byoc_torch.compile: no example inputs; verification runs on {what}", stacklevel=3
+    )
+    return derived
+
+
+def derived_inputs(ep: torch.export.ExportedProgram, seed: int = 0) -> tuple | None:
+    """Random tensors with the shapes and dtypes torch.export recorded for the user inputs
+    (a dynamic dim takes its example size), made with a generator of their own (PyTorch's
+    global generator is left alone); None when an input is not a tensor. Floating inputs are
+    standard normal, integers in [0, 4) (small enough to be valid indices), bools random."""
+    user = set(ep.graph_signature.user_inputs)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user:
+            continue
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            return None
+        shape = [int(d.node.hint) if isinstance(d, torch.SymInt) else int(d) for d in val.shape]
+        if val.dtype.is_floating_point or val.dtype.is_complex:
+            x = torch.randn(shape, generator=gen).to(val.dtype)
+        elif val.dtype == torch.bool:
+            x = torch.rand(shape, generator=gen) > 0.5
+        else:
+            x = torch.randint(0, 4, shape, generator=gen).to(val.dtype)
+        out.append(x)
+    return tuple(out)
 
 
 def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:

@@ -142,10 +142,9 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, key, Reason.UNSUPPORTED)
         if is_random(node.target):
             return FallbackRecord(node.name, key, Reason.RANDOM)
-        if self.options.verify:
-            known = deny_list_match(node)
-            if known is not None:
-                return FallbackRecord(node.name, key, Reason.DENY_LIST, known)
+        known = deny_list_match(node)  # also with verify=False: these are known wrong
+        if known is not None:
+            return FallbackRecord(node.name, key, Reason.DENY_LIST, known)
         return None
 
     def convert(self, tvm_converter: Callable | None, node: fx.Node) -> object:
