@@ -22,7 +22,7 @@ from tvm import relax
 from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
-from .errors import ExportError, VerificationError
+from .errors import ExportError, FallbackError, VerificationError
 from .frontend import import_with_records
 from .frontend.modules import hide_forced_modules
 from .frontend.outputs import output_leaves
@@ -116,6 +116,21 @@ def _signature(
     )
 
 
+def _check_dense_inputs(ep: torch.export.ExportedProgram) -> None:
+    """Refuse sparse (or other non-strided) user inputs with an error naming them."""
+    user = set(ep.graph_signature.user_inputs)
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "placeholder" and node.name in user and isinstance(val, torch.Tensor):
+            if val.layout != torch.strided:
+                raise FallbackError(
+                    f"byoc_torch.compile: input {node.name} is a {val.layout} tensor; tensors "
+                    "cross between TVM and LibTorch by DLPack, which holds dense (strided) "
+                    "tensors only: pass it dense (x.to_dense()), or make it sparse inside the "
+                    "model"
+                )
+
+
 def _dim_ranges(ep: torch.export.ExportedProgram, specs: list[InputSpec]) -> dict:
     """The range torch.export allows each symbol that is a whole input dim."""
     names = {d for spec in specs for d in spec.shape if isinstance(d, str)}
@@ -156,6 +171,7 @@ def compile(
     opts = Options.from_kwargs(options)
     apply_thread_budget(opts.num_threads)  # verification runs the model too
     ep = export_program(model, example_inputs, dynamic_shapes, opts.torch_executed_modules)
+    _check_dense_inputs(ep)
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     inputs = _example_inputs(ep, example_inputs)
     checked = inputs if inputs is not None or not opts.verify else _derived_with_warning(ep)

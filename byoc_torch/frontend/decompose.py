@@ -59,7 +59,12 @@ def decompose(ep: torch.export.ExportedProgram) -> tuple[torch.export.ExportedPr
 
 
 def _run(ep, table: dict, kept: set) -> torch.export.ExportedProgram:
-    return ep.run_decompositions({op: fn for op, fn in table.items() if op not in kept})
+    """``run_decompositions`` with torch's own table (it also decomposes composite ops it
+    does not list) minus the ``kept`` ops."""
+    table = table.copy()
+    for op in kept:
+        table.pop(op, None)
+    return ep.run_decompositions(table)
 
 
 def _decompose_around_failure(ep, table: dict, kept: set, err: BaseException):

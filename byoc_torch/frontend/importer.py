@@ -138,10 +138,10 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, key, Reason.FORCED_OP)
         if node.name in self.options.torch_executed_nodes:
             return FallbackRecord(node.name, key, Reason.FORCED_NODE)
-        if not self.convert_map.tvm_supports(node.target.__name__):
-            return FallbackRecord(node.name, key, Reason.UNSUPPORTED)
         if is_random(node.target):
             return FallbackRecord(node.name, key, Reason.RANDOM)
+        if not self.convert_map.tvm_supports(node.target.__name__):
+            return FallbackRecord(node.name, key, Reason.UNSUPPORTED)
         known = deny_list_match(node)  # also with verify=False: these are known wrong
         if known is not None:
             return FallbackRecord(node.name, key, Reason.DENY_LIST, known)

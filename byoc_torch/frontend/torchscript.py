@@ -52,6 +52,9 @@ _DTYPE_CODE: dict[torch.dtype, int] = {
     torch.complex128: 10,
     torch.bool: 11,
     torch.bfloat16: 15,
+    torch.uint16: 27,
+    torch.uint32: 28,
+    torch.uint64: 29,
 }
 _LAYOUT_CODE = {torch.strided: 0, torch.sparse_coo: 1}
 _MEMORY_FORMAT_CODE = {
@@ -256,6 +259,13 @@ def _render_scalar(w: _Writer, node: fx.Node) -> str:
 
 def _call_expr(w: _Writer, node: fx.Node) -> str:
     """``torch.op(args...)`` for a call_function node, arguments laid out by the op's schema."""
+    if getattr(node.target, "_schema", None) is None:
+        raise FallbackError(
+            f"node {node.name} ({node.target}) is a higher-order or Python op that TVM's "
+            "importer does not convert and that has no TorchScript form here; rewrite it with "
+            "ops of torch.ops.aten or torch.cond, or run its submodule with "
+            "torch_executed_modules"
+        )
     callee = aten_callee(node.target)
     schema = node.target._schema
     parts: list[str] = []
