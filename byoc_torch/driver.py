@@ -24,7 +24,7 @@ from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule
 from .errors import ExportError, FallbackError, VerificationError
 from .frontend import import_with_records
-from .frontend.modules import hide_forced_modules
+from .frontend.modules import forced_module_for_op, hide_forced_modules
 from .frontend.outputs import output_leaves
 from .names import dtype_name
 from .options import Options
@@ -89,7 +89,11 @@ def export_program(
 
 
 def _signature(
-    ep: torch.export.ExportedProgram, device: str, report: Report, num_threads: int | None
+    ep: torch.export.ExportedProgram,
+    device: str,
+    report: Report,
+    num_threads: int | None,
+    foreign_ops: tuple[str, ...] = (),
 ) -> Signature:
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
@@ -113,7 +117,21 @@ def _signature(
         report.to_dict(),
         num_threads,
         _dim_ranges(ep, specs),
+        foreign_ops,
     )
+
+
+def _foreign_ops(imported) -> tuple[str, ...]:
+    """The operators outside aten that run in LibTorch (``mylib::scale``), sorted."""
+    in_torch = {r.node for r in imported.records}
+    ops = set()
+    for node in imported.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.name not in in_torch or schema is None or schema.name.startswith("aten::"):
+            continue
+        if forced_module_for_op(node.target) is None:  # a forced module runs its own script
+            ops.add(schema.name)
+    return tuple(sorted(ops))
 
 
 def _check_dense_inputs(ep: torch.export.ExportedProgram) -> None:
@@ -185,7 +203,9 @@ def compile(
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
         report = build_report(imported, mod, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, _device_of(target), report, opts.num_threads)
+        signature = _signature(
+            ep, _device_of(target), report, opts.num_threads, _foreign_ops(imported)
+        )
         lowered = LowerTorchFunctions(metadata=signature.to_json())(mod)
         if opts.tune_trials or opts.tuning_database is not None:
             from .tuning import tune

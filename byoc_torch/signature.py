@@ -51,6 +51,14 @@ class Signature:
     # The range torch.export allows each dynamic dim's symbol: name -> (min, max), max None
     # when unbounded. A call outside it raises InputError (the compiled code assumes it).
     ranges: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    # Operators outside aten the LibTorch subgraphs call (``mylib::scale``): loading needs
+    # them registered (the runtime names a missing one).
+    foreign_ops: tuple[str, ...] = ()
+
+    @property
+    def op_namespaces(self) -> tuple[str, ...]:
+        """The operator namespaces (other than aten) the artifact needs, sorted."""
+        return tuple(sorted({op.partition("::")[0] for op in self.foreign_ops}))
 
     def to_json(self) -> str:
         return json.dumps(
@@ -64,6 +72,7 @@ class Signature:
                 "report": self.report,
                 "num_threads": self.num_threads,
                 "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
+                "foreign_ops": list(self.foreign_ops),
             }
         )
 
@@ -85,7 +94,8 @@ class Signature:
                 str(k): (int(lo), None if hi is None else int(hi))
                 for k, (lo, hi) in data.get("ranges", {}).items()
             }
-            return cls(inputs, outputs, device, data.get("report"), num_threads, ranges)
+            foreign = tuple(str(op) for op in data.get("foreign_ops", []))
+            return cls(inputs, outputs, device, data.get("report"), num_threads, ranges, foreign)
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
 

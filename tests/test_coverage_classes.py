@@ -214,12 +214,30 @@ def test_cond_with_a_libtorch_op_in_a_branch():
     torch.testing.assert_close(compiled(x), torch.cos(x))
 
 
-def test_higher_order_op_without_a_form_is_a_clear_error():
+def _while(x, y):
+    from torch._higher_order_ops.while_loop import while_loop
+
+    def cond(i, t):
+        return i < 3
+
+    def body(i, t):
+        return i + 1, torch.special.erfinv(torch.tanh(t)) * y
+
+    return while_loop(cond, body, (torch.tensor(0), x))[1] + 1
+
+
+def _map(x, y):
     from torch._higher_order_ops.map import map as hmap
 
-    model = Lambda(lambda x: hmap(lambda r: r.sin() + 1, x))
-    with pytest.raises(FallbackError, match=r"node map_impl .*higher-order"):
-        byoc_torch.compile(model, (torch.randn(3, 4),), placement="tvm")
+    return hmap(lambda row, b: torch.special.erfinv(row.tanh()) + b, x, y).relu()
+
+
+@pytest.mark.parametrize("fn", [_while, _map], ids=["while_loop", "map"])
+def test_while_loop_and_map_run_in_libtorch(fn):
+    compiled = compile_and_check(Lambda(fn), (torch.randn(3, 4), torch.randn(4)))
+    assert any(op.startswith("higher_order.") for op in compiled.torch_ops)
+    x, y = torch.randn(3, 4), torch.randn(4)
+    torch.testing.assert_close(compiled(x, y), fn(x, y))
 
 
 # -- verification --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 from torch import fx
 
 from ..errors import FallbackError
+from .higher_order import HIGHER_ORDER_SCRIPTS
 from .modules import ForcedModule, forced_module_for_op
 
 __all__ = [
@@ -143,17 +144,22 @@ class _Writer:
         self.lines.append(line)
 
 
+# How a script names an operator namespace other than aten: ``_op_ns_mylib.scale(x)`` calls
+# ``mylib::scale`` through the dispatcher (the runtime's resolver, runtime/subgraph.cc, knows
+# this prefix; ``torch.ops`` is a Python object TorchScript compiled in C++ does not have).
+OP_NAMESPACE_PREFIX = "_op_ns_"
+
+
 def aten_callee(target: object) -> str:
-    """The TorchScript callee for an ATen OpOverload, e.g. ``torch.erfinv``."""
+    """The TorchScript callee for an OpOverload: ``torch.erfinv`` for an ATen op,
+    ``_op_ns_mylib.scale`` for an op of another namespace (a ``torch.library`` custom op,
+    ``torchvision::nms``, ...), which LibTorch runs through the dispatcher."""
     schema = getattr(target, "_schema", None)
     if schema is None:
-        raise FallbackError(f"{target} is not an ATen operator overload")
+        raise FallbackError(f"{target} is not an operator overload")
     ns, _, name = schema.name.partition("::")
     if ns != "aten":
-        raise FallbackError(
-            f"{schema.name}: only aten operators can run in LibTorch through TorchScript "
-            f"(namespace '{ns}')"
-        )
+        return f"{OP_NAMESPACE_PREFIX}{ns}.{name}"
     return f"torch.{name}"
 
 
@@ -291,6 +297,8 @@ def script_for_node(node: fx.Node) -> NodeScript:
     forced = forced_module_for_op(node.target)
     if forced is not None:
         return _script_for_forced_module(node, forced)
+    if node.target in HIGHER_ORDER_SCRIPTS:
+        return _script_for_higher_order(node, len(metas))
     w = _Writer()
     call = _call_expr(w, node)
     val = node.meta["val"]
@@ -303,6 +311,17 @@ def script_for_node(node: fx.Node) -> NodeScript:
         ret, ret_type = call, "Tensor"
     source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
     return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
+
+
+def _script_for_higher_order(node: fx.Node, num_outputs: int) -> NodeScript:
+    """``while_loop`` and ``map`` as TorchScript loops over their subgraphs (see
+    :mod:`.higher_order`)."""
+    w = _Writer()
+    methods, results = HIGHER_ORDER_SCRIPTS[node.target](node, w)
+    ret = "(" + "".join(f"{r}, " for r in results) + ")"
+    ret_type = "Tuple[" + ", ".join("Tensor" for _ in results) + "]"
+    source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
+    return NodeScript(source + "\n" + "\n".join(methods), list(w.inputs), True, num_outputs)
 
 
 def _script_for_forced_module(node: fx.Node, forced: ForcedModule) -> NodeScript:
