@@ -4,16 +4,66 @@
  */
 #include "subgraph.h"
 
+#include <torch/csrc/jit/frontend/resolver.h>
+#include <torch/csrc/jit/runtime/operator.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <tvm/ffi/error.h>
 
 #include <exception>
+#include <memory>
+#include <regex>
 #include <sstream>
+#include <string>
 #include <utility>
 
 #include "utf8.h"
 
 namespace byoc_torch {
+
+namespace {
+
+/*!
+ * \brief LibTorch's native resolver (`torch.X` is `aten::X`) plus one name per operator
+ * namespace: `_op_ns_mylib.scale(x)` calls `mylib::scale` through the dispatcher, as
+ * `torch.ops.mylib.scale` does in Python (custom ops, torchvision's, ...). The frontend writes
+ * that spelling for ops outside aten (byoc_torch/frontend/torchscript.py, kOpNamespacePrefix).
+ */
+struct NamespaceResolver : public torch::jit::Resolver {
+  std::shared_ptr<torch::jit::SugaredValue> resolveValue(
+      const std::string& name, torch::jit::GraphFunction& m,
+      const torch::jit::SourceRange& loc) override {
+    static const std::string kOpNamespacePrefix = "_op_ns_";
+    if (name == "torch") return std::make_shared<torch::jit::BuiltinModule>("aten");
+    if (name.rfind(kOpNamespacePrefix, 0) == 0 && name.size() > kOpNamespacePrefix.size()) {
+      return std::make_shared<torch::jit::BuiltinModule>(name.substr(kOpNamespacePrefix.size()));
+    }
+    return nullptr;
+  }
+
+  c10::TypePtr resolveType(const std::string& name, const torch::jit::SourceRange& loc) override {
+    return nullptr;
+  }
+};
+
+/*!
+ * \brief Throw a ValueError naming the first operator outside aten that `script` calls
+ * (`_op_ns_<namespace>.<name>`) and that this process has not registered.
+ */
+void CheckOperatorsRegistered(const std::string& script, const std::string& symbol) {
+  static const std::regex kCall("_op_ns_(\\w+)\\.(\\w+)");
+  for (std::sregex_iterator it(script.begin(), script.end(), kCall), end; it != end; ++it) {
+    std::string op = (*it)[1].str() + "::" + (*it)[2].str();
+    if (torch::jit::getAllOperatorsFor(c10::Symbol::fromQualString(op)).empty()) {
+      TVM_FFI_THROW(ValueError)
+          << "byoc_torch: subgraph '" << symbol << "' calls operator '" << op
+          << "', which is not registered in this process: import the Python module that "
+          << "defines it (torch.library) or load its library (torch.ops.load_library) "
+          << "before byoc_torch.load";
+    }
+  }
+}
+
+}  // namespace
 
 CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
     : spec_(std::move(spec)), symbol_(spec_->symbol) {
@@ -24,7 +74,7 @@ CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
       std::istringstream in(std::string(payload.data(), payload.size()));
       module.register_module(std::string(spec_->module_names[k]), torch::jit::load(in));
     }
-    module.define(std::string(spec_->script));
+    module.define(std::string(spec_->script), std::make_shared<NamespaceResolver>());
     TVM_FFI_CHECK(module.find_method("forward").has_value(), ValueError)
         << "byoc_torch: TorchScript of subgraph '" << symbol_ << "' defines no forward";
     int64_t arity = static_cast<int64_t>(
@@ -39,9 +89,11 @@ CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
   } catch (const ffi::Error&) {
     throw;
   } catch (const c10::Error& e) {
+    CheckOperatorsRegistered(std::string(spec_->script), std::string(symbol_));
     TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << symbol_
                               << "' does not compile: " << ValidUtf8(e.what_without_backtrace());
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // torch::jit::ErrorReport: the script does not compile
+    CheckOperatorsRegistered(std::string(spec_->script), std::string(symbol_));
     TVM_FFI_THROW(ValueError) << "byoc_torch: TorchScript of subgraph '" << symbol_
                               << "' does not compile: " << ValidUtf8(e.what());
   }

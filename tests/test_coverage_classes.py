@@ -82,6 +82,49 @@ def test_outputs_and_ranges_survive_export_and_load(tmp_path):
     assert "outside the range the model was exported for (2..64)" in run.stdout
 
 
+# -- custom ops and other namespaces -------------------------------------------------------------
+CUSTOM_OP = """
+import torch
+
+@torch.library.custom_op("byoc_test::scaled_sin", mutates_args=())
+def scaled_sin(x: torch.Tensor, k: float) -> torch.Tensor:
+    return torch.sin(x) * k
+
+@scaled_sin.register_fake
+def _(x, k):
+    return torch.empty_like(x)
+"""
+exec(CUSTOM_OP)
+
+
+def test_custom_op_runs_in_libtorch_and_the_artifact_names_it(tmp_path):
+    model = Lambda(lambda x: torch.ops.byoc_test.scaled_sin(x.exp(), 3.0) + 1)
+    compiled = compile_and_check(model, (torch.randn(4, 6),))
+    assert compiled.torch_ops == ["byoc_test.scaled_sin.default"]
+    assert compiled.signature.foreign_ops == ("byoc_test::scaled_sin",)
+    assert compiled.signature.op_namespaces == ("byoc_test",)
+    path = compiled.export(tmp_path / "custom.so")
+    load = f"""
+        import torch, byoc_torch
+        try:
+            m = byoc_torch.load({str(path)!r})
+        except byoc_torch.ArtifactError as err:
+            print("refused:", err)
+        else:
+            x = torch.randn(4, 6)
+            torch.testing.assert_close(m(x), torch.sin(x.exp()) * 3.0 + 1)
+            print("ran", m.signature.op_namespaces)
+    """
+    with_op = textwrap.dedent(CUSTOM_OP) + textwrap.dedent(load)
+    for script, expected in (
+        (textwrap.dedent(load), "calls operator 'byoc_test::scaled_sin', which is not registered"),
+        (with_op, "ran ('byoc_test',)"),
+    ):
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert expected in run.stdout
+
+
 # -- random ops ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "fn",

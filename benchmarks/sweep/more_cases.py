@@ -162,6 +162,8 @@ def _plain(value: object) -> bool:
         return value.layout == torch.strided and not value.requires_grad
     if isinstance(value, list | tuple):
         return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(v) for v in value.values())
     return isinstance(value, bool | int | float | type(None) | torch.dtype)
 
 
