@@ -32,8 +32,9 @@ from byoc_torch.verify import _compare, minimal_blame
         (lambda x: torch.polar(x.abs() + 0.5, x), (4, 6)),
         (lambda x: torch.view_as_complex(x.reshape(4, 3, 2)), (4, 6)),
         (lambda x: torch.linalg.eig(x), (4, 4)),
+        (lambda x: torch.fft.ifft(x), (4, 8)),  # a lazily conjugated result
     ],
-    ids=["rfft", "polar", "view_as_complex", "linalg_eig"],
+    ids=["rfft", "polar", "view_as_complex", "linalg_eig", "ifft"],
 )
 def test_complex_outputs_come_back_complex_as_views(fn, shape):
     x = torch.randn(*shape)

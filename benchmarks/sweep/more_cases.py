@@ -170,10 +170,14 @@ def _plain(value: object) -> bool:
 def opinfo_cases(limit: int | None = None) -> list[Case]:
     """One case per OpInfo of torch's database (``op_db``), from its first usable float32
     sample (see module doc); deterministic: samples are drawn after seeding 0."""
-    from torch.testing._internal.common_methods_invocations import op_db
+    from torch.testing._internal import common_methods_invocations as cmi
 
+    # OpInfo's random ops call ``wrapper_set_seed``, which reseeds inside the eager call: a
+    # Python side effect torch.export does not capture. The sweep seeds eager and compiled
+    # alike instead (runner.run_case), so the ops are called plainly.
+    cmi.wrapper_set_seed = _call
     cases = []
-    for info in sorted(op_db, key=lambda o: (o.name, o.variant_test_name)):
+    for info in sorted(cmi.op_db, key=lambda o: (o.name, o.variant_test_name)):
         if torch.float32 not in info.supported_dtypes("cpu"):
             continue
         name = f"opinfo_{info.name}" + (
@@ -198,6 +202,10 @@ def opinfo_cases(limit: int | None = None) -> list[Case]:
         if limit is not None and len(cases) >= limit:
             break
     return cases
+
+
+def _call(op, *args, **kwargs):
+    return op(*args, **kwargs)
 
 
 def _opinfo_case(name: str, op, sample) -> Case:

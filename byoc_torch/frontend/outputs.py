@@ -6,7 +6,8 @@ signature (:func:`output_leaves`), so the compiled model rebuilds what the model
 
 * A constant output (``None``, an int of a shape such as ``torch.broadcast_shapes``, a float)
   is dropped from the graph: the signature stores its value and the compiled model returns it.
-* A complex tensor output crosses as ``torch.view_as_real`` of itself (a view, no copy): the
+* A complex tensor output crosses as ``torch.view_as_real`` of itself (a view, no copy; a
+  lazily conjugated one, e.g. from ``ifft``, is resolved first): the
   graph returns that real tensor, computed inside LibTorch together with the complex value
   (:mod:`.complex`), and the compiled model returns ``torch.view_as_complex`` of it (a view).
 * A symbolic int output (a size of a dynamic dim) cannot be a TVM output: a clear
@@ -84,9 +85,11 @@ def tensor_outputs(ep: torch.export.ExportedProgram, owned: bool) -> torch.expor
         if leaf["t"] == "const":
             dropped.add(k)
         elif "complex" in leaf:
-            with graph.inserting_before(out):
-                real = graph.call_function(torch.ops.aten.view_as_real.default, (value,))
-            real.meta["val"] = torch.view_as_real(value.meta["val"])
+            with graph.inserting_before(out):  # resolve_conj: a no-op unless conjugated
+                resolved = graph.call_function(torch.ops.aten.resolve_conj.default, (value,))
+                real = graph.call_function(torch.ops.aten.view_as_real.default, (resolved,))
+            resolved.meta["val"] = torch.resolve_conj(value.meta["val"])
+            real.meta["val"] = torch.view_as_real(resolved.meta["val"])
             values[k] = real
             specs[k] = gs.OutputSpec(specs[k].kind, gs.TensorArgument(real.name), specs[k].target)
     kept = [k for k in range(len(values)) if k not in dropped]
