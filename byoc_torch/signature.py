@@ -102,7 +102,8 @@ class Signature:
 
 def output_structure(spec: pytree.TreeSpec, leaves: list[dict] | None = None) -> dict:
     """The nesting of a model's outputs as plain JSON: a leaf (one tensor; ``"complex"`` names
-    the dtype of a complex one, which crosses as its real view), a constant (``{"t": "const",
+    the dtype of a complex one, which crosses as its real view; ``"item"`` marks a Python
+    number read from a tensor, which crosses as that tensor), a constant (``{"t": "const",
     "v": value}``, e.g. ``None`` or a shape's int), a tuple, a list or a dict of those. Named
     tuples (e.g. torch.return_types) come back as plain tuples. ``leaves`` gives the leaf
     descriptions in order (default: every leaf a real tensor)."""
@@ -123,7 +124,7 @@ def output_structure(spec: pytree.TreeSpec, leaves: list[dict] | None = None) ->
 
 def is_plain_leaf(node: dict) -> bool:
     """Is ``node`` one real tensor returned as it comes out of the VM?"""
-    return node["t"] == "leaf" and "complex" not in node
+    return node == {"t": "leaf"}
 
 
 def count_leaves(node: dict) -> int:
@@ -142,7 +143,9 @@ def unflatten(leaves, node: dict):
     kind = node["t"]
     if kind == "leaf":
         value = next(leaves)
-        return torch.view_as_complex(value) if "complex" in node else value
+        if "complex" in node:
+            return torch.view_as_complex(value)
+        return value.item() if "item" in node else value
     if kind == "const":
         return node["v"]
     children = [unflatten(leaves, c) for c in node["c"]]

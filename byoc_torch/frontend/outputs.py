@@ -10,8 +10,9 @@ signature (:func:`output_leaves`), so the compiled model rebuilds what the model
   lazily conjugated one, e.g. from ``ifft``, is resolved first): the
   graph returns that real tensor, computed inside LibTorch together with the complex value
   (:mod:`.complex`), and the compiled model returns ``torch.view_as_complex`` of it (a view).
-* A symbolic int output (a size of a dynamic dim) cannot be a TVM output: a clear
-  :class:`~byoc_torch.errors.FallbackError` says so.
+* A Python number read from a tensor (``x.item()``) crosses as that tensor; the compiled model
+  returns its ``.item()``. Any other symbolic output (a size of a dynamic dim) cannot be a TVM
+  output: a clear :class:`~byoc_torch.errors.FallbackError` says so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .complex import FOREIGN_DTYPES
 
 __all__ = ["output_leaves", "tensor_outputs"]
 
+_ITEM_OPS = (torch.ops.aten.item.default, torch.ops.aten._local_scalar_dense.default)
 _KEPT_KINDS = (gs.OutputKind.USER_OUTPUT, gs.OutputKind.LOSS_OUTPUT)
 CONSTANT_TYPES = (type(None), bool, int, float, str)
 
@@ -52,6 +54,9 @@ def output_leaves(ep: torch.export.ExportedProgram) -> list[dict]:
                 if val.dtype in FOREIGN_DTYPES:
                     leaf["complex"] = dtype_name(val.dtype)
                 leaves.append(leaf)
+                continue
+            if value.target in _ITEM_OPS:
+                leaves.append({"t": "leaf", "item": True})  # x.item(): the 0-d tensor crosses
                 continue
             raise FallbackError(
                 f"model output {value.name} is a {type(val).__name__} computed from the inputs "
@@ -84,6 +89,11 @@ def tensor_outputs(ep: torch.export.ExportedProgram, owned: bool) -> torch.expor
     for (k, value), leaf in zip(_user_output_args(ep), leaves, strict=True):
         if leaf["t"] == "const":
             dropped.add(k)
+        elif "item" in leaf:
+            values[k] = value.args[0]
+            specs[k] = gs.OutputSpec(
+                specs[k].kind, gs.TensorArgument(value.args[0].name), specs[k].target
+            )
         elif "complex" in leaf:
             with graph.inserting_before(out):  # resolve_conj: a no-op unless conjugated
                 resolved = graph.call_function(torch.ops.aten.resolve_conj.default, (value,))
