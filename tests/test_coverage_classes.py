@@ -254,6 +254,11 @@ def test_sparse_coo_input_is_a_clear_error():
         byoc_torch.compile(model, (torch.eye(6).to_sparse(), torch.randn(6, 3)))
 
 
+def test_sparse_output_is_a_clear_error():
+    with pytest.raises(FallbackError, match=r"model output \w+ is a torch.sparse_coo tensor"):
+        byoc_torch.compile(Lambda(lambda x: (x * 2).to_sparse()), (torch.randn(4, 6),))
+
+
 # -- higher-order ops ----------------------------------------------------------------------------
 def test_cond_with_a_libtorch_op_in_a_branch():
     def fn(x):

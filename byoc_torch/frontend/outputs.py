@@ -49,6 +49,12 @@ def output_leaves(ep: torch.export.ExportedProgram) -> list[dict]:
     for _, value in _user_output_args(ep):
         if isinstance(value, fx.Node):
             val = value.meta.get("val")
+            if isinstance(val, torch.Tensor) and val.layout != torch.strided:
+                raise FallbackError(
+                    f"model output {value.name} is a {val.layout} tensor; outputs cross by "
+                    "DLPack, which holds dense (strided) tensors only: return it dense "
+                    "(.to_dense()) and make it sparse after the call"
+                )
             if isinstance(val, torch.Tensor):
                 leaf = {"t": "leaf"}
                 if val.dtype in FOREIGN_DTYPES:
