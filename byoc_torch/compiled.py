@@ -43,7 +43,7 @@ from .errors import (
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord, Reason
 from .reporting import Report
-from .signature import InputSpec, Signature, count_leaves, unflatten
+from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
 from .threads import apply_thread_budget
 
@@ -73,17 +73,19 @@ def _dynamic_shape_ok(
     shape: torch.Size,
     rank: int,
     static_dims: tuple[tuple[int, int], ...],
-    symbol_dims: tuple[tuple[int, str], ...],
+    symbol_dims: tuple[tuple[int, str, int, int | None], ...],
     symbols: dict[str, int],
 ) -> bool:
-    """Does a shape with symbolic dims match its spec, binding symbols in ``symbols``?"""
+    """Does a shape with symbolic dims match its spec (each symbol bound once, inside its
+    range), binding symbols in ``symbols``?"""
     if len(shape) != rank:
         return False
     for d, want in static_dims:
         if shape[d] != want:
             return False
-    for d, name in symbol_dims:
-        if symbols.setdefault(name, shape[d]) != shape[d]:
+    for d, name, lower, upper in symbol_dims:
+        n = shape[d]
+        if symbols.setdefault(name, n) != n or n < lower or (upper is not None and n > upper):
             return False
     return True
 
@@ -95,16 +97,21 @@ class _InputCheck(NamedTuple):
     static_shape: tuple[int, ...] | None  # the whole shape when every dim is static
     rank: int
     static_dims: tuple[tuple[int, int], ...]  # (dim, size) of the static dims
-    symbol_dims: tuple[tuple[int, str], ...]  # (dim, symbol) of the dynamic dims
+    # (dim, symbol, min, max) of the dynamic dims; max None when unbounded
+    symbol_dims: tuple[tuple[int, str, int, int | None], ...]
 
     @classmethod
-    def of(cls, spec: InputSpec) -> _InputCheck:
+    def of(cls, spec: InputSpec, ranges: dict[str, tuple[int, int | None]]) -> _InputCheck:
         try:
             dtype = torch_dtype(spec.dtype)
         except ValueError:
             dtype = None
         static = tuple((d, n) for d, n in enumerate(spec.shape) if isinstance(n, int))
-        symbols = tuple((d, n) for d, n in enumerate(spec.shape) if not isinstance(n, int))
+        symbols = tuple(
+            (d, n, *ranges.get(n, (0, None)))
+            for d, n in enumerate(spec.shape)
+            if not isinstance(n, int)
+        )
         whole = tuple(spec.shape) if not symbols else None
         return cls(dtype, whole, len(spec.shape), static, symbols)
 
@@ -151,17 +158,17 @@ class CompiledModule(torch.nn.Module):
         self._local = threading.local()
         self._main_function()  # build the calling thread's VM now, so errors surface here
         self._num_outputs = count_leaves(signature.outputs)
-        self._checks = tuple(_InputCheck.of(spec) for spec in signature.inputs)
+        self._checks = tuple(_InputCheck.of(spec, signature.ranges) for spec in signature.inputs)
         self._on_cpu = self.device_type == "cpu"
         outputs = signature.outputs
-        self._single_leaf = outputs["t"] == "leaf"
-        self._flat_tuple = outputs["t"] == "tuple" and all(c["t"] == "leaf" for c in outputs["c"])
+        self._single_leaf = is_plain_leaf(outputs)
+        self._flat_tuple = outputs["t"] == "tuple" and all(is_plain_leaf(c) for c in outputs["c"])
         # How the VM returns its results, learnt from the first call (it is fixed by the
         # compiled function): None = not yet seen, True = one flat array of the output
         # tensors, False = anything else (handled by the general path).
         self._flat_result: bool | None = None
         self._output_indices = range(self._num_outputs)
-        self._call_specs, self._num_symbols = _call_specs(signature.inputs)
+        self._call_specs, self._symbol_ranges = _call_specs(signature.inputs, signature.ranges)
         # What PyTorch's tracers see (torch.ops.byoc_torch.execute's first argument), made now:
         # torch.export finds a module's TorchScript objects before it traces.
         if artifact is None:
@@ -201,7 +208,7 @@ class CompiledModule(torch.nn.Module):
         checked = self._local.checked = _MAKE_CHECKED_CALL(
             self._main_function(),
             self._call_specs,
-            self._num_symbols,
+            self._symbol_ranges,
             _DEVICE_CODES[self.device_type],
             self._single_leaf,
         )
@@ -367,6 +374,14 @@ class CompiledModule(torch.nn.Module):
                         f"byoc_torch: {where} dim {d} is {got} but symbol {want} is already "
                         f"{symbols[want]}"
                     )
+                else:
+                    lower, upper = self.signature.ranges.get(want, (0, None))
+                    if got < lower or (upper is not None and got > upper):
+                        allowed = f"{lower}..{upper}" if upper is not None else f">= {lower}"
+                        raise InputError(
+                            f"byoc_torch: {where} dim {d} ({want}) is {got}, outside the range "
+                            f"the model was exported for ({allowed})"
+                        )
             if x.device.type != self.device_type:
                 raise InputError(
                     f"byoc_torch: {where} is on {x.device}, the model was compiled for "
@@ -488,9 +503,12 @@ def _fallbacks_of(report: Report) -> list[FallbackRecord]:
     ]
 
 
-def _call_specs(inputs: Sequence[InputSpec]) -> tuple[list[list[int]], int]:
+def _call_specs(
+    inputs: Sequence[InputSpec], ranges: dict[str, tuple[int, int | None]]
+) -> tuple[list[list[int]], list[list[int]]]:
     """The checked call's input specs (runtime/checked_call.cc): [dtype code, bits, lanes,
-    rank, dims...] with a symbolic dim as -(symbol number + 1); and the number of symbols."""
+    rank, dims...] with a symbolic dim as -(symbol number + 1); and each symbol's allowed
+    [min, max] (max -1: unbounded)."""
     symbols: dict[str, int] = {}
     specs = []
     for spec in inputs:
@@ -504,7 +522,11 @@ def _call_specs(inputs: Sequence[InputSpec]) -> tuple[list[list[int]], int]:
             for d in spec.shape
         ]
         specs.append([*head, len(dims), *dims])
-    return specs, len(symbols)
+    bounds = []
+    for name in symbols:  # in symbol-number order
+        lower, upper = ranges.get(name, (0, None))
+        bounds.append([lower, -1 if upper is None else upper])
+    return specs, bounds
 
 
 def _shape_str(shape: Sequence[int | str]) -> str:

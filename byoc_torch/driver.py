@@ -10,22 +10,31 @@ and wraps the executable in :class:`byoc_torch.compiled.CompiledModule`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import tvm
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from tvm import relax
 
 from . import _defaults
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, set_metadata
-from .errors import InputTypeError, VerificationError
+from .errors import ExportError, FallbackError, InputTypeError, VerificationError
 from .frontend import ImportResult, import_with_records
-from .frontend.modules import hide_forced_modules, release_program, tie_to_program
+from .frontend.modules import (
+    forced_module_for_op,
+    hide_forced_modules,
+    release_program,
+    tie_to_program,
+)
+from .frontend.outputs import output_leaves
 from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
@@ -34,7 +43,13 @@ from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
 from .tensors import target_device_type, tvm_ready
 from .threads import apply_thread_budget
-from .verify import build_candidates, diverging_nodes, find_build_culprits
+from .verify import (
+    build_candidates,
+    diverging_nodes,
+    find_build_culprits,
+    minimal_blame,
+    outputs_agree,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +92,21 @@ def export_program(
     inputs = tuple(example_inputs)
     try:
         with hide_forced_modules(model, inputs, torch_executed_modules) as forced, torch.no_grad():
-            ep = torch.export.export(
-                model, inputs, kwargs=kwargs or None, dynamic_shapes=dynamic_shapes
-            )
+            try:
+                ep = torch.export.export(
+                    model, inputs, kwargs=kwargs or None, dynamic_shapes=dynamic_shapes
+                )
+            except GuardOnDataDependentSymNode as err:
+                first = str(err).strip().splitlines()[0]
+                raise ExportError(
+                    f"byoc_torch.compile: torch.export cannot capture {type(model).__name__}: "
+                    f"its Python code branches on a tensor's value ({first}). Run the submodule "
+                    "that branches in LibTorch with torch_executed_modules=[...] (it is "
+                    "scripted whole), write the branch as torch.cond(pred, true_fn, false_fn, "
+                    'operands), or compile with torch.compile(model, backend="byoc_torch") '
+                    "(Dynamo runs the branch in Python and hands only branch-free graphs to "
+                    "byoc_torch)"
+                ) from err
         tie_to_program(ep, forced)  # its custom ops live as long as it (or until release_program)
         return ep
     finally:
@@ -168,6 +195,7 @@ def _signature(
     num_threads: int | None,
     names: Sequence[str] = (),
     tree: InputTree | None = None,
+    foreign_ops: tuple[str, ...] = (),
 ) -> Signature:
     """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
     original model's, when ``ep`` is its flat re-export)."""
@@ -186,13 +214,57 @@ def _signature(
         specs.append(InputSpec(name, dtype_name(val.dtype), _dims(val)))
     return Signature(
         tuple(specs),
-        output_structure(ep.call_spec.out_spec),
+        output_structure(ep.call_spec.out_spec, output_leaves(ep)),
         device,
         report.to_dict() if report is not None else None,
         num_threads,
         tree,
         _output_specs(ep),
+        _dim_ranges(ep, specs),
+        foreign_ops,
     )
+
+
+def _foreign_ops(imported) -> tuple[str, ...]:
+    """The operators outside aten that run in LibTorch (``mylib::scale``), sorted."""
+    in_torch = {r.node for r in imported.records}
+    ops = set()
+    for node in imported.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.name not in in_torch or schema is None or schema.name.startswith("aten::"):
+            continue
+        if forced_module_for_op(node.target) is None:  # a forced module runs its own script
+            ops.add(schema.name)
+    return tuple(sorted(ops))
+
+
+def _check_dense_inputs(ep: torch.export.ExportedProgram) -> None:
+    """Refuse sparse (or other non-strided) user inputs with an error naming them."""
+    user = set(ep.graph_signature.user_inputs)
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "placeholder" and node.name in user and isinstance(val, torch.Tensor):
+            if val.layout != torch.strided:
+                raise FallbackError(
+                    f"byoc_torch.compile: input {node.name} is a {val.layout} tensor; tensors "
+                    "cross between TVM and LibTorch by DLPack, which holds dense (strided) "
+                    "tensors only: pass it dense (x.to_dense()), or make it sparse inside the "
+                    "model"
+                )
+
+
+def _dim_ranges(ep: torch.export.ExportedProgram, specs: list[InputSpec]) -> dict:
+    """The range torch.export allows each symbol that is a whole input dim."""
+    names = {d for spec in specs for d in spec.shape if isinstance(d, str)}
+    ranges = {}
+    for symbol, vr in ep.range_constraints.items():
+        name = str(symbol)
+        if name not in names:
+            continue
+        lower = int(vr.lower) if vr.lower.is_finite else 0
+        upper = int(vr.upper) if vr.upper.is_finite else None
+        ranges[name] = (lower, upper)
+    return ranges
 
 
 def _dims(val: torch.Tensor) -> tuple[int | str, ...]:
@@ -264,7 +336,9 @@ def compile(
 def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options) -> CompiledModule:
     """``compile`` from the exported program (flat tensor inputs) on."""
     tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    inputs = _verification_inputs(ep, flat_inputs)
+    _check_dense_inputs(ep)
+    inputs = _example_inputs(ep, flat_inputs)
+    checked = inputs if inputs is not None or not opts.verify else _derived_with_warning(ep)
     session = _Session(ep, opts, tvm_target, target_device_type(target), names, tree)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
@@ -285,15 +359,31 @@ def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options)
                 extra[record.node] = record
             continue
         imported = built.imported
-        if opts.verify and inputs is not None and imported.native_vars:
-            blamed = diverging_nodes(imported, built.partitioned, inputs, tvm_target)
+        if opts.verify and checked is not None and imported.native_vars:
+            try:
+                blamed = diverging_nodes(imported, built.partitioned, checked, tvm_target)
+            except Exception as err:
+                if inputs is not None:
+                    raise
+                warnings.warn(
+                    "byoc_torch.compile: the model does not run on the derived inputs "
+                    f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); verification "
+                    "skipped -- pass example inputs",
+                    stacklevel=2,
+                )
+                checked, blamed = None, {}
+            if len(blamed) > 1:
+                agrees = functools.partial(_agrees, ep, opts, extra, blamed, checked, tvm_target)
+                blamed = minimal_blame(blamed, agrees)
             blamed = {k: v for k, v in blamed.items() if k not in extra}
             if blamed:
                 extra.update(blamed)
                 continue
         report = build_report(imported, built.partitioned, model_name=_model_name(model))
         report.placement = placement
-        signature = _signature(ep, session.device, report, opts.num_threads, names, tree)
+        signature = _signature(
+            ep, session.device, report, opts.num_threads, names, tree, _foreign_ops(imported)
+        )
         set_metadata(built.executable, signature.to_json())
         logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))
         return CompiledModule(
@@ -491,8 +581,9 @@ def _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts: Options):
     return exported, ep, tree, names, flat
 
 
-def _verification_inputs(ep, example_inputs) -> tuple | None:
-    """The tensors verification runs on: the example inputs, or the program's own."""
+def _example_inputs(ep, example_inputs) -> tuple | None:
+    """The tensors verification and placement run on: the example inputs, or the program's
+    own."""
     if example_inputs:
         inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
         return tuple(inputs)
@@ -500,6 +591,44 @@ def _verification_inputs(ep, example_inputs) -> tuple | None:
     if stored and not stored[1] and all(isinstance(x, torch.Tensor) for x in stored[0]):
         return tuple(stored[0])
     return None
+
+
+def _derived_with_warning(ep) -> tuple | None:
+    """Inputs for verification when there are no example inputs (:func:`derived_inputs`),
+    with a warning that says so."""
+    derived = derived_inputs(ep)
+    what = "random inputs derived from the program's signature"
+    if derived is None:
+        what = "nothing: inputs cannot be derived (an input is not a tensor), so it is skipped"
+    warnings.warn(
+        f"byoc_torch.compile: no example inputs; verification runs on {what}", stacklevel=3
+    )
+    return derived
+
+
+def derived_inputs(ep: torch.export.ExportedProgram, seed: int = 0) -> tuple | None:
+    """Random tensors with the shapes and dtypes torch.export recorded for the user inputs
+    (a dynamic dim takes its example size), made with a generator of their own (PyTorch's
+    global generator is left alone); None when an input is not a tensor. Floating inputs are
+    standard normal, integers in [0, 4) (small enough to be valid indices), bools random."""
+    user = set(ep.graph_signature.user_inputs)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user:
+            continue
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            return None
+        shape = [int(d.node.hint) if isinstance(d, torch.SymInt) else int(d) for d in val.shape]
+        if val.dtype.is_floating_point or val.dtype.is_complex:
+            x = torch.randn(shape, generator=gen).to(val.dtype)
+        elif val.dtype == torch.bool:
+            x = torch.rand(shape, generator=gen) > 0.5
+        else:
+            x = torch.randint(0, 4, shape, generator=gen).to(val.dtype)
+        out.append(x)
+    return tuple(out)
 
 
 def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
@@ -514,6 +643,19 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     except Exception:  # any failure counts as "does not build"
         return False
     return True
+
+
+def _agrees(ep, opts: Options, extra: dict, blamed: dict, inputs, target, names: list[str]) -> bool:
+    """Do the outputs agree with PyTorch's with ``names`` (of ``blamed``) and ``extra`` moved
+    to LibTorch?"""
+    forced = {**extra, **{n: blamed[n] for n in names}}
+    try:
+        imported = _import(ep, opts, forced)
+        mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
+        return outputs_agree(imported, mod, inputs, target)
+    except Exception as err:  # a variant that does not build or run does not agree
+        logger.debug("verification: moving %s fails: %s", names, err)
+        return False
 
 
 def _model_name(model) -> str:

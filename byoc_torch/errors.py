@@ -28,6 +28,7 @@ __all__ = [
     "BuildFailure",
     "ByocTorchError",
     "CompiledModelError",
+    "ExportError",
     "FallbackError",
     "FullCompilationError",
     "InputError",
@@ -47,6 +48,12 @@ class ByocTorchError(Exception):
 class FallbackError(ByocTorchError, ValueError):
     """An FX node that cannot run in LibTorch either (e.g. it passes a complex value to TVM,
     or cannot be expressed as a TorchScript function of tensor inputs)."""
+
+
+@tvm_ffi.register_error
+class ExportError(ByocTorchError, RuntimeError):
+    """``torch.export`` cannot capture the model (e.g. Python control flow on tensor values);
+    the message says which way around it byoc_torch offers."""
 
 
 @tvm_ffi.register_error

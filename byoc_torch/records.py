@@ -23,6 +23,7 @@ class Reason(enum.StrEnum):
     FORCED_NODE = "forced node (torch_executed_nodes)"
     FORCED_MODULE = "forced module (torch_executed_modules)"
     COMPLEX = "uses a complex value, which TVM cannot hold"
+    RANDOM = "random op: draws from PyTorch's generator"
     MIN_BLOCK = "absorbed by min_block_size"
     DENY_LIST = "known TVM defect (deny-list)"
     DIFFERS = "TVM result differs from PyTorch"

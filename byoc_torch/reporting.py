@@ -148,6 +148,7 @@ class Report:
     nodes: list[NodeEntry] = field(default_factory=list)
     subgraphs: list[SubgraphEntry] = field(default_factory=list)
     placement: PlacementResult | None = None  # what measured placement measured and chose
+    notes: list[str] = field(default_factory=list)  # e.g. ops torch could not decompose
 
     @property
     def totals(self) -> dict:
@@ -175,6 +176,7 @@ class Report:
             "nodes": [asdict(n) for n in self.nodes],
             "subgraphs": [{**asdict(s), "crossings": s.crossings} for s in self.subgraphs],
             "placement": None if self.placement is None else self.placement.to_dict(),
+            "notes": list(self.notes),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -192,7 +194,8 @@ class Report:
         placement = data.get("placement")
         if placement is not None:
             placement = PlacementResult.from_dict(placement)
-        return cls(str(data["model"]), nodes, subgraphs, placement)
+        notes = [str(n) for n in data.get("notes", [])]
+        return cls(str(data["model"]), nodes, subgraphs, placement, notes)
 
     def to_text(self) -> str:
         t = self.totals
@@ -202,6 +205,7 @@ class Report:
             f"(coverage {t['coverage_percent']}%)",
             f"  LibTorch subgraphs: {t['subgraphs']}, tensors crossing per call: {t['crossings']}",
         ]
+        lines.extend(f"  note: {note}" for note in self.notes)
         torch_nodes = self.torch_nodes()
         if torch_nodes:
             lines.append("")
@@ -298,7 +302,7 @@ def build_report(imported: ImportResult, partitioned: tvm.IRModule, model_name: 
             entries.append(
                 NodeEntry(node.name, rec.op, "torch", rec.reason, rec.detail, where.get(node.name))
             )
-    return Report(model_name, entries, subgraphs)
+    return Report(model_name, entries, subgraphs, notes=list(imported.notes))
 
 
 def report_from_ir(mod: tvm.IRModule) -> Report:

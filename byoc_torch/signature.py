@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 from torch.utils import _pytree as pytree
 
 from .errors import ArtifactError, InputError, InputTypeError
@@ -21,6 +22,7 @@ __all__ = [
     "InputTree",
     "Signature",
     "count_leaves",
+    "is_plain_leaf",
     "output_structure",
     "unflatten",
 ]
@@ -207,6 +209,17 @@ class Signature:
     # dtype and shape of each output leaf; a dim is an int or an expression of the input
     # symbols (e.g. "2*s0"). None for artifacts written before the field existed.
     output_specs: tuple[InputSpec, ...] | None = None
+    # The range torch.export allows each dynamic dim's symbol: name -> (min, max), max None
+    # when unbounded. A call outside it raises InputError (the compiled code assumes it).
+    ranges: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    # Operators outside aten the LibTorch subgraphs call (``mylib::scale``): loading needs
+    # them registered (the runtime names a missing one).
+    foreign_ops: tuple[str, ...] = ()
+
+    @property
+    def op_namespaces(self) -> tuple[str, ...]:
+        """The operator namespaces (other than aten) the artifact needs, sorted."""
+        return tuple(sorted({op.partition("::")[0] for op in self.foreign_ops}))
 
     def to_json(self) -> str:
         return json.dumps(
@@ -221,6 +234,8 @@ class Signature:
                 "output_specs": None
                 if self.output_specs is None
                 else [_spec_dict(o) for o in self.output_specs],
+                "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
+                "foreign_ops": list(self.foreign_ops),
             }
         )
 
@@ -239,6 +254,11 @@ class Signature:
             count_leaves(outputs)  # validates the nesting
             num_threads = check_num_threads(data.get("num_threads"), "the stored num_threads")
             device = str(data.get("device", "cpu"))
+            ranges = {
+                str(k): (int(lo), None if hi is None else int(hi))
+                for k, (lo, hi) in data.get("ranges", {}).items()
+            }
+            foreign = tuple(str(op) for op in data.get("foreign_ops", []))
             return cls(
                 inputs,
                 outputs,
@@ -247,6 +267,8 @@ class Signature:
                 num_threads,
                 input_tree,
                 output_specs,
+                ranges,
+                foreign,
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
@@ -261,23 +283,40 @@ def _spec_of(data: dict) -> InputSpec:
     return InputSpec(str(data["name"]), str(data["dtype"]), shape)
 
 
-def output_structure(spec: pytree.TreeSpec) -> dict:
-    """The nesting of a model's outputs as plain JSON: a leaf (one tensor), a tuple, a list or
-    a dict of those. Named tuples (e.g. torch.return_types) come back as plain tuples."""
-    if spec.is_leaf():
-        return {"t": "leaf"}
-    children = [output_structure(c) for c in spec.children()]
-    if spec.type is dict:
-        return {"t": "dict", "k": [str(k) for k in spec.context], "c": children}
-    if spec.type is list:
-        return {"t": "list", "c": children}
-    return {"t": "tuple", "c": children}
+def output_structure(spec: pytree.TreeSpec, leaves: list[dict] | None = None) -> dict:
+    """The nesting of a model's outputs as plain JSON: a leaf (one tensor; ``"complex"`` names
+    the dtype of a complex one, which crosses as its real view; ``"item"`` marks a Python
+    number read from a tensor, which crosses as that tensor), a constant (``{"t": "const",
+    "v": value}``, e.g. ``None`` or a shape's int), a tuple, a list or a dict of those. Named
+    tuples (e.g. torch.return_types) come back as plain tuples. ``leaves`` gives the leaf
+    descriptions in order (default: every leaf a real tensor)."""
+    it = iter(leaves) if leaves is not None else None
+
+    def visit(s: pytree.TreeSpec) -> dict:
+        if s.is_leaf():
+            return dict(next(it)) if it is not None else {"t": "leaf"}
+        children = [visit(c) for c in s.children()]
+        if s.type is dict:
+            return {"t": "dict", "k": [str(k) for k in s.context], "c": children}
+        if s.type is list:
+            return {"t": "list", "c": children}
+        return {"t": "tuple", "c": children}
+
+    return visit(spec)
+
+
+def is_plain_leaf(node: dict) -> bool:
+    """Is ``node`` one real tensor returned as it comes out of the VM?"""
+    return node == {"t": "leaf"}
 
 
 def count_leaves(node: dict) -> int:
+    """How many tensors the VM returns for ``node`` (constants are stored, not returned)."""
     kind = node["t"]
     if kind == "leaf":
         return 1
+    if kind == "const":
+        return 0
     if kind not in ("tuple", "list", "dict"):
         raise ValueError(f"unknown output kind {kind!r}")
     return sum(count_leaves(c) for c in node["c"])
@@ -286,7 +325,12 @@ def count_leaves(node: dict) -> int:
 def unflatten(leaves, node: dict):
     kind = node["t"]
     if kind == "leaf":
-        return next(leaves)
+        value = next(leaves)
+        if "complex" in node:
+            return torch.view_as_complex(value)
+        return value.item() if "item" in node else value
+    if kind == "const":
+        return node["v"]
     children = [unflatten(leaves, c) for c in node["c"]]
     if kind == "dict":
         return dict(zip(node["k"], children, strict=True))

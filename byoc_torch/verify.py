@@ -11,9 +11,12 @@ agrees with PyTorch:
   :class:`BuildFailure` with the original error.
 * **Wrong values** (:func:`diverging_nodes`): ONE instrumented build returns, besides the
   model's outputs, the value of every tensor TVM computes for an FX node; an FX interpreter
-  computes PyTorch's value for the same nodes on the example inputs. A node is blamed when its
-  value differs (tolerance per dtype) while every input it takes from other checked nodes
-  agrees: a wrong node makes its consumers differ too, and they are not blamed.
+  computes PyTorch's value for the same nodes on the example inputs. A node whose value differs
+  (the tolerance of :mod:`byoc_torch.tolerances`, grown with the size of a reduction) is blamed
+  when PyTorch's op applied to *TVM's* inputs of the node still disagrees with TVM: a wrong node
+  makes its consumers differ too, and they are not blamed. (An op that cannot be re-run alone
+  is blamed when every input it takes from other checked nodes agrees.) The driver then shrinks
+  the blamed set (:func:`minimal_blame`): the fewest nodes whose move makes the outputs agree.
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ import tvm
 from torch import fx
 from tvm import relax
 
+from .bisection import minimal_subset
 from .codegen import LowerTorchFunctions
 from .errors import BuildFailure
 from .frontend import ImportResult
+from .frontend.random import random_dependent
 from .names import op_key
 from .partition.transform import seq_expr
 from .records import FallbackRecord, Reason
-from .tensors import target_device_type, to_device, to_tvm
-from .tolerances import tolerance
+from .tensors import flatten_tvm, target_device_type, to_device, to_tvm
+from .tolerances import reduction_size, reduction_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ __all__ = [
     "build_candidates",
     "diverging_nodes",
     "find_build_culprits",
+    "minimal_blame",
+    "outputs_agree",
     "run_on_target",
 ]
 
@@ -122,28 +129,110 @@ def diverging_nodes(
     var_to_node = {v.name: node for node, v in imported.native_vars.items()}
     mod, kept = _instrument(partitioned, list(var_to_node))
     ex = relax.build(LowerTorchFunctions()(mod), target=target)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    result = vm["main"](*[to_tvm(x.contiguous()) for x in inputs])
-    got = {var_to_node[name]: torch.from_dlpack(result[1 + k]) for k, name in enumerate(kept)}
+    result = run_on_target(ex, inputs, target)
+    got = {var_to_node[name]: result[1 + k] for k, name in enumerate(kept)}
     expected = reference_values(imported.ep, inputs)
     nodes = {n.name: n for n in imported.graph.nodes}
     differs: dict[str, str] = {}
+    drawn = random_dependent(imported.graph)  # the reference run draws other numbers
     for name, value in got.items():
         ref = expected.get(name)
-        if not isinstance(ref, torch.Tensor):
+        if name in drawn or not isinstance(ref, torch.Tensor):
             continue
-        detail = _compare(value, ref)
+        detail = _compare(value, ref, *_reduction(nodes[name], expected))
         if detail is not None:
             differs[name] = detail
     blamed: dict[str, FallbackRecord] = {}
     for name, detail in differs.items():
         node = nodes[name]
-        if any(p.name in differs for p in node.all_input_nodes):
-            continue  # an input already differs: blame the producer, not this consumer
+        # Blame the node when PyTorch's op, given TVM's own inputs, disagrees with TVM: the op
+        # itself is wrong, not what it was given. When the op cannot be re-run here, blame it
+        # only if no input differs (a wrong node makes its consumers differ too).
+        known, local = _local_detail(node, got, expected)
+        if known:
+            if local is None:
+                continue
+            detail = local
+        elif any(p.name in differs for p in node.all_input_nodes):
+            continue
         node = forcible(node)
         blamed[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.DIFFERS, detail)
     logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
     return blamed
+
+
+def _reduction(node: fx.Node, values: dict) -> tuple[int, float]:
+    """(K, term magnitude) of ``node`` on ``values`` (see :mod:`byoc_torch.tolerances`)."""
+    args, kwargs = _materialize(node, values)
+    return reduction_size(node.target, args, kwargs)
+
+
+def _materialize(node: fx.Node, values: dict) -> tuple[tuple, dict]:
+    def value(a):
+        return values.get(a.name) if isinstance(a, fx.Node) else a
+
+    args = tuple(fx.node.map_aggregate(a, value) for a in node.args)
+    kwargs = {k: fx.node.map_aggregate(v, value) for k, v in node.kwargs.items()}
+    return args, kwargs
+
+
+def _local_detail(node: fx.Node, got: dict, expected: dict) -> tuple[bool, str | None]:
+    """``(True, how)`` TVM's value of ``node`` differs from PyTorch's op applied to TVM's
+    inputs (the reference inputs where TVM computed none), ``how`` None when they agree;
+    ``(False, None)`` when the op cannot be re-run here."""
+    if node.op != "call_function" or not callable(node.target):
+        return False, None
+    values = {**expected, **got}
+    args, kwargs = _materialize(node, values)
+    try:
+        with torch.no_grad():
+            ref = node.target(*args, **kwargs)
+    except Exception:  # an op that cannot run on these values: the input rule decides
+        return False, None
+    if not isinstance(ref, torch.Tensor):
+        return False, None
+    k, magnitude = reduction_size(node.target, args, kwargs)
+    return True, _compare(got[node.name], ref, k, magnitude)
+
+
+def outputs_agree(
+    imported: ImportResult, partitioned: tvm.IRModule, inputs: Sequence[torch.Tensor], target
+) -> bool:
+    """Do the model's outputs, built from ``partitioned``, agree with PyTorch's on
+    ``inputs``? (Outputs that depend on a random draw are not compared.)"""
+    ex = relax.build(LowerTorchFunctions()(partitioned), target=target)
+    device_type = target_device_type(target)
+    vm = relax.VirtualMachine(ex, tvm.device(device_type))
+    result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
+    flat = [_to_host(v) for v in flatten_tvm(result)]
+    expected = reference_values(imported.ep, inputs)
+    kinds = torch.export.graph_signature.OutputKind
+    specs = imported.ep.graph_signature.output_specs
+    args = list(imported.graph.output_node().args[0])
+    user = [a for a, s in zip(args, specs, strict=True) if s.kind == kinds.USER_OUTPUT]
+    drawn = random_dependent(imported.graph)
+    if len(user) != len(flat):
+        return False
+    for node, value in zip(user, flat, strict=True):
+        got = value if isinstance(value, torch.Tensor) else torch.from_dlpack(value)
+        if isinstance(node, fx.Node) and node.name not in drawn:
+            if _compare(got, expected[node.name]) is not None:
+                return False
+    return True
+
+
+def minimal_blame(
+    blamed: dict[str, FallbackRecord], agrees: Callable[[list[str]], bool]
+) -> dict[str, FallbackRecord]:
+    """The fewest of the ``blamed`` nodes whose move to LibTorch makes the outputs agree
+    (``agrees(names)`` builds with those moved and checks), found by bisection; all of them
+    when moving all does not make the outputs agree yet (another round is needed)."""
+    names = list(blamed)
+    if len(names) <= 1 or not agrees(names):
+        return blamed
+    kept = minimal_subset(names, agrees)
+    logger.debug("verification: %d blamed node(s) shrunk to %d", len(names), len(kept))
+    return {n: blamed[n] for n in kept}
 
 
 def forcible(node: fx.Node) -> fx.Node:
@@ -164,12 +253,14 @@ def build_candidates(imported: ImportResult) -> list[fx.Node]:
     return list(seen.values())
 
 
-def _compare(got: torch.Tensor, ref: torch.Tensor) -> str | None:
+def _compare(
+    got: torch.Tensor, ref: torch.Tensor, k: int = 1, magnitude: float = 1.0
+) -> str | None:
     if tuple(got.shape) != tuple(ref.shape):
         return f"shape {tuple(got.shape)} instead of {tuple(ref.shape)}"
     if got.dtype != ref.dtype:
         return f"dtype {got.dtype} instead of {ref.dtype}"
-    rtol, atol = tolerance(ref.dtype)
+    rtol, atol = reduction_tolerance(ref.dtype, k, magnitude)
     if ref.dtype.is_floating_point:
         a, b = got.double(), ref.double()
         ok = torch.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)

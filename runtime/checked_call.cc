@@ -12,7 +12,8 @@
  * this file decides nothing about errors; it only makes the accepting case cheap.
  *
  * An input spec is an array of int64: [dtype code, dtype bits, dtype lanes, rank, dim 0, ...],
- * a dim >= 0 static, a dim < 0 the symbol -(dim + 1).
+ * a dim >= 0 static, a dim < 0 the symbol -(dim + 1). Each symbol has a range [min, max]
+ * (max -1: unbounded) that torch.export allowed; a size outside it is refused.
  */
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -90,7 +91,15 @@ const DLTensor* AsDLTensor(const ffi::AnyView& arg) {
  * \param unwrap_single return the one element of a one-element result array instead of it.
  */
 ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>> specs,
-                              int64_t num_symbols, int64_t device_type, bool unwrap_single) {
+                              ffi::Array<ffi::Array<int64_t>> symbol_ranges, int64_t device_type,
+                              bool unwrap_single) {
+  const auto num_symbols = static_cast<int64_t>(symbol_ranges.size());
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const ffi::Array<int64_t>& range : symbol_ranges) {
+    TVM_FFI_CHECK(range.size() == 2, ValueError)
+        << "byoc_torch.MakeCheckedCall: a symbol range is [min, max]";
+    ranges.emplace_back(range[0], range[1]);
+  }
   std::vector<InputCheck> checks;
   for (const ffi::Array<int64_t>& spec : specs) {
     TVM_FFI_CHECK(spec.size() >= kHeader, ValueError)
@@ -111,7 +120,8 @@ ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>
     checks.push_back(std::move(check));
   }
   auto device = static_cast<DLDeviceType>(device_type);
-  return ffi::Function::FromPacked([main, checks = std::move(checks), num_symbols, device,
+  return ffi::Function::FromPacked([main, checks = std::move(checks),
+                                    ranges = std::move(ranges), num_symbols, device,
                                     unwrap_single](ffi::PackedArgs args, ffi::Any* rv) {
     if (args.size() != static_cast<int32_t>(checks.size())) {
       *rv = nullptr;
@@ -128,6 +138,13 @@ ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>
     for (int32_t i = 0; i < args.size(); ++i) {
       const DLTensor* t = AsDLTensor(args[i]);
       if (t == nullptr || !Passes(t, checks[static_cast<size_t>(i)], device, symbols)) {
+        *rv = nullptr;
+        return;
+      }
+    }
+    for (int64_t k = 0; k < num_symbols; ++k) {
+      const auto& [lower, upper] = ranges[static_cast<size_t>(k)];
+      if (symbols[k] < lower || (upper >= 0 && symbols[k] > upper)) {
         *rv = nullptr;
         return;
       }

@@ -367,6 +367,8 @@ def test_the_checked_call_accepts_what_passes_every_check(dynamic_model):
         pytest.param(lambda: (_aligned(5, 3), _aligned(5, 4)), id="static dim"),
         pytest.param(lambda: (_aligned(5, 3), _aligned(6, 3)), id="symbol bound twice"),
         pytest.param(lambda: (_aligned(5, 3), _aligned(5, 3, 1)), id="rank"),
+        pytest.param(lambda: (_aligned(17, 3), _aligned(17, 3)), id="symbol above its range"),
+        pytest.param(lambda: (_aligned(1, 3), _aligned(1, 3)), id="symbol below its range"),
         pytest.param(lambda: (_aligned(5, 3), _aligned(3, 5).t()), id="not compact"),
         pytest.param(lambda: (_aligned(5, 3), _aligned(16)[1:].view(5, 3)), id="misaligned"),
     ],

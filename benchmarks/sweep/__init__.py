@@ -25,11 +25,20 @@ non-contiguous and channels-last tensors, parameters and constants crossing TVM 
 ``forced`` (a case re-run with every ATen op forced into LibTorch: a test of the TorchScript
 byoc_torch writes; ``--force-torch`` does this for any selection).
 
+Beyond the op families: ``classes`` has one case per coverage class byoc_torch handles
+(``torch.cond``, complex / ``None`` / shape outputs, random ops seeded alike for eager and
+compiled, zero-size dims, sparse buffers, a failing decomposition, training batch norm, uint64,
+dynamic ranges, long reductions), ``models`` builds model families from transformers configs
+(random init, no downloads; :mod:`byoc_torch.testing.hf_models`), and ``--opinfo`` adds one
+case per entry of PyTorch's OpInfo database (``op_db``, its first float32 sample; needs
+``expecttest``). ``--every N`` runs every N-th selected case: a deterministic subset.
+
 Run it with ``python -m benchmarks.sweep`` (``--help`` lists the options, ``--json PATH`` writes
 the results). One case's failure never stops the sweep.
 
 The sweep lives outside the installed package: ``case.py`` (what a case and a result are),
-``cases.py`` (the case data), ``runner.py`` (running, comparing, reporting, the command line).
+``cases.py`` (the case data), ``more_cases.py`` (classes, models, OpInfo), ``runner.py``
+(running, comparing, reporting, the command line).
 """
 
 from .case import CORRECT, STATUSES, Case, Result, forced

@@ -46,6 +46,8 @@ class Case:
     dynamic_shapes: object = None  # handed to torch.export.export
     make_alt_inputs: Callable[[], tuple[torch.Tensor, ...]] | None = None  # other sizes
     options: tuple[tuple[str, object], ...] = ()  # byoc_torch.compile options
+    # False for ops whose values are undefined (empty_like): only shapes and dtypes compare.
+    compare_values: bool = True
 
     @property
     def seed(self) -> int:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .case import Case, Fn, forced
+from .more_cases import class_cases, model_cases
 
 logger = logging.getLogger(__name__)
 __all__ = ["CASES", "select_cases"]
@@ -1265,6 +1266,8 @@ def _all_cases() -> list[Case]:
         *_mixed_cases(),
         *_dynamic_cases(),
         *_boundary_cases(),
+        *class_cases(),
+        *model_cases(),
     ]
     by_name = {case.name: case for case in cases}
     cases += [forced(by_name[name]) for name in FORCED_CASES]

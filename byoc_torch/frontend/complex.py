@@ -5,7 +5,7 @@ complex value is not emitted on its own; a node that turns complex values back i
 (a *sink*, e.g. ``view_as_real`` or ``abs``) becomes one torchop together with every
 complex-valued node it depends on (:func:`cluster_of`). A complex producer used by several
 sinks is recomputed in each (they are pure), which keeps every cluster free of paths through
-TVM.
+TVM. A complex model output is made a sink by :mod:`.outputs` (it crosses as its real view).
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from ..errors import FallbackError
-from ..names import op_key
 from .torchscript import output_metas
 
-__all__ = ["FOREIGN_DTYPES", "check_outputs", "cluster_of", "is_sink", "produces_foreign"]
+__all__ = ["FOREIGN_DTYPES", "cluster_of", "is_sink", "produces_foreign"]
 
 # dtypes a Relax tensor cannot carry; values of these types stay inside LibTorch.
 FOREIGN_DTYPES = frozenset({torch.complex32, torch.complex64, torch.complex128})
@@ -53,15 +51,3 @@ def cluster_of(sink: fx.Node) -> list[fx.Node]:
             stack.extend(q for q in p.all_input_nodes if produces_foreign(q))
     order = {n: i for i, n in enumerate(sink.graph.nodes)}
     return sorted(members, key=order.__getitem__)
-
-
-def check_outputs(graph: fx.Graph) -> None:
-    """Refuse a graph that returns a complex value (it would have to leave LibTorch)."""
-    for node in graph.nodes:
-        if produces_foreign(node) and any(u.op == "output" for u in node.users):
-            raise FallbackError(
-                f"node {node.name} ({op_key(node.target)}) produces "
-                f"{output_metas(node)[0].dtype} values that leave LibTorch as a model output; "
-                "byoc_torch returns real tensors, so convert them first, e.g. with "
-                "torch.view_as_real"
-            )

@@ -42,10 +42,12 @@ from ..names import dtype_name, op_key
 from ..options import Options
 from ..partition.min_block import small_native_blocks
 from ..records import FallbackRecord, Reason
-from .complex import FOREIGN_DTYPES, check_outputs, cluster_of, is_sink, produces_foreign
+from .complex import FOREIGN_DTYPES, cluster_of, is_sink, produces_foreign
 from .decompose import decompose
 from .deny_list import deny_list_match
 from .modules import forced_module_for_op
+from .outputs import tensor_outputs
+from .random import is_random
 from .torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
 from .types import SymbolTable, type_mismatch
 
@@ -110,6 +112,15 @@ class _FallbackImporter(ExportedProgramImporter):
         self.native_vars: dict[str, relax.Var] = {}
         super().__init__()  # builds the convert map through create_convert_map below
 
+    @staticmethod
+    def _flatten_output_args(output_args) -> tuple[relax.Expr, ...]:
+        """TVM's flattening of the graph's outputs, allowing none at all: a model whose
+        outputs are all constants (kept in the signature, see :mod:`.outputs`) returns an
+        empty tuple."""
+        if isinstance(output_args, list | tuple) and not output_args:
+            return ()
+        return ExportedProgramImporter._flatten_output_args(output_args)
+
     def create_convert_map(self) -> dict[str, Callable]:
         return _RoutedConvertMap(super().create_convert_map(), self.convert)
 
@@ -127,12 +138,13 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, key, Reason.FORCED_OP)
         if node.name in self.options.torch_executed_nodes:
             return FallbackRecord(node.name, key, Reason.FORCED_NODE)
+        if is_random(node.target):
+            return FallbackRecord(node.name, key, Reason.RANDOM)
         if not self.convert_map.tvm_supports(node.target.__name__):
             return FallbackRecord(node.name, key, Reason.UNSUPPORTED)
-        if self.options.verify:
-            known = deny_list_match(node)
-            if known is not None:
-                return FallbackRecord(node.name, key, Reason.DENY_LIST, known)
+        known = deny_list_match(node)  # also with verify=False: these are known wrong
+        if known is not None:
+            return FallbackRecord(node.name, key, Reason.DENY_LIST, known)
         return None
 
     def convert(self, tvm_converter: Callable | None, node: fx.Node) -> object:
@@ -292,6 +304,7 @@ class ImportResult:
     graph: fx.Graph
     ep: torch.export.ExportedProgram  # the decomposed program that was imported
     native_vars: dict[str, relax.Var]  # FX node name -> Relax var, for TVM-converted tensors
+    notes: tuple[str, ...] = ()  # what the import did differently, and why (e.g. decomposition)
 
 
 def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
@@ -326,9 +339,12 @@ def import_with_records(
     Imports again (from scratch) whenever a TVM converter raises, and once more when
     ``min_block_size`` moves small TVM blocks to LibTorch.
     """
+    notes: list[str] = []
     if options.run_decompositions:
-        ep = decompose(ep)
-    check_outputs(ep.graph)
+        ep, notes = decompose(ep)
+        ep = tensor_outputs(ep, owned=True)
+    else:
+        ep = tensor_outputs(ep, owned=False)
     forced: dict[str, FallbackRecord] = dict(extra_forced or {})
     node_order = {n.name: i for i, n in enumerate(ep.graph.nodes)}
     while True:
@@ -351,7 +367,7 @@ def import_with_records(
             raise FullCompilationError(records)
         absorbed = small_native_blocks(ep.graph, {r.node for r in records}, options)
         if not absorbed:
-            return ImportResult(mod, records, ep.graph, ep, importer.native_vars)
+            return ImportResult(mod, records, ep.graph, ep, importer.native_vars, tuple(notes))
         for node in absorbed:
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.MIN_BLOCK)
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))

@@ -24,6 +24,7 @@ import torch
 from torch import fx
 
 from ..errors import FallbackError
+from .higher_order import HIGHER_ORDER_SCRIPTS
 from .modules import ForcedModule, forced_module_for_op
 
 __all__ = [
@@ -54,6 +55,9 @@ _DTYPE_CODE: dict[torch.dtype, int] = {
     torch.complex128: 10,
     torch.bool: 11,
     torch.bfloat16: 15,
+    torch.uint16: 27,
+    torch.uint32: 28,
+    torch.uint64: 29,
 }
 _LAYOUT_CODE = {torch.strided: 0, torch.sparse_coo: 1}
 _MEMORY_FORMAT_CODE = {
@@ -273,6 +277,13 @@ def _render_scalar(w: _Writer, node: fx.Node) -> str:
 
 def _call_expr(w: _Writer, node: fx.Node) -> str:
     """``torch.op(args...)`` for a call_function node, arguments laid out by the op's schema."""
+    if getattr(node.target, "_schema", None) is None:
+        raise FallbackError(
+            f"node {node.name} ({node.target}) is a higher-order or Python op that TVM's "
+            "importer does not convert and that has no TorchScript form here; rewrite it with "
+            "ops of torch.ops.aten or torch.cond, or run its submodule with "
+            "torch_executed_modules"
+        )
     callee = aten_callee(node.target)
     schema = node.target._schema
     parts: list[str] = []
@@ -298,6 +309,8 @@ def script_for_node(node: fx.Node) -> NodeScript:
     forced = forced_module_for_op(node.target)
     if forced is not None:
         return _script_for_forced_module(node, forced)
+    if node.target in HIGHER_ORDER_SCRIPTS:
+        return _script_for_higher_order(node, len(metas))
     w = _Writer()
     call = _call_expr(w, node)
     val = node.meta["val"]
@@ -310,6 +323,17 @@ def script_for_node(node: fx.Node) -> NodeScript:
         ret, ret_type = call, "Tensor"
     source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
     return NodeScript(source, list(w.inputs), returns_tuple, len(metas))
+
+
+def _script_for_higher_order(node: fx.Node, num_outputs: int) -> NodeScript:
+    """``while_loop`` and ``map`` as TorchScript loops over their subgraphs (see
+    :mod:`.higher_order`)."""
+    w = _Writer()
+    methods, results = HIGHER_ORDER_SCRIPTS[node.target](node, w)
+    ret = "(" + "".join(f"{r}, " for r in results) + ")"
+    ret_type = "Tuple[" + ", ".join("Tensor" for _ in results) + "]"
+    source = _method("forward", len(w.inputs), ret_type, w.lines, ret)
+    return NodeScript(source + "\n" + "\n".join(methods), list(w.inputs), True, num_outputs)
 
 
 def _script_for_forced_module(node: fx.Node, forced: ForcedModule) -> NodeScript:
