@@ -261,10 +261,18 @@ def _dim_ranges(ep: torch.export.ExportedProgram, specs: list[InputSpec]) -> dic
         name = str(symbol)
         if name not in names:
             continue
-        lower = int(vr.lower) if vr.lower.is_finite else 0
-        upper = int(vr.upper) if vr.upper.is_finite else None
-        ranges[name] = (lower, upper)
+        lower = _finite_int(vr.lower)
+        ranges[name] = (max(lower, 0) if lower is not None else 0, _finite_int(vr.upper))
     return ranges
+
+
+def _finite_int(bound) -> int | None:
+    """A range bound as an int; None for an infinite one (sympy's ``oo`` or torch's
+    ``int_oo``, which has no ``is_finite`` that can be trusted)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
 
 
 def _dims(val: torch.Tensor) -> tuple[int | str, ...]:
@@ -426,6 +434,9 @@ class _Session:
     ):
         self.ep, self.opts, self.tvm_target, self.device = ep, opts, tvm_target, device
         self.names, self.tree = names, tree
+        # The signature without the report (set on each build until the final one is known);
+        # made here, so that a mistake in it is not taken for a build failure.
+        self.provisional = self.signature(None).to_json()
         self._imports: dict[tuple, ImportResult] = {}
         self._builds: dict[tuple, _Built] = {}
 
@@ -450,8 +461,7 @@ class _Session:
         if key not in self._builds:
             imported = self.imported(records)
             partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
-            provisional = self.signature(None)
-            lowered = LowerTorchFunctions(metadata=provisional.to_json())(partitioned)
+            lowered = LowerTorchFunctions(metadata=self.provisional)(partitioned)
             lowered = _tuned(lowered, self.opts, self.tvm_target)
             executable = relax.build(lowered, target=self.tvm_target)
             self._builds[key] = _Built(imported, partitioned, lowered, executable)
