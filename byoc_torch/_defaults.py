@@ -58,6 +58,8 @@ PLACEMENT_MARGIN_MS = 0.0005
 PLACEMENT_CHECK_FACTOR = 3.0
 PLACEMENT_CHECK_ROUNDS = 5
 PLACEMENT_CHECK_BUDGET_S = 0.05
+# A candidate whose first call is this many times slower than another's is not timed further.
+PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
 
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).

@@ -388,3 +388,14 @@ def test_a_result_that_overrules_the_model_is_confirmed_by_a_second_timing(monke
     assert len(calls) == 2
     assert measured == {"searched": 1.5, "all-libtorch": 5.0, "all-tvm": 7.0}
     assert chosen.name == "searched"
+
+
+def test_a_candidate_whose_first_call_is_far_slower_is_not_timed(monkeypatch):
+    build, built = _fake_whole_model(monkeypatch, {"searched": 2.0, "all-libtorch": 1.0})
+    clock = iter([0.0, 0.001, 1.0, 1.0015, 2.0, 2.5])  # first calls: 1 ms, 1.5 ms, 500 ms
+    monkeypatch.setattr(end_to_end.time, "perf_counter", lambda: next(clock))
+    chosen, measured, skipped = end_to_end.choose(_options(), build)
+    assert built == ["searched", "all-libtorch", "all-tvm"]
+    assert measured["all-tvm"] is None
+    assert skipped == {"all-tvm": "first call 500.000 ms, over 10x the fastest (1.000 ms)"}
+    assert chosen.name == "all-libtorch"

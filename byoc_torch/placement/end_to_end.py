@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ def choose(
     estimates = [c.modelled_ms for c in options if c.modelled_ms is not None]
     best_estimate = min(estimates, default=math.inf)
     runs: dict[str, Callable[[], object]] = {}
+    first_ms: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for c in options:
         too_slow = c.modelled_ms is not None and c.modelled_ms > factor * best_estimate
@@ -114,12 +116,24 @@ def choose(
             continue
         try:
             run = build(c.records)
+            t0 = time.perf_counter()
             run()  # first call: lazy initialization, and errors surface here
+            first_ms[c.name] = (time.perf_counter() - t0) * 1e3
         except Exception as err:  # a candidate that does not build or run just loses
             skipped[c.name] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             logger.debug("placement check: candidate %s failed: %s", c.name, err)
             continue
         runs[c.name] = run
+    # A first call far slower than another candidate's (lazy initialization included, hence
+    # the wide factor) is not worth timing: e.g. untuned all-TVM transformers, ~60x.
+    fastest_first = min(first_ms.values(), default=math.inf)
+    for name, ms in first_ms.items():
+        if ms > _defaults.PLACEMENT_CHECK_FIRST_CALL_FACTOR * fastest_first:
+            del runs[name]
+            skipped[name] = (
+                f"first call {ms:.3f} ms, over {_defaults.PLACEMENT_CHECK_FIRST_CALL_FACTOR:g}x "
+                f"the fastest ({fastest_first:.3f} ms)"
+            )
     measured: dict[str, float | None] = {c.name: None for c in options}
     if len(runs) > 1:
         measured.update(time_candidates(runs, options, rounds))
