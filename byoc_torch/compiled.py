@@ -69,6 +69,10 @@ _MAKE_CHECKED_CALL = tvm_ffi.get_global_func("byoc_torch.MakeCheckedCall")
 _DEVICE_CODES = {"cpu": 1, "cuda": 2}
 
 
+class _SlowPath(Exception):
+    """Raised inside the fast path to hand a call to the slow path."""
+
+
 def _dynamic_shape_ok(
     shape: torch.Size,
     rank: int,
@@ -191,15 +195,18 @@ class CompiledModule(torch.nn.Module):
             checked = self._local.checked
         except AttributeError:
             checked = self._checked_function()
-        if not (_grad_enabled() and any(getattr(x, "requires_grad", False) for x in inputs)):
-            try:
-                out = checked(*inputs)
-            except Exception:  # e.g. an input DLPack cannot carry (meta): the slow path
-                out = None  # names it (an error inside the model is raised there again)
-            if out is not None:
-                if self._single_leaf and type(out) is torch.Tensor:
-                    return out
-                return self._convert_result(out)
+        try:
+            if _grad_enabled():
+                for x in inputs:
+                    if x.requires_grad:  # DLPack would drop it silently: the slow path raises
+                        raise _SlowPath
+            out = checked(*inputs)
+        except Exception:  # e.g. an input DLPack cannot carry (meta): the slow path names it
+            out = None  # (an error inside the model is raised there again)
+        if out is not None:
+            if self._single_leaf and type(out) is torch.Tensor:
+                return out
+            return self._convert_result(out)
         return self._slow_call(inputs)
 
     forward = __call__
