@@ -38,6 +38,7 @@ from .frontend.outputs import output_leaves
 from .names import dtype_name
 from .options import Options
 from .partition import PartitionForTorch
+from .partition.relax_ops import is_relax_op_name
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
@@ -698,4 +699,5 @@ def report(
 
 
 def _partition_kwargs(opts: Options) -> dict:
-    return {"torch_executed_ops": opts.torch_executed_ops}
+    """The pass's options: the Relax op names (the ATen names acted in the frontend)."""
+    return {"torch_executed_ops": [n for n in opts.torch_executed_ops if is_relax_op_name(n)]}

@@ -279,3 +279,24 @@ def test_module_from_relax_frontend_nn_matches_tvm():
         outputs(byoc_torch.LowerTorchFunctions()(part)), outputs(mod), strict=True
     ):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_aten_name_on_a_relax_module_must_name_its_torchops():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.tanh(x)))
+        bb.emit_func_output(y)
+    hand_built = bb.get()
+    with pytest.raises(OptionError, match=r"\['aten.tanh'\] match no torchop of this module"):
+        byoc_torch.partition_for_torch(hand_built, torch_executed_ops=["aten.tanh"])
+
+    class Model(torch.nn.Module):
+        def forward(self, t):
+            return torch.tanh(t) + 1
+
+    ep = torch.export.export(Model(), (torch.randn(4, 8),))
+    imported = byoc_torch.from_exported_program(ep, torch_executed_ops=["aten.tanh"])
+    out = byoc_torch.partition_for_torch(imported, torch_executed_ops=["aten.tanh"])
+    assert list(byoc_torch.torch_functions(out)) == ["torch_main_0"]

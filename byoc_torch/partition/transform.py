@@ -40,7 +40,7 @@ from ..options import Options
 from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
 from .min_block import absorb_small_relax_blocks
-from .relax_ops import is_relax_op_name, offload_relax_ops
+from .relax_ops import CONVERTERS, is_relax_op_name, offload_relax_ops
 
 logger = logging.getLogger(__name__)
 
@@ -493,6 +493,7 @@ class PartitionForTorch:
 
 def _prepare(mod: tvm.IRModule, options: Options) -> tvm.IRModule:
     """Relax-op offload and min_block_size, then require_full_compilation's check."""
+    _check_aten_names(mod, [n for n in options.torch_executed_ops if not is_relax_op_name(n)])
     relax_names = [n for n in options.torch_executed_ops if is_relax_op_name(n)]
     if relax_names:
         mod = offload_relax_ops(mod, relax_names)
@@ -500,6 +501,36 @@ def _prepare(mod: tvm.IRModule, options: Options) -> tvm.IRModule:
     if options.require_full_compilation:
         _refuse_torchops(mod)
     return mod
+
+
+def _torchop_names(mod: tvm.IRModule) -> set[str]:
+    """The ``op_name`` of every torchop call in ``mod``."""
+    found: set[str] = set()
+
+    def visit(expr) -> None:
+        if relay_ext.is_torchop(expr):
+            found.add(str(expr.attrs["op_name"]))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return found
+
+
+def _check_aten_names(mod: tvm.IRModule, names: list[str]) -> None:
+    """ATen names act when a PyTorch program is imported (the frontend makes their nodes
+    torchops); on a Relax module an ATen name must name torchops it already has, else it
+    would silently do nothing."""
+    if not names:
+        return
+    present = _torchop_names(mod)
+    unmatched = [n for n in names if not any(op == n or op.startswith(n + ".") for op in present)]
+    if unmatched:
+        raise OptionError(
+            f"torch_executed_ops: {unmatched} match no torchop of this module. ATen names act "
+            "when a PyTorch program is imported (byoc_torch.compile, from_exported_program); "
+            f"on a Relax module the pass moves Relax ops by name: {sorted(CONVERTERS)}"
+        )
 
 
 def _refuse_torchops(mod: tvm.IRModule) -> None:
