@@ -29,7 +29,7 @@ class Reason(enum.StrEnum):
     DIFFERS = "TVM result differs from PyTorch"
     BUILD = "TVM build failed"
     IN_MODULE = "torchop in module"
-    PLACEMENT = "measured faster in LibTorch (placement)"
+    PLACEMENT = "placed in LibTorch by measured placement"
 
     def __str__(self) -> str:
         return self.value

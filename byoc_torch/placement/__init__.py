@@ -147,7 +147,7 @@ def place(
         )
         if side == TORCH:
             detail = (
-                f"region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms, "
+                f"searched placement; region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms, "
                 f"TVM {format_ms(tvm_ms[r.index])} ms"
             )
             for n in r.nodes:

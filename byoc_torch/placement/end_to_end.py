@@ -49,14 +49,17 @@ class Candidate:
     modelled_ms: float | None  # None: the region timings give no estimate
 
 
-def _records(result: PlacementResult, side_of: Callable) -> dict[str, FallbackRecord]:
+def _records(
+    result: PlacementResult, side_of: Callable, candidate: str
+) -> dict[str, FallbackRecord]:
     """Fallback records moving every region ``side_of(region)`` puts in LibTorch."""
     records: dict[str, FallbackRecord] = {}
     for r in result.regions:
         if side_of(r) != TORCH:
             continue
         detail = (
-            f"region {r.index}: LibTorch {format_ms(r.torch_ms)} ms, TVM {format_ms(r.tvm_ms)} ms"
+            f"{candidate} placement; region {r.index}: LibTorch {format_ms(r.torch_ms)} ms, "
+            f"TVM {format_ms(r.tvm_ms)} ms"
         )
         for name, op in zip(r.nodes, r.ops, strict=True):
             if op == "getitem":
@@ -72,7 +75,7 @@ def candidates(searched: dict[str, FallbackRecord], result: PlacementResult) -> 
         Candidate(SEARCHED, searched, result.modelled_ms),
         Candidate(
             ALL_TORCH,
-            _records(result, lambda r: TORCH if r.torch_ms is not None else TVM),
+            _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_TORCH),
             result.all_torch_ms,
         ),
         Candidate(ALL_TVM, {}, result.all_tvm_ms),
