@@ -570,7 +570,16 @@ def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:
         return lowered
     from .tuning import tune
 
-    return tune(lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database)
+    try:
+        return tune(lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database)
+    except Exception as err:  # tuning is an optimization: a MetaSchedule failure must not
+        # fail the compile (seen: reopening a database with records fails inside TVM 0.27)
+        first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        warnings.warn(
+            f"byoc_torch.compile: tuning failed ({first}); the TVM kernels are built untuned",
+            stacklevel=2,
+        )
+        return lowered
 
 
 def _flat_export(model, example_inputs, kwargs, dynamic_shapes, opts: Options):

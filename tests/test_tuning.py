@@ -8,6 +8,7 @@ tests through a module-scoped database; MetaSchedule's first use in a process co
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -186,6 +187,25 @@ def test_compile_with_a_tuning_budget_reuses_its_database(tmp_path):
     torch.testing.assert_close(compiled(a2, b), model(a2, b), rtol=1e-4, atol=1e-4)
     records = (database / "database_tuning_record.json").read_text().splitlines()
     assert records
-    again = byoc_torch.compile(model, (a, b), placement="tvm", tuning_database=database)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tuning failure falls back with a warning: not here
+        again = byoc_torch.compile(model, (a, b), placement="tvm", tuning_database=database)
     assert (database / "database_tuning_record.json").read_text().splitlines() == records
     torch.testing.assert_close(again(a2, b), model(a2, b), rtol=1e-4, atol=1e-4)
+
+
+def test_a_tuning_failure_builds_untuned_with_a_warning(tmp_path, monkeypatch):
+    import byoc_torch
+    from byoc_torch import tuning
+    from byoc_torch.testing import Lambda
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("parallel_for_dynamic error with (not rendered)")
+
+    monkeypatch.setattr(tuning, "tune", broken)
+    model = Lambda(lambda a: torch.relu(a) * 2.0)
+    a = torch.randn(8, 8)
+    with pytest.warns(UserWarning, match=r"tuning failed \(RuntimeError: parallel_for_dynamic"):
+        compiled = byoc_torch.compile(model, (a,), placement="tvm", tune_trials=2)
+    a2 = torch.randn(8, 8)
+    torch.testing.assert_close(compiled(a2), model(a2))
