@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -507,7 +508,7 @@ def _measured_placement(session: _Session, inputs):
             tvm.device(session.device),
             opts.placement_cache,
             tune_trials=opts.tune_trials,
-            tuning_database=opts.tuning_database,
+            tuning_database=_region_database(opts.tuning_database),
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)
@@ -562,6 +563,14 @@ def _cached_check(cache, result, options):
         ms = cache.get(result.model_key, f"whole:{c.name}")
         measured[c.name] = None if ms is None or math.isinf(ms) else ms
     return options[int(index)], measured, {}
+
+
+def _region_database(database) -> str | None:
+    """Where placement keeps the tuning records of its region modules: a database of their
+    own inside ``database``. MetaSchedule matches a kernel to a record by structure; a region
+    module's kernel can equal a whole model's in structure but not in block names, and then
+    the record's schedule fails to apply ("get-block"), also when the database is reopened."""
+    return None if database is None else os.path.join(os.fspath(database), "regions")
 
 
 def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:

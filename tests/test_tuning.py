@@ -209,3 +209,24 @@ def test_a_tuning_failure_builds_untuned_with_a_warning(tmp_path, monkeypatch):
         compiled = byoc_torch.compile(model, (a,), placement="tvm", tune_trials=2)
     a2 = torch.randn(8, 8)
     torch.testing.assert_close(compiled(a2), model(a2))
+
+
+def test_placement_tunes_its_regions_in_a_database_of_their_own(tmp_path, monkeypatch):
+    """Region kernels can equal the whole model's in structure but not in block names, and a
+    record applied across them fails ("get-block"): placement keeps them apart."""
+    import byoc_torch
+    from byoc_torch import placement
+    from byoc_torch.testing import Lambda
+
+    seen = []
+    real = placement.place
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("tuning_database"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "place", spy)
+    model = Lambda(lambda a: torch.relu(a) * 2.0)
+    a = torch.randn(8, 8)
+    byoc_torch.compile(model, (a,), tuning_database=tmp_path / "db")
+    assert seen == [str(tmp_path / "db" / "regions")]
