@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -441,6 +440,11 @@ class _Session:
         self.provisional = self.signature(None).to_json()
         self._imports: dict[tuple, ImportResult] = {}
         self._builds: dict[tuple, _Built] = {}
+        self.tuning_budget = None  # tune_trials, in total for this compile's tune() calls
+        if opts.tune_trials:
+            from .tuning import TrialBudget
+
+            self.tuning_budget = TrialBudget(opts.tune_trials)
 
     @staticmethod
     def _key(records: dict[str, FallbackRecord]) -> tuple:
@@ -464,7 +468,7 @@ class _Session:
             imported = self.imported(records)
             partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
             lowered = LowerTorchFunctions(metadata=self.provisional)(partitioned)
-            lowered = _tuned(lowered, self.opts, self.tvm_target)
+            lowered = _tuned(lowered, self.opts, self.tvm_target, self.tuning_budget)
             executable = relax.build(lowered, target=self.tvm_target)
             self._builds[key] = _Built(imported, partitioned, lowered, executable)
         return self._builds[key]
@@ -508,7 +512,8 @@ def _measured_placement(session: _Session, inputs):
             tvm.device(session.device),
             opts.placement_cache,
             tune_trials=opts.tune_trials,
-            tuning_database=_region_database(opts.tuning_database),
+            tuning_database=opts.tuning_database,
+            tuning_budget=session.tuning_budget,
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)
@@ -565,24 +570,23 @@ def _cached_check(cache, result, options):
     return options[int(index)], measured, {}
 
 
-def _region_database(database) -> str | None:
-    """Where placement keeps the tuning records of its region modules: a database of their
-    own inside ``database``. MetaSchedule matches a kernel to a record by structure; a region
-    module's kernel can equal a whole model's in structure but not in block names, and then
-    the record's schedule fails to apply ("get-block"), also when the database is reopened."""
-    return None if database is None else os.path.join(os.fspath(database), "regions")
-
-
-def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target) -> tvm.IRModule:
-    """``lowered`` with the tuning options applied (MetaSchedule), or as it is."""
+def _tuned(lowered: tvm.IRModule, opts: Options, tvm_target, budget) -> tvm.IRModule:
+    """``lowered`` with the tuning options applied (MetaSchedule, within what is left of the
+    compile's trials), or as it is."""
     if not opts.tune_trials and opts.tuning_database is None:
         return lowered
     from .tuning import tune
 
     try:
-        return tune(lowered, tvm_target, trials=opts.tune_trials, database=opts.tuning_database)
+        return tune(
+            lowered,
+            tvm_target,
+            trials=opts.tune_trials,
+            database=opts.tuning_database,
+            budget=budget,
+        )
     except Exception as err:  # tuning is an optimization: a MetaSchedule failure must not
-        # fail the compile (seen: reopening a database with records fails inside TVM 0.27)
+        # fail the compile
         first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         warnings.warn(
             f"byoc_torch.compile: tuning failed ({first}); the TVM kernels are built untuned",

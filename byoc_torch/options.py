@@ -63,9 +63,11 @@ class Options:
             (keyed by the region's ops, shapes, dtypes, the target and library versions), so
             that compiling the same or a similar model again measures only what is new. The
             measurements are also kept in memory for the process. Default: None (memory only).
-        tune_trials: MetaSchedule trials (in total) spent tuning the TVM kernels before they
-            are placed and built (:mod:`byoc_torch.tuning`; needs ``pip install
-            byoc_torch[tune]``). Tuned kernels then compete in measured placement. Default: 0.
+        tune_trials: MetaSchedule trials spent tuning the TVM kernels before they are placed
+            and built, in total for the compile (:mod:`byoc_torch.tuning`; needs ``pip
+            install byoc_torch[tune]``): measured placement tunes its regions first, the
+            builds of the whole model spend what is left on kernels the regions did not
+            cover. Tuned kernels then compete in measured placement. Default: 0.
         tuning_database: a directory (or ``*.json`` file) where tuning records persist; reused
             across compiles, so a kernel tuned once is not tuned again, and with
             ``tune_trials=0`` the stored schedules are applied without tuning (how shipped

@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_TRIALS",
     "MissingTuningDependency",
     "TaskSummary",
+    "TrialBudget",
     "TuningMeasurement",
     "TuningSummary",
     "lower_for_tuning",
@@ -230,6 +231,25 @@ def _database_location(database: str | os.PathLike | None) -> Iterator[_Database
 # Tuning
 
 
+class TrialBudget:
+    """The trials a compile may still spend, shared by every :func:`tune` call it makes.
+
+    ``tune_trials`` is a total: measured placement tunes its regions first, then the builds of
+    the whole model tune only the kernels the regions did not cover, with what is left. A
+    trial is a candidate MetaSchedule measured, counted as the records it added.
+    """
+
+    def __init__(self, total: int) -> None:
+        if total < 0:
+            raise ValueError(f"TrialBudget: total must be >= 0, got {total}")
+        self.total = total
+        self.spent = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.spent)
+
+
 def tune(
     mod: tvm.IRModule,
     target: tvm.target.Target | str | dict,
@@ -240,6 +260,7 @@ def tune(
     cost_model: Literal["xgb", "random"] = DEFAULT_COST_MODEL,
     strategy: Literal["evolutionary", "replay-trace", "replay-func"] = DEFAULT_STRATEGY,
     seed: int = DEFAULT_SEED,
+    budget: TrialBudget | None = None,
 ) -> tvm.IRModule:
     """Tune ``mod``'s TVM kernels with MetaSchedule; return it lowered, tuned schedules applied.
 
@@ -258,6 +279,8 @@ def tune(
         cost_model: ``"xgb"`` (MetaSchedule's default) or ``"random"`` (no training; cheap).
         strategy: MetaSchedule's search strategy.
         seed: seeds each task's random state, for reproducible candidates.
+        budget: spend at most ``budget.left`` trials (and at most ``trials``); the trials
+            spent are added to ``budget.spent``.
 
     Returns:
         The lowered module, ready for ``relax.build(result, target=target)``.
@@ -268,6 +291,8 @@ def tune(
     if trials < 0:
         raise ValueError(f"tune: trials must be >= 0, got {trials}")
     target = _as_target(target)
+    if budget is not None:
+        trials = min(trials, budget.left)
     lowered = lower_for_tuning(mod, target)
     with _database_location(database) as paths:
         if trials == 0 and not paths.records.exists():
@@ -289,11 +314,10 @@ def tune(
                 _run_metaschedule(
                     todo, db, trials, trials_per_task, cost_model, strategy, seed, paths.log_dir
                 )
-            logger.debug(
-                "tuning: %d trial(s) in %.1f s",
-                len(db.get_all_tuning_records()) - before,
-                time.perf_counter() - start,
-            )
+            spent = len(db.get_all_tuning_records()) - before
+            if budget is not None:
+                budget.spent += spent
+            logger.debug("tuning: %d trial(s) in %.1f s", spent, time.perf_counter() - start)
         return _apply_database(lowered, target, db)
 
 
@@ -320,16 +344,40 @@ def _has_valid_record(db: ms.Database, task_mod: tvm.IRModule, target: tvm.targe
 
 def _untuned_tasks(
     lowered: tvm.IRModule, target: tvm.target.Target, db: ms.Database
-) -> list[ms.ExtractedTask]:
-    return [
-        task
-        for task in _extract_tasks(lowered, target)
-        if not _has_valid_record(db, task.dispatched[0], target)
-    ]
+) -> list[_Task]:
+    """The kernels of ``lowered`` that ``db`` holds no valid record for, each to be tuned on the
+    database's own copy of its workload.
+
+    A workload is matched by structure, and structural equality ignores block names, which
+    follow the Relax variable names at legalization (``lv8_sum`` in one build of a model,
+    ``p0_sum`` in another). A trace names blocks, and the database applies a record's trace to
+    the workload it stores. So a kernel whose workload is already stored (committed by an
+    earlier compile whose trials did not reach it) is tuned on the stored copy: the trace then
+    names the blocks the database will apply it to. Tuning the kernel as this build names it
+    would fail later in ``get-block``.
+    """
+    todo = []
+    for task in _extract_tasks(lowered, target):
+        mod = task.dispatched[0]
+        if _has_valid_record(db, mod, target):
+            continue
+        stored = db.commit_workload(mod).mod if db.has_workload(mod) else mod
+        todo.append(_Task(task.task_name, float(task.weight), task.target, stored))
+    return todo
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One kernel to tune: MetaSchedule's task name and weight, and the module to tune."""
+
+    name: str
+    weight: float
+    target: tvm.target.Target
+    mod: tvm.IRModule
 
 
 def _run_metaschedule(
-    tasks: list[ms.ExtractedTask],
+    tasks: list[_Task],
     db: ms.Database,
     trials: int,
     trials_per_task: int | None,
@@ -341,12 +389,12 @@ def _run_metaschedule(
     cores = ms.utils.cpu_count(logical=False)
     contexts = [
         ms.TuneContext(
-            mod=task.dispatched[0],
+            mod=task.mod,
             target=task.target,
             space_generator="post-order-apply",
             search_strategy=strategy,
-            task_name=task.task_name,
-            logger=logging.getLogger(f"{_MS_LOGGER}.byoc_torch.task_{k}_{task.task_name}"),
+            task_name=task.name,
+            logger=logging.getLogger(f"{_MS_LOGGER}.byoc_torch.task_{k}_{task.name}"),
             rand_state=rand_state,
             num_threads=cores,
         ).clone()
@@ -358,7 +406,7 @@ def _run_metaschedule(
     per_iter = max(1, min(MAX_TRIALS_PER_ITER, math.ceil(trials / len(tasks))))
     ms.tune_tasks(
         tasks=contexts,
-        task_weights=[float(task.weight) for task in tasks],
+        task_weights=[task.weight for task in tasks],
         work_dir=str(log_dir),
         max_trials_global=trials,
         max_trials_per_task=trials_per_task,

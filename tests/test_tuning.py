@@ -7,6 +7,7 @@ tests through a module-scoped database; MetaSchedule's first use in a process co
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 
@@ -211,22 +212,106 @@ def test_a_tuning_failure_builds_untuned_with_a_warning(tmp_path, monkeypatch):
     torch.testing.assert_close(compiled(a2), model(a2))
 
 
-def test_placement_tunes_its_regions_in_a_database_of_their_own(tmp_path, monkeypatch):
-    """Region kernels can equal the whole model's in structure but not in block names, and a
-    record applied across them fails ("get-block"): placement keeps them apart."""
+def test_a_compile_spends_tune_trials_in_total_over_one_database(tmp_path, monkeypatch):
+    """Placement tunes its regions first, the whole-model builds get what is left, and all of
+    them use the user's database (a kernel tuned for a region is not tuned again)."""
     import byoc_torch
-    from byoc_torch import placement
     from byoc_torch.testing import Lambda
 
-    seen = []
-    real = placement.place
+    calls = []
+
+    def fake_tune(mod, target, *, trials, database, budget):
+        calls.append((trials, budget.left, database))
+        budget.spent += min(3, budget.left)  # as if MetaSchedule measured 3 candidates
+        return mod
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    model = Lambda(lambda a: torch.relu(a @ a) * 2.0)
+    a = torch.randn(16, 16)
+    byoc_torch.compile(model, (a,), tune_trials=5, tuning_database=tmp_path / "db")
+    assert len(calls) >= 2  # the regions, then at least one build of the whole model
+    assert [left for _, left, _ in calls] == [5, 2] + [0] * (len(calls) - 2)
+    assert {(trials, database) for trials, _, database in calls} == {(5, str(tmp_path / "db"))}
+
+
+def test_a_tuned_compile_measures_its_own_whole_model_check(monkeypatch):
+    """The whole-model check of an untuned compile is cached; a tuned compile of the same
+    model must not reuse it (its TVM kernels are others)."""
+    import byoc_torch
+    from byoc_torch.placement import end_to_end
+    from byoc_torch.testing import Lambda
+
+    model = Lambda(lambda a: torch.relu(a @ a) * 2.0 + a.erfinv())
+    a = torch.rand(16, 16) * 0.5
+    untuned = byoc_torch.compile(model, (a,))
+    assert untuned.report().placement.checked_ms  # measured, and now in the cache
+    checks = []
+    real_choose = end_to_end.choose
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("tuning_database"))
-        return real(*args, **kwargs)
+        checks.append(args)
+        return real_choose(*args, **kwargs)
 
-    monkeypatch.setattr(placement, "place", spy)
-    model = Lambda(lambda a: torch.relu(a) * 2.0)
-    a = torch.randn(8, 8)
-    byoc_torch.compile(model, (a,), tuning_database=tmp_path / "db")
-    assert seen == [str(tmp_path / "db" / "regions")]
+    monkeypatch.setattr(end_to_end, "choose", spy)
+    monkeypatch.setattr(tuning, "tune", lambda mod, target, **kwargs: mod)
+    byoc_torch.compile(model, (a,))  # control: the cached check is reused
+    assert checks == []
+    byoc_torch.compile(model, (a,), tune_trials=4)
+    assert len(checks) == 1
+
+
+def test_tune_spends_at_most_what_the_budget_has_left(tmp_path):
+    database = tmp_path / "db"
+    budget = tuning.TrialBudget(3)
+    tuning.tune(matmul_gelu_add(), TARGET, trials=8, database=database, budget=budget, **FAST)
+    assert 0 < budget.spent <= 3
+    tuning.tune(layer_norm("x"), TARGET, trials=8, database=database, budget=budget, **FAST)
+    records = (database / tuning.RECORD_FILE).read_text().splitlines()
+    assert len(records) == budget.spent <= 3
+    assert budget.left == 3 - budget.spent
+
+
+def layer_norm(var_name: str) -> tvm.IRModule:
+    """``layer_norm(x)`` whose input Relax variable is called ``var_name``: legalization names
+    the kernel's blocks after it (``<var_name>_sum``...)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var(var_name, _tensor([M, K]))
+    gamma, beta = relax.Var("gamma", _tensor([K])), relax.Var("beta", _tensor([K]))
+    with bb.function("main", [x, gamma, beta]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.layer_norm(x, gamma, beta, axes=[-1]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def block_names(mod: tvm.IRModule) -> list[str]:
+    return sorted(re.findall(r'T\.sblock\("([^"]+)"\)', mod.script()))
+
+
+def test_a_kernel_stored_under_other_block_names_is_tuned_on_the_stored_copy(tmp_path):
+    """An earlier compile committed this kernel's workload (its trials did not reach it) with
+    the blocks named after another variable. Tuning it now must produce a record that applies:
+    tuning the kernel as this build names it failed later in 'get-block'."""
+    from tvm.s_tir import meta_schedule as ms
+
+    earlier, now = layer_norm("lv8"), layer_norm("p0")
+    earlier_kernel = tuning._extract_tasks(tuning.lower_for_tuning(earlier, TARGET), TARGET)
+    now_kernel = tuning._extract_tasks(tuning.lower_for_tuning(now, TARGET), TARGET)
+    assert tvm_ffi.structural_equal(earlier_kernel[0].dispatched[0], now_kernel[0].dispatched[0])
+    assert block_names(earlier_kernel[0].dispatched[0]) != block_names(now_kernel[0].dispatched[0])
+    database = tmp_path / "db"
+    database.mkdir()
+    stored = ms.database.JSONDatabase(
+        str(database / tuning.WORKLOAD_FILE),
+        str(database / tuning.RECORD_FILE),
+        allow_missing=True,
+        module_equality="structural",
+    )
+    stored.commit_workload(earlier_kernel[0].dispatched[0])
+
+    tuned = tuning.tune(now, TARGET, trials=4, database=database, **FAST)
+
+    assert tuning.tuning_summary(now, TARGET, database).tuned == 1
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal(s).astype("float32") for s in ([M, K], [K], [K])]
+    np.testing.assert_allclose(run(tuned, args), run(now, args), rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ import math
 import operator
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import tvm
@@ -49,6 +50,9 @@ from .measure import (
 )
 from .regions import Region, form_regions, region_module, region_scripts
 from .search import TORCH, TVM, Unit, assignment_cost, best_assignment
+
+if TYPE_CHECKING:  # tuning imports MetaSchedule: only when a compile tunes
+    from ..tuning import TrialBudget
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +80,20 @@ def place(
     *,
     tune_trials: int = 0,
     tuning_database: str | None = None,
+    tuning_budget: TrialBudget | None = None,
 ) -> tuple[dict[str, FallbackRecord], PlacementResult]:
     """Measure every region of ``imported`` on both sides and choose; return the records of
     the nodes that go to LibTorch and what was measured.
 
     With ``tune_trials`` or a ``tuning_database``, the regions' TVM kernels are tuned (or the
     database's schedules applied) before they are timed, so tuned kernels compete; the tuned
-    regions' measurements are not cached (they depend on the database).
+    regions' measurements are not cached (they depend on the database), and neither is the
+    whole-model check (``result.model_key`` stays empty). ``tuning_budget``: the compile's
+    trials left (:class:`byoc_torch.tuning.TrialBudget`), spent here first.
     """
-    tuning = (tune_trials, tuning_database) if tune_trials or tuning_database else None
+    tuning = (
+        (tune_trials, tuning_database, tuning_budget) if tune_trials or tuning_database else None
+    )
     t0 = time.perf_counter()
     cache = MeasurementCache(cache_path)
     graph = imported.graph
@@ -164,7 +173,10 @@ def place(
         cache.misses,
         time.perf_counter() - t0,
     )
-    result.model_key = model_key([keys[r.index] for r in regions], imported.records)
+    # Tuned TVM timings are never cached (the database decides them), so neither is the
+    # whole-model check that follows: no key.
+    if tuning is None:
+        result.model_key = model_key([keys[r.index] for r in regions], imported.records)
     logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
     return records, result
 
@@ -188,7 +200,7 @@ def _time_tvm_regions(
             return mod
         from ..tuning import tune
 
-        return tune(mod, target, trials=tuning[0], database=tuning[1])
+        return tune(mod, target, trials=tuning[0], database=tuning[1], budget=tuning[2])
 
     def value_of(var) -> torch.Tensor | None:
         name = var_node.get(var, var.name)
