@@ -152,6 +152,8 @@ def test_summary_reports_tasks_trials_and_best_latency(tuned_db):
     summary = tuning.tuning_summary(matmul_gelu_add(), TARGET, database)
     assert [t.name for t in summary.tasks] == ["fused_matmul_gelu_add"]
     assert summary.tuned == 1 and summary.tasks[0].best_ms > 0
+    # the kernel's default schedule was measured by the runner too (and is not a trial)
+    assert summary.tasks[0].default_ms > 0 and summary.trials == TRIALS
     assert summary.to_dict()["trials"] == summary.trials
     assert "fused_matmul_gelu_add" in summary.to_text()
 
@@ -263,11 +265,12 @@ def test_a_tuned_compile_measures_its_own_whole_model_check(monkeypatch):
 def test_tune_spends_at_most_what_the_budget_has_left(tmp_path):
     database = tmp_path / "db"
     budget = tuning.TrialBudget(3)
-    tuning.tune(matmul_gelu_add(), TARGET, trials=8, database=database, budget=budget, **FAST)
+    modules = [matmul_gelu_add(), layer_norm("x")]
+    tuning.tune(modules[0], TARGET, trials=8, database=database, budget=budget, **FAST)
     assert 0 < budget.spent <= 3
-    tuning.tune(layer_norm("x"), TARGET, trials=8, database=database, budget=budget, **FAST)
-    records = (database / tuning.RECORD_FILE).read_text().splitlines()
-    assert len(records) == budget.spent <= 3
+    tuning.tune(modules[1], TARGET, trials=8, database=database, budget=budget, **FAST)
+    trials = sum(tuning.tuning_summary(m, TARGET, database).trials for m in modules)
+    assert trials == budget.spent <= 3
     assert budget.left == 3 - budget.spent
 
 
@@ -315,3 +318,27 @@ def test_a_kernel_stored_under_other_block_names_is_tuned_on_the_stored_copy(tmp
     rng = np.random.default_rng(1)
     args = [rng.standard_normal(s).astype("float32") for s in ([M, K], [K], [K])]
     np.testing.assert_allclose(run(tuned, args), run(now, args), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("default_secs, keeps_default", [(1e-9, True), (10.0, False)])
+def test_a_tuned_kernel_is_built_only_where_it_beat_the_default_schedule(
+    tmp_path, monkeypatch, default_secs, keeps_default
+):
+    """After tuning, each tuned kernel's default (unscheduled) build is measured and stored as
+    a record: the faster of the two is applied. The default's time is faked here, to decide."""
+    monkeypatch.setattr(
+        tuning, "_default_run_secs", lambda tasks, runner: [[default_secs]] * len(tasks)
+    )
+    mod = layer_norm("x")
+    tuned = tuning.tune(mod, TARGET, trials=2, database=tmp_path / "db", **FAST)
+    (applied,) = fused_prim_funcs(tuned).values()
+    (plain,) = fused_prim_funcs(tuning.lower_for_tuning(mod, TARGET)).values()
+    plain = plain.with_attr("tirx.is_scheduled", applied.attrs["tirx.is_scheduled"])
+    assert tvm_ffi.structural_equal(applied, plain) == keeps_default
+    (task,) = tuning.tuning_summary(mod, TARGET, tmp_path / "db").tasks
+    assert task.trials == 2 and task.default_ms == pytest.approx(default_secs * 1e3)
+    assert task.keeps_default == keeps_default
+    verdict = "kept" if keeps_default else "replaced"
+    assert f"default schedule {default_secs * 1e3:.4f} ms ({verdict})" in (
+        tuning.tuning_summary(mod, TARGET, tmp_path / "db").to_text()
+    )
