@@ -21,7 +21,7 @@ from tvm import relax
 
 import relay_ext
 
-from .partition.transform import torch_functions
+from .ir import torch_functions
 from .runtime import SubgraphSpec, make_runtime_module
 
 logger = logging.getLogger(__name__)

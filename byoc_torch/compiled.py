@@ -615,3 +615,6 @@ def _from_executable(
             f"byoc_torch.load: {source} was not written by byoc_torch (no signature)"
         )
     return CompiledModule(executable, Signature.from_json(text), artifact=artifact)
+
+
+torch_library.set_loader(load_bytes)  # the op loads artifacts it has no live model for

@@ -35,10 +35,9 @@ from .frontend.modules import (
     tie_to_program,
 )
 from .frontend.outputs import output_leaves
-from .names import dtype_name
+from .names import dtype_name, is_relax_op_name
 from .options import Options
 from .partition import PartitionForTorch
-from .partition.relax_ops import is_relax_op_name
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
@@ -511,6 +510,7 @@ def _measured_placement(session: _Session, inputs):
             session.tvm_target,
             tvm.device(session.device),
             opts.placement_cache,
+            compile_model=functools.partial(_compile_for_crossing, target=session.tvm_target),
             tune_trials=opts.tune_trials,
             tuning_database=opts.tuning_database,
             tuning_budget=session.tuning_budget,
@@ -522,6 +522,19 @@ def _measured_placement(session: _Session, inputs):
     if not result.regions:
         return records, result
     return _whole_model_check(session, records, result, inputs), result
+
+
+def _compile_for_crossing(model, inputs, torch_executed_ops, *, target) -> CompiledModule:
+    """What placement times one crossing on (:data:`byoc_torch.placement.measure.CompileModel`):
+    ``model`` compiled with TVM's placement, unverified, ``torch_executed_ops`` in LibTorch."""
+    return compile(
+        model,
+        inputs,
+        target,
+        verify=False,
+        placement="tvm",
+        torch_executed_ops=list(torch_executed_ops),
+    )
 
 
 def _whole_model_check(session: _Session, searched: dict, result, inputs):

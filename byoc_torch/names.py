@@ -8,7 +8,59 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dtype_name", "normalize_op_name", "op_key", "torch_dtype", "torch_op_exists"]
+__all__ = [
+    "RELAX_OFFLOAD_OPS",
+    "dtype_name",
+    "is_relax_op_name",
+    "normalize_op_name",
+    "op_key",
+    "torch_dtype",
+    "torch_op_exists",
+]
+
+# The Relax operators byoc_torch moves to LibTorch by name (``torch_executed_ops=
+# ["relax.matmul"]``): Options checks names against this list, and
+# byoc_torch.partition.relax_ops has one TorchScript converter for each (checked on import).
+RELAX_OFFLOAD_OPS = (
+    "relax.matmul",
+    "relax.nn.conv1d",
+    "relax.nn.conv2d",
+    "relax.nn.conv3d",
+    "relax.nn.softmax",
+    "relax.nn.log_softmax",
+    "relax.nn.layer_norm",
+    "relax.nn.group_norm",
+    "relax.nn.relu",
+    "relax.nn.gelu",
+    "relax.nn.gelu_tanh",
+    "relax.nn.silu",
+    "relax.permute_dims",
+    "relax.add",
+    "relax.subtract",
+    "relax.multiply",
+    "relax.divide",
+    "relax.power",
+    "relax.maximum",
+    "relax.minimum",
+    "relax.exp",
+    "relax.log",
+    "relax.sqrt",
+    "relax.rsqrt",
+    "relax.tanh",
+    "relax.sigmoid",
+    "relax.sin",
+    "relax.cos",
+    "relax.abs",
+    "relax.negative",
+    "relax.erf",
+    "relax.floor",
+    "relax.ceil",
+)
+
+
+def is_relax_op_name(name: str) -> bool:
+    """True when ``name`` names a Relax operator (rather than an ATen one)."""
+    return name.startswith("relax.")
 
 
 def op_key(target: object) -> str:

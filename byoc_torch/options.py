@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from . import _defaults
 from .errors import OptionError
-from .names import normalize_op_name, torch_op_exists
+from .names import RELAX_OFFLOAD_OPS, normalize_op_name, torch_op_exists
 from .threads import check_num_threads
 
 __all__ = ["Options"]
@@ -28,7 +28,7 @@ class Options:
             may be an ATen (or custom) op: ``"aten.tanh"`` (every overload),
             ``"aten.tanh.default"`` (one overload) or the op object (``torch.ops.aten.tanh`` /
             ``torch.ops.aten.tanh.default``); or a Relax op (``"relax.matmul"``,
-            ``"relax.nn.conv2d"``, ...; see :data:`byoc_torch.partition.relax_ops.CONVERTERS`),
+            ``"relax.nn.conv2d"``, ...; see :data:`byoc_torch.names.RELAX_OFFLOAD_OPS`),
             whose calls in any Relax module the partition pass moves to LibTorch. A name that
             matches no op is an :class:`~byoc_torch.errors.OptionError`. Default: none.
         torch_executed_modules: submodules run whole in LibTorch as scripted TorchScript
@@ -165,15 +165,10 @@ def _check_op_names(names: tuple[str, ...]) -> None:
     """Every name must match an op: a Relax op byoc_torch can offload, or a registered
     PyTorch op; otherwise an OptionError lists what is valid."""
     unknown = [n for n in names if not n.startswith("relax.") and not torch_op_exists(n)]
-    relax_names = [n for n in names if n.startswith("relax.")]
-    if not unknown and not relax_names:
-        return
-    from .partition.relax_ops import CONVERTERS  # imports TVM: only when needed
-
-    unknown += [n for n in relax_names if n not in CONVERTERS]
+    unknown += [n for n in names if n.startswith("relax.") and n not in RELAX_OFFLOAD_OPS]
     if unknown:
         raise OptionError(
             f"torch_executed_ops: {sorted(unknown)} match no operator. Valid: a PyTorch op "
             "registered in this process, as 'aten.tanh', 'aten.tanh.default' or "
-            f"torch.ops.<ns>.<op>; or a Relax op byoc_torch offloads: {sorted(CONVERTERS)}"
+            f"torch.ops.<ns>.<op>; or a Relax op byoc_torch offloads: {sorted(RELAX_OFFLOAD_OPS)}"
         )

@@ -13,7 +13,7 @@ import json
 import math
 import operator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import tvm
 from torch import fx
@@ -21,10 +21,11 @@ from tvm import relax
 
 import relay_ext
 
+from .ir import torch_functions
 from .names import op_key
 
-if TYPE_CHECKING:  # the compiler is imported only when a report is built, never on load
-    from .frontend import ImportResult
+if TYPE_CHECKING:
+    from .records import FallbackRecord
 
 __all__ = ["NodeEntry", "Report", "SubgraphEntry", "build_report", "report_from_ir"]
 
@@ -244,8 +245,6 @@ def _type_str(ty: object) -> str:
 
 def _subgraph_entries(mod: tvm.IRModule) -> tuple[list[SubgraphEntry], dict[str, str]]:
     """Entries for the torch functions of a partitioned module, and node name -> symbol."""
-    from .partition.transform import torch_functions
-
     entries = []
     where: dict[str, str] = {}
     for symbol, func in torch_functions(mod).items():
@@ -273,7 +272,15 @@ def _subgraph_entries(mod: tvm.IRModule) -> tuple[list[SubgraphEntry], dict[str,
     return entries, where
 
 
-def build_report(imported: ImportResult, partitioned: tvm.IRModule, model_name: str) -> Report:
+class Imported(Protocol):
+    """What a report reads of an import (:class:`byoc_torch.frontend.ImportResult` has it)."""
+
+    records: list[FallbackRecord]  # the nodes that run in LibTorch, and why
+    graph: fx.Graph  # the FX graph that was imported
+    notes: tuple[str, ...]
+
+
+def build_report(imported: Imported, partitioned: tvm.IRModule, model_name: str) -> Report:
     """The report of a model from the frontend's result and the partitioned module."""
     subgraphs, where = _subgraph_entries(partitioned)
     records = {r.node: r for r in imported.records}

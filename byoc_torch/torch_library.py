@@ -12,7 +12,9 @@ This module adds what only Python can give them:
 * the fake class of that class, which torch.export and torch.compile trace with;
 * the global function ``byoc_torch.executable_runner`` the op's C++ kernel calls to run an
   artifact: the compiled model that made the object when it is alive in this process, else
-  the artifact loaded with :func:`byoc_torch.load_bytes` (so its checks apply).
+  the artifact loaded with :func:`byoc_torch.load_bytes` (so its checks apply), which
+  :mod:`byoc_torch.compiled` hands in with :func:`set_loader` when it is imported (this module
+  sits below it and does not import it).
 
 :class:`~byoc_torch.compiled.CompiledModule` makes its object with :func:`executable_object`
 and calls the op whenever PyTorch traces it.
@@ -42,6 +44,7 @@ __all__ = [
     "forward_source",
     "remember",
     "scripted",
+    "set_loader",
     "signature_of",
 ]
 
@@ -52,6 +55,16 @@ CLASS_NAME = "Executable_import_byoc_torch_to_load"  # runtime/torch_class.cc
 # directly instead of loading their artifact again.
 _LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _LIVE_LOCK = threading.Lock()
+
+
+# How an artifact's bytes become a compiled model (byoc_torch.compiled.load_bytes, set by
+# byoc_torch.compiled when it is imported, which ``import byoc_torch`` does).
+_LOADER: list[Callable[[bytes], object]] = []
+
+
+def set_loader(load_bytes: Callable[[bytes], object]) -> None:
+    """Set the function that loads an artifact's bytes into a compiled model."""
+    _LOADER[:] = [load_bytes]
 
 
 def _digest(artifact: bytes) -> str:
@@ -83,9 +96,9 @@ def _executable_runner(artifact: bytes, signature_json: str) -> Callable:
     with _LIVE_LOCK:
         module = _LIVE.get(digest)
     if module is None:
-        from .compiled import load_bytes
-
-        module = load_bytes(bytes(artifact))
+        if not _LOADER:
+            raise ArtifactError("byoc_torch: import byoc_torch to run a byoc_torch.Executable")
+        module = _LOADER[0](bytes(artifact))
         if module.signature != Signature.from_json(signature_json):
             raise ArtifactError(
                 "byoc_torch: a byoc_torch.Executable's signature differs from its artifact's"

@@ -116,7 +116,7 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
 
     monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
     monkeypatch.setattr(placement, "time_torch", fake_torch)
-    monkeypatch.setattr(placement, "crossing_ms", lambda target, cache: crossing)
+    monkeypatch.setattr(placement, "crossing_ms", lambda target, cache, compile_model: crossing)
     # The whole-model check times each candidate as the cost model says (its modelled time).
     monkeypatch.setattr(
         end_to_end,

@@ -14,18 +14,30 @@ node's script, and ``forward`` loops over it as PyTorch does::
         return (c0, )
 
 Method names carry the node's name, so several such nodes merge into one subgraph script.
+A subgraph's nodes are written by :mod:`.torchscript`'s own writer, which hands its pieces in
+(:class:`ScriptParts`): this module does not import :mod:`.torchscript`, which dispatches here.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import fx
 
 from ..errors import FallbackError
 
-__all__ = ["HIGHER_ORDER_SCRIPTS", "subgraph_method"]
+__all__ = ["HIGHER_ORDER_SCRIPTS", "ScriptParts", "subgraph_method"]
+
+
+class ScriptParts(NamedTuple):
+    """The TorchScript writer's pieces a subgraph method is written with."""
+
+    writer: Callable[[], Any]  # a new, empty writer (inputs, local, lines, emit, tensor)
+    call_expr: Callable[[Any, fx.Node], str]  # the call expression of one FX node
+    method: Callable[[str, int, str, list[str], str], str]  # name, #inputs, type, lines, ret
 
 
 def _subgraph(node: fx.Node, ref: object) -> fx.GraphModule:
@@ -34,12 +46,10 @@ def _subgraph(node: fx.Node, ref: object) -> fx.GraphModule:
     return getattr(node.graph.owning_module, ref.target)
 
 
-def subgraph_method(name: str, gm: fx.GraphModule) -> str:
+def subgraph_method(name: str, gm: fx.GraphModule, parts: ScriptParts) -> str:
     """A TorchScript method ``name(self, p0: Tensor, ...)`` running the FX graph ``gm`` (its
     placeholders are the parameters, in order); it returns a tuple of the graph's outputs."""
-    from .torchscript import _call_expr, _method, _Writer
-
-    w = _Writer()
+    w = parts.writer()
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     w.inputs.extend(placeholders)
     outputs: list[str] = []
@@ -59,20 +69,20 @@ def subgraph_method(name: str, gm: fx.GraphModule) -> str:
         if n.target is operator.getitem and n.args[0] in w.local:
             w.local[n] = f"{w.local[n.args[0]]}[{int(n.args[1])}]"
             continue
-        w.emit(f"v{k} = {_call_expr(w, n)}")
+        w.emit(f"v{k} = {parts.call_expr(w, n)}")
         w.local[n] = f"v{k}"
     if len(w.inputs) != len(placeholders):
         raise FallbackError(f"subgraph {name} uses values from outside its parameters")
     ret_type = "Tuple[" + ", ".join("Tensor" for _ in outputs) + "]"
     ret = "(" + "".join(f"{o}, " for o in outputs) + ")"
-    return _method(name, len(placeholders), ret_type, w.lines, ret)
+    return parts.method(name, len(placeholders), ret_type, w.lines, ret)
 
 
-def _while_loop(node: fx.Node, w) -> tuple[list[str], list[str]]:
+def _while_loop(node: fx.Node, w, parts: ScriptParts) -> tuple[list[str], list[str]]:
     cond_ref, body_ref, carried, extra = node.args[:4]
     methods = [
-        subgraph_method(f"_hop_{node.name}_cond", _subgraph(node, cond_ref)),
-        subgraph_method(f"_hop_{node.name}_body", _subgraph(node, body_ref)),
+        subgraph_method(f"_hop_{node.name}_cond", _subgraph(node, cond_ref), parts),
+        subgraph_method(f"_hop_{node.name}_body", _subgraph(node, body_ref), parts),
     ]
     carried_names = []
     for k, c in enumerate(carried):
@@ -87,10 +97,10 @@ def _while_loop(node: fx.Node, w) -> tuple[list[str], list[str]]:
     return methods, carried_names
 
 
-def _map(node: fx.Node, w) -> tuple[list[str], list[str]]:
+def _map(node: fx.Node, w, parts: ScriptParts) -> tuple[list[str], list[str]]:
     body_ref, xs, pos = node.args[:3]
     num_out = len(node.meta["val"])
-    methods = [subgraph_method(f"_hop_{node.name}_body", _subgraph(node, body_ref))]
+    methods = [subgraph_method(f"_hop_{node.name}_body", _subgraph(node, body_ref), parts)]
     xs_names = [w.tensor(x) for x in xs]
     pos_names = [w.tensor(p) for p in pos]
     for k in range(num_out):

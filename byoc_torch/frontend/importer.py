@@ -40,7 +40,6 @@ import relay_ext
 from ..errors import FallbackError, FullCompilationError
 from ..names import dtype_name, op_key
 from ..options import Options
-from ..partition.min_block import small_native_blocks
 from ..records import FallbackRecord, Reason
 from .complex import FOREIGN_DTYPES, cluster_of, is_sink, produces_foreign
 from .decompose import decompose
@@ -48,6 +47,7 @@ from .deny_list import deny_list_match
 from .modules import forced_module_for_op
 from .outputs import tensor_outputs
 from .random import is_random
+from .small_blocks import small_native_blocks
 from .torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
 from .types import SymbolTable, type_mismatch
 

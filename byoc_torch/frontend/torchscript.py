@@ -24,7 +24,7 @@ import torch
 from torch import fx
 
 from ..errors import FallbackError
-from .higher_order import HIGHER_ORDER_SCRIPTS
+from .higher_order import HIGHER_ORDER_SCRIPTS, ScriptParts
 from .modules import ForcedModule, forced_module_for_op
 
 __all__ = [
@@ -329,7 +329,8 @@ def _script_for_higher_order(node: fx.Node, num_outputs: int) -> NodeScript:
     """``while_loop`` and ``map`` as TorchScript loops over their subgraphs (see
     :mod:`.higher_order`)."""
     w = _Writer()
-    methods, results = HIGHER_ORDER_SCRIPTS[node.target](node, w)
+    parts = ScriptParts(_Writer, _call_expr, _method)
+    methods, results = HIGHER_ORDER_SCRIPTS[node.target](node, w, parts)
     ret = "(" + "".join(f"{r}, " for r in results) + ")"
     ret_type = "Tuple[" + ", ".join("Tensor" for _ in results) + "]"
     source = _method("forward", len(w.inputs), ret_type, w.lines, ret)

@@ -38,7 +38,7 @@ import relay_ext
 
 from ..errors import FallbackError
 from ..frontend.torchscript import method_source, render_constants
-from ..names import torch_dtype
+from ..names import RELAX_OFFLOAD_OPS, is_relax_op_name, torch_dtype
 
 __all__ = [
     "CONVERTERS",
@@ -240,9 +240,11 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def is_relax_op_name(name: str) -> bool:
-    """True when ``name`` names a Relax operator (rather than an ATen one)."""
-    return name.startswith("relax.")
+if set(CONVERTERS) != set(RELAX_OFFLOAD_OPS):  # names.py lists them for Options
+    raise ImportError(
+        "byoc_torch: partition.relax_ops.CONVERTERS and names.RELAX_OFFLOAD_OPS differ in "
+        f"{sorted(set(CONVERTERS) ^ set(RELAX_OFFLOAD_OPS))}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

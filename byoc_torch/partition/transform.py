@@ -36,17 +36,18 @@ import relay_ext
 
 from ..errors import FullCompilationError, OptionError
 from ..frontend.torchscript import GroupStep, merge_scripts
+from ..ir import CODEGEN, torch_functions
+from ..names import is_relax_op_name
 from ..options import Options
 from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
 from .min_block import absorb_small_relax_blocks
-from .relax_ops import CONVERTERS, is_relax_op_name, offload_relax_ops
+from .relax_ops import CONVERTERS, offload_relax_ops
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PartitionForTorch", "partition_for_torch", "torch_functions"]
 
-CODEGEN = "torch"
 
 
 @dataclass
@@ -439,19 +440,6 @@ def _bind_outputs(lg: _Lifted, call: relax.Call, dataflow: bool) -> list[relax.V
     for v, parts in rebuilt.items():
         out.append(relax.VarBinding(v, relax.Tuple(parts)))
     return out
-
-
-def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
-    """The external functions of ``mod`` that byoc_torch's codegen owns, by symbol."""
-    out = {}
-    for gv, f in mod.functions.items():
-        if (
-            isinstance(f, relax.Function)
-            and f.attrs is not None
-            and f.attrs.get("Codegen") == CODEGEN
-        ):
-            out[gv.name_hint] = f
-    return dict(sorted(out.items()))
 
 
 # The options the pass honours; every other option of byoc_torch acts on the PyTorch side

@@ -41,6 +41,7 @@ from ..records import FallbackRecord, Reason
 from ..reporting import PlacementResult, RegionDecision, format_ms
 from ..verify import reference_values
 from .measure import (
+    CompileModel,
     MeasurementCache,
     crossing_ms,
     model_key,
@@ -78,6 +79,7 @@ def place(
     device: tvm.runtime.Device,
     cache_path: str | None = None,
     *,
+    compile_model: CompileModel,
     tune_trials: int = 0,
     tuning_database: str | None = None,
     tuning_budget: TrialBudget | None = None,
@@ -89,7 +91,8 @@ def place(
     database's schedules applied) before they are timed, so tuned kernels compete; the tuned
     regions' measurements are not cached (they depend on the database), and neither is the
     whole-model check (``result.model_key`` stays empty). ``tuning_budget``: the compile's
-    trials left (:class:`byoc_torch.tuning.TrialBudget`), spent here first.
+    trials left (:class:`byoc_torch.tuning.TrialBudget`), spent here first. ``compile_model``
+    builds the small model the crossing cost is timed on (:data:`.measure.CompileModel`).
     """
     tuning = (
         (tune_trials, tuning_database, tuning_budget) if tune_trials or tuning_database else None
@@ -128,7 +131,7 @@ def place(
                 tvm_ms[r.index] = measured.get(r.index, math.inf)
                 if tuning is None:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
-    crossing = crossing_ms(target, cache)
+    crossing = crossing_ms(target, cache, compile_model)
     cache.save()
 
     units, edges = _units_and_edges(imported, regions, tvm_ms, torch_ms, crossing)
