@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import quiet as _quiet
 from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from . import threads as _threads
 from .compiled import CompiledModule, load, load_bytes
@@ -48,6 +49,8 @@ from .reporting import Report
 # Before TVM starts a thread pool: its idle workers sleep instead of spinning against LibTorch,
 # and it pins no threads to cores, unless the user set these (byoc_torch.threads).
 _threads.set_env_defaults()
+# BYOC_TORCH_LOG=debug shows what byoc_torch keeps off the terminal (byoc_torch.quiet).
+_quiet.configure_from_env()
 
 # Public names served lazily: name -> module that defines it.
 _LAZY = {

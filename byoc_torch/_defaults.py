@@ -64,3 +64,9 @@ PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).
 TUNE_TRIALS = 0
+
+# -- byoc-torch bench (byoc_torch.tools.overhead) ------------------------------------------------
+# A timing whose (p90 - p10) / median exceeds this was taken on a busy machine: bench warns.
+BENCH_BUSY_SPREAD = 0.5
+# The plot's y axis is logarithmic when the plotted latencies span more than this factor.
+BENCH_LOG_Y_RANGE = 10.0

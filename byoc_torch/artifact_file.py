@@ -37,6 +37,7 @@ import tvm
 
 from . import _defaults
 from .errors import ArtifactError, UnregisteredOpError
+from .quiet import quietly
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def load_file(
     return load_bytes(data, source=str(path), allow_unsealed=allow_unsealed)
 
 
+@quietly
 def _load_private_copy(payload: bytes, source: str) -> tvm.runtime.Module:
     """``tvm.runtime.load_module`` of ``payload`` written to a new private directory, which is
     removed again once the loader has mapped the file."""
@@ -233,6 +235,7 @@ def _load_private_copy(payload: bytes, source: str) -> tvm.runtime.Module:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@quietly
 def export_bytes(executable: tvm.runtime.Module) -> bytes:
     """The sealed artifact of ``executable`` as bytes (what ``CompiledModule.export`` writes)."""
     with tempfile.TemporaryDirectory(prefix="byoc_torch_export_") as directory:

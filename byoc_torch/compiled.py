@@ -41,6 +41,7 @@ from .errors import (
     InputTypeError,
 )
 from .names import dtype_name, torch_dtype
+from .quiet import quietly
 from .records import FallbackRecord, Reason
 from .reporting import Report
 from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
@@ -417,6 +418,7 @@ class CompiledModule(torch.nn.Module):
         return "cuda" if self.signature.device.startswith("cuda") else "cpu"
 
     # -- export -------------------------------------------------------------------------------
+    @quietly
     def export(self, path: str | os.PathLike) -> Path:
         """Write one self-contained artifact (a shared object, sealed with its length and
         SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads. The file appears

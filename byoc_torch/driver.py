@@ -38,6 +38,7 @@ from .frontend.outputs import output_leaves
 from .names import dtype_name, is_relax_op_name
 from .options import Options
 from .partition import PartitionForTorch
+from .quiet import quietly
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["compile", "export_program", "flat_program", "report"]
 
 
+@quietly
 def export_program(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor],
@@ -295,6 +297,7 @@ def _output_specs(ep: torch.export.ExportedProgram) -> tuple[InputSpec, ...] | N
     return tuple(specs)
 
 
+@quietly
 def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
@@ -708,6 +711,7 @@ def _model_name(model) -> str:
     return type(model).__name__
 
 
+@quietly
 def report(
     model: torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule,
     example_inputs: Sequence[torch.Tensor] = (),

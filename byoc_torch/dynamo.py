@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from .errors import InputTypeError
 from .options import Options
+from .quiet import quietly
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class _TensorInputs(torch.nn.Module):
         return self.gm(*args)
 
 
+@quietly
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence, **options) -> Callable:
     """Compile one Dynamo graph; returns what Dynamo calls with the graph's inputs."""
     from .driver import compile

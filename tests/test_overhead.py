@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 
@@ -56,40 +55,81 @@ def test_bad_mode():
         overhead.study(Small(), (torch.randn(2, 8),), mode="all", progress=False)
 
 
-def test_cli_bench_writes_csv_json_png(tmp_path, capsys):
+def test_cli_bench_writes_csv_json_png_with_metadata_and_baselines(tmp_path, capsys):
+    """A model with a branch (torch.export cannot capture it) studied with its branching
+    submodule forced to LibTorch in every variant, one thread, a log y axis."""
     factory = tmp_path / "f.py"
     factory.write_text(
         "import torch\n"
-        "class M(torch.nn.Module):\n"
+        "class Gate(torch.nn.Module):\n"
         "    def forward(self, x):\n"
-        "        return torch.lgamma(torch.tanh(x).abs() + 1) + x\n"
+        "        return x * 2 if x.sum() > 0 else x - 1\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.gate = Gate()\n"
+        "    def forward(self, x):\n"
+        "        return torch.lgamma(torch.tanh(self.gate(x)).abs() + 1) + torch.relu(x)\n"
         "def make():\n"
         "    return M(), (torch.randn(3, 5),)\n"
     )
     out = tmp_path / "res" / "study"
-    argv = [
-        "bench",
-        f"{factory}:make",
-        "--max-k",
-        "2",
-        "--repeat",
-        "3",
-        "--warmup",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
+    argv = ["bench", f"{factory}:make", "--max-k", "2", "--repeat", "3", "--warmup", "1",
+            "--no-progress", "--out", str(out), "--torch-executed-modules", "Gate",
+            "--num-threads", "1", "--log-y"]  # fmt: skip
     assert cli.main(argv) == 0
-    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
-    assert [int(r["k"]) for r in rows] == [0, 1, 2]
+    meta, rows = overhead.read_csv(out.with_suffix(".csv"))
+    for key in ("model", "mode", "seed", "num_threads", "placement", "torch", "tvm", "cpu"):
+        assert key in meta, key
+    assert meta["num_threads"] == "1" and meta["torch"] == torch.__version__
+    assert meta["torch_executed_modules"] == '["Gate"]'
+    assert [r["variant"] for r in rows] == [overhead.EAGER, overhead.DEFAULT] + ["forced"] * 3
+    assert [r["k"] for r in rows] == ["", "", "0", "1", "2"]
+    assert rows[2]["forced"] == "" and len(rows[4]["forced"].split()) == 2
+    assert all(float(r["median_ms"]) > 0 for r in rows)
     data = json.loads(out.with_suffix(".json").read_text())
-    assert len(data) == 3 and all("samples" in d for d in data)
+    assert data["metadata"]["mode"] == "by_type" and data["metadata"]["seed"] == 0
+    assert data["metadata"]["tvm_ffi"] and data["metadata"]["placement"] == "tvm"
+    assert [b["name"] for b in data["baselines"]] == [overhead.EAGER, overhead.DEFAULT]
+    assert [p["k"] for p in data["points"]] == [0, 1, 2]
+    assert all(len(p["samples"]) == 3 for p in data["points"])
+    assert data["points"][1]["forced"] == rows[3]["forced"].split()
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     printed = capsys.readouterr().out
     assert "wrote" in printed
     assert "eager PyTorch: " in printed and "byoc_torch default (measured placement): " in printed
+
+
+def _point(k: int, median: float, p10: float | None = None, p90: float | None = None):
+    p10 = median if p10 is None else p10
+    p90 = median if p90 is None else p90
+    return overhead.StudyPoint(k=k, forced=[], offloaded_ops=k, subgraphs=k, crossings=2 * k,
+                               median_ms=median, p10_ms=p10, p90_ms=p90, min_ms=p10, max_ms=p90,
+                               compile_s=0.0)  # fmt: skip
+
+
+def test_the_y_axis_is_log_when_the_latencies_span_more_than_10x_and_the_legend_is_outside():
+    narrow = [_point(0, 1.0), _point(1, 2.0)]
+    wide = [_point(0, 0.2), _point(1, 0.3, 0.2, 16.0)]  # one outlier's p90
+    assert build_scale(narrow, None) == "linear" and build_scale(wide, None) == "log"
+    assert build_scale(narrow, True) == "log" and build_scale(wide, False) == "linear"
+    fig = overhead.build_figure(wide, "t", {overhead.EAGER: 0.25})
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the data, not over it
+
+
+def build_scale(points, log_y) -> str:
+    return overhead.build_figure(points, "t", {}, log_y=log_y).axes[0].get_yscale()
+
+
+def test_busy_machine_is_named_from_the_spread():
+    calm, busy = _point(0, 1.0, 0.9, 1.2), _point(1, 1.0, 0.5, 9.0)
+    baseline = overhead.Baseline(overhead.EAGER, 2.0, 1.0, 4.0, 1.0, 4.0)
+    assert overhead.busy_timings([calm]) == []
+    assert overhead.busy_timings([baseline, calm, busy]) == [overhead.EAGER, "k=1"]
 
 
 def test_the_plot_draws_eager_and_default_placement_and_explains_its_labels():

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import OptionError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -99,8 +101,9 @@ def _select(model: nn.Module, targets: Sequence[str | type]) -> list[tuple[str, 
     missing = [t for t in targets if isinstance(t, str) and t not in names]
     if missing:
         available = [n for n, _ in model.named_modules() if n][:20]
-        raise ValueError(
-            f"torch_executed_modules: no submodule named {missing}; submodules include {available}"
+        raise OptionError(
+            f"torch_executed_modules: no submodule named {missing}; submodules include "
+            f"{available} (to force every instance of a class, pass the class itself)"
         )
     return chosen
 
@@ -276,7 +279,7 @@ def hide_forced_modules(
         return
     chosen = _select(model, targets)
     if not chosen:
-        raise ValueError(f"torch_executed_modules: no submodule matches {list(targets)}")
+        raise OptionError(f"torch_executed_modules: no submodule matches {list(targets)}")
     if any(name == "" for name, _ in chosen):
         raise ValueError(
             "torch_executed_modules: the whole model matches; run it with torch.jit.script "
