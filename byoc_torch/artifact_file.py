@@ -50,6 +50,7 @@ __all__ = [
     "load_file",
     "seal_bytes",
     "seal_file",
+    "sealed_digest",
     "verify_bytes",
 ]
 
@@ -79,6 +80,14 @@ def seal_file(path: str | os.PathLike) -> None:
         if payload.endswith(MAGIC):
             raise ArtifactError(f"byoc_torch: {path} already carries a byoc_torch seal")
         fh.write(_trailer(payload))
+
+
+def sealed_digest(data: bytes) -> bytes | None:
+    """The payload SHA-256 the seal at the end of ``data`` records (None: no seal there). Not
+    a verification: it names an artifact whose bytes this process made or verified."""
+    if len(data) < TRAILER_SIZE or data[-len(MAGIC) :] != MAGIC:
+        return None
+    return _TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)[2]
 
 
 def verify_bytes(data: bytes, source: str, *, allow_unsealed: bool = False) -> bytes:

@@ -179,7 +179,7 @@ class CompiledModule(torch.nn.Module):
         if artifact is None:
             artifact = self._exported_bytes()
         self.torch_executable = torch_library.executable_object(artifact, signature.to_json())
-        torch_library.remember(artifact, self)
+        torch_library.remember(artifact, executable)
         self._artifact_size = len(artifact)
 
     # -- calling ------------------------------------------------------------------------------
@@ -310,13 +310,6 @@ class CompiledModule(torch.nn.Module):
                 torch._C._set_tracing_state(state)
         flat = torch.ops.byoc_torch.execute.default(self.torch_executable, list(inputs))
         return unflatten(iter(flat), self.signature.outputs)
-
-    def run_flat(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The flat output tensors for the flat input tensors (what the op's kernel runs)."""
-        args = self._check_inputs(inputs)
-        if args is None:
-            raise InputTypeError("byoc_torch: the op byoc_torch::execute got fake tensors")
-        return self._flatten_result(self._main_function()(*args))
 
     def _flatten_result(self, result) -> list[torch.Tensor]:
         """The general path for the VM's result: any nesting, TVM or torch tensors. Also
@@ -619,4 +612,3 @@ def _from_executable(
     return CompiledModule(executable, Signature.from_json(text), artifact=artifact)
 
 
-torch_library.set_loader(load_bytes)  # the op loads artifacts it has no live model for

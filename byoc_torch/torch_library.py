@@ -10,11 +10,11 @@ This module adds what only Python can give them:
 * the op's fake kernel: output shapes from the stored signature, the output dims being
   expressions of the input dims (symbolic sizes stay symbolic);
 * the fake class of that class, which torch.export and torch.compile trace with;
-* the global function ``byoc_torch.executable_runner`` the op's C++ kernel calls to run an
-  artifact: the compiled model that made the object when it is alive in this process, else
-  the artifact loaded with :func:`byoc_torch.load_bytes` (so its checks apply), which
-  :mod:`byoc_torch.compiled` hands in with :func:`set_loader` when it is imported (this module
-  sits below it and does not import it).
+* :func:`remember`: a compiled or loaded model hands its executable to the op's C++ kernel
+  (``byoc_torch.RememberExecutable``), so the op runs it without loading its artifact again.
+
+The op's kernel itself is C++ alone (runtime/executable.h): it verifies and loads the
+artifact the object holds and runs it without Python, so a LibTorch process runs it too.
 
 :class:`~byoc_torch.compiled.CompiledModule` makes its object with :func:`executable_object`
 and calls the op whenever PyTorch traces it.
@@ -27,15 +27,13 @@ import functools
 import hashlib
 import linecache
 import operator
-import threading
-import weakref
-from collections.abc import Callable
 
 import torch
-import tvm_ffi
 
+from .artifact_file import sealed_digest
 from .errors import ArtifactError
 from .names import torch_dtype
+from .runtime import _ffi_api
 from .signature import Signature, count_leaves
 
 __all__ = [
@@ -44,31 +42,10 @@ __all__ = [
     "forward_source",
     "remember",
     "scripted",
-    "set_loader",
     "signature_of",
 ]
 
-RUNNER_FACTORY = "byoc_torch.executable_runner"
 CLASS_NAME = "Executable_import_byoc_torch_to_load"  # runtime/torch_class.cc
-
-# Compiled models alive in this process, by their artifact's digest: the op runs them
-# directly instead of loading their artifact again.
-_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_LIVE_LOCK = threading.Lock()
-
-
-# How an artifact's bytes become a compiled model (byoc_torch.compiled.load_bytes, set by
-# byoc_torch.compiled when it is imported, which ``import byoc_torch`` does).
-_LOADER: list[Callable[[bytes], object]] = []
-
-
-def set_loader(load_bytes: Callable[[bytes], object]) -> None:
-    """Set the function that loads an artifact's bytes into a compiled model."""
-    _LOADER[:] = [load_bytes]
-
-
-def _digest(artifact: bytes) -> str:
-    return hashlib.sha256(artifact).hexdigest()
 
 
 def executable_object(artifact: bytes, signature_json: str) -> torch.ScriptObject:
@@ -83,31 +60,13 @@ def artifact_of(obj: torch.ScriptObject) -> bytes:
     return data.numpy().tobytes()
 
 
-def remember(artifact: bytes, module) -> None:
-    """Let the op run ``module`` for objects holding ``artifact``."""
-    with _LIVE_LOCK:
-        _LIVE[_digest(artifact)] = module
-
-
-@tvm_ffi.register_global_func(RUNNER_FACTORY)
-def _executable_runner(artifact: bytes, signature_json: str) -> Callable:
-    """The runner of one Executable: flat input tensors -> flat output tensors."""
-    digest = _digest(bytes(artifact))
-    with _LIVE_LOCK:
-        module = _LIVE.get(digest)
-    if module is None:
-        if not _LOADER:
-            raise ArtifactError("byoc_torch: import byoc_torch to run a byoc_torch.Executable")
-        module = _LOADER[0](bytes(artifact))
-        if module.signature != Signature.from_json(signature_json):
-            raise ArtifactError(
-                "byoc_torch: a byoc_torch.Executable's signature differs from its artifact's"
-            )
-
-    def run(inputs):
-        return module.run_flat([torch.from_dlpack(t) for t in inputs])
-
-    return run
+def remember(artifact: bytes, executable) -> None:
+    """Let the op run ``executable`` (a VM executable, built or loaded) for objects holding
+    ``artifact``, its sealed bytes (an unsealed artifact is not remembered: the op refuses
+    it)."""
+    digest = sealed_digest(artifact)
+    if digest is not None:
+        _ffi_api.RememberExecutable(digest, getattr(executable, "mod", executable))
 
 
 # -- tracing --------------------------------------------------------------------------------

@@ -14,54 +14,45 @@
  * it is what PyTorch's error names when a model holding one is loaded without byoc_torch
  * ("Unknown type name '__torch__.torch.classes.byoc_torch.Executable_import_byoc_torch_to_load'").
  *
- * The op's kernel runs the artifact through the global function
- * `byoc_torch.executable_runner(artifact, signature) -> runner` that byoc_torch's Python side
- * registers: it loads the artifact with `byoc_torch.load` (so the artifact checks and the
- * input checks are those of every other load) and returns `runner(inputs) -> outputs`. The
- * runner is made once per Executable, on its first call. The op's output shapes during
- * tracing come from the fake kernel in Python (byoc_torch/torch_library.py), which reads
- * `signature()`.
+ * The op's kernel is C++ alone (executable.h): on an Executable's first call it verifies
+ * the artifact's seal, loads it (or reuses the executable this process already holds for
+ * the same bytes) and then runs the Relax VM, so a C++ process without Python (a LibTorch
+ * application, Triton's PyTorch backend) runs TorchScript archives holding compiled parts
+ * once it has loaded this library and TVM's runtime (docs/deployment.md). Errors reach
+ * PyTorch as c10 errors (RuntimeError, ValueError or TypeError in Python), never an abort.
+ * The op's output shapes during tracing come from the fake kernel in Python
+ * (byoc_torch/torch_library.py), which reads `signature()`.
  */
 #include <ATen/ATen.h>
-#include <ATen/DLConvertor.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
-#include <tvm/ffi/container/array.h>
-#include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
-#include <tvm/ffi/function.h>
-#include <tvm/ffi/string.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "executable.h"
+
 namespace byoc_torch {
 namespace {
 namespace ffi = tvm::ffi;
 
-constexpr const char* kRunnerFactory = "byoc_torch.executable_runner";
 #define BYOC_TORCH_CLASS_NAME "Executable_import_byoc_torch_to_load"
 
-/*! \brief The bytes [first, last) a tensor's elements span in memory. */
-std::pair<uintptr_t, uintptr_t> Span(const at::Tensor& t) {
-  uintptr_t first = reinterpret_cast<uintptr_t>(t.data_ptr());
-  int64_t last_element = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) last_element += (t.size(d) - 1) * t.stride(d);
-  return {first, first + static_cast<uintptr_t>((last_element + 1) * t.element_size())};
-}
-
-/*! \brief Do two tensors share memory? (DLPack crossings make new storages over the same
- * memory, so storages are not compared: addresses are.) */
-bool SharesMemory(const at::Tensor& a, const at::Tensor& b) {
-  if (a.numel() == 0 || b.numel() == 0 || a.device() != b.device()) return false;
-  auto [a0, a1] = Span(a);
-  auto [b0, b1] = Span(b);
-  return a0 < b1 && b0 < a1;
+/*! \brief A tvm-ffi error (loading or running the artifact) as the c10 error of its kind. */
+[[noreturn]] void RethrowAsTorch(const ffi::Error& err) {
+  std::string kind = err.kind();
+  std::string text = kind + ": " + err.message();
+  if (kind == "ArtifactError" || kind == "ValueError" || kind == "InputError") {
+    TORCH_CHECK_VALUE(false, text);
+  }
+  if (kind == "TypeError" || kind == "InputTypeError") TORCH_CHECK_TYPE(false, text);
+  TORCH_CHECK(false, text);
 }
 
 class Executable : public torch::CustomClassHolder {
@@ -79,61 +70,33 @@ class Executable : public torch::CustomClassHolder {
   const at::Tensor& artifact() const { return artifact_; }
 
   std::vector<at::Tensor> Run(const std::vector<at::Tensor>& inputs) {
-    if (at::GradMode::is_enabled()) {
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        TORCH_CHECK(!inputs[i].requires_grad(), "byoc_torch: input ", i,
-                    " requires grad, but a compiled model is inference-only (its outputs "
-                    "carry no gradient); call it under torch.no_grad() or torch.inference_mode()");
-      }
+    try {
+      return Loaded()->Run(inputs);
+    } catch (const ffi::Error& err) {
+      RethrowAsTorch(err);
     }
-    ffi::Array<ffi::Tensor> args;
-    for (const at::Tensor& t : inputs) {
-      args.push_back(ffi::Tensor::FromDLPackVersioned(at::toDLPackVersioned(t)));
-    }
-    ffi::Array<ffi::Tensor> results = Runner()(args).cast<ffi::Array<ffi::Tensor>>();
-    std::vector<at::Tensor> outputs;
-    outputs.reserve(results.size());
-    for (const ffi::Tensor& r : results) {
-      at::Tensor out = at::fromDLPackVersioned(r.ToDLPackVersioned());
-      // The op's schema promises fresh outputs: a result sharing memory with an input (a model
-      // that returns its input) is copied.
-      for (const at::Tensor& in : inputs) {
-        if (SharesMemory(out, in)) {
-          out = out.clone();
-          break;
-        }
-      }
-      outputs.push_back(std::move(out));
-    }
-    return outputs;
   }
 
  private:
-  ffi::Function Runner() {
+  /*! \brief The artifact verified and loaded, on the first call. Loaded without holding mu_
+   * (it takes long); two threads may both load one, one is kept. */
+  std::shared_ptr<ArtifactExecutable> Loaded() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (runner_.has_value()) return *runner_;
+      if (loaded_) return loaded_;
     }
-    // Made without holding mu_: the factory runs Python (it takes the GIL), and a thread
-    // holding the GIL may be waiting for mu_. Two threads may both make one; one is kept.
-    std::optional<ffi::Function> factory = ffi::Function::GetGlobal(kRunnerFactory);
-    TORCH_CHECK(factory.has_value(),
-                "byoc_torch: this model holds a byoc_torch compiled model; run `import "
-                "byoc_torch` in Python before calling it (it registers ",
-                kRunnerFactory, ")");
-    const char* data = static_cast<const char*>(artifact_.data_ptr());
-    ffi::Function made = (*factory)(ffi::Bytes(data, static_cast<size_t>(artifact_.numel())),
-                                    ffi::String(signature_))
-                             .cast<ffi::Function>();
+    std::shared_ptr<ArtifactExecutable> made = ArtifactExecutable::Load(
+        static_cast<const uint8_t*>(artifact_.data_ptr()), static_cast<size_t>(artifact_.numel()),
+        signature_);
     std::lock_guard<std::mutex> lock(mu_);
-    if (!runner_.has_value()) runner_ = std::move(made);
-    return *runner_;
+    if (!loaded_) loaded_ = std::move(made);
+    return loaded_;
   }
 
   std::string signature_;
-  at::Tensor artifact_;  // the exported shared library, byte for byte
-  std::mutex mu_;        // guards runner_
-  std::optional<ffi::Function> runner_;
+  at::Tensor artifact_;  // the sealed artifact, byte for byte
+  std::mutex mu_;        // guards loaded_
+  std::shared_ptr<ArtifactExecutable> loaded_;
 };
 
 using State = std::tuple<std::string, at::Tensor>;

@@ -191,3 +191,15 @@ def test_fallback_lines_group_ops_of_one_kind():
         "(erfinv_0, erfinv_1, erfinv_2, ...)",
         f"  {'module gate (Gate)':<34}   1 x  forced module (torch_executed_modules)  (m0)",
     ]
+
+
+def test_lib_path_prints_what_a_cpp_process_preloads(capsys):
+    from byoc_torch.runtime import library_path
+
+    assert cli.main(["lib-path"]) == 0
+    (path,) = capsys.readouterr().out.split()
+    assert Path(path) == library_path() and Path(path).is_file()
+    assert cli.main(["lib-path", "--ld-preload"]) == 0
+    paths = [Path(p) for p in capsys.readouterr().out.strip().split(":")]
+    names = ["libtvm_ffi.so", "libtvm_runtime.so", library_path().name]
+    assert [p.name for p in paths] == names and all(p.is_file() for p in paths)

@@ -10,10 +10,15 @@ object type, before a module is built or loaded. Then
 * :mod:`.spec` is :class:`SubgraphSpec` and :func:`make_runtime_module` (what the codegen uses);
 * :mod:`.measure` switches one module instance's measurement mode and fast path, and reads its
   counters (benchmarks and tests only).
+
+:func:`library_path` and :func:`preload_libraries` say what a process without Python (a
+LibTorch application, Triton's PyTorch backend) loads to run TorchScript archives holding
+compiled parts (``byoc-torch lib-path``; docs/deployment.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -26,6 +31,7 @@ __all__ = [
     "SubgraphSpec",
     "library_path",
     "make_runtime_module",
+    "preload_libraries",
     "save_runtime_module",
 ]
 
@@ -51,6 +57,20 @@ def library_path() -> Path:
         if candidate.is_file():
             return candidate
     return own
+
+
+def preload_libraries() -> tuple[Path, ...]:
+    """What a C++ process loads, in this order, before it loads a TorchScript archive holding
+    compiled parts (e.g. ``LD_PRELOAD``, colon-separated): tvm-ffi, TVM's runtime (the Relax
+    VM the op runs; it finds tvm-ffi only when that is loaded already) and this runtime (the
+    class and op, the torch runtime module). LibTorch is the application's own."""
+    import tvm_ffi.libinfo
+
+    spec = importlib.util.find_spec("tvm")  # not imported: only its location is needed
+    if spec is None or spec.origin is None:
+        raise ImportError("byoc_torch: apache-tvm is not installed")
+    tvm_runtime = Path(spec.origin).resolve().parent / "lib" / "libtvm_runtime.so"
+    return (Path(tvm_ffi.libinfo.find_libtvm_ffi()).resolve(), tvm_runtime, library_path())
 
 
 def _load() -> tvm_ffi.Module:

@@ -13,6 +13,10 @@ with status 2, a failure (an error raised by byoc_torch, the model or PyTorch) w
 either prints one line, ``byoc-torch COMMAND: error: TYPE: message (hint)``, on stderr, and
 ``--verbose`` adds the traceback. ``BYOC_TORCH_LOG=debug`` shows what byoc_torch logs
 (:mod:`byoc_torch.quiet`).
+
+``byoc-torch lib-path`` prints the path of the C++ runtime library; ``--ld-preload`` prints
+every library a C++ process without Python loads, as an ``LD_PRELOAD`` value
+(docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -311,6 +315,16 @@ def _forcing(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _lib_path(args: argparse.Namespace) -> int:
+    from byoc_torch.runtime import library_path, preload_libraries
+
+    if args.ld_preload:
+        print(":".join(str(p) for p in preload_libraries()))
+    else:
+        print(library_path())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from byoc_torch.models import EXAMPLES
 
@@ -379,6 +393,16 @@ def _parser() -> argparse.ArgumentParser:
     _forcing(bench)
     _shared(bench, threads=True)
     bench.set_defaults(func=_bench, placement="tvm")
+
+    lib = sub.add_parser(
+        "lib-path",
+        help="where the C++ runtime library is (what a C++ process preloads)",
+        description="Print the path of libbyoc_torch_runtime.so; with --ld-preload, every "
+        "library a C++ process without Python loads to run TorchScript archives holding "
+        "compiled parts, in order, colon-separated (an LD_PRELOAD value).",
+    )
+    lib.add_argument("--ld-preload", action="store_true", help="tvm-ffi, TVM runtime, byoc_torch")
+    lib.set_defaults(func=_lib_path)
     return p
 
 

@@ -1,0 +1,149 @@
+"""The op ``torch.ops.byoc_torch.execute``'s C++ kernel (runtime/executable.h) in this process:
+its SHA-256 against hashlib, its seal check against artifact_file.verify_bytes (the same
+verdict and message on every kind of damage), a damaged artifact or a mismatched signature
+refused before anything is loaded, the input checks' errors (the messages of the Python
+path), and the executable of a model this process holds reused, not loaded again. The C++
+programs without Python are in tests/test_deploy_cpp.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import struct
+
+import pytest
+import torch
+import tvm_ffi
+
+import byoc_torch
+from byoc_torch import torch_library
+from byoc_torch.artifact_file import MAGIC, TRAILER_SIZE, seal_bytes, verify_bytes
+from byoc_torch.errors import ArtifactError, InputError, InputTypeError
+
+_SHA256 = tvm_ffi.get_global_func("byoc_torch.Sha256")
+_VERIFY = tvm_ffi.get_global_func("byoc_torch.VerifySealedArtifact")
+
+
+class Erfinv(torch.nn.Module):
+    def forward(self, x):
+        return torch.special.erfinv(torch.tanh(x)) + torch.relu(x)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return byoc_torch.compile(Erfinv(), (torch.randn(4, 8),), placement="tvm")
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 70001])
+def test_sha256_matches_hashlib(size):
+    data = random.Random(size).randbytes(size)
+    assert bytes(_SHA256(data)) == hashlib.sha256(data).digest()
+
+
+def _damaged(sealed: bytes) -> dict[str, bytes]:
+    payload_size = len(sealed) - TRAILER_SIZE
+    flipped = bytearray(sealed)
+    flipped[payload_size // 2] ^= 0x10
+    version = bytearray(sealed)
+    struct.pack_into("<I", version, len(sealed) - 16, 7)
+    trailer_size = bytearray(sealed)
+    struct.pack_into("<I", trailer_size, len(sealed) - 12, 65)
+    first_magic = bytearray(sealed)
+    first_magic[payload_size] ^= 0xFF
+    return {
+        "cut 1": sealed[:-1],
+        "cut 10": sealed[:-10],
+        "cut 64": sealed[:-64],
+        "cut 100": sealed[:-100],
+        "bit flip": bytes(flipped),
+        "garbage after": sealed + b"\0" * 7,
+        "seal twice": sealed + sealed[-TRAILER_SIZE:],
+        "inserted": sealed[:10] + b"xyz" + sealed[10:],
+        "dropped": sealed[:10] + sealed[13:],
+        "version 7": bytes(version),
+        "trailer length": bytes(trailer_size),
+        "first magic": bytes(first_magic),
+        "magic only": MAGIC,
+    }
+
+
+def test_seal_check_in_cpp_agrees_with_python():
+    sealed = seal_bytes(random.Random(0).randbytes(5000))
+    assert _VERIFY(sealed, "x") == len(sealed) - TRAILER_SIZE
+    assert verify_bytes(sealed, "x") == sealed[:-TRAILER_SIZE]
+    for name, data in _damaged(sealed).items():
+        with pytest.raises(ArtifactError) as python:
+            verify_bytes(data, "x")
+        with pytest.raises(ArtifactError) as cpp:
+            _VERIFY(data, "x")
+        if "no byoc_torch seal" in str(python.value):  # C++ has no allow_unsealed to offer
+            assert str(cpp.value).startswith("byoc_torch.load: x: no byoc_torch seal: "), name
+            assert str(cpp.value).endswith("runs sealed artifacts only"), name
+        else:
+            assert str(cpp.value) == str(python.value), name
+
+
+def test_op_refuses_a_damaged_artifact_before_loading(compiled):
+    data = bytearray(torch_library.artifact_of(compiled.torch_executable))
+    data[len(data) // 3] ^= 0x01
+    obj = torch_library.executable_object(bytes(data), compiled.signature.to_json())
+    with pytest.raises(
+        ValueError,
+        match=re.escape("the artifact a byoc_torch.Executable holds: checksum mismatch (SHA-256)"),
+    ):
+        torch.ops.byoc_torch.execute(obj, [torch.randn(4, 8)])
+
+
+def test_op_refuses_a_signature_other_than_its_artifacts(compiled):
+    other = json.loads(compiled.signature.to_json())
+    other["inputs"][0]["name"] = "renamed"
+    artifact = torch_library.artifact_of(compiled.torch_executable)
+    obj = torch_library.executable_object(artifact, json.dumps(other))
+    with pytest.raises(ValueError, match="signature differs from its artifact's"):
+        torch.ops.byoc_torch.execute(obj, [torch.randn(4, 8)])
+
+
+@pytest.mark.parametrize(
+    "inputs, python_error, torch_error",
+    [
+        ([torch.randn(4, 8, dtype=torch.float64)], InputTypeError, TypeError),
+        ([torch.randn(4, 9)], InputError, ValueError),
+        ([torch.randn(4)], InputError, ValueError),
+        ([torch.randn(4, 8), torch.randn(4, 8)], InputTypeError, TypeError),
+    ],
+)
+def test_op_input_errors_are_the_python_paths(compiled, inputs, python_error, torch_error):
+    with pytest.raises(python_error) as python:
+        compiled(*inputs)
+    with pytest.raises(torch_error) as cpp:
+        torch.ops.byoc_torch.execute(compiled.torch_executable, inputs)
+    assert str(python.value) in str(cpp.value)
+
+
+def test_op_takes_strided_and_unaligned_inputs(compiled):
+    strided = torch.randn(8, 4).t()  # (4, 8), not compact
+    unaligned = torch.randn(33)[1:].view(4, 8)  # starts 4 bytes past an aligned address
+    assert not strided.is_contiguous() and unaligned.data_ptr() % 64 != 0
+    for x in (strided, unaligned):
+        (out,) = torch.ops.byoc_torch.execute(compiled.torch_executable, [x])
+        torch.testing.assert_close(out, Erfinv()(x))
+
+
+def _loaded_copies() -> set[str]:
+    """The artifact copies mapped into this process (each load maps its private copy)."""
+    with open(f"/proc/{os.getpid()}/maps") as fh:
+        return {line.split()[5] for line in fh if "byoc_torch_load_" in line}
+
+
+def test_op_reuses_the_executable_of_a_model_this_process_holds(compiled):
+    before = _loaded_copies()
+    obj = torch_library.executable_object(
+        torch_library.artifact_of(compiled.torch_executable), compiled.signature.to_json()
+    )
+    x = torch.randn(4, 8)
+    (out,) = torch.ops.byoc_torch.execute(obj, [x])
+    torch.testing.assert_close(out, Erfinv()(x))
+    assert _loaded_copies() == before
