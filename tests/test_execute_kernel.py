@@ -17,6 +17,7 @@ import struct
 import pytest
 import torch
 import tvm_ffi
+from torch.export import Dim
 
 import byoc_torch
 from byoc_torch import torch_library
@@ -147,3 +148,20 @@ def test_op_reuses_the_executable_of_a_model_this_process_holds(compiled):
     (out,) = torch.ops.byoc_torch.execute(obj, [x])
     torch.testing.assert_close(out, Erfinv()(x))
     assert _loaded_copies() == before
+
+
+def test_op_checks_dynamic_dims_against_their_range():
+    batch = Dim("batch", min=2, max=8)
+    compiled = byoc_torch.compile(
+        Erfinv(), (torch.randn(4, 8),), dynamic_shapes={"x": {0: batch}}, placement="tvm"
+    )
+    x = torch.randn(7, 8)  # inside the range, not the example's size
+    (out,) = torch.ops.byoc_torch.execute(compiled.torch_executable, [x])
+    torch.testing.assert_close(out, Erfinv()(x))
+    for bad in (torch.randn(9, 8), torch.randn(1, 8)):
+        with pytest.raises(InputError) as python:
+            compiled(bad)
+        with pytest.raises(ValueError) as cpp:
+            torch.ops.byoc_torch.execute(compiled.torch_executable, [bad])
+        assert "outside the range the model was exported for" in str(python.value)
+        assert str(python.value) in str(cpp.value)
