@@ -2,7 +2,8 @@
 its SHA-256 against hashlib, its seal check against artifact_file.verify_bytes (the same
 verdict and message on every kind of damage), a damaged artifact or a mismatched signature
 refused before anything is loaded, the input checks' errors (the messages of the Python
-path), and the executable of a model this process holds reused, not loaded again. The C++
+path), concurrent calls each right, and the executable of a model this process holds reused,
+not loaded again. The C++
 programs without Python are in tests/test_deploy_cpp.py."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import byoc_torch
 from byoc_torch import torch_library
 from byoc_torch.artifact_file import MAGIC, TRAILER_SIZE, seal_bytes, verify_bytes
 from byoc_torch.errors import ArtifactError, InputError, InputTypeError
+from byoc_torch.testing.concurrency import hammer
 
 _SHA256 = tvm_ffi.get_global_func("byoc_torch.Sha256")
 _VERIFY = tvm_ffi.get_global_func("byoc_torch.VerifySealedArtifact")
@@ -165,3 +167,16 @@ def test_op_checks_dynamic_dims_against_their_range():
             torch.ops.byoc_torch.execute(compiled.torch_executable, [bad])
         assert "outside the range the model was exported for" in str(python.value)
         assert str(python.value) in str(cpp.value)
+
+
+def test_op_calls_from_many_threads_at_once_are_each_right(compiled):
+    """Each concurrent call runs on a VM of its own (the kernel's pool): a shared VM's
+    registers would mix the threads' answers."""
+    inputs = [torch.randn(4, 8) for _ in range(6)]
+    expected = [torch.ops.byoc_torch.execute(compiled.torch_executable, [x])[0] for x in inputs]
+
+    def call_is_right(k: int) -> bool:
+        (out,) = torch.ops.byoc_torch.execute(compiled.torch_executable, [inputs[k]])
+        return torch.equal(out, expected[k])
+
+    hammer(6, 200, call_is_right)
