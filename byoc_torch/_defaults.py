@@ -70,3 +70,9 @@ TUNE_TRIALS = 0
 BENCH_BUSY_SPREAD = 0.5
 # The plot's y axis is logarithmic when the plotted latencies span more than this factor.
 BENCH_LOG_Y_RANGE = 10.0
+
+# -- torch.compile backend (byoc_torch.dynamo) ---------------------------------------------------
+# Variants one Dynamo graph compiles for the values it specializes (a float attribute Dynamo
+# passes as a tensor, a SymFloat, a carrier size torch.export fixed): past this many, the graph
+# runs in PyTorch (a value that changes every call would otherwise compile every call).
+DYNAMO_MAX_VARIANTS = 4

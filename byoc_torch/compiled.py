@@ -162,12 +162,16 @@ class CompiledModule(torch.nn.Module):
         # between threads: each thread gets its own, created on first use.
         self._local = threading.local()
         self._main_function()  # build the calling thread's VM now, so errors surface here
-        self._num_outputs = count_leaves(signature.outputs)
+        self._mutations = signature.mutations
+        self._num_outputs = count_leaves(signature.outputs) + len(self._mutations)
         self._checks = tuple(_InputCheck.of(spec, signature.ranges) for spec in signature.inputs)
         self._on_cpu = self.device_type == "cpu"
         outputs = signature.outputs
-        self._single_leaf = is_plain_leaf(outputs)
-        self._flat_tuple = outputs["t"] == "tuple" and all(is_plain_leaf(c) for c in outputs["c"])
+        plain = not self._mutations  # the VM's result is the outputs, nothing after them
+        self._single_leaf = plain and is_plain_leaf(outputs)
+        self._flat_tuple = (
+            plain and outputs["t"] == "tuple" and all(is_plain_leaf(c) for c in outputs["c"])
+        )
         # How the VM returns its results, learnt from the first call (it is fixed by the
         # compiled function): None = not yet seen, True = one flat array of the output
         # tensors, False = anything else (handled by the general path).
@@ -188,6 +192,8 @@ class CompiledModule(torch.nn.Module):
             inputs = self._flat_inputs(inputs, kwargs)
         if _is_compiling() or _is_tracing():  # in this order: Dynamo folds the first
             return self._traced_call(inputs)
+        if self._mutations:
+            return self._mutating_call(inputs)
         # The fast path: one FFI call. The runtime's checked call (runtime/checked_call.cc)
         # makes every check of _check_inputs, and what TVM's kernels assume, in C++, then runs
         # the VM; it returns None when it does not accept an input. An input that requires
@@ -211,6 +217,25 @@ class CompiledModule(torch.nn.Module):
         return self._slow_call(inputs)
 
     forward = __call__
+
+    def _mutating_call(self, inputs: Sequence):
+        """A call of a model that updates inputs in place: the new values the VM returns after
+        the outputs are copied into the caller's tensors."""
+        args = self._check_inputs(inputs)
+        if args is None:  # tensors only PyTorch's tracers know (fake, functional)
+            return self._traced_call(inputs)
+        flat = self._apply_mutations(inputs, self._flatten_result(self._main_function()(*args)))
+        return unflatten(iter(flat), self.signature.outputs)
+
+    def _apply_mutations(self, inputs: Sequence, flat: list) -> list:
+        """``flat`` without the mutated inputs' new values, which are copied into ``inputs``."""
+        if not self._mutations:
+            return flat
+        n = len(flat) - len(self._mutations)
+        with torch.no_grad():
+            for k, value in zip(self._mutations, flat[n:], strict=True):
+                inputs[k].copy_(value)
+        return flat[:n]
 
     def _checked_function(self):
         checked = self._local.checked = _MAKE_CHECKED_CALL(
@@ -299,6 +324,13 @@ class CompiledModule(torch.nn.Module):
 
     def _traced_call(self, inputs: Sequence[torch.Tensor]):
         """The call as PyTorch's tracers record it: one ``byoc_torch::execute`` op."""
+        if self._mutations:
+            names = [self.signature.inputs[k].name for k in self._mutations]
+            raise CompiledModelError(
+                f"byoc_torch: this compiled model updates its input(s) {names} in place, which "
+                "the op PyTorch's tracers record (byoc_torch::execute) cannot do: call it "
+                "eagerly, not inside torch.jit, torch.export or torch.compile"
+            )
         if _is_compiling():  # Dynamo and torch.export trace the checks with symbolic sizes
             self._check_inputs(inputs, prepare=False)
         else:  # torch.jit.trace must record neither the checks nor their sizes, only the op

@@ -137,13 +137,14 @@ def flat_program(
     and the tensor inputs' names in ``ep``. A program that already takes flat positional
     tensors comes back as it is, without a tree. Dynamic dims stay dynamic, with their ranges.
     """
-    user_inputs = ep.graph_signature.user_inputs
-    names = tuple(n for n in user_inputs if isinstance(n, str))
+    kinds = torch.export.graph_signature
+    user_specs = [s for s in ep.graph_signature.input_specs if s.kind == kinds.InputKind.USER_INPUT]
+    names = tuple(s.arg.name for s in user_specs if isinstance(s.arg, kinds.TensorArgument))
     args_spec, kwargs_spec = ep.call_spec.in_spec.children()
     flat = (
         not kwargs_spec.context
         and all(c.is_leaf() for c in args_spec.children())
-        and len(names) == len(user_inputs)
+        and len(names) == len(user_specs)
     )
     if flat:
         return ep, None, names
@@ -198,6 +199,7 @@ def _signature(
     names: Sequence[str] = (),
     tree: InputTree | None = None,
     foreign_ops: tuple[str, ...] = (),
+    mutations: tuple[int, ...] = (),
 ) -> Signature:
     """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
     original model's, when ``ep`` is its flat re-export)."""
@@ -224,6 +226,7 @@ def _signature(
         _output_specs(ep),
         _dim_ranges(ep, specs),
         foreign_ops,
+        mutations,
     )
 
 
@@ -393,7 +396,14 @@ def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options)
         report = build_report(imported, built.partitioned, model_name=_model_name(model))
         report.placement = placement
         signature = _signature(
-            ep, session.device, report, opts.num_threads, names, tree, _foreign_ops(imported)
+            ep,
+            session.device,
+            report,
+            opts.num_threads,
+            names,
+            tree,
+            _foreign_ops(imported),
+            imported.mutations,
         )
         set_metadata(built.executable, signature.to_json())
         logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))

@@ -3,9 +3,24 @@ by :func:`byoc_torch.compile`.
 
 Place in the data flow: in front of the driver. TorchDynamo traces the user's Python, breaks
 the graph where Python needs a value (``if x.sum() > 0``), and hands each FX graph with its
-example inputs to the backend; the backend exports the graph with ``torch.export`` (its dynamic
-dims stay dynamic), compiles it like any model (same verification) and returns the compiled
-model to run in the graph's place. Dynamo's guards decide when to call the backend again.
+example inputs to the backend. The backend takes the graph as Dynamo gives it:
+
+* tensor inputs stay tensor inputs (their symbolic dims stay dynamic);
+* a SymInt input equal to a tensor input's size is read from that tensor's shape;
+* any other SymInt input (``logits_to_keep``, a cache's ``cumulative_length``) crosses as the
+  size of an empty "carrier" tensor, so that it stays a runtime value of the compiled program;
+* a value Dynamo passes as a 0-d tensor only to read it back with ``.item()`` (an
+  unspecialized float attribute such as ``variance_epsilon`` or ``dropout.p``), a SymFloat, a
+  SymBool, a negative SymInt and any plain Python value are *specialized*: the graph is
+  compiled for the value it has, the value is checked at every call, and another value
+  compiles another variant (at most ``DYNAMO_MAX_VARIANTS``);
+* SymInt/SymFloat outputs come back as Python numbers.
+
+The graph is exported (non-strict, straight-line FX code), compiled like any model (same
+verification) and run in the graph's place. A graph the backend cannot compile runs in
+PyTorch instead (the graph Dynamo captured, eagerly), with a one-line warning: the user's
+program never fails because of the backend (unless ``require_full_compilation=True``, which
+raises). Dynamo's guards decide when the backend is called again.
 
 The backend is registered under the ``torch_dynamo_backends`` entry point (pyproject.toml), so
 ``backend="byoc_torch"`` works without importing byoc_torch first;
@@ -14,8 +29,11 @@ The backend is registered under the ``torch_dynamo_backends`` entry point (pypro
 
 from __future__ import annotations
 
+import copy
 import logging
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import fx
@@ -23,13 +41,18 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils._python_dispatch import _disable_current_modes
 
-from .errors import InputTypeError
+from . import _defaults
+from .errors import FallbackError
 from .options import Options
 from .quiet import quietly
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["backend", "compile_graph", "dynamo_backend"]
+
+_PYTHON_TYPE = {torch.SymInt: int, torch.SymFloat: float, torch.SymBool: bool}
+_SYMBOLIC = tuple(_PYTHON_TYPE)
+_warned: set[str] = set()  # the eager-fallback warnings given (each once per process)
 
 
 def dynamo_backend(**options) -> Callable:
@@ -48,82 +71,257 @@ def backend(gm: fx.GraphModule, example_inputs: Sequence) -> Callable:
     return compile_graph(gm, example_inputs)
 
 
-class _TensorInputs(torch.nn.Module):
-    """A Dynamo graph called with its tensor inputs only: the SymInt inputs Dynamo adds for
-    dynamic sizes are read from the tensors' shapes."""
+# How one graph input reaches the compiled program (see the module doc).
+TENSOR, SIZE, CARRIER, FIXED = "tensor", "size", "carrier", "fixed"
 
-    def __init__(self, gm: fx.GraphModule, sources: list[tuple[int, int] | None]) -> None:
+
+@dataclass(frozen=True)
+class _Input:
+    kind: str  # TENSOR, SIZE, CARRIER or FIXED
+    name: str  # the input as the user's code names it (Dynamo's source), for messages
+    source: tuple[int, int] | None = None  # SIZE: (graph input of the tensor, dim)
+    item: bool = False  # FIXED: a 0-d tensor whose .item() the graph reads
+
+
+class _GraphInputs(torch.nn.Module):
+    """A Dynamo graph called with the compiled program's inputs: the graph's tensors, then one
+    carrier tensor per CARRIER scalar (its value is the carrier's dim 0). Sizes are read from
+    the tensors' shapes; FIXED values are the ones the graph was specialized for."""
+
+    def __init__(self, gm: fx.GraphModule, plan: list[_Input], fixed: dict[int, object]) -> None:
         super().__init__()
         self.gm = gm
-        self.sources = sources  # per graph input: None (a tensor) or (tensor position, dim)
+        self.plan = plan
+        self.fixed = fixed
+        self.tensor_at = [k for k, p in enumerate(plan) if p.kind == TENSOR]
+        self.carrier_at = [k for k, p in enumerate(plan) if p.kind == CARRIER]
 
     def forward(self, *tensors: torch.Tensor):
-        args, k = [], 0
-        for source in self.sources:
-            if source is None:
-                args.append(tensors[k])
-                k += 1
+        given = dict(zip(self.tensor_at, tensors, strict=False))
+        carriers = tensors[len(self.tensor_at) :]
+        for k, carrier in zip(self.carrier_at, carriers, strict=True):
+            given[k] = carrier.shape[0]
+        args = []
+        for k, p in enumerate(self.plan):
+            if p.kind == SIZE:
+                args.append(given[p.source[0]].shape[p.source[1]])
+            elif p.kind == FIXED:
+                args.append(self.fixed[k])
             else:
-                args.append(tensors[source[0]].shape[source[1]])
+                args.append(given[k])
         return self.gm(*args)
 
 
 @quietly
 def compile_graph(gm: fx.GraphModule, example_inputs: Sequence, **options) -> Callable:
-    """Compile one Dynamo graph; returns what Dynamo calls with the graph's inputs."""
-    from .driver import compile
+    """Compile one Dynamo graph; returns what Dynamo calls with the graph's inputs. A graph
+    that cannot be compiled runs in PyTorch (see the module doc)."""
+    opts = Options.from_kwargs(options)
+    try:
+        graph = _Graph(gm, example_inputs, options)
+        graph.variant(list(example_inputs))  # the first variant, compiled now
+    except Exception as err:
+        if opts.require_full_compilation:
+            raise
+        return _eager(gm, err)
+    return graph
 
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    values = [
-        n.meta.get("example_value", x) for n, x in zip(placeholders, example_inputs, strict=True)
-    ]
-    tensor_at = [k for k, v in enumerate(values) if isinstance(v, torch.Tensor)]
-    sources = _size_sources(values, tensor_at, placeholders)
-    dims = [_dynamic_dims(values[k]) for k in tensor_at]
-    # Outside Dynamo's tracing context and fake mode: torch.export below traces on its own,
-    # and its guards must not become the calling frame's.
-    with _disable_current_modes(), torch._guards.tracing(None):
-        real = tuple(_real(example_inputs[k]) for k in tensor_at)
-        compiled = compile(
-            _TensorInputs(gm, sources),
-            real,
-            dynamic_shapes=(tuple(dims),) if any(dims) else None,
-            **options,
-        )
-    logger.debug("compiled a dynamo graph of %d inputs: %s", len(values), compiled)
+
+def _eager(gm: fx.GraphModule, err: BaseException) -> Callable:
+    """The graph as Dynamo captured it, run by PyTorch, after a one-line warning (once per
+    reason and process)."""
+    first = f"{type(err).__name__}: {err}".strip().splitlines()[0][:300]
+    message = f"byoc_torch: a graph torch.compile captured runs in PyTorch instead ({first})"
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=2)
+    logger.debug("dynamo graph falls back to eager", exc_info=err)
 
     def run(*args):
-        return compiled(*[args[k] for k in tensor_at])
+        return gm(*args)
 
-    run.compiled = compiled  # for inspection (report, torch_ops)
+    run.compiled = None  # nothing was compiled (for inspection, like _Graph.compiled)
     return run
 
 
-def _size_sources(values: list, tensor_at: list[int], placeholders) -> list:
-    """For each graph input: None for a tensor, (tensor position, dim) for a size input."""
-    sources = []
-    for k, value in enumerate(values):
-        if isinstance(value, torch.Tensor):
-            sources.append(None)
-            continue
-        expr = value.node.expr if isinstance(value, torch.SymInt) else None
-        found = None
-        for pos, t in enumerate(tensor_at):
-            for d, size in enumerate(values[t].shape):
-                if expr is not None and isinstance(size, torch.SymInt) and size.node.expr == expr:
-                    found = (pos, d)
-                    break
-            if found:
+class _Graph:
+    """One Dynamo graph and its compiled variants (one per set of specialized values)."""
+
+    def __init__(self, gm: fx.GraphModule, example_inputs: Sequence, options: dict) -> None:
+        self.gm = gm
+        self.options = options
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        values = [
+            n.meta.get("example_value", x)
+            for n, x in zip(placeholders, example_inputs, strict=True)
+        ]
+        self.values = values  # Dynamo's example values (symbolic dims)
+        self.plan = _plan(placeholders, values)
+        self.tensor_at = [k for k, p in enumerate(self.plan) if p.kind == TENSOR]
+        self.carrier_at = [k for k, p in enumerate(self.plan) if p.kind == CARRIER]
+        self.fixed_at = [k for k, p in enumerate(self.plan) if p.kind == FIXED]
+        self.variants: list[tuple[dict[int, object], Callable]] = []
+        self.eager: Callable | None = None  # set when a variant fails to compile
+
+    @property
+    def compiled(self):
+        """The first variant's CompiledModule (for inspection: report, torch_ops)."""
+        return self.variants[0][1] if self.variants else None
+
+    @property
+    def all_compiled(self) -> list:
+        return [c for _, c in self.variants]
+
+    def __call__(self, *args):
+        if self.eager is not None:
+            return self.eager(*args)
+        compiled = None
+        for fixed, candidate in self.variants:
+            if all(_same(_value(args[k], self.plan[k]), v) for k, v in fixed.items()):
+                compiled = candidate
                 break
-        if found is None:
-            raise InputTypeError(
-                f"byoc_torch backend: graph input {placeholders[k].name} is a "
-                f"{type(value).__name__} that is not a tensor's size; byoc_torch compiles tensor "
-                "inputs (pass the value as a tensor, or let torch.compile specialize it, e.g. "
-                "torch._dynamo.config.specialize_int = True)"
+        if compiled is None:
+            if len(self.variants) >= _defaults.DYNAMO_MAX_VARIANTS:
+                self.eager = _eager(
+                    self.gm,
+                    FallbackError(
+                        f"more than {_defaults.DYNAMO_MAX_VARIANTS} values of "
+                        f"{self._fixed_names()} seen"
+                    ),
+                )
+                return self.eager(*args)
+            try:
+                compiled = self.variant(list(args))
+            except Exception as err:
+                self.eager = _eager(self.gm, err)
+                return self.eager(*args)
+        tensors = [args[k] for k in self.tensor_at]
+        tensors += [_carrier(args[k]) for k in self.carrier_at]
+        return compiled(*tensors)
+
+    def _fixed_names(self) -> str:
+        return ", ".join(self.plan[k].name for k in self.fixed_at) or "its static inputs"
+
+    def variant(self, args: list) -> Callable:
+        """Compile the variant for the FIXED values (and static carriers) of ``args``."""
+        from .driver import compile
+
+        fixed = {k: _value(args[k], self.plan[k]) for k in self.fixed_at}
+        gm = _specialized(self.gm, self.plan, fixed)
+        dims = [_dynamic_dims(self.values[k]) for k in self.tensor_at]
+        dims += [{0: torch.export.Dim.AUTO} for _ in self.carrier_at]
+        # Outside Dynamo's tracing context and fake mode: torch.export below traces on its
+        # own, and its guards must not become the calling frame's.
+        with _disable_current_modes(), torch._guards.tracing(None):
+            real = [_real(args[k]) for k in self.tensor_at]
+            real += [_carrier(args[k]) for k in self.carrier_at]
+            compiled = compile(
+                _GraphInputs(gm, self.plan, fixed),
+                tuple(real),
+                dynamic_shapes=(tuple(dims),) if any(dims) else None,
+                **self.options,
             )
-        sources.append(found)
-    return sources
+        # A carrier torch.export specialized (a size of 0 or 1) is a fixed value too.
+        specs = compiled.signature.inputs[len(self.tensor_at) :]
+        for k, spec in zip(self.carrier_at, specs, strict=True):
+            if isinstance(spec.shape[0], int):
+                fixed[k] = spec.shape[0]
+        logger.debug("compiled a dynamo graph (fixed %s): %s", fixed, compiled)
+        self.variants.append((fixed, compiled))
+        return compiled
+
+
+def _plan(placeholders: list[fx.Node], values: list) -> list[_Input]:
+    """How each graph input reaches the compiled program (see the module doc)."""
+    tensor_at = [k for k, v in enumerate(values) if isinstance(v, torch.Tensor)]
+    plan = []
+    for node, value in zip(placeholders, values, strict=True):
+        name = _source_name(node)
+        if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided:
+                raise FallbackError(
+                    f"input {name} is a {value.layout} tensor; byoc_torch compiles dense "
+                    "(strided) tensors"
+                )
+            users = list(node.users)
+            reads_item = users and all(u.op == "call_method" and u.target == "item" for u in users)
+            if value.numel() == 1 and value.dim() == 0 and reads_item:
+                plan.append(_Input(FIXED, name, item=True))
+            else:
+                plan.append(_Input(TENSOR, name))
+            continue
+        if isinstance(value, torch.SymInt):
+            source = _size_source(value, values, tensor_at)
+            if source is not None:
+                plan.append(_Input(SIZE, name, source))
+                continue
+            if optimization_hint(value) >= 0:
+                plan.append(_Input(CARRIER, name))
+                continue
+        plan.append(_Input(FIXED, name))
+    return plan
+
+
+def _source_name(node: fx.Node) -> str:
+    """The input as the user's code names it (``L['kwargs']['logits_to_keep']``)."""
+    arg = node.meta.get("grapharg")
+    source = getattr(arg, "source", None)
+    try:
+        return source.name() if source is not None else node.name
+    except Exception:  # a source kind without a name
+        return node.name
+
+
+def _size_source(value: torch.SymInt, values: list, tensor_at: list[int]):
+    """(graph input, dim) of a tensor input whose size is ``value``, or None."""
+    expr = value.node.expr
+    for t in tensor_at:
+        for d, size in enumerate(values[t].shape):
+            if isinstance(size, torch.SymInt) and size.node.expr == expr:
+                return (t, d)
+    return None
+
+
+def _value(arg, spec: _Input):
+    """The Python value a FIXED (or carrier) input has in a call."""
+    if spec.item:
+        return arg.item()
+    if isinstance(arg, _SYMBOLIC):  # the example value Dynamo traced with
+        return _PYTHON_TYPE[type(arg)](optimization_hint(arg))
+    return arg
+
+
+def _same(a, b) -> bool:
+    """Equal values of one type (1 and True, 1 and 1.0 are different specializations)."""
+    return type(a) is type(b) and (a == b or (a != a and b != b))  # NaN equals NaN here
+
+
+def _carrier(value) -> torch.Tensor:
+    """An empty tensor whose dim 0 is ``value``: a scalar crossing as a size."""
+    n = optimization_hint(value) if isinstance(value, torch.SymInt) else int(value)
+    return torch.empty((n, 0), dtype=torch.uint8)
+
+
+def _specialized(gm: fx.GraphModule, plan: list[_Input], fixed: dict[int, object]):
+    """A copy of ``gm`` in which every FIXED input is its value: ``x.item()`` of a 0-d input
+    becomes the number, a specialized scalar its constant."""
+    graph = copy.deepcopy(gm.graph)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for k, value in fixed.items():
+        node = placeholders[k]
+        uses = [u for u in node.users if plan[k].item] or [node]
+        for use in uses:
+            for consumer in list(use.users):
+
+                def swap(a, use=use, value=value):
+                    return value if a is use else a
+
+                consumer.args = fx.node.map_aggregate(consumer.args, swap)
+                consumer.kwargs = fx.node.map_aggregate(consumer.kwargs, swap)
+            if use is not node:
+                graph.erase_node(use)
+    graph.lint()
+    return fx.GraphModule(gm, graph)
 
 
 def _dynamic_dims(value: torch.Tensor) -> dict | None:

@@ -215,6 +215,10 @@ class Signature:
     # Operators outside aten the LibTorch subgraphs call (``mylib::scale``): loading needs
     # them registered (the runtime names a missing one).
     foreign_ops: tuple[str, ...] = ()
+    # The tensor inputs the model updates in place (``x.mul_(2)``), by position: the compiled
+    # program returns their new values after its outputs, and the call copies them into the
+    # caller's tensors, as ``ep.module()`` does.
+    mutations: tuple[int, ...] = ()
 
     @property
     def op_namespaces(self) -> tuple[str, ...]:
@@ -236,6 +240,7 @@ class Signature:
                 else [_spec_dict(o) for o in self.output_specs],
                 "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
                 "foreign_ops": list(self.foreign_ops),
+                "mutations": list(self.mutations),
             }
         )
 
@@ -259,6 +264,9 @@ class Signature:
                 for k, (lo, hi) in data.get("ranges", {}).items()
             }
             foreign = tuple(str(op) for op in data.get("foreign_ops", []))
+            mutations = tuple(int(k) for k in data.get("mutations", []))
+            if any(not 0 <= k < len(inputs) for k in mutations):
+                raise ValueError(f"mutated inputs {list(mutations)} out of range")
             return cls(
                 inputs,
                 outputs,
@@ -269,6 +277,7 @@ class Signature:
                 output_specs,
                 ranges,
                 foreign,
+                mutations,
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ from .complex import FOREIGN_DTYPES, cluster_of, is_sink, produces_foreign
 from .decompose import decompose
 from .deny_list import deny_list_match
 from .modules import forced_module_for_op
-from .outputs import tensor_outputs
+from .outputs import mutated_inputs, tensor_outputs
 from .random import is_random
 from .small_blocks import small_native_blocks
 from .torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
@@ -305,6 +306,9 @@ class ImportResult:
     ep: torch.export.ExportedProgram  # the decomposed program that was imported
     native_vars: dict[str, relax.Var]  # FX node name -> Relax var, for TVM-converted tensors
     notes: tuple[str, ...] = ()  # what the import did differently, and why (e.g. decomposition)
+    # Positions (among the user inputs) of the inputs the program updates in place; main
+    # returns their new values after the outputs (frontend/outputs.py).
+    mutations: tuple[int, ...] = ()
 
 
 def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
@@ -329,6 +333,30 @@ def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) 
         raise
 
 
+# The program as the importer takes it, per program and decomposition flag: a compile imports
+# one program many times (build-failure bisection, verification rounds, placement), and the
+# decomposition (seconds on a transformer layer) gives the same program every time.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared(ep: torch.export.ExportedProgram, decomposed: bool):
+    """(program, notes, mutated input positions) as imported: decomposed (when asked),
+    outputs made tensors (frontend/outputs.py). Memoized; the result is never changed."""
+    cached = _PREPARED.get(ep, {}).get(decomposed)
+    if cached is not None:
+        return cached
+    notes: list[str] = []
+    out = ep
+    if decomposed:
+        out, notes = decompose(ep)
+    user = list(out.graph_signature.user_inputs)
+    mutations = tuple(user.index(name) for name in mutated_inputs(out))
+    out = tensor_outputs(out, owned=decomposed)
+    result = (out, tuple(notes), mutations)
+    _PREPARED.setdefault(ep, {})[decomposed] = result
+    return result
+
+
 def import_with_records(
     ep: torch.export.ExportedProgram,
     options: Options,
@@ -339,12 +367,7 @@ def import_with_records(
     Imports again (from scratch) whenever a TVM converter raises, and once more when
     ``min_block_size`` moves small TVM blocks to LibTorch.
     """
-    notes: list[str] = []
-    if options.run_decompositions:
-        ep, notes = decompose(ep)
-        ep = tensor_outputs(ep, owned=True)
-    else:
-        ep = tensor_outputs(ep, owned=False)
+    ep, notes, mutations = _prepared(ep, options.run_decompositions)
     forced: dict[str, FallbackRecord] = dict(extra_forced or {})
     node_order = {n.name: i for i, n in enumerate(ep.graph.nodes)}
     while True:
@@ -367,7 +390,9 @@ def import_with_records(
             raise FullCompilationError(records)
         absorbed = small_native_blocks(ep.graph, {r.node for r in records}, options)
         if not absorbed:
-            return ImportResult(mod, records, ep.graph, ep, importer.native_vars, tuple(notes))
+            return ImportResult(
+                mod, records, ep.graph, ep, importer.native_vars, tuple(notes), mutations
+            )
         for node in absorbed:
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.MIN_BLOCK)
         logger.debug("min_block_size moves %d node(s) to LibTorch", len(absorbed))

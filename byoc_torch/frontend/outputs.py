@@ -11,8 +11,10 @@ signature (:func:`output_leaves`), so the compiled model rebuilds what the model
   graph returns that real tensor, computed inside LibTorch together with the complex value
   (:mod:`.complex`), and the compiled model returns ``torch.view_as_complex`` of it (a view).
 * A Python number read from a tensor (``x.item()``) crosses as that tensor; the compiled model
-  returns its ``.item()``. Any other symbolic output (a size of a dynamic dim) cannot be a TVM
-  output: a clear :class:`~byoc_torch.errors.FallbackError` says so.
+  returns its ``.item()``. Any other symbolic output (a SymInt such as ``x.shape[0] + 1``, a
+  SymFloat, a SymBool) crosses as a 0-d tensor made of it (``aten.scalar_tensor``, int64,
+  float64 or bool), and the compiled model returns its ``.item()``: a Python number, as
+  ``ep.module()`` does.
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ from ..errors import FallbackError
 from ..names import dtype_name
 from .complex import FOREIGN_DTYPES
 
-__all__ = ["output_leaves", "tensor_outputs"]
+__all__ = ["mutated_inputs", "output_leaves", "tensor_outputs"]
 
 _ITEM_OPS = (torch.ops.aten.item.default, torch.ops.aten._local_scalar_dense.default)
 _KEPT_KINDS = (gs.OutputKind.USER_OUTPUT, gs.OutputKind.LOSS_OUTPUT)
 CONSTANT_TYPES = (type(None), bool, int, float, str)
+# The dtype of the 0-d tensor a symbolic output crosses as.
+_SCALAR_DTYPES = {
+    torch.SymInt: torch.int64,
+    torch.SymFloat: torch.float64,
+    torch.SymBool: torch.bool,
+}
 
 
 def _user_output_args(ep: torch.export.ExportedProgram) -> list[tuple[int, object]]:
@@ -61,13 +69,13 @@ def output_leaves(ep: torch.export.ExportedProgram) -> list[dict]:
                     leaf["complex"] = dtype_name(val.dtype)
                 leaves.append(leaf)
                 continue
-            if value.target in _ITEM_OPS:
-                leaves.append({"t": "leaf", "item": True})  # x.item(): the 0-d tensor crosses
+            if value.target in _ITEM_OPS or type(val) in _SCALAR_DTYPES:
+                # x.item(): the 0-d tensor crosses; a SymInt/SymFloat/SymBool: one made of it
+                leaves.append({"t": "leaf", "item": True})
                 continue
             raise FallbackError(
-                f"model output {value.name} is a {type(val).__name__} computed from the inputs "
-                "(e.g. a dynamic size); byoc_torch returns tensors and constants only: return "
-                "it as a tensor (torch.tensor(...)) or compute it from the result's shape"
+                f"model output {value.name} is a {type(val).__name__}; byoc_torch returns "
+                "tensors, Python numbers and constants (None, bool, int, float, str) only"
             )
         if not isinstance(value, CONSTANT_TYPES):
             raise FallbackError(
@@ -78,12 +86,31 @@ def output_leaves(ep: torch.export.ExportedProgram) -> list[dict]:
     return leaves
 
 
+def mutated_inputs(ep: torch.export.ExportedProgram) -> list[str]:
+    """The user inputs ``ep`` updates in place (``x.mul_(2)``), in output order; raises
+    FallbackError for an updated buffer (a compiled model's buffers are constants)."""
+    names = []
+    for spec in ep.graph_signature.output_specs:
+        if spec.kind == gs.OutputKind.USER_INPUT_MUTATION:
+            names.append(spec.target)
+        elif spec.kind == gs.OutputKind.BUFFER_MUTATION:
+            raise FallbackError(
+                f"the model updates its buffer {spec.target} in place; byoc_torch binds buffers "
+                "into the compiled model as constants: pass the buffer as an input (it is then "
+                "updated like any input), or compile with torch.compile(model, "
+                'backend="byoc_torch"), which passes buffers as inputs'
+            )
+    return names
+
+
 def tensor_outputs(ep: torch.export.ExportedProgram, owned: bool) -> torch.export.ExportedProgram:
-    """``ep`` whose graph returns only tensors, complex ones as real views (see module doc).
+    """``ep`` whose graph returns only tensors, complex ones as real views, and the new values
+    of the inputs it updates in place after its outputs (see module doc).
     ``ep`` itself when nothing changes; otherwise ``ep`` changed in place when ``owned``, else a
     copy."""
     leaves = output_leaves(ep)
-    if all(leaf == {"t": "leaf"} for leaf in leaves):
+    mutated = mutated_inputs(ep)
+    if all(leaf == {"t": "leaf"} for leaf in leaves) and not mutated:
         return ep
     if not owned:
         ep = copy.deepcopy(ep)
@@ -96,10 +123,9 @@ def tensor_outputs(ep: torch.export.ExportedProgram, owned: bool) -> torch.expor
         if leaf["t"] == "const":
             dropped.add(k)
         elif "item" in leaf:
-            values[k] = value.args[0]
-            specs[k] = gs.OutputSpec(
-                specs[k].kind, gs.TensorArgument(value.args[0].name), specs[k].target
-            )
+            tensor = value.args[0] if value.target in _ITEM_OPS else _scalar_tensor(graph, value)
+            values[k] = tensor
+            specs[k] = gs.OutputSpec(specs[k].kind, gs.TensorArgument(tensor.name), specs[k].target)
         elif "complex" in leaf:
             with graph.inserting_before(out):  # resolve_conj: a no-op unless conjugated
                 resolved = graph.call_function(torch.ops.aten.resolve_conj.default, (value,))
@@ -108,8 +134,34 @@ def tensor_outputs(ep: torch.export.ExportedProgram, owned: bool) -> torch.expor
             real.meta["val"] = torch.view_as_real(resolved.meta["val"])
             values[k] = real
             specs[k] = gs.OutputSpec(specs[k].kind, gs.TensorArgument(real.name), specs[k].target)
-    kept = [k for k in range(len(values)) if k not in dropped]
+    # The new values of mutated inputs follow the user outputs, as outputs TVM returns.
+    mutation = gs.OutputKind.USER_INPUT_MUTATION
+    mutations = [k for k, spec in enumerate(specs) if spec.kind == mutation]
+    for k in mutations:
+        specs[k] = gs.OutputSpec(gs.OutputKind.USER_OUTPUT, specs[k].arg, None)
+    kept = [k for k in range(len(values)) if k not in dropped and k not in mutations] + mutations
     out.args = (tuple(values[k] for k in kept),)
     ep.graph_signature.output_specs[:] = [specs[k] for k in kept]
     ep.graph_module.recompile()
     return ep
+
+
+def _scalar_tensor(graph: fx.Graph, value: fx.Node) -> fx.Node:
+    """A node after ``value`` (a SymInt/SymFloat/SymBool) making a 0-d tensor of it."""
+    dtype = _SCALAR_DTYPES[type(value.meta["val"])]
+    with graph.inserting_after(value):
+        node = graph.call_function(torch.ops.aten.scalar_tensor.default, (value,), {"dtype": dtype})
+    node.meta["val"] = torch.empty((), dtype=dtype, device="meta")
+    fake = _fake_mode(graph)
+    if fake is not None:
+        with fake:
+            node.meta["val"] = torch.empty((), dtype=dtype)
+    return node
+
+
+def _fake_mode(graph: fx.Graph):
+    """The fake mode of the graph's example values, if any."""
+    from torch._guards import detect_fake_mode
+
+    vals = [n.meta.get("val") for n in graph.nodes if isinstance(n.meta.get("val"), torch.Tensor)]
+    return detect_fake_mode(vals)

@@ -22,7 +22,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["HF_MODELS", "TupleOutputs", "hf_bert", "hf_gpt2", "hf_resnet", "hf_vit"]
+__all__ = [
+    "GENERATION_FAMILIES",
+    "HF_MODELS",
+    "TupleOutputs",
+    "hf_bert",
+    "hf_generator",
+    "hf_gpt2",
+    "hf_resnet",
+    "hf_vit",
+    "padded_prompts",
+]
 
 _ATTENTION = "eager"
 
@@ -160,3 +170,111 @@ HF_MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] =
     "hf_vit": hf_vit,
     "hf_resnet": hf_resnet,
 }
+
+
+# -- generation: whole models with their LM heads and caches, for model.generate ------------------
+def _decoder_config(tf, family: str, hidden: int, layers: int):
+    """A tiny config of a decoder-only family (2 heads, vocab 128)."""
+    common = dict(
+        vocab_size=128,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    head = hidden // 2
+    if family == "llama":
+        return tf.LlamaForCausalLM, tf.LlamaConfig(**common)
+    if family == "qwen2":
+        return tf.Qwen2ForCausalLM, tf.Qwen2Config(**common)
+    if family == "mistral":  # sliding-window cache
+        return tf.MistralForCausalLM, tf.MistralConfig(**common, sliding_window=8)
+    if family == "phi":
+        return tf.PhiForCausalLM, tf.PhiConfig(**common)
+    if family == "phi3":
+        return tf.Phi3ForCausalLM, tf.Phi3Config(**common, pad_token_id=0)
+    if family == "gemma":
+        return tf.GemmaForCausalLM, tf.GemmaConfig(**common, head_dim=head)
+    if family == "gemma2":  # sliding-window and full layers alternate
+        return tf.Gemma2ForCausalLM, tf.Gemma2Config(**common, head_dim=head, sliding_window=8)
+    if family == "gpt2":
+        config = tf.GPT2Config(
+            vocab_size=128, n_embd=hidden, n_layer=layers, n_head=2, n_positions=128
+        )
+        return tf.GPT2LMHeadModel, config
+    raise ValueError(f"unknown family {family!r}")
+
+
+def _seq2seq_config(tf, family: str, hidden: int, layers: int):
+    if family == "t5":
+        config = tf.T5Config(
+            vocab_size=128,
+            d_model=hidden,
+            d_kv=hidden // 2,
+            d_ff=2 * hidden,
+            num_layers=layers,
+            num_heads=2,
+            decoder_start_token_id=0,
+        )
+        return tf.T5ForConditionalGeneration, config
+    if family == "bart":
+        config = tf.BartConfig(
+            vocab_size=128,
+            d_model=hidden,
+            encoder_layers=layers,
+            decoder_layers=layers,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=2 * hidden,
+            decoder_ffn_dim=2 * hidden,
+            max_position_embeddings=128,
+        )
+        return tf.BartForConditionalGeneration, config
+    raise ValueError(f"unknown family {family!r}")
+
+
+GENERATION_FAMILIES = (
+    "llama",
+    "qwen2",
+    "mistral",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gpt2",
+    "t5",
+    "bart",
+)
+
+
+def hf_generator(family: str, hidden: int = 32, layers: int = 1, seed: int = 0) -> nn.Module:
+    """A tiny random-init ``...ForCausalLM`` / ``...ForConditionalGeneration`` of ``family``
+    (one of :data:`GENERATION_FAMILIES`), in eval mode, for ``model.generate`` (the whole
+    model: LM head, caches, ``ModelOutput``). Eager attention, so that every contestant runs
+    the same plain graph."""
+    tf = _transformers()
+    torch.manual_seed(seed)
+    if family in ("t5", "bart"):
+        cls, config = _seq2seq_config(tf, family, hidden, layers)
+    else:
+        cls, config = _decoder_config(tf, family, hidden, layers)
+    config._attn_implementation = _ATTENTION
+    model = cls(config).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def padded_prompts(batch: int, lengths: tuple[int, ...], seed: int = 0):
+    """``(input_ids, attention_mask)``: ``batch`` prompts of vocabulary 128, left-padded to the
+    longest of ``lengths`` (cycled over the batch)."""
+    gen = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    ids = torch.randint(3, 128, (batch, longest), generator=gen)
+    mask = torch.ones_like(ids)
+    for b in range(batch):
+        pad = longest - lengths[b % len(lengths)]
+        ids[b, :pad] = 0
+        mask[b, :pad] = 0
+    return ids, mask
