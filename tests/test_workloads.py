@@ -48,7 +48,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-# -- what Dynamo hands the backend ------------------------------------------------------------------
+# -- what Dynamo hands the backend ----------------------------------------------------------------
 def keep_last(x, n: int):
     return torch.special.erfinv(torch.tanh(x[:, -n:])) * 2
 
@@ -133,7 +133,7 @@ def scaled_sum(x):
     return (x * 3).sum(0)
 
 
-# -- Hugging Face generate through torch.compile ---------------------------------------------------
+# -- Hugging Face generate through torch.compile --------------------------------------------------
 GENERATE_FAMILIES = ["llama", "mistral", "gemma2", "bart"]
 
 
@@ -164,7 +164,7 @@ def test_generate_through_torch_compile(family):
     assert [len(g.all_compiled) for g in backend.graphs] == [1] * len(backend.graphs)
 
 
-# -- exported programs ------------------------------------------------------------------------------
+# -- exported programs ----------------------------------------------------------------------------
 class Mutates(nn.Module):
     def forward(self, x):
         x.mul_(2)
@@ -230,7 +230,7 @@ def test_str_bool_none_inputs_are_checked_like_scalars():
         compiled(y, "cos", False, None)
 
 
-# -- sparse buffers ---------------------------------------------------------------------------------
+# -- sparse buffers -------------------------------------------------------------------------------
 SPARSE_SCRIPT = textwrap.dedent(
     """
     import torch, byoc_torch
