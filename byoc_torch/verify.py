@@ -21,6 +21,7 @@ agrees with PyTorch:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 from collections.abc import Callable, Sequence
@@ -42,6 +43,8 @@ from .tensors import flatten_tvm, target_device_type, to_device, to_tvm
 from .tolerances import reduction_size, reduction_tolerance
 
 logger = logging.getLogger(__name__)
+
+_VERIFY_SEED = 0  # the seed both sides of a comparison draw with
 
 __all__ = [
     "build_candidates",
@@ -129,15 +132,17 @@ def diverging_nodes(
     var_to_node = {v.name: node for node, v in imported.native_vars.items()}
     mod, kept = _instrument(partitioned, list(var_to_node))
     ex = relax.build(LowerTorchFunctions()(mod), target=target)
-    result = run_on_target(ex, inputs, target)
+    with _seeded():
+        result = run_on_target(ex, inputs, target)
     got = {var_to_node[name]: result[1 + k] for k, name in enumerate(kept)}
-    expected = reference_values(imported.ep, inputs)
+    with _seeded():  # the same draws as the run above, when both draw in the same order
+        expected = reference_values(imported.ep, inputs)
     nodes = {n.name: n for n in imported.graph.nodes}
     differs: dict[str, str] = {}
-    drawn = random_dependent(imported.graph)  # the reference run draws other numbers
+    drawn = random_dependent(imported.graph)
     for name, value in got.items():
         ref = expected.get(name)
-        if name in drawn or not isinstance(ref, torch.Tensor):
+        if not isinstance(ref, torch.Tensor):
             continue
         detail = _compare(value, ref, *_reduction(nodes[name], expected))
         if detail is not None:
@@ -145,20 +150,35 @@ def diverging_nodes(
     blamed: dict[str, FallbackRecord] = {}
     for name, detail in differs.items():
         node = nodes[name]
+        if name in drawn and any(
+            p.name in drawn and p.name not in got for p in node.all_input_nodes
+        ):
+            continue  # an input drawn in LibTorch: its reference value may be another draw
         # Blame the node when PyTorch's op, given TVM's own inputs, disagrees with TVM: the op
         # itself is wrong, not what it was given. When the op cannot be re-run here, blame it
-        # only if no input differs (a wrong node makes its consumers differ too).
+        # only if no input differs (a wrong node makes its consumers differ too) and it does
+        # not depend on a draw.
         known, local = _local_detail(node, got, expected)
         if known:
             if local is None:
                 continue
             detail = local
-        elif any(p.name in differs for p in node.all_input_nodes):
+        elif name in drawn or any(p.name in differs for p in node.all_input_nodes):
             continue
         node = forcible(node)
         blamed[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.DIFFERS, detail)
     logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
     return blamed
+
+
+@contextlib.contextmanager
+def _seeded():
+    """PyTorch's generators seeded alike for one run (the caller's state restored after):
+    LibTorch draws from the same generators, so the random ops of both sides draw the same
+    numbers when they draw in the same order."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_VERIFY_SEED)
+        yield
 
 
 def _reduction(node: fx.Node, values: dict) -> tuple[int, float]:
@@ -199,23 +219,25 @@ def outputs_agree(
     imported: ImportResult, partitioned: tvm.IRModule, inputs: Sequence[torch.Tensor], target
 ) -> bool:
     """Do the model's outputs, built from ``partitioned``, agree with PyTorch's on
-    ``inputs``? (Outputs that depend on a random draw are not compared.)"""
+    ``inputs``? Both sides run after the same seed, so outputs that depend on a random draw
+    are compared too."""
     ex = relax.build(LowerTorchFunctions()(partitioned), target=target)
     device_type = target_device_type(target)
     vm = relax.VirtualMachine(ex, tvm.device(device_type))
-    result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
+    with _seeded():
+        result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
     flat = [_to_host(v) for v in flatten_tvm(result)]
-    expected = reference_values(imported.ep, inputs)
+    with _seeded():
+        expected = reference_values(imported.ep, inputs)
     kinds = torch.export.graph_signature.OutputKind
     specs = imported.ep.graph_signature.output_specs
     args = list(imported.graph.output_node().args[0])
     user = [a for a, s in zip(args, specs, strict=True) if s.kind == kinds.USER_OUTPUT]
-    drawn = random_dependent(imported.graph)
     if len(user) != len(flat):
         return False
     for node, value in zip(user, flat, strict=True):
         got = value if isinstance(value, torch.Tensor) else torch.from_dlpack(value)
-        if isinstance(node, fx.Node) and node.name not in drawn:
+        if isinstance(node, fx.Node):
             if _compare(got, expected[node.name]) is not None:
                 return False
     return True

@@ -19,6 +19,7 @@ from torch._dynamo.utils import counters
 import byoc_torch
 from byoc_torch import FallbackError, InputError
 from byoc_torch.dynamo import _Graph
+from byoc_torch.testing import Lambda
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,3 +274,47 @@ def test_sparse_csr_buffer_never_aborts():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "ok"
+
+
+# -- verification is never blinded ---------------------------------------------------------------
+def _wrong_elu(monkeypatch) -> None:
+    """TVM's selu conversion is wrong (it computes elu); the deny-list that keeps it in
+    LibTorch is emptied, so only verification can catch it."""
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
+
+
+def _records(compiled) -> dict[str, str]:
+    return {r.op: str(r.reason) for r in compiled.fallbacks}
+
+
+def test_wrong_conversion_after_attention_is_caught(monkeypatch):
+    """Attention without dropout draws nothing: it is converted and checked like any op, and
+    a wrong conversion downstream of it is caught and moved to LibTorch."""
+    _wrong_elu(monkeypatch)
+    model = Lambda(
+        lambda q: nn.functional.selu(nn.functional.scaled_dot_product_attention(q, q, q))
+    )
+    q = torch.randn(1, 2, 6, 8)
+    compiled = byoc_torch.compile(model, (q,), placement="tvm")
+    other = torch.randn(1, 2, 6, 8)
+    torch.testing.assert_close(compiled(other), model(other))
+    records = _records(compiled)
+    assert records.get("aten.elu.default") == "TVM result differs from PyTorch", records
+    assert "random op: draws from PyTorch's generator" not in records.values()
+
+
+def test_wrong_conversion_after_a_draw_is_caught(monkeypatch):
+    """Values downstream of a random draw are compared on runs seeded alike."""
+    _wrong_elu(monkeypatch)
+    model = Lambda(lambda x: nn.functional.selu(x + torch.rand_like(x)) * 2)
+    compiled = byoc_torch.compile(model, (torch.randn(4, 8),), placement="tvm")
+    records = _records(compiled)
+    assert records == {
+        "aten.rand_like.default": "random op: draws from PyTorch's generator",
+        "aten.elu.default": "TVM result differs from PyTorch",
+    }
+    x = torch.randn(4, 8)
+    torch.manual_seed(3)
+    want = model(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(compiled(x), want)

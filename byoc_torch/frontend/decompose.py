@@ -14,7 +14,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 
 from ..bisection import minimal_subset
 from ..errors import FallbackError
-from .random import is_random
+from .random import draws
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def decompose(ep: torch.export.ExportedProgram) -> tuple[torch.export.ExportedPr
         if node.op != "call_function" or schema is None or node.target not in table:
             continue
         linalg = schema.name.startswith(_KEEP_WHOLE_PREFIXES)
-        if (linalg and node.target.__name__ not in supported) or is_random(node.target):
+        if (linalg and node.target.__name__ not in supported) or draws(node):
             kept.add(node.target)
     try:
         out = _run(ep, table, kept)

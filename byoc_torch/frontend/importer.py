@@ -47,7 +47,7 @@ from .decompose import decompose
 from .deny_list import deny_list_match
 from .modules import forced_module_for_op
 from .outputs import mutated_inputs, tensor_outputs
-from .random import is_random
+from .random import draws
 from .small_blocks import small_native_blocks
 from .torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
 from .types import SymbolTable, type_mismatch
@@ -139,7 +139,7 @@ class _FallbackImporter(ExportedProgramImporter):
             return FallbackRecord(node.name, key, Reason.FORCED_OP)
         if node.name in self.options.torch_executed_nodes:
             return FallbackRecord(node.name, key, Reason.FORCED_NODE)
-        if is_random(node.target):
+        if draws(node):
             return FallbackRecord(node.name, key, Reason.RANDOM)
         if not self.convert_map.tvm_supports(node.target.__name__):
             return FallbackRecord(node.name, key, Reason.UNSUPPORTED)
