@@ -100,6 +100,12 @@ def export_program(
                 )
             except GuardOnDataDependentSymNode as err:
                 first = str(err).strip().splitlines()[0]
+                captured = getattr(model, "captured_by_dynamo", None)
+                if captured is not None:  # the backend's wrapper: no advice to use the backend
+                    raise ExportError(
+                        f"byoc_torch: torch.export cannot capture {captured} again: a value "
+                        f"it reads is data-dependent ({first})"
+                    ) from err
                 raise ExportError(
                     f"byoc_torch.compile: torch.export cannot capture {type(model).__name__}: "
                     f"its Python code branches on a tensor's value ({first}). Run the submodule "

@@ -88,6 +88,9 @@ class _GraphInputs(torch.nn.Module):
     carrier tensor per CARRIER scalar (its value is the carrier's dim 0). Sizes are read from
     the tensors' shapes; FIXED values are the ones the graph was specialized for."""
 
+    # How errors name this module (the user never wrote it): see driver.export_program.
+    captured_by_dynamo = "the graph torch.compile captured"
+
     def __init__(self, gm: fx.GraphModule, plan: list[_Input], fixed: dict[int, object]) -> None:
         super().__init__()
         self.gm = gm

@@ -48,6 +48,11 @@ class Case:
     options: tuple[tuple[str, object], ...] = ()  # byoc_torch.compile options
     # False for ops whose values are undefined (empty_like): only shapes and dtypes compare.
     compare_values: bool = True
+    # A generation loop instead of one call: ``make_model`` builds a Hugging Face model,
+    # ``make_inputs`` gives (input_ids, attention_mask) prompts, and ``model.generate`` runs
+    # through ``torch.compile(model.forward, backend=byoc_torch..., dynamic=True)`` with
+    # these settings (``new_tokens``, ``sample``), token for token against eager.
+    generate: tuple[tuple[str, object], ...] = ()
 
     @property
     def seed(self) -> int:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .case import Case, Fn, forced
-from .more_cases import class_cases, model_cases
+from .more_cases import class_cases, generation_cases, model_cases
 
 logger = logging.getLogger(__name__)
 __all__ = ["CASES", "select_cases"]
@@ -1268,6 +1268,7 @@ def _all_cases() -> list[Case]:
         *_boundary_cases(),
         *class_cases(),
         *model_cases(),
+        *generation_cases(),
     ]
     by_name = {case.name: case for case in cases}
     cases += [forced(by_name[name]) for name in FORCED_CASES]

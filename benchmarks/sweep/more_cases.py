@@ -24,7 +24,7 @@ from byoc_torch.testing import hf_models
 from .case import Case, Fn
 
 logger = logging.getLogger(__name__)
-__all__ = ["class_cases", "model_cases", "opinfo_cases"]
+__all__ = ["class_cases", "generation_cases", "model_cases", "opinfo_cases"]
 
 
 def _x(*shape: int):
@@ -38,6 +38,30 @@ class _CsrBuffer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.w.to_dense()
+
+
+class _CsrMm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        dense = torch.randn(6, 6)
+        dense[dense < 0] = 0
+        self.register_buffer("w", dense.to_sparse_csr())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(self.w, x) + 1
+
+
+def _mutates(x: torch.Tensor) -> torch.Tensor:
+    x.mul_(2)
+    return x.cos()
+
+
+def _by_mode(x: torch.Tensor, mode: str) -> torch.Tensor:
+    return x.cos() if mode == "cos" else x.sin()
+
+
+def _by_flag(x: torch.Tensor, flag: bool, nothing=None) -> torch.Tensor:
+    return x + 1 if flag and nothing is None else x
 
 
 class _SdpaView(nn.Module):
@@ -87,6 +111,26 @@ def class_cases() -> list[Case]:
             _x(4, 6),
         ),
         Case("cls_sparse_csr_buffer", c, _CsrBuffer, _x(4, 6)),
+        Case("cls_sparse_csr_mm", c, _CsrMm, _x(6, 4)),
+        Case("cls_input_mutation", c, lambda: Fn(_mutates), _x(4, 6)),
+        Case(
+            "cls_symint_output",
+            c,
+            lambda: Fn(lambda t: (t.cos(), t.shape[0] + 1)),
+            _x(4, 3),
+            dynamic_shapes=({0: Dim("b", min=2)},),
+            make_alt_inputs=_x(9, 3),
+        ),
+        Case("cls_str_input", c, lambda: Fn(_by_mode), lambda: (torch.randn(4, 3), "cos")),
+        Case(
+            "cls_bool_none_input", c, lambda: Fn(_by_flag), lambda: (torch.randn(4, 3), True, None)
+        ),
+        Case(
+            "cls_sdpa_no_dropout",
+            c,
+            lambda: Fn(lambda q: F.selu(F.scaled_dot_product_attention(q, q, q)) * 2),
+            _x(1, 2, 6, 8),
+        ),
         Case("cls_sdpa_view_batch2", c, _SdpaView, _x(2, 2, 5, 8)),
         Case(
             "cls_batch_norm_train",
@@ -154,6 +198,26 @@ def model_cases() -> list[Case]:
                 atol=1e-3,
             )
         )
+    return cases
+
+
+def generation_cases() -> list[Case]:
+    """``model.generate`` through ``torch.compile`` (tiny random-init families of
+    :mod:`byoc_torch.testing.hf_models`): greedy and sampled with a seed, a batch of two
+    left-padded prompts."""
+    cases = []
+    for family in hf_models.GENERATION_FAMILIES:
+        for sample in (False, True):
+            cases.append(
+                Case(
+                    f"generate_{family}_{'sampled' if sample else 'greedy'}",
+                    "generate",
+                    functools.partial(hf_models.hf_generator, family),
+                    lambda: hf_models.padded_prompts(2, (7, 4), seed=1),
+                    generate=(("new_tokens", 4), ("sample", sample)),
+                    options=(("placement", "tvm"),),
+                )
+            )
     return cases
 
 

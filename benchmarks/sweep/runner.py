@@ -111,6 +111,8 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
     import byoc_torch
 
     t0 = time.perf_counter()
+    if case.generate:
+        return _run_generate(case, t0, keep_traceback)
     result = Result(case.name, case.category, "error")
     stage = "inputs"
     try:
@@ -123,7 +125,7 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
             # same state (a no-op for every other model).
             torch.manual_seed(case.seed + 1)
             with torch.no_grad():
-                expected = model(*[x.clone() for x in inputs])
+                expected = model(*[_clone(x) for x in inputs])
             stage = "export"
             with torch.no_grad():
                 ep = torch.export.export(model, inputs, dynamic_shapes=case.dynamic_shapes)
@@ -147,7 +149,7 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
                 stage = "run"
                 alt = tuple(case.make_alt_inputs())
                 with torch.no_grad():
-                    alt_expected = model(*[x.clone() for x in alt])
+                    alt_expected = model(*[_clone(x) for x in alt])
                 alt_got = compiled(*alt)
                 stage = "compare"
                 _compare(alt_got, alt_expected, case, "other sizes: ")
@@ -168,6 +170,75 @@ def run_case(case: Case, *, plain_tvm: bool = True, keep_traceback: bool = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result.plain_tvm, result.plain_tvm_detail = _plain_tvm(ep, inputs, expected, case)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _clone(x):
+    """A tensor input cloned (a model may update it in place); any other input as it is."""
+    return x.clone() if isinstance(x, torch.Tensor) else x
+
+
+def _run_generate(case: Case, t0: float, keep_traceback: bool) -> Result:
+    """A generation case: ``model.generate`` through ``torch.compile`` with byoc_torch's
+    backend, token for token against eager. ``native``/``fallback`` as for one call (by the
+    compiled graphs' LibTorch nodes); a graph that ran in PyTorch instead is an ``error``."""
+    import byoc_torch
+    from byoc_torch.dynamo import _Graph
+
+    settings = dict(case.generate)
+    result = Result(case.name, case.category, "error")
+    stage = "inputs"
+    graphs: list = []
+    inner = byoc_torch.dynamo_backend(**dict(case.options))
+
+    def backend(gm, example_inputs):
+        run = inner(gm, example_inputs)
+        graphs.append(run)
+        return run
+
+    def generate(model, ids, mask):
+        if settings["sample"]:
+            torch.manual_seed(case.seed)
+        return model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=settings["new_tokens"],
+            do_sample=settings["sample"],
+            top_k=8,
+        )
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(case.seed)
+            model = case.make_model()
+            ids, mask = case.make_inputs()
+            expected = generate(model, ids, mask)
+            stage = "compile"
+            torch._dynamo.reset()
+            model.forward = torch.compile(model.forward, backend=backend, dynamic=True)
+            got = generate(model, ids, mask)
+            torch._dynamo.reset()
+        eager = [g for g in graphs if not isinstance(g, _Graph)]
+        compiled = [c for g in graphs if isinstance(g, _Graph) for c in g.all_compiled]
+        result.fallback_ops = sorted({r.op for c in compiled for r in c.fallbacks})
+        result.num_torch_subgraphs = sum(c.num_torch_subgraphs() for c in compiled)
+        stage = "compare"
+        if not torch.equal(got, expected):
+            result.status, result.stage = "wrong", "compare"
+            result.error_type, result.detail = "Mismatch", "tokens differ from eager's"
+        elif eager:
+            result.stage, result.error_type = "compile", "EagerFallback"
+            result.detail = f"{len(eager)} of {len(graphs)} graphs ran in PyTorch"
+        else:
+            result.status = "fallback" if result.fallback_ops else "native"
+            result.detail = f"{len(graphs)} graphs, {len(compiled)} compiled variants"
+    except Exception as err:
+        result.status, result.stage = "error", stage
+        result.error_type, result.detail = type(err).__name__, _first_line(err)
+        if keep_traceback:
+            result.traceback = traceback.format_exc()
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
 
