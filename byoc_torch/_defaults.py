@@ -61,6 +61,17 @@ PLACEMENT_CHECK_BUDGET_S = 0.05
 # A candidate whose first call is this many times slower than another's is not timed further.
 PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
 
+# -- LibTorch subgraph executors (byoc_torch.aot_inductor) -----------------------------------------
+# "auto": a subgraph runs its AOTInductor package when it measured faster than its TorchScript;
+# "aot_inductor": whenever the package compiles and agrees; "torchscript": never.
+TORCH_EXECUTOR = "auto"
+TORCH_EXECUTORS = ("auto", "aot_inductor", "torchscript")
+# "auto" compiles no package for a subgraph whose TorchScript takes less than this (ms per call):
+# an AOTInductor compile costs seconds, and below this a faster kernel gains little.
+AOTI_MIN_SUBGRAPH_MS = 0.5
+# Runs of the built model per executor when "auto" compares them (the least per-call time).
+AOTI_MEASURE_ROUNDS = 5
+
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).
 TUNE_TRIALS = 0

@@ -399,8 +399,10 @@ def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options)
             if blamed:
                 extra.update(blamed)
                 continue
+        choices = _choose_executors(session, built, inputs)
         report = build_report(imported, built.partitioned, model_name=_model_name(model))
         report.placement = placement
+        report.subgraphs = [s.with_executor(choices.get(s.symbol)) for s in report.subgraphs]
         signature = _signature(
             ep,
             session.device,
@@ -585,6 +587,34 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
             cache.save()
     result.choose(chosen.name, set(chosen.records), measured, skipped)
     return chosen.records
+
+
+def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
+    """Each LibTorch subgraph's executor, TorchScript or AOTInductor (``Options.torch_executor``,
+    :mod:`byoc_torch.aot_inductor`); the packages chosen are installed in the built module."""
+    from .aot_inductor import choose_executors
+    from .compile_cache import CompileCache
+    from .compiled import _torch_modules
+
+    opts = session.opts
+    run = None
+    if inputs is not None:
+        main = relax.VirtualMachine(built.executable, tvm.device(session.device))["main"]
+        args = [tvm_ready(x.contiguous()) for x in inputs]
+
+        def run():
+            with torch.no_grad():
+                return main(*args)
+
+    cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
+    return choose_executors(
+        _torch_modules(built.executable),
+        built.partitioned,
+        built.imported.ep,
+        run,
+        opts.torch_executor,
+        cache,
+    )
 
 
 def _cached_check(cache, result, options):

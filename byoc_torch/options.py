@@ -6,6 +6,7 @@ Place in the data flow: built once from the keyword arguments of ``compile``,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
@@ -80,6 +81,21 @@ class Options:
             process, and the model created last wins (see :mod:`byoc_torch.threads`).
             Default: None, the cores available to this process
             (``len(os.sched_getaffinity(0))``).
+        torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
+            (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
+            subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters
+            frozen in, dynamic dims kept), compiled at compile time, carried inside the
+            artifact and run from C++; a subgraph it cannot compile, or whose outputs differ
+            from the TorchScript's, keeps the TorchScript and the report says why. ``"auto"``:
+            both are timed inside the built model on the example inputs and the faster runs;
+            subgraphs whose TorchScript takes less than 0.5 ms are not compiled (a compile
+            costs seconds). Needs a C++ compiler at compile time (not at load). Default:
+            ``"auto"``.
+        cache_dir: a directory for the content-addressed compile cache
+            (:mod:`byoc_torch.compile_cache`): AOTInductor packages, and, unless their own
+            options name other places, measured placement's timings (``placement.json``)
+            and tuning records (``tuning/``, when tuning). A second compile of the same
+            model reuses them. Default: None (no cache on disk).
     """
 
     torch_executed_ops: tuple[str, ...] = ()
@@ -95,6 +111,8 @@ class Options:
     tune_trials: int = _defaults.TUNE_TRIALS
     tuning_database: str | None = None
     num_threads: int | None = _defaults.NUM_THREADS
+    torch_executor: str = _defaults.TORCH_EXECUTOR
+    cache_dir: str | None = None
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +154,18 @@ class Options:
         if self.min_block_size < 1:
             raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
         check_num_threads(self.num_threads)
+        if self.torch_executor not in _defaults.TORCH_EXECUTORS:
+            raise OptionError(
+                f"torch_executor must be one of {list(_defaults.TORCH_EXECUTORS)}, got "
+                f"{self.torch_executor!r}"
+            )
+        if self.cache_dir is not None:
+            root = os.fspath(self.cache_dir)
+            object.__setattr__(self, "cache_dir", root)
+            if self.placement_cache is None:
+                object.__setattr__(self, "placement_cache", os.path.join(root, "placement.json"))
+            if self.tuning_database is None and self.tune_trials:
+                object.__setattr__(self, "tuning_database", os.path.join(root, "tuning"))
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Options:

@@ -54,10 +54,28 @@ class SubgraphEntry:
     ops: list[str]
     inputs: list[str]  # Relax types, e.g. R.Tensor((2, 8), dtype="float32")
     outputs: list[str]
+    # What runs it ("torchscript" or "aot_inductor", byoc_torch.aot_inductor), why, and each
+    # executor's measured time per call in the built model (ms; None: not measured).
+    executor: str = "torchscript"
+    executor_reason: str = ""
+    torchscript_ms: float | None = None
+    aot_inductor_ms: float | None = None
 
     @property
     def crossings(self) -> int:
         return len(self.inputs) + len(self.outputs)
+
+    def with_executor(self, choice) -> SubgraphEntry:
+        """This entry with an :class:`~byoc_torch.aot_inductor.ExecutorChoice` (None: as is)."""
+        if choice is None:
+            return self
+        return replace(
+            self,
+            executor=choice.executor,
+            executor_reason=choice.reason,
+            torchscript_ms=choice.torchscript_ms,
+            aot_inductor_ms=choice.aot_inductor_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +207,7 @@ class Report:
             raise ValueError(f"report version {data.get('version')} is not {REPORT_VERSION}")
         nodes = [NodeEntry(**n) for n in data["nodes"]]
         subgraphs = [
-            SubgraphEntry(s["symbol"], s["nodes"], s["ops"], s["inputs"], s["outputs"])
+            SubgraphEntry(**{k: v for k, v in s.items() if k != "crossings"})
             for s in data["subgraphs"]
         ]
         placement = data.get("placement")
@@ -224,6 +242,12 @@ class Report:
             lines.append(f"  ops:     {', '.join(s.ops)}")
             lines.append(f"  inputs:  {', '.join(s.inputs) or '-'}")
             lines.append(f"  outputs: {', '.join(s.outputs)}")
+            times = (
+                f"TorchScript {format_ms(s.torchscript_ms)} ms, "
+                f"AOTInductor {format_ms(s.aot_inductor_ms)} ms per call"
+            )
+            why = f" ({s.executor_reason})" if s.executor_reason else ""
+            lines.append(f"  runs:    {s.executor}{why}; {times}")
         native = [n for n in self.nodes if n.runs_in == "tvm" and not n.op.startswith("getitem")]
         if native:
             lines.append("")

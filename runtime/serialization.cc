@@ -16,7 +16,9 @@ namespace byoc_torch {
 namespace {
 
 constexpr char kMagic[8] = {'B', 'Y', 'O', 'C', 'T', 'R', 'C', 'H'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
+// Version 1 (before AOTInductor packages) is still read: its subgraphs run their TorchScript.
+constexpr uint32_t kOldestReadableVersion = 1;
 // A well-formed artifact never reaches this; it stops a corrupt count from looping for long.
 constexpr uint64_t kMaxFunctions = 1u << 20;
 
@@ -113,6 +115,9 @@ ffi::Bytes SerializeArtifact(const std::string& metadata, const ffi::Array<Subgr
       const ffi::Bytes& payload = spec->module_payloads[k];
       PutStr(&body, payload.data(), payload.size());
     }
+    PutStr(&body, spec->aoti_package.data(), spec->aoti_package.size());
+    PutU32(&body, static_cast<uint32_t>(spec->aoti_inputs.size()));
+    for (int64_t index : spec->aoti_inputs) PutU32(&body, static_cast<uint32_t>(index));
   }
   std::string out(kMagic, sizeof(kMagic));
   PutU32(&out, kFormatVersion);
@@ -128,9 +133,9 @@ Artifact DeserializeArtifact(const ffi::Bytes& bytes) {
   TVM_FFI_CHECK(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, ValueError)
       << "corrupt byoc_torch artifact: bad magic (not a serialized torch runtime module)";
   uint32_t version = r.U32("format version");
-  TVM_FFI_CHECK(version == kFormatVersion, ValueError)
-      << "byoc_torch artifact has format version " << version << ", this runtime reads version "
-      << kFormatVersion;
+  TVM_FFI_CHECK(version >= kOldestReadableVersion && version <= kFormatVersion, ValueError)
+      << "byoc_torch artifact has format version " << version << ", this runtime reads versions "
+      << kOldestReadableVersion << " to " << kFormatVersion;
   uint64_t checksum = r.U64("checksum");
   const size_t body_start = bytes.size() - r.remaining();
   TVM_FFI_CHECK(Checksum(bytes.data() + body_start, r.remaining()) == checksum, ValueError)
@@ -157,10 +162,24 @@ Artifact DeserializeArtifact(const ffi::Bytes& bytes) {
       names.push_back(r.Text("submodule name"));
       payloads.push_back(ffi::Bytes(r.Str("submodule payload")));
     }
-    // The spec validates arity and the tuple flag against the output count.
+    ffi::Bytes package;
+    ffi::Array<int64_t> package_inputs;
+    if (version >= 2) {
+      package = ffi::Bytes(r.Str("AOTInductor package"));
+      uint32_t num_package_inputs = r.U32("AOTInductor input count");
+      TVM_FFI_CHECK(num_package_inputs <= num_inputs, ValueError)
+          << "corrupt byoc_torch artifact: AOTInductor input count " << num_package_inputs
+          << " exceeds the subgraph's " << num_inputs << " inputs";
+      for (uint32_t k = 0; k < num_package_inputs; ++k) {
+        package_inputs.push_back(r.U32("AOTInductor input index"));
+      }
+    }
+    // The spec validates arity, the tuple flag against the output count, and the package's
+    // input indices.
     artifact.specs.push_back(SubgraphSpec(std::move(symbol), std::move(script), num_inputs,
                                           num_outputs, returns_tuple == 1, std::move(names),
-                                          std::move(payloads)));
+                                          std::move(payloads), std::move(package),
+                                          std::move(package_inputs)));
   }
   TVM_FFI_CHECK(r.remaining() == 0, ValueError)
       << "corrupt byoc_torch artifact: " << r.remaining() << " trailing bytes";

@@ -11,8 +11,10 @@
  *   magic "BYOCTRCH" | u32 version | u64 checksum (FNV-1a of the rest) |
  *   str metadata | u32 function count | per function:
  *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source |
- *   u32 submodule count | per submodule: str name | str torch.jit.save bytes
- * where `str` is a u64 length followed by that many bytes.
+ *   u32 submodule count | per submodule: str name | str torch.jit.save bytes |
+ *   str AOTInductor package (.pt2 bytes, empty when none) | u32 count | per: u32 input index
+ * where `str` is a u64 length followed by that many bytes. Version 2 added the AOTInductor
+ * fields; version 1 (without them) is still read.
  *
  * The reader checks every length and count before use and refuses damaged input with a
  * ValueError naming byoc_torch (docs/security.md).

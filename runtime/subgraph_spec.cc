@@ -15,14 +15,17 @@ namespace byoc_torch {
 SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs,
                                  int64_t num_outputs, bool returns_tuple,
                                  ffi::Array<ffi::String> module_names,
-                                 ffi::Array<ffi::Bytes> module_payloads)
+                                 ffi::Array<ffi::Bytes> module_payloads,
+                                 ffi::Bytes aoti_package, ffi::Array<int64_t> aoti_inputs)
     : symbol(std::move(symbol)),
       script(std::move(script)),
       num_inputs(num_inputs),
       num_outputs(num_outputs),
       returns_tuple(returns_tuple),
       module_names(std::move(module_names)),
-      module_payloads(std::move(module_payloads)) {
+      module_payloads(std::move(module_payloads)),
+      aoti_package(std::move(aoti_package)),
+      aoti_inputs(std::move(aoti_inputs)) {
   const ffi::String& sym = this->symbol;
   TVM_FFI_CHECK(!sym.empty(), ValueError) << "byoc_torch: empty subgraph symbol";
   TVM_FFI_CHECK(num_inputs >= 0 && num_outputs >= 0, ValueError)
@@ -41,21 +44,36 @@ SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t
   TVM_FFI_CHECK(static_cast<int64_t>(this->module_names.size()) <= kMaxArity, ValueError)
       << "byoc_torch: subgraph '" << sym << "' has an implausible submodule count "
       << this->module_names.size();
+  TVM_FFI_CHECK(this->aoti_package.size() > 0 || this->aoti_inputs.empty(), ValueError)
+      << "byoc_torch: subgraph '" << sym << "' names AOTInductor inputs but has no package";
+  for (int64_t index : this->aoti_inputs) {
+    TVM_FFI_CHECK(index >= 0 && index < num_inputs, ValueError)
+        << "byoc_torch: subgraph '" << sym << "' gives its AOTInductor package input " << index
+        << ", but it has " << num_inputs << " inputs";
+  }
 }
 
 SubgraphSpec::SubgraphSpec(ffi::String symbol, ffi::String script, int64_t num_inputs,
                            int64_t num_outputs, bool returns_tuple,
                            ffi::Array<ffi::String> module_names,
-                           ffi::Array<ffi::Bytes> module_payloads)
+                           ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package,
+                           ffi::Array<int64_t> aoti_inputs)
     : ffi::ObjectRef(ffi::make_object<SubgraphSpecObj>(
           std::move(symbol), std::move(script), num_inputs, num_outputs, returns_tuple,
-          std::move(module_names), std::move(module_payloads))) {}
+          std::move(module_names), std::move(module_payloads), std::move(aoti_package),
+          std::move(aoti_inputs))) {}
+
+SubgraphSpec SubgraphSpec::WithAotiPackage(ffi::Bytes package, ffi::Array<int64_t> inputs) const {
+  const SubgraphSpecObj* s = get();
+  return SubgraphSpec(s->symbol, s->script, s->num_inputs, s->num_outputs, s->returns_tuple,
+                      s->module_names, s->module_payloads, std::move(package), std::move(inputs));
+}
 
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::ObjectDef<SubgraphSpecObj>()
       .def(refl::init<ffi::String, ffi::String, int64_t, int64_t, bool, ffi::Array<ffi::String>,
-                      ffi::Array<ffi::Bytes>>())
+                      ffi::Array<ffi::Bytes>, ffi::Bytes, ffi::Array<int64_t>>())
       .def_ro("symbol", &SubgraphSpecObj::symbol, "function name the Relax VM calls")
       .def_ro("script", &SubgraphSpecObj::script, "TorchScript source (forward and helpers)")
       .def_ro("num_inputs", &SubgraphSpecObj::num_inputs, "number of input tensors")
@@ -63,7 +81,11 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def_ro("returns_tuple", &SubgraphSpecObj::returns_tuple, "forward returns a tuple")
       .def_ro("module_names", &SubgraphSpecObj::module_names, "submodule attribute names")
       .def_ro("module_payloads", &SubgraphSpecObj::module_payloads,
-              "torch.jit.save bytes of each submodule");
+              "torch.jit.save bytes of each submodule")
+      .def_ro("aoti_package", &SubgraphSpecObj::aoti_package,
+              "AOTInductor package bytes (empty: the TorchScript runs)")
+      .def_ro("aoti_inputs", &SubgraphSpecObj::aoti_inputs,
+              "indices of the inputs the AOTInductor package takes");
 }
 
 }  // namespace byoc_torch

@@ -39,11 +39,21 @@ class SubgraphSpecObj : public ffi::Object {
   ffi::Array<ffi::String> module_names;
   /*! \brief torch.jit.save bytes of each submodule, parallel to module_names. */
   ffi::Array<ffi::Bytes> module_payloads;
+  /*!
+   * \brief An AOTInductor package (.pt2 bytes) of the same subgraph, or empty. When present it
+   * is the subgraph's executor (aoti_executor.h); the TorchScript stays the one every subgraph
+   * carries, and runs when there is no package.
+   */
+  ffi::Bytes aoti_package;
+  /*! \brief Which of the subgraph's inputs the package takes, in its order (its parameters
+   * are frozen into the package, so the constants TVM passes are not among them). */
+  ffi::Array<int64_t> aoti_inputs;
 
   /*! \brief Construct and validate; throws ValueError naming the subgraph on bad input. */
   SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs, int64_t num_outputs,
                   bool returns_tuple, ffi::Array<ffi::String> module_names,
-                  ffi::Array<ffi::Bytes> module_payloads);
+                  ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package = ffi::Bytes(),
+                  ffi::Array<int64_t> aoti_inputs = {});
 
   TVM_FFI_DECLARE_OBJECT_INFO_FINAL("byoc_torch.SubgraphSpec", SubgraphSpecObj, ffi::Object);
 };
@@ -53,7 +63,11 @@ class SubgraphSpec : public ffi::ObjectRef {
  public:
   SubgraphSpec(ffi::String symbol, ffi::String script, int64_t num_inputs, int64_t num_outputs,
                bool returns_tuple, ffi::Array<ffi::String> module_names,
-               ffi::Array<ffi::Bytes> module_payloads);
+               ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package = ffi::Bytes(),
+               ffi::Array<int64_t> aoti_inputs = {});
+
+  /*! \brief This spec with `package` (and the inputs it takes) as its AOTInductor package. */
+  SubgraphSpec WithAotiPackage(ffi::Bytes package, ffi::Array<int64_t> inputs) const;
 
   TVM_FFI_DEFINE_OBJECT_REF_METHODS_NOTNULLABLE(SubgraphSpec, ffi::ObjectRef, SubgraphSpecObj);
 };

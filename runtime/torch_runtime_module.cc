@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "aoti_executor.h"
 #include "serialization.h"
 #include "subgraph.h"
 #include "tensor_bridge.h"
@@ -79,6 +80,10 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       index_.emplace(symbol, subgraphs_.size());
       subgraphs_.push_back(std::make_unique<CompiledSubgraph>(spec));
       measurements_.push_back(std::make_unique<Measurements>());
+      aoti_.emplace_back(spec->aoti_package.size() > 0
+                             ? std::make_shared<const AotiExecutor>(symbol, spec->aoti_package,
+                                                                    spec->aoti_inputs)
+                             : nullptr);
     }
   }
 
@@ -126,6 +131,14 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       return ffi::Function::FromTyped(
           [self, this](bool enabled) { return fast_path_.exchange(enabled); });
     }
+    if (key == "__byoc_torch_set_aoti__") {
+      return ffi::Function::FromTyped(
+          [self, this](const ffi::String& symbol, const ffi::Bytes& package,
+                       const ffi::Array<int64_t>& inputs) { SetAoti(symbol, package, inputs); });
+    }
+    if (key == "__byoc_torch_executors__") {
+      return ffi::Function::FromTyped([self, this]() { return Executors(); });
+    }
     auto it = index_.find(key);
     if (it == index_.end()) return std::nullopt;
     size_t idx = it->second;
@@ -135,9 +148,11 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
 
   ffi::String InspectSource(const ffi::String& format) const final {
     std::ostringstream os;
+    std::lock_guard<std::mutex> lock(metadata_mutex_);
     for (const SubgraphSpec& spec : specs_) {
       os << "# subgraph " << spec->symbol << " (" << spec->num_inputs << " inputs, "
-         << spec->num_outputs << " outputs)\n"
+         << spec->num_outputs << " outputs"
+         << (spec->aoti_package.size() > 0 ? ", runs its AOTInductor package" : "") << ")\n"
          << spec->script << "\n";
     }
     return os.str();
@@ -149,6 +164,33 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
   }
 
  private:
+  /*! \brief Make `package` subgraph `symbol`'s executor (empty: its TorchScript again). The
+   * spec changes with it, so the artifact carries what runs. */
+  void SetAoti(const ffi::String& symbol, const ffi::Bytes& package,
+               const ffi::Array<int64_t>& inputs) {
+    auto it = index_.find(std::string(symbol));
+    TVM_FFI_CHECK(it != index_.end(), ValueError)
+        << "byoc_torch: no subgraph '" << symbol << "' in this module";
+    size_t idx = it->second;
+    std::lock_guard<std::mutex> lock(metadata_mutex_);
+    SubgraphSpec spec = specs_[idx].WithAotiPackage(package, inputs);  // validates the indices
+    std::shared_ptr<const AotiExecutor> executor;
+    if (package.size() > 0) {
+      executor = std::make_shared<const AotiExecutor>(std::string(symbol), package, inputs);
+    }
+    specs_.Set(idx, spec);
+    std::atomic_store(&aoti_[idx], std::move(executor));
+  }
+
+  ffi::Map<ffi::String, ffi::String> Executors() const {
+    ffi::Map<ffi::String, ffi::String> out;
+    for (size_t i = 0; i < subgraphs_.size(); ++i) {
+      bool aoti = std::atomic_load(&aoti_[i]) != nullptr;
+      out.Set(subgraphs_[i]->symbol(), aoti ? "aot_inductor" : "torchscript");
+    }
+    return out;
+  }
+
   ffi::Map<ffi::String, ffi::Array<int64_t>> Stats() const {
     ffi::Map<ffi::String, ffi::Array<int64_t>> stats;
     for (size_t i = 0; i < subgraphs_.size(); ++i) {
@@ -242,7 +284,9 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       results = Replay(sg, m, inputs);
     } else {
       auto t0 = std::chrono::steady_clock::now();
-      results = sg.Run(inputs, fast_path_.load(std::memory_order_acquire));
+      std::shared_ptr<const AotiExecutor> aoti = std::atomic_load(&aoti_[idx]);
+      results = aoti != nullptr ? aoti->Run(inputs)
+                                : sg.Run(inputs, fast_path_.load(std::memory_order_acquire));
       auto elapsed = std::chrono::steady_clock::now() - t0;
       m->torch_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
                             std::memory_order_relaxed);
@@ -273,8 +317,11 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
   }
 
   std::string metadata_;  // set at creation; replaced once by the driver after the build
-  mutable std::mutex metadata_mutex_;
+  mutable std::mutex metadata_mutex_;  // guards metadata_ and specs_
   ffi::Array<SubgraphSpec> specs_;
+  // Per subgraph, its AOTInductor executor or null (the TorchScript runs); read and replaced
+  // with std::atomic_load / std::atomic_store, so a call runs one executor whole.
+  std::vector<std::shared_ptr<const AotiExecutor>> aoti_;
   std::vector<std::unique_ptr<CompiledSubgraph>> subgraphs_;  // immutable after construction
   std::vector<std::unique_ptr<Measurements>> measurements_;
   std::unordered_map<std::string, size_t> index_;

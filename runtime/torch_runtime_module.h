@@ -22,7 +22,11 @@
  *   __byoc_torch_stats__()               {symbol: [calls, ns in LibTorch, has fast path 0/1]};
  *   __byoc_torch_reset_stats__()         zero the counters and drop recorded outputs;
  *   __byoc_torch_set_mode__(mode)        "normal" | "record" | "replay"; returns the previous;
- *   __byoc_torch_set_fast_path__(on)     single-op fast path on/off; returns the previous.
+ *   __byoc_torch_set_fast_path__(on)     single-op fast path on/off; returns the previous;
+ *   __byoc_torch_set_aoti__(sym, pt2, in) make an AOTInductor package subgraph sym's executor
+ *                                        (taking inputs `in`), or, given empty bytes, its
+ *                                        TorchScript again; the serialized spec follows;
+ *   __byoc_torch_executors__()           {symbol: "aot_inductor" | "torchscript"}.
  * Record keeps each subgraph's last outputs and input shapes; replay returns those outputs
  * without running LibTorch (a benchmark times the TVM part alone), and refuses inputs whose
  * shapes or dtypes differ from the recorded call. Counters are atomic, the recording is under

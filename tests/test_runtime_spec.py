@@ -75,7 +75,21 @@ def test_bad_spec_is_refused_at_construction(args, kwargs, message):
 
 def test_names_and_payloads_must_pair_up():
     with pytest.raises(ValueError, match=r"subgraph 'f' has 2 submodule names but 1 payloads"):
-        SubgraphSpec.__new__(SubgraphSpec).__ffi_init__("f", CLONE, 1, 1, False, ["a", "b"], [b""])
+        SubgraphSpec.__new__(SubgraphSpec).__ffi_init__(
+            "f", CLONE, 1, 1, False, ["a", "b"], [b""], b"", []
+        )
+
+
+def test_aoti_inputs_must_name_inputs_of_a_package():
+    with pytest.raises(ValueError, match=r"subgraph 'f' gives its AOTInductor package input 3, "):
+        SubgraphSpec("f", CLONE, 1, aoti_package=b"pt2", aoti_inputs=[3])
+    with pytest.raises(ValueError, match=r"subgraph 'f' names AOTInductor inputs but has no pa"):
+        SubgraphSpec("f", CLONE, 1, aoti_inputs=[0])
+
+
+def test_a_package_that_does_not_load_is_a_value_error():
+    with pytest.raises(ValueError, match=r"subgraph 'f': its AOTInductor package does not load"):
+        make_runtime_module([SubgraphSpec("f", CLONE, 1, aoti_package=b"not a zip")])
 
 
 def test_duplicate_symbols_are_refused():

@@ -19,12 +19,15 @@ __all__ = ["SubgraphSpec", "make_runtime_module", "save_runtime_module"]
 
 @tvm_ffi.register_object("byoc_torch.SubgraphSpec")
 class SubgraphSpec(tvm_ffi.Object):
-    """One subgraph: its symbol, TorchScript source, arity and scripted submodules.
+    """One subgraph: its symbol, TorchScript source, arity, scripted submodules, and
+    optionally an AOTInductor package of the same subgraph.
 
     ``modules`` maps the attribute names ``forward`` calls as ``self.<name>(...)`` to the
-    ``torch.jit.save`` bytes of each submodule. Raises ``ValueError`` on an inconsistent
-    description (empty symbol, negative or implausible arity, no outputs, several outputs
-    without ``returns_tuple``).
+    ``torch.jit.save`` bytes of each submodule. ``aoti_package`` is the bytes of a ``.pt2``
+    AOTInductor package (empty: the TorchScript runs) taking the inputs ``aoti_inputs``
+    (indices of the subgraph's inputs; its parameters are frozen inside). Raises
+    ``ValueError`` on an inconsistent description (empty symbol, negative or implausible arity,
+    no outputs, several outputs without ``returns_tuple``, package inputs out of range).
     """
 
     # Read-only fields, provided by the C++ reflection registration.
@@ -35,6 +38,8 @@ class SubgraphSpec(tvm_ffi.Object):
     returns_tuple: bool
     module_names: Sequence[str]
     module_payloads: Sequence[bytes]
+    aoti_package: bytes
+    aoti_inputs: Sequence[int]
 
     def __init__(
         self,
@@ -44,10 +49,22 @@ class SubgraphSpec(tvm_ffi.Object):
         num_outputs: int = 1,
         returns_tuple: bool = False,
         modules: Mapping[str, bytes] | None = None,
+        aoti_package: bytes = b"",
+        aoti_inputs: Sequence[int] = (),
     ) -> None:
         names = sorted(modules or {})
         payloads = [bytes(modules[n]) for n in names] if modules else []
-        self.__ffi_init__(symbol, script, num_inputs, num_outputs, returns_tuple, names, payloads)
+        self.__ffi_init__(
+            symbol,
+            script,
+            num_inputs,
+            num_outputs,
+            returns_tuple,
+            names,
+            payloads,
+            bytes(aoti_package),
+            [int(i) for i in aoti_inputs],
+        )
 
 
 def make_runtime_module(specs: Sequence[SubgraphSpec], metadata: str = "") -> tvm_ffi.Module:

@@ -1,0 +1,409 @@
+"""The AOTInductor executor of LibTorch subgraphs, compile side.
+
+Place in the data flow: after the driver has built the model (and verification has settled),
+each ``Codegen="torch"`` function of the partitioned module can run as an AOTInductor package
+instead of its TorchScript. For every such subgraph this module
+
+1. rebuilds the subgraph as an FX graph from the FX nodes its torchops were made from
+   (:func:`subgraph_program`): the subgraph's tensor inputs become placeholders, in the order
+   the runtime receives them; parameters, buffers and constants of the model that it reads are
+   frozen in as constants (so the runtime's input of that constant is not passed to the
+   package); symbolic dims stay dynamic within the ranges torch.export recorded;
+2. exports it and compiles it with ``torch._inductor.aoti_compile_and_package`` with
+   ``freezing=True`` (:func:`compile_package`), through the content-addressed cache
+   (:mod:`byoc_torch.compile_cache`) when ``Options.cache_dir`` is set;
+3. hands the package bytes to the module's C++ runtime (``__byoc_torch_set_aoti__``,
+   runtime/aoti_executor.h), which from then on runs the package, and serializes it with the
+   module (so it travels inside the artifact, sealed with the rest).
+
+:func:`choose_executors` applies ``Options.torch_executor``: ``"torchscript"`` keeps every
+TorchScript; ``"aot_inductor"`` uses every package that compiles and agrees with the
+TorchScript on the example inputs; ``"auto"`` also times both executors inside the built model
+(the runtime's per-subgraph counters) and keeps the faster, and does not compile subgraphs whose
+TorchScript takes less than ``_defaults.AOTI_MIN_SUBGRAPH_MS`` (a compile costs seconds). Every
+subgraph that keeps its TorchScript gets a reason in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tvm
+import tvm_ffi
+from torch import fx
+from tvm import relax
+
+import relay_ext
+
+from . import _defaults
+from .compile_cache import CompileCache, package_key
+from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
+from .frontend.modules import forced_module_for_op
+from .frontend.torchscript import is_scalar_node, script_for_node
+from .partition.transform import torch_functions
+from .tolerances import tolerance
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AOT_INDUCTOR",
+    "TORCHSCRIPT",
+    "ExecutorChoice",
+    "SubgraphProgram",
+    "Unavailable",
+    "choose_executors",
+    "compile_package",
+    "compiler_missing",
+    "subgraph_program",
+]
+
+AOT_INDUCTOR, TORCHSCRIPT = "aot_inductor", "torchscript"
+
+
+class Unavailable(Exception):
+    """AOTInductor cannot run this subgraph; the message says why (shown in the report)."""
+
+
+@dataclass(frozen=True)
+class SubgraphProgram:
+    """A subgraph as a program AOTInductor compiles: the graph module (constants frozen in as
+    buffers), example inputs, torch.export's ``dynamic_shapes`` for them, and which of the
+    subgraph's runtime inputs they are (indices)."""
+
+    module: fx.GraphModule
+    example: tuple[torch.Tensor, ...]
+    dynamic_shapes: tuple | None
+    inputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """What runs one subgraph, why, and what each executor measured (ms per call; None: not
+    measured)."""
+
+    symbol: str
+    executor: str
+    reason: str
+    torchscript_ms: float | None = None
+    aot_inductor_ms: float | None = None
+
+
+def _frozen_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep``."""
+    sig = ep.graph_signature
+    values: dict[str, torch.Tensor] = {}
+    for name, fqn in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items():
+        values[name] = ep.state_dict[fqn] if fqn in ep.state_dict else ep.constants[fqn]
+    for name, fqn in sig.inputs_to_lifted_tensor_constants.items():
+        values[name] = ep.constants[fqn]
+    return values
+
+
+def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> SubgraphProgram:
+    """The subgraph ``func`` (a ``Codegen="torch"`` function) as an FX program over the nodes
+    of ``ep`` (the decomposed program the frontend imported). Raises :class:`Unavailable`
+    when a member was not made from one FX node of ``ep``."""
+    by_name = {n.name: n for n in ep.graph.nodes}
+    params = [p for p in func.params if isinstance(p.ty, relax.TensorType)]
+    param_index = {p: k for k, p in enumerate(params)}
+    param_fx: dict[int, fx.Node] = {}
+    members: list[tuple[relax.Var, fx.Node, list[fx.Node]]] = []
+    items: dict[relax.Var, tuple[relax.Var, int]] = {}
+    arg_var: dict[fx.Node, relax.Var] = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.TupleGetItem):
+                items[binding.var] = (value.tuple_value, int(value.index))
+                continue
+            if not relay_ext.is_torchop(value):
+                raise Unavailable(f"{binding.var.name} is not a torchop")
+            node = _member_node(value, by_name)
+            inputs = script_for_node(node).inputs
+            if len(inputs) != len(value.args):
+                raise Unavailable(f"{node.name}'s inputs do not match its torchop's arguments")
+            for fx_input, arg in zip(inputs, value.args, strict=True):
+                if arg in param_index:
+                    k = param_index[arg]
+                    if param_fx.setdefault(k, fx_input) is not fx_input:
+                        raise Unavailable(f"input {k} stands for two FX values")
+                else:
+                    arg_var[fx_input] = arg
+            members.append((binding.var, node, inputs))
+
+    frozen = _frozen_values(ep)
+    graph = fx.Graph()
+    root = torch.nn.Module()
+    new: dict[fx.Node, fx.Node] = {}
+    taken: list[int] = []
+    example: list[torch.Tensor] = []
+    shapes: list[dict | None] = []
+    dims: dict = {}
+    for k in range(len(params)):
+        node = param_fx.get(k)
+        if node is None:
+            raise Unavailable(f"input {k} is used by no member")
+        if node.op == "placeholder" and node.name in frozen:
+            attr = f"c{k}"
+            root.register_buffer(attr, frozen[node.name].detach())
+            new[node] = graph.get_attr(attr)
+            continue
+        new[node] = graph.placeholder(f"in{k}")
+        taken.append(k)
+        x, spec = _example_and_dims(node, ep, dims)
+        example.append(x)
+        shapes.append(spec)
+    var_node: dict[relax.Var, fx.Node] = {}
+
+    def value_of_var(var: relax.Var) -> fx.Node:
+        if var in var_node:
+            return var_node[var]
+        if var not in items:
+            raise Unavailable(f"{var.name} is neither a member nor an element of one")
+        src, index = items[var]
+        var_node[var] = graph.call_function(_getitem, (value_of_var(src), index))
+        return var_node[var]
+
+    def value_of(n: fx.Node) -> fx.Node:
+        if n in new:
+            return new[n]
+        if n in arg_var:
+            return value_of_var(arg_var[n])
+        if is_scalar_node(n):  # a size the member recomputes from its tensor inputs
+            new[n] = graph.node_copy(n, value_of)
+            return new[n]
+        raise Unavailable(f"{n.name} is not among the subgraph's inputs")
+
+    for var, node, _ in members:
+        copied = graph.node_copy(node, value_of)
+        new[node] = copied
+        var_node[var] = copied
+    ret = func.body.body
+    outs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+    graph.output(tuple(value_of_var(o) for o in outs))
+    module = fx.GraphModule(root, graph)
+    dynamic = tuple(shapes) if any(s for s in shapes) else None
+    return SubgraphProgram(module, tuple(example), dynamic, tuple(taken))
+
+
+def _getitem(value, index: int):
+    return value[index]
+
+
+def _member_node(call: relax.Call, by_name: dict[str, fx.Node]) -> fx.Node:
+    names = [str(n) for n in (call.attrs.get("nodes") or [])]
+    op = str(call.attrs["op_name"])
+    if len(names) != 1:
+        what = "no FX node (it was built in Relax)" if not names else "several FX nodes at once"
+        raise Unavailable(f"its torchop {op} runs {what}")
+    node = by_name.get(names[0])
+    if node is None or node.op != "call_function":
+        raise Unavailable(f"its torchop {op} names no FX node of the imported program")
+    if forced_module_for_op(node.target) is not None:
+        raise Unavailable(f"{node.name} is a scripted submodule (torch_executed_modules)")
+    if node.target in HIGHER_ORDER_SCRIPTS:
+        raise Unavailable(f"{node.name} is a {op} loop, kept as a TorchScript loop")
+    return node
+
+
+def _example_and_dims(node: fx.Node, ep: torch.export.ExportedProgram, dims: dict):
+    """A tensor shaped like ``node``'s value (dynamic dims at their example size), and its
+    torch.export dynamic-shapes entry (one Dim per symbol, with its range)."""
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        raise Unavailable(f"input {node.name} is not a tensor")
+    sizes, spec = [], {}
+    for d, size in enumerate(val.shape):
+        if not isinstance(size, torch.SymInt):
+            sizes.append(int(size))
+            continue
+        hint = size.node.hint
+        if hint is None:
+            raise Unavailable(f"input {node.name} has a data-dependent size")
+        sizes.append(int(hint))
+        expr = size.node.expr
+        if not expr.is_Symbol:
+            spec[d] = torch.export.Dim.AUTO
+            continue
+        if expr not in dims:
+            bounds = ep.range_constraints.get(expr)
+            low, high = 0, None
+            if bounds is not None:
+                low = max(_finite(bounds.lower) or 0, 0)
+                high = _finite(bounds.upper)
+            dims[expr] = torch.export.Dim(str(expr), min=low, max=high)
+        spec[d] = dims[expr]
+    return torch.zeros(sizes, dtype=val.dtype), (spec or None)
+
+
+def _finite(bound) -> int | None:
+    try:
+        return int(bound)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+
+
+def compiler_missing() -> str | None:
+    """Why AOTInductor cannot compile here (no C++ compiler), or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        compiler = get_cpp_compiler()
+    except Exception as err:  # inductor raises when it finds no compiler
+        return f"no C++ compiler for AOTInductor ({type(err).__name__}: {err})"
+    if shutil.which(compiler) is None and not Path(compiler).is_file():
+        return f"no C++ compiler for AOTInductor ({compiler} is not on PATH)"
+    return None
+
+
+def compile_package(program: SubgraphProgram, cache: CompileCache | None = None) -> bytes:
+    """``program`` as AOTInductor package bytes (parameters frozen), from ``cache`` when it
+    holds them; raises what export or AOTInductor raise."""
+    key = package_key(program.module, program.example, program.dynamic_shapes)
+    if cache is not None:
+        cached = cache.get_bytes("aoti", key)
+        if cached is not None:
+            logger.debug("AOTInductor package %s from the compile cache", key[:12])
+            return cached
+    with torch.no_grad():
+        exported = torch.export.export(
+            program.module, program.example, dynamic_shapes=program.dynamic_shapes, strict=False
+        )
+    with tempfile.TemporaryDirectory(prefix="byoc_torch_aoti_") as tmp:
+        path = Path(tmp) / "subgraph.pt2"
+        torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(path), inductor_configs={"freezing": True}
+        )
+        data = path.read_bytes()
+    if cache is not None:
+        cache.put_bytes("aoti", key, data)
+    return data
+
+
+def _first_line(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}".strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def _outputs(result) -> list[torch.Tensor]:
+    """The model's outputs (a TVM tensor or nested tuples of them) as torch copies."""
+    if isinstance(result, tvm.runtime.Tensor):
+        return [torch.from_dlpack(result).clone()]
+    if isinstance(result, list | tuple | tvm_ffi.Array):
+        return [t for r in result for t in _outputs(r)]
+    return []
+
+
+def _agree(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.is_floating_point() or x.is_complex():
+            rtol, atol = tolerance(x.dtype)
+            if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+                return False
+        elif not torch.equal(x, y):
+            return False
+    return True
+
+
+def _per_call_ms(modules: Sequence, run: Callable[[], object], rounds: int) -> dict[str, float]:
+    """Each subgraph's time per call (ms) inside the running model: the least of ``rounds``
+    rounds, read from the runtime modules' counters."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for m in modules:
+            m["__byoc_torch_reset_stats__"]()
+        run()
+        for m in modules:
+            for symbol, (calls, ns, _fast) in m["__byoc_torch_stats__"]().items():
+                if int(calls):
+                    ms = int(ns) / 1e6 / int(calls)
+                    best[str(symbol)] = min(best.get(str(symbol), ms), ms)
+    return best
+
+
+def choose_executors(
+    modules: Sequence,
+    partitioned: tvm.IRModule,
+    ep: torch.export.ExportedProgram,
+    run: Callable[[], object] | None,
+    mode: str,
+    cache: CompileCache | None = None,
+) -> dict[str, ExecutorChoice]:
+    """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
+    packages chosen in the torch runtime ``modules`` (one holds each symbol). ``run`` runs the
+    built model once on the example inputs (None: there are none, so nothing is measured or
+    checked, and ``"auto"`` keeps the TorchScript)."""
+    funcs = torch_functions(partitioned)
+    if not funcs:
+        return {}
+    owner = {str(s): m for m in modules for s in m["__byoc_torch_symbols__"]()}
+    if mode == TORCHSCRIPT:
+        why = "torch_executor='torchscript'"
+        return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
+    if run is None and mode != AOT_INDUCTOR:
+        why = "no example inputs to measure AOTInductor against the TorchScript"
+        return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
+    missing = compiler_missing()
+    if missing is not None:
+        return {s: ExecutorChoice(s, TORCHSCRIPT, missing) for s in funcs}
+    rounds = _defaults.AOTI_MEASURE_ROUNDS
+    reference, ts_ms = None, {}
+    if run is not None:
+        reference = _outputs(run())
+        run()  # the TorchScript profiling executor optimizes on its second call
+        ts_ms = _per_call_ms(modules, run, rounds)
+    choices: dict[str, ExecutorChoice] = {}
+    installed: dict[str, tuple[int, ...]] = {}
+    for symbol, func in funcs.items():
+        ts = ts_ms.get(symbol)
+        if mode != AOT_INDUCTOR and ts is not None and ts < _defaults.AOTI_MIN_SUBGRAPH_MS:
+            why = (
+                f"its TorchScript takes {ts:.4f} ms, less than the "
+                f"{_defaults.AOTI_MIN_SUBGRAPH_MS} ms an AOTInductor compile is worth"
+            )
+            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts)
+            continue
+        try:
+            program = subgraph_program(func, ep)
+            package = compile_package(program, cache)
+            owner[symbol]["__byoc_torch_set_aoti__"](symbol, package, list(program.inputs))
+        except Unavailable as err:
+            why = f"AOTInductor cannot run it: {err}"
+            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts)
+            continue
+        except Exception as err:  # export, inductor or the loader refused: keep TorchScript
+            why = f"AOTInductor cannot compile it: {_first_line(err)}"
+            logger.debug("subgraph %s: %s", symbol, why)
+            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts)
+            continue
+        installed[symbol] = program.inputs
+    if not installed:
+        return dict(sorted(choices.items()))
+    if run is not None and not _agree(reference, _outputs(run())):
+        for symbol in installed:
+            owner[symbol]["__byoc_torch_set_aoti__"](symbol, b"", [])
+            why = "AOTInductor's outputs differ from the TorchScript's on the example inputs"
+            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts_ms.get(symbol))
+        return dict(sorted(choices.items()))
+    aoti_ms = _per_call_ms(modules, run, rounds) if run is not None else {}
+    for symbol in installed:
+        ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
+        if mode == AOT_INDUCTOR:
+            why = "torch_executor='aot_inductor'"
+            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
+        elif ts is not None and ai is not None and ai < ts:
+            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, "measured faster", ts, ai)
+        else:
+            owner[symbol]["__byoc_torch_set_aoti__"](symbol, b"", [])
+            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, "measured slower", ts, ai)
+    return dict(sorted(choices.items()))

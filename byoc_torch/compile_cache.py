@@ -1,0 +1,108 @@
+"""The content-addressed compile cache: what a compile produces once and can reuse.
+
+Place in the data flow: opt-in through ``Options.cache_dir``. It holds
+
+* AOTInductor packages of LibTorch subgraphs (``aoti/<key>.pt2``, :mod:`byoc_torch.aot_inductor`),
+  keyed by :func:`package_key`: the subgraph's graph, its inputs' shapes, dtypes and dynamic
+  ranges, its frozen constants' bytes, and what the package's code depends on (the torch
+  version, the CPU capability inductor compiles for, the thread count it compiles in);
+* measured placement's region timings (``placement.json``, the ``placement_cache`` file of
+  :mod:`byoc_torch.placement.measure`, keyed by region, shapes, dtypes, target and library
+  versions), unless ``placement_cache`` names another file;
+* MetaSchedule tuning records (``tuning/``, the ``tuning_database`` of :mod:`byoc_torch.tuning`)
+  when the compile tunes, unless ``tuning_database`` names another.
+
+A second compile of the same model then measures and compiles only what changed. Entries are
+written to a temporary name and renamed, so concurrent compiles never see half a file; a key
+is a SHA-256, so a changed input is a different entry (nothing is ever invalidated in place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompileCache", "package_key"]
+
+
+class CompileCache:
+    """A directory of entries, each ``<kind>/<key><suffix>``."""
+
+    SUFFIX = {"aoti": ".pt2"}
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}{self.SUFFIX.get(kind, '')}"
+
+    def get_bytes(self, kind: str, key: str) -> bytes | None:
+        path = self._path(kind, key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        logger.debug("compile cache: stored %s", path)
+
+
+def _environment() -> str:
+    """What a package's code depends on besides the graph."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__}; cpu {capability}; threads {torch.get_num_threads()}"
+
+
+def package_key(
+    module: torch.fx.GraphModule, example: Sequence[torch.Tensor], dynamic_shapes
+) -> str:
+    """The cache key of an AOTInductor package of ``module``: a SHA-256 of its code, its
+    inputs' dtypes, shapes and dynamic dims (with ranges), its constants' names, dtypes, shapes
+    and bytes, and the environment (:func:`_environment`)."""
+    h = hashlib.sha256()
+    h.update(module.code.encode())
+    h.update(_environment().encode())
+    for x in example:
+        h.update(f"{x.dtype} {tuple(x.shape)};".encode())
+    h.update(repr(_dims_text(dynamic_shapes)).encode())
+    for name, value in sorted(module.named_buffers()):
+        value = value.detach().contiguous()
+        h.update(f"{name} {value.dtype} {tuple(value.shape)};".encode())
+        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return h.hexdigest()
+
+
+def _dims_text(dynamic_shapes) -> list:
+    """``dynamic_shapes`` as plain text: each Dim by name and range."""
+    if dynamic_shapes is None:
+        return []
+    out = []
+    for spec in dynamic_shapes:
+        if spec is None:
+            out.append(None)
+            continue
+        out.append(
+            {
+                d: (str(v), getattr(v, "min", None), getattr(v, "max", None))
+                for d, v in sorted(spec.items())
+            }
+        )
+    return out
