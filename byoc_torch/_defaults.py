@@ -71,6 +71,8 @@ TORCH_EXECUTORS = ("auto", "aot_inductor", "torchscript")
 AOTI_MIN_SUBGRAPH_MS = 0.5
 # Runs of the built model per executor when "auto" compares them (the least per-call time).
 AOTI_MEASURE_ROUNDS = 5
+# Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
+AOTI_MEMORY_CACHE_BYTES = 256 << 20
 
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).

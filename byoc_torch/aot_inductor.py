@@ -42,7 +42,7 @@ from tvm import relax
 import relay_ext
 
 from . import _defaults
-from .compile_cache import CompileCache, package_key
+from .compile_cache import MEMORY, CompileCache, package_key
 from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
 from .frontend.modules import forced_module_for_op
 from .frontend.torchscript import is_scalar_node, script_for_node
@@ -263,13 +263,15 @@ def compiler_missing() -> str | None:
 
 
 def compile_package(program: SubgraphProgram, cache: CompileCache | None = None) -> bytes:
-    """``program`` as AOTInductor package bytes (parameters frozen), from ``cache`` when it
-    holds them; raises what export or AOTInductor raise."""
+    """``program`` as AOTInductor package bytes (parameters frozen), from the process's memory
+    or ``cache`` when they hold them; raises what export or AOTInductor raise."""
     key = package_key(program.module, program.example, program.dynamic_shapes)
-    if cache is not None:
-        cached = cache.get_bytes("aoti", key)
+    for store in (MEMORY, cache):
+        cached = store.get_bytes("aoti", key) if store is not None else None
         if cached is not None:
             logger.debug("AOTInductor package %s from the compile cache", key[:12])
+            if store is not MEMORY:
+                MEMORY.put_bytes("aoti", key, cached)
             return cached
     with torch.no_grad():
         exported = torch.export.export(
@@ -281,6 +283,7 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
             exported, package_path=str(path), inductor_configs={"freezing": True}
         )
         data = path.read_bytes()
+    MEMORY.put_bytes("aoti", key, data)
     if cache is not None:
         cache.put_bytes("aoti", key, data)
     return data

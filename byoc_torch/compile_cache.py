@@ -12,7 +12,9 @@ Place in the data flow: opt-in through ``Options.cache_dir``. It holds
 * MetaSchedule tuning records (``tuning/``, the ``tuning_database`` of :mod:`byoc_torch.tuning`)
   when the compile tunes, unless ``tuning_database`` names another.
 
-A second compile of the same model then measures and compiles only what changed. Entries are
+A second compile of the same model then measures and compiles only what changed. Without
+``cache_dir``, packages are still kept in memory for the process (:data:`MEMORY`, the most
+recent up to ``_defaults.AOTI_MEMORY_CACHE_BYTES``), as placement keeps its timings. Entries are
 written to a temporary name and renamed, so concurrent compiles never see half a file; a key
 is a SHA-256, so a changed input is a different entry (nothing is ever invalidated in place).
 """
@@ -23,14 +25,45 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from . import _defaults
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompileCache", "package_key"]
+__all__ = ["MEMORY", "CompileCache", "MemoryCache", "package_key"]
+
+
+class MemoryCache:
+    """The most recently used entries, up to ``limit`` bytes in all, in memory for the process
+    (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_bytes(self, kind: str, key: str) -> bytes | None:
+        with self._lock:
+            data = self._entries.get((kind, key))
+            if data is not None:
+                self._entries.move_to_end((kind, key))
+            return data
+
+    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
+        with self._lock:
+            self._entries[(kind, key)] = data
+            self._entries.move_to_end((kind, key))
+            while sum(len(v) for v in self._entries.values()) > self.limit:
+                self._entries.popitem(last=False)
+
+
+MEMORY = MemoryCache(_defaults.AOTI_MEMORY_CACHE_BYTES)
 
 
 class CompileCache:

@@ -1,0 +1,188 @@
+"""The AOTInductor executor of LibTorch subgraphs: numerics against eager, the fallback to
+TorchScript with a reason, an artifact loaded in a fresh process, and the compile cache.
+
+Each AOTInductor compile costs 10-40 s on a loaded machine: the module compiles one package
+(the fixture) and reuses it through the compile cache.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import byoc_torch
+from byoc_torch import aot_inductor, compile_cache
+from byoc_torch.compiled import _torch_modules
+
+BATCH = torch.export.Dim("batch", min=1, max=64)
+
+
+class Net(torch.nn.Module):
+    """A linear layer in TVM around a block TVM cannot import (erfinv, lgamma) that reads a
+    parameter of its own, so the LibTorch subgraph has a frozen constant and a dynamic dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 32)
+        self.scale = torch.nn.Parameter(torch.rand(32) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.fc(x)) * 0.9
+        h = torch.special.erfinv(h) * self.scale + torch.lgamma(h.abs() + 1.0)
+        return torch.relu(h)
+
+
+def _executors(compiled) -> dict[str, str]:
+    found = {}
+    for m in _torch_modules(compiled.executable):
+        found.update({str(k): str(v) for k, v in m["__byoc_torch_executors__"]().items()})
+    return found
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    model = Net().eval()
+    x = torch.randn(8, 16)
+    compiled = byoc_torch.compile(
+        model,
+        (x,),
+        dynamic_shapes=({0: BATCH},),
+        torch_executor="aot_inductor",
+        placement="tvm",
+        cache_dir=str(cache),
+    )
+    return model, compiled, cache
+
+
+def test_aot_inductor_subgraph_agrees_with_eager_on_other_sizes(net):
+    model, compiled, _ = net
+    report = compiled.report()
+    assert [s.executor for s in report.subgraphs] == ["aot_inductor"]
+    assert list(_executors(compiled).values()) == ["aot_inductor"]
+    assert report.subgraphs[0].aot_inductor_ms is not None
+    assert "runs:    aot_inductor (torch_executor='aot_inductor')" in report.to_text()
+    for batch in (3, 8, 33):
+        x = torch.randn(batch, 16)
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torchscript_subgraph_agrees_with_eager():
+    model = Net().eval()
+    x = torch.randn(8, 16)
+    compiled = byoc_torch.compile(model, (x,), torch_executor="torchscript", placement="tvm")
+    (entry,) = compiled.report().subgraphs
+    assert (entry.executor, entry.executor_reason) == (
+        "torchscript",
+        "torch_executor='torchscript'",
+    )
+    x2 = torch.randn(8, 16)
+    with torch.no_grad():
+        expected = model(x2)
+    torch.testing.assert_close(compiled(x2), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_artifact_with_aot_inductor_subgraph_loads_in_a_fresh_process(net, tmp_path):
+    model, compiled, _ = net
+    path = compiled.export(tmp_path / "net.so")
+    x = torch.randn(21, 16)  # not the example input, and another batch size
+    with torch.no_grad():
+        expected = model(x)
+    torch.save(x, tmp_path / "x.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch, byoc_torch
+        from byoc_torch.compiled import _torch_modules
+        m = byoc_torch.load({str(path)!r})
+        out = m(torch.load({str(tmp_path / "x.pt")!r}))
+        torch.save(out, {str(tmp_path / "got.pt")!r})
+        for mod in _torch_modules(m.executable):
+            print(dict(mod["__byoc_torch_executors__"]()))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "{'torch_main_0': 'aot_inductor'}" in proc.stdout
+    torch.testing.assert_close(torch.load(tmp_path / "got.pt"), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_second_compile_takes_the_package_from_the_cache(net, monkeypatch):
+    model, _, cache = net
+    assert len(list((cache / "aoti").glob("*.pt2"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled again instead of using the cache")
+
+    compile_cache.MEMORY._entries.clear()  # only the disk cache can serve it now
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", refuse)
+    x = torch.randn(8, 16)
+    again = byoc_torch.compile(
+        model,
+        (x,),
+        dynamic_shapes=({0: BATCH},),
+        torch_executor="aot_inductor",
+        placement="tvm",
+        cache_dir=str(cache),
+    )
+    assert [s.executor for s in again.report().subgraphs] == ["aot_inductor"]
+    with torch.no_grad():
+        expected = model(x * 2)
+    torch.testing.assert_close(again(x * 2), expected, rtol=1e-4, atol=1e-4)
+
+
+class Scripted(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            return torch.special.erfinv(torch.tanh(x) * 0.5)
+        return x
+
+
+class WithScripted(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Scripted()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * 2.0) + 1.0
+
+
+def test_a_subgraph_aot_inductor_cannot_compile_keeps_its_torchscript_with_a_reason():
+    model = WithScripted().eval()
+    x = torch.rand(4, 8)
+    compiled = byoc_torch.compile(
+        model, (x,), torch_executor="aot_inductor", torch_executed_modules=[Scripted]
+    )
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "torchscript"
+    assert entry.executor_reason.startswith("AOTInductor cannot run it: ")
+    assert "scripted submodule (torch_executed_modules)" in entry.executor_reason
+    assert "runs:    torchscript (AOTInductor cannot run it:" in compiled.report().to_text()
+    x2 = torch.rand(4, 8)
+    torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_does_not_compile_small_subgraphs(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a subgraph under the threshold was compiled")
+
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 1e9)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", refuse)
+    model = Net().eval()
+    compiled = byoc_torch.compile(model, (torch.randn(8, 16),), placement="tvm")
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "torchscript"
+    assert "an AOTInductor compile is worth" in entry.executor_reason
+    assert entry.torchscript_ms is not None and entry.torchscript_ms > 0
+
+
+def test_unknown_executor_is_an_option_error():
+    with pytest.raises(byoc_torch.errors.OptionError, match=r"torch_executor must be one of"):
+        byoc_torch.Options(torch_executor="inductor")
