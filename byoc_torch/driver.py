@@ -40,7 +40,7 @@ from .options import Options
 from .partition import PartitionForTorch
 from .quiet import quietly
 from .records import FallbackRecord, Reason
-from .reporting import Report, build_report, report_from_ir
+from .reporting import Report, build_report, format_ms, report_from_ir
 from .signature import InputSpec, InputTree, Signature, output_structure
 from .tensors import target_device_type, tvm_ready
 from .threads import apply_thread_budget
@@ -481,16 +481,21 @@ class _Session:
             self.ep, self.device, report, self.opts.num_threads, self.names, self.tree
         )
 
-    def build(self, records: dict[str, FallbackRecord]) -> _Built:
-        """The model built with ``records`` moved to LibTorch (raises what the build raises)."""
-        key = self._key(records)
+    def build(self, records: dict[str, FallbackRecord], executor: str = "torchscript") -> _Built:
+        """The model built with ``records`` moved to LibTorch (raises what the build raises).
+        With ``executor="aot_inductor"`` (the whole-model check's candidate) it is a build of
+        its own whose LibTorch subgraphs run AOTInductor packages."""
+        key = (self._key(records), executor)
         if key not in self._builds:
             imported = self.imported(records)
             partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
             lowered = LowerTorchFunctions(metadata=self.provisional)(partitioned)
             lowered = _tuned(lowered, self.opts, self.tvm_target, self.tuning_budget)
             executable = relax.build(lowered, target=self.tvm_target)
-            self._builds[key] = _Built(imported, partitioned, lowered, executable)
+            built = _Built(imported, partitioned, lowered, executable)
+            if executor != "torchscript":
+                _install_packages(self, built)
+            self._builds[key] = built
         return self._builds[key]
 
 
@@ -562,17 +567,19 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
     """Build the searched placement and the single-backend ones, time them whole, keep the
     fastest (:mod:`byoc_torch.placement.end_to_end`); record what was measured in
     ``result``. Returns the records of the chosen placement."""
-    from .placement.end_to_end import candidates, choose
+    from .aot_inductor import compiler_missing
+    from .placement.end_to_end import ALL_AOTI, candidates, choose
     from .placement.measure import MeasurementCache
 
     device = tvm.device(session.device)
 
-    def build(records: dict):
-        main = relax.VirtualMachine(session.build(records).executable, device)["main"]
+    def build(records: dict, executor: str = "torchscript"):
+        main = relax.VirtualMachine(session.build(records, executor).executable, device)["main"]
         args = [tvm_ready(x.contiguous()) for x in inputs]
         return lambda: main(*args)
 
-    options = candidates(searched, result)
+    aoti_skipped = _aoti_candidate_skipped(session.opts, result, compiler_missing)
+    options = candidates(searched, result, aot_inductor=aoti_skipped is None)
     cache = MeasurementCache(session.opts.placement_cache)
     cached = _cached_check(cache, result, options)
     if cached is not None:  # every region came from the cache, and so does the check
@@ -583,10 +590,26 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
         if result.model_key:
             for name, ms in measured.items():
                 cache.put(result.model_key, f"whole:{name}", math.inf if ms is None else ms)
-            cache.put(result.model_key, "whole:chosen", float(options.index(chosen)))
+            cache.put(result.model_key, _chosen_key(options), float(options.index(chosen)))
             cache.save()
+    if aoti_skipped is not None:
+        skipped = {**skipped, ALL_AOTI: aoti_skipped}
     result.choose(chosen.name, set(chosen.records), measured, skipped)
     return chosen.records
+
+
+def _aoti_candidate_skipped(opts: Options, result, compiler_missing) -> str | None:
+    """Why the whole-model check has no "all-aot-inductor" candidate, or None when it has."""
+    if opts.torch_executor == "torchscript":
+        return "torch_executor='torchscript'"
+    missing = compiler_missing()
+    if missing is not None:
+        return missing
+    all_torch = result.all_torch_ms
+    threshold = _defaults.AOTI_MIN_SUBGRAPH_MS
+    if opts.torch_executor == "auto" and (all_torch is None or all_torch < threshold):
+        return f"all-LibTorch modelled {format_ms(all_torch)} ms, under {threshold} ms"
+    return None
 
 
 def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
@@ -617,12 +640,30 @@ def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
     )
 
 
+def _chosen_key(options) -> str:
+    """Where the check's choice is filed: by its candidates, which differ with and without
+    the AOTInductor candidate."""
+    return "whole:chosen:" + ",".join(c.name for c in options)
+
+
+def _install_packages(session: _Session, built: _Built) -> None:
+    """Every LibTorch subgraph of ``built`` runs an AOTInductor package (those that compile)."""
+    from .aot_inductor import AOT_INDUCTOR, choose_executors
+    from .compile_cache import CompileCache
+    from .compiled import _torch_modules
+
+    opts = session.opts
+    cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
+    modules = _torch_modules(built.executable)
+    choose_executors(modules, built.partitioned, built.imported.ep, None, AOT_INDUCTOR, cache)
+
+
 def _cached_check(cache, result, options):
     """The whole-model check's earlier outcome for this model, when placement measured
     nothing new (a warm cache): (chosen, measured, skipped), else None."""
     if result.cache_misses or not result.model_key:
         return None
-    index = cache.get(result.model_key, "whole:chosen")
+    index = cache.get(result.model_key, _chosen_key(options))
     if index is None or not 0 <= int(index) < len(options):
         return None
     measured = {}

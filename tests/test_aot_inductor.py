@@ -186,3 +186,48 @@ def test_auto_does_not_compile_small_subgraphs(monkeypatch):
 def test_unknown_executor_is_an_option_error():
     with pytest.raises(byoc_torch.errors.OptionError, match=r"torch_executor must be one of"):
         byoc_torch.Options(torch_executor="inductor")
+
+
+def test_whole_model_check_offers_the_whole_model_as_one_aot_inductor_package(monkeypatch):
+    from byoc_torch.placement import end_to_end
+    from byoc_torch.records import FallbackRecord, Reason
+    from byoc_torch.reporting import PlacementResult, RegionDecision
+
+    result = PlacementResult(
+        [
+            RegionDecision(0, ["mm"], ["aten.mm.default"], 1.0, 0.5, "torch"),
+            RegionDecision(1, ["tanh"], ["aten.tanh.default"], 0.1, 0.2, "tvm"),
+        ],
+        0.001,
+        0.6,
+        1.1,
+        0.7,
+    )
+    searched = {"mm": FallbackRecord("mm", "aten.mm.default", Reason.PLACEMENT)}
+    found = end_to_end.candidates(searched, result, aot_inductor=True)
+    assert [(c.name, sorted(c.records), c.executor) for c in found] == [
+        ("searched", ["mm"], "torchscript"),
+        ("all-libtorch", ["mm", "tanh"], "torchscript"),
+        ("all-aot-inductor", ["mm", "tanh"], "aot_inductor"),
+        ("all-tvm", [], "torchscript"),
+    ]
+    assert "all-aot-inductor" not in [c.name for c in end_to_end.candidates(searched, result)]
+
+    built = []
+
+    def build(records, executor="torchscript"):
+        built.append((len(records), executor))
+        return lambda: None
+
+    times = {"searched": 3.0, "all-libtorch": 4.0, "all-aot-inductor": 2.0, "all-tvm": 5.0}
+    monkeypatch.setattr(
+        end_to_end, "time_candidates", lambda runs, options, rounds: {k: times[k] for k in runs}
+    )
+    chosen, measured, _ = end_to_end.choose(found, build)
+    assert built == [
+        (1, "torchscript"),
+        (2, "torchscript"),
+        (2, "aot_inductor"),
+        (0, "torchscript"),
+    ]
+    assert (chosen.name, measured["all-aot-inductor"]) == ("all-aot-inductor", 2.0)

@@ -36,17 +36,22 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CANDIDATES", "Candidate", "candidates", "choose", "time_candidates"]
 
-SEARCHED, ALL_TORCH, ALL_TVM = "searched", "all-libtorch", "all-tvm"
-CANDIDATES = (SEARCHED, ALL_TORCH, ALL_TVM)
+SEARCHED, ALL_TORCH, ALL_AOTI, ALL_TVM = "searched", "all-libtorch", "all-aot-inductor", "all-tvm"
+CANDIDATES = (SEARCHED, ALL_TORCH, ALL_AOTI, ALL_TVM)
+# The executors of LibTorch subgraphs (byoc_torch.aot_inductor names them the same).
+TORCHSCRIPT, AOT_INDUCTOR = "torchscript", "aot_inductor"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One whole-model placement: the nodes it moves to LibTorch and its modelled time."""
+    """One whole-model placement: the nodes it moves to LibTorch, its modelled time, and what
+    runs its LibTorch subgraphs (``"aot_inductor"``: each compiled into an AOTInductor
+    package; for "all-aot-inductor" that is the whole model as one package)."""
 
     name: str
     records: dict[str, FallbackRecord]
     modelled_ms: float | None  # None: the region timings give no estimate
+    executor: str = TORCHSCRIPT
 
 
 def _records(
@@ -68,21 +73,23 @@ def _records(
     return records
 
 
-def candidates(searched: dict[str, FallbackRecord], result: PlacementResult) -> list[Candidate]:
-    """The searched assignment, all regions LibTorch can run in LibTorch, and none moved;
-    a candidate equal to an earlier one is dropped."""
+def candidates(
+    searched: dict[str, FallbackRecord], result: PlacementResult, aot_inductor: bool = False
+) -> list[Candidate]:
+    """The searched assignment, all regions LibTorch can run in LibTorch, with ``aot_inductor``
+    the same as AOTInductor packages, and none moved; a candidate equal to an earlier one is
+    dropped."""
+    all_torch = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_TORCH)
     found = [
         Candidate(SEARCHED, searched, result.modelled_ms),
-        Candidate(
-            ALL_TORCH,
-            _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_TORCH),
-            result.all_torch_ms,
-        ),
-        Candidate(ALL_TVM, {}, result.all_tvm_ms),
+        Candidate(ALL_TORCH, all_torch, result.all_torch_ms),
     ]
+    if aot_inductor:  # no region timing models it: always built and timed
+        found.append(Candidate(ALL_AOTI, all_torch, None, AOT_INDUCTOR))
+    found.append(Candidate(ALL_TVM, {}, result.all_tvm_ms))
     unique: list[Candidate] = []
     for c in found:
-        if all(set(c.records) != set(u.records) for u in unique):
+        if all((set(c.records), c.executor) != (set(u.records), u.executor) for u in unique):
             unique.append(c)
     return unique
 
@@ -102,6 +109,7 @@ def choose(
 
     ``build(records)`` compiles the model with ``records`` moved to LibTorch and returns a
     function that runs it once on the example inputs; it may raise (the candidate then loses).
+    A candidate whose subgraphs run another executor is built ``build(records, executor)``.
     Returns (the chosen candidate, name -> measured ms or None, name -> why it was not timed).
     """
     estimates = [c.modelled_ms for c in options if c.modelled_ms is not None]
@@ -118,7 +126,7 @@ def choose(
             )
             continue
         try:
-            run = build(c.records)
+            run = build(c.records) if c.executor == TORCHSCRIPT else build(c.records, c.executor)
             t0 = time.perf_counter()
             run()  # first call: lazy initialization, and errors surface here
             first_ms[c.name] = (time.perf_counter() - t0) * 1e3
