@@ -341,17 +341,22 @@ def choose_executors(
     run: Callable[[], object] | None,
     mode: str,
     cache: CompileCache | None = None,
+    device: str = "cpu",
 ) -> dict[str, ExecutorChoice]:
     """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
     packages chosen in the torch runtime ``modules`` (one holds each symbol). ``run`` runs the
     built model once on the example inputs (None: there are none, so nothing is measured or
-    checked, and ``"auto"`` keeps the TorchScript)."""
+    checked, and ``"auto"`` keeps the TorchScript). ``device`` is the model's device type:
+    packages are made for the CPU only."""
     funcs = torch_functions(partitioned)
     if not funcs:
         return {}
     owner = {str(s): m for m in modules for s in m["__byoc_torch_symbols__"]()}
     if mode == TORCHSCRIPT:
         why = "torch_executor='torchscript'"
+        return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
+    if device != "cpu":  # packages are compiled from CPU example tensors
+        why = f"AOTInductor packages are compiled for the CPU here; the model runs on {device}"
         return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
     if run is None and mode != AOT_INDUCTOR:
         why = "no example inputs to measure AOTInductor against the TorchScript"

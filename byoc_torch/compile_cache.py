@@ -55,6 +55,10 @@ class MemoryCache:
                 self._entries.move_to_end((kind, key))
             return data
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def put_bytes(self, kind: str, key: str, data: bytes) -> None:
         with self._lock:
             self._entries[(kind, key)] = data

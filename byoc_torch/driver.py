@@ -578,7 +578,7 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
         args = [tvm_ready(x.contiguous()) for x in inputs]
         return lambda: main(*args)
 
-    aoti_skipped = _aoti_candidate_skipped(session.opts, result, compiler_missing)
+    aoti_skipped = _aoti_candidate_skipped(session.opts, session.device, result, compiler_missing)
     options = candidates(searched, result, aot_inductor=aoti_skipped is None)
     cache = MeasurementCache(session.opts.placement_cache)
     cached = _cached_check(cache, result, options)
@@ -598,10 +598,14 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
     return chosen.records
 
 
-def _aoti_candidate_skipped(opts: Options, result, compiler_missing) -> str | None:
+def _aoti_candidate_skipped(
+    opts: Options, session_device: str, result, compiler_missing
+) -> str | None:
     """Why the whole-model check has no "all-aot-inductor" candidate, or None when it has."""
     if opts.torch_executor == "torchscript":
         return "torch_executor='torchscript'"
+    if session_device != "cpu":
+        return f"AOTInductor packages are compiled for the CPU; the model runs on {session_device}"
     missing = compiler_missing()
     if missing is not None:
         return missing
@@ -637,6 +641,7 @@ def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
         run,
         opts.torch_executor,
         cache,
+        session.device,
     )
 
 
@@ -655,7 +660,8 @@ def _install_packages(session: _Session, built: _Built) -> None:
     opts = session.opts
     cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
     modules = _torch_modules(built.executable)
-    choose_executors(modules, built.partitioned, built.imported.ep, None, AOT_INDUCTOR, cache)
+    ep = built.imported.ep
+    choose_executors(modules, built.partitioned, ep, None, AOT_INDUCTOR, cache, session.device)
 
 
 def _cached_check(cache, result, options):

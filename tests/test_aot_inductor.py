@@ -121,7 +121,7 @@ def test_second_compile_takes_the_package_from_the_cache(net, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled again instead of using the cache")
 
-    compile_cache.MEMORY._entries.clear()  # only the disk cache can serve it now
+    compile_cache.MEMORY.clear()  # only the disk cache can serve it now
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", refuse)
     x = torch.randn(8, 16)
     again = byoc_torch.compile(
@@ -231,3 +231,16 @@ def test_whole_model_check_offers_the_whole_model_as_one_aot_inductor_package(mo
         (0, "torchscript"),
     ]
     assert (chosen.name, measured["all-aot-inductor"]) == ("all-aot-inductor", 2.0)
+
+
+def test_cache_dir_also_holds_placement_timings_and_tuning_records(tmp_path):
+    opts = byoc_torch.Options(cache_dir=tmp_path)
+    assert (opts.cache_dir, opts.placement_cache) == (
+        str(tmp_path),
+        str(tmp_path / "placement.json"),
+    )
+    assert opts.tuning_database is None  # no tuning, no database to apply
+    tuned = byoc_torch.Options(cache_dir=tmp_path, tune_trials=4)
+    assert tuned.tuning_database == str(tmp_path / "tuning")
+    own = byoc_torch.Options(cache_dir=tmp_path, placement_cache="elsewhere.json")
+    assert own.placement_cache == "elsewhere.json"

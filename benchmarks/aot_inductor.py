@@ -1,0 +1,122 @@
+"""LibTorch subgraph executors: eager against byoc_torch with each ``torch_executor``, and the
+compile cache cold against warm.
+
+For each model (Hugging Face models of :mod:`byoc_torch.testing.hf_models` or the built-in
+examples of :mod:`byoc_torch.models`, random weights), in one process, on the CPU:
+
+* ``eager``         PyTorch eager under ``torch.no_grad()``;
+* ``byoc``          ``byoc_torch.compile(model, inputs)`` with its defaults
+                    (``torch_executor="auto"``), with a fresh ``cache_dir`` (a cold compile);
+* ``byoc_aoti``     ``torch_executor="aot_inductor"``: every LibTorch subgraph that compiles
+                    runs as an AOTInductor package;
+* ``byoc_ts``       ``torch_executor="torchscript"``: the TorchScript executor alone;
+* ``byoc_warm``     the ``byoc`` compile again with the same ``cache_dir`` (its compile time is
+                    the warm-cache figure; the model is the same as ``byoc``'s).
+
+Every contestant's outputs are compared with eager's (``torch.testing.assert_close``, rtol =
+atol = 1e-3) before timing. Latency: :func:`byoc_torch.timing.interleaved_samples`,
+round-robin, the median over rounds of each round's median; ``x eager`` is the ratio to eager.
+Each line also gives the placement the whole-model check kept and what runs each LibTorch
+subgraph.
+
+    python -m benchmarks.aot_inductor [--models hf_bert,hf_vit] [--threads 1] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+import byoc_torch
+from byoc_torch import compile_cache
+from byoc_torch.timing import interleaved_samples
+
+
+def _model(name: str):
+    if name.startswith("hf_"):
+        from byoc_torch.testing import hf_models
+
+        return getattr(hf_models, name)()
+    from byoc_torch.models import get_example
+
+    return get_example(name)
+
+
+def _flat(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out for t in _flat(o)]
+
+
+def _compile(model, inputs, **options):
+    t0 = time.perf_counter()
+    compiled = byoc_torch.compile(model, inputs, **options)
+    compiled(*inputs)
+    return compiled, time.perf_counter() - t0
+
+
+def _describe(compiled) -> str:
+    report = compiled.report()
+    chosen = report.placement.chosen if report.placement is not None else "-"
+    runs = ",".join(s.executor for s in report.subgraphs) or "no subgraph"
+    return f"{chosen}; {runs}"
+
+
+def bench(name: str, rounds: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    model, inputs = _model(name)
+    with torch.no_grad():
+        expected = _flat(model(*inputs))
+    cache = tempfile.mkdtemp(prefix="byoc_torch_bench_cache_")
+    compiled: dict[str, object] = {}
+    setup: dict[str, float] = {}
+    n = {"num_threads": threads}
+    compiled["byoc"], setup["byoc"] = _compile(model, inputs, cache_dir=cache, **n)
+    compiled["byoc_aoti"], setup["byoc_aoti"] = _compile(
+        model, inputs, torch_executor="aot_inductor", **n
+    )
+    compiled["byoc_ts"], setup["byoc_ts"] = _compile(
+        model, inputs, torch_executor="torchscript", **n
+    )
+    compile_cache.MEMORY.clear()  # the warm compile reads the disk cache
+    _, setup["byoc_warm"] = _compile(model, inputs, cache_dir=cache, **n)
+    for c in compiled.values():
+        torch.testing.assert_close(_flat(c(*inputs)), expected, rtol=1e-3, atol=1e-3)
+
+    def eager():
+        with torch.no_grad():
+            return model(*inputs)
+
+    fns = {"eager": eager, **{k: (lambda c=c: c(*inputs)) for k, c in compiled.items()}}
+    samples, _ = interleaved_samples(fns, rounds)
+    ms = {k: statistics.median(v) for k, v in samples.items()}
+    print(f"\n{name} (threads {torch.get_num_threads()}, loadavg {os.getloadavg()[0]:.1f})")
+    print(f"  {'contestant':<10} {'ms':>9} {'x eager':>8} {'setup s':>8}  placement; executors")
+    for key in fns:
+        line = f"  {key:<10} {ms[key]:>9.3f} {ms[key] / ms['eager']:>8.2f}"
+        extra = f" {setup[key]:>8.1f}  {_describe(compiled[key])}" if key in compiled else ""
+        print(line + extra)
+    print(f"  byoc_warm  compile with a warm cache_dir: {setup['byoc_warm']:.1f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--models", default="hf_bert,hf_vit")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=7)
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    for name in args.models.split(","):
+        bench(name, args.rounds, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
