@@ -347,7 +347,16 @@ def choose_executors(
     packages chosen in the torch runtime ``modules`` (one holds each symbol). ``run`` runs the
     built model once on the example inputs (None: there are none, so nothing is measured or
     checked, and ``"auto"`` keeps the TorchScript). ``device`` is the model's device type:
-    packages are made for the CPU only."""
+    packages are made for the CPU only. The modules' counters are zero afterwards."""
+    try:
+        return _choose(modules, partitioned, ep, run, mode, cache, device)
+    finally:
+        for m in modules:
+            m["__byoc_torch_reset_stats__"]()
+
+
+def _choose(modules, partitioned, ep, run, mode, cache, device) -> dict[str, ExecutorChoice]:
+    """:func:`choose_executors` (counters left as the last measurement left them)."""
     funcs = torch_functions(partitioned)
     if not funcs:
         return {}

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import byoc_torch
-from byoc_torch import FallbackRecord, Reason
+from byoc_torch import FallbackRecord, Reason, driver
 from byoc_torch.placement import end_to_end, measure
 from byoc_torch.placement.search import TORCH, TVM, Unit, assignment_cost, best_assignment
 from byoc_torch.reporting import PlacementResult, RegionDecision
@@ -117,6 +117,11 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
     monkeypatch.setattr(placement, "time_torch", fake_torch)
     monkeypatch.setattr(placement, "crossing_ms", lambda target, cache, compile_model: crossing)
+    # The cost model has no AOTInductor: the whole-model check gets no such candidate (it
+    # would compile a package only to time it as the fake says).
+    monkeypatch.setattr(
+        driver, "_aoti_candidate_skipped", lambda *args: "the fake cost model has no AOTInductor"
+    )
     # The whole-model check times each candidate as the cost model says (its modelled time).
     monkeypatch.setattr(
         end_to_end,
