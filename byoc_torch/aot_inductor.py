@@ -342,20 +342,24 @@ def choose_executors(
     mode: str,
     cache: CompileCache | None = None,
     device: str = "cpu",
+    why_aot_inductor: str = "torch_executor='aot_inductor'",
 ) -> dict[str, ExecutorChoice]:
     """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
     packages chosen in the torch runtime ``modules`` (one holds each symbol). ``run`` runs the
     built model once on the example inputs (None: there are none, so nothing is measured or
     checked, and ``"auto"`` keeps the TorchScript). ``device`` is the model's device type:
-    packages are made for the CPU only. The modules' counters are zero afterwards."""
+    packages are made for the CPU only. ``why_aot_inductor`` is the report's reason for a
+    package used in ``"aot_inductor"`` mode. The modules' counters are zero afterwards."""
     try:
-        return _choose(modules, partitioned, ep, run, mode, cache, device)
+        return _choose(modules, partitioned, ep, run, mode, cache, device, why_aot_inductor)
     finally:
         for m in modules:
             m["__byoc_torch_reset_stats__"]()
 
 
-def _choose(modules, partitioned, ep, run, mode, cache, device) -> dict[str, ExecutorChoice]:
+def _choose(
+    modules, partitioned, ep, run, mode, cache, device, why_aot_inductor
+) -> dict[str, ExecutorChoice]:
     """:func:`choose_executors` (counters left as the last measurement left them)."""
     funcs = torch_functions(partitioned)
     if not funcs:
@@ -416,8 +420,7 @@ def _choose(modules, partitioned, ep, run, mode, cache, device) -> dict[str, Exe
     for symbol in installed:
         ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
         if mode == AOT_INDUCTOR:
-            why = "torch_executor='aot_inductor'"
-            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
+            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why_aot_inductor, ts, ai)
         elif ts is not None and ai is not None and ai < ts:
             choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, "measured faster", ts, ai)
         else:

@@ -399,7 +399,7 @@ def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options)
             if blamed:
                 extra.update(blamed)
                 continue
-        choices = _choose_executors(session, built, inputs)
+        choices = _choose_executors(session, built, inputs, placement)
         report = build_report(imported, built.partitioned, model_name=_model_name(model))
         report.placement = placement
         report.subgraphs = [s.with_executor(choices.get(s.symbol)) for s in report.subgraphs]
@@ -616,14 +616,20 @@ def _aoti_candidate_skipped(
     return None
 
 
-def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
+def _choose_executors(session: _Session, built: _Built, inputs, placement=None) -> dict:
     """Each LibTorch subgraph's executor, TorchScript or AOTInductor (``Options.torch_executor``,
-    :mod:`byoc_torch.aot_inductor`); the packages chosen are installed in the built module."""
-    from .aot_inductor import choose_executors
+    :mod:`byoc_torch.aot_inductor`); the packages chosen are installed in the built module.
+    When the whole-model check kept "all-aot-inductor", timed end to end, its subgraphs run
+    AOTInductor (still checked against the TorchScript), not timed again one by one."""
+    from .aot_inductor import AOT_INDUCTOR, choose_executors
     from .compile_cache import CompileCache
     from .compiled import _torch_modules
+    from .placement.end_to_end import ALL_AOTI
 
     opts = session.opts
+    mode, why = opts.torch_executor, "torch_executor='aot_inductor'"
+    if placement is not None and placement.chosen == ALL_AOTI and mode == "auto":
+        mode, why = AOT_INDUCTOR, f"the whole-model check kept {ALL_AOTI}"
     run = None
     if inputs is not None:
         main = relax.VirtualMachine(built.executable, tvm.device(session.device))["main"]
@@ -639,9 +645,10 @@ def _choose_executors(session: _Session, built: _Built, inputs) -> dict:
         built.partitioned,
         built.imported.ep,
         run,
-        opts.torch_executor,
+        mode,
         cache,
         session.device,
+        why,
     )
 
 
