@@ -44,10 +44,13 @@ namespace ffi = tvm::ffi;
 
 #define BYOC_TORCH_CLASS_NAME "Executable_import_byoc_torch_to_load"
 
-/*! \brief A tvm-ffi error (loading or running the artifact) as the c10 error of its kind. */
+/*! \brief A tvm-ffi error (loading or running the artifact) as the c10 error of its kind; the
+ * message names byoc_torch's own kinds (ArtifactError, UnregisteredOpError, ...), which c10
+ * has no class for. */
 [[noreturn]] void RethrowAsTorch(const ffi::Error& err) {
   std::string kind = err.kind();
-  std::string text = kind + ": " + err.message();
+  bool builtin = kind == "RuntimeError" || kind == "ValueError" || kind == "TypeError";
+  std::string text = builtin ? err.message() : kind + ": " + err.message();
   if (kind == "ArtifactError" || kind == "ValueError" || kind == "InputError") {
     TORCH_CHECK_VALUE(false, text);
   }
