@@ -245,6 +245,22 @@ def _load_private_copy(payload: bytes, source: str) -> tvm.runtime.Module:
 
 
 @quietly
+def export_file(executable: tvm.runtime.Module, path: str | os.PathLike) -> Path:
+    """Write ``executable`` as a sealed artifact at ``path``: whole or not at all (written
+    beside ``path``, sealed, then renamed over it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.so")
+    try:
+        executable.export_library(str(partial))
+        seal_file(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+@quietly
 def export_bytes(executable: tvm.runtime.Module) -> bytes:
     """The sealed artifact of ``executable`` as bytes (what ``CompiledModule.export`` writes)."""
     with tempfile.TemporaryDirectory(prefix="byoc_torch_export_") as directory:

@@ -33,7 +33,6 @@ from torch._subclasses.fake_tensor import is_fake
 from tvm import relax
 
 from . import _defaults, artifact_file, torch_library
-from .artifact_file import seal_file
 from .errors import (
     ArtifactError,
     CompiledModelError,
@@ -41,7 +40,6 @@ from .errors import (
     InputTypeError,
 )
 from .names import dtype_name, torch_dtype
-from .quiet import quietly
 from .records import FallbackRecord, Reason
 from .reporting import Report
 from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
@@ -443,21 +441,11 @@ class CompiledModule(torch.nn.Module):
         return "cuda" if self.signature.device.startswith("cuda") else "cpu"
 
     # -- export -------------------------------------------------------------------------------
-    @quietly
     def export(self, path: str | os.PathLike) -> Path:
         """Write one self-contained artifact (a shared object, sealed with its length and
         SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads. The file appears
         whole or not at all (written beside ``path``, then renamed)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.so")
-        try:
-            self.executable.export_library(str(partial))
-            seal_file(partial)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
+        return artifact_file.export_file(self.executable, path)
 
     def _exported_bytes(self) -> bytes:
         """The artifact :meth:`export` writes, as bytes (sealed)."""
@@ -639,7 +627,9 @@ def _from_executable(
     text = _metadata(executable)
     if text is None:
         raise ArtifactError(
-            f"byoc_torch.load: {source} was not written by byoc_torch (no signature)"
+            f"byoc_torch.load: {source} carries no byoc_torch signature: it was not written by "
+            "CompiledModule.export or byoc_torch.export_executable (an executable built from a "
+            "Relax module: write it with byoc_torch.export_executable(ex, path, mod))"
         )
     return CompiledModule(executable, Signature.from_json(text), artifact=artifact)
 

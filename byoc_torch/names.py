@@ -88,14 +88,20 @@ def op_key(target: object) -> str:
 def normalize_op_name(op: object) -> str:
     """An op as an option names it: ``"aten.tanh"``, ``"aten.tanh.default"``,
     ``"aten::tanh"``, ``"torch.ops.aten.tanh"`` or the op object, as ``"aten.tanh"`` (every
-    overload) or ``"aten.tanh.default"`` (one)."""
+    overload) or ``"aten.tanh.default"`` (one); a Relax ``tvm.ir.Op`` as its name
+    (``"relax.matmul"``)."""
     if isinstance(op, str):
         name = op.strip()
         if name.startswith("torch.ops."):
             name = name[len("torch.ops.") :]
         return name.replace("::", ".")
+    if type(op).__name__ == "Op" and type(op).__module__.startswith("tvm."):  # tvm.ir.Op
+        return str(op.name)  # "relax.matmul"
     if getattr(op, "_schema", None) is None and getattr(op, "_qualified_op_name", None) is None:
-        raise ValueError(f"torch_executed_ops: cannot interpret {op!r} as an ATen operator")
+        raise ValueError(
+            f"torch_executed_ops: cannot interpret a {type(op).__name__} as an operator; give "
+            "a name ('aten.tanh', 'relax.matmul'), a torch.ops op or a tvm.ir.Op"
+        )
     return op_key(op)
 
 

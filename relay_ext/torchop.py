@@ -273,11 +273,31 @@ def _substitute(t: relax.Type, analyzer: tvm.sym.Analyzer, bound: set[str]) -> r
     return relax.TensorType(out, dtype=dtype)
 
 
+def _partitioned(bb: relax.BlockBuilder) -> bool:
+    """Does the module being legalized hold functions the partition pass made
+    (``Codegen="torch"``)? Then only the lowering step is missing."""
+    try:
+        mod = bb.get()
+    except Exception:  # no module in context: say the whole recipe
+        return False
+    return any(
+        isinstance(f, relax.Function) and f.attrs is not None and f.attrs.get("Codegen") == "torch"
+        for f in mod.functions.values()
+    )
+
+
 def _legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    where = f"relax.torchop '{call.attrs['op_name']}' reached legalization: torchop calls run only "
+    if _partitioned(bb):
+        raise ValueError(
+            where + 'in LibTorch, and this module is partitioned (it has Codegen="torch" '
+            "functions) but not lowered: run byoc_torch.LowerTorchFunctions() on it before "
+            "relax.build (relax.build(byoc_torch.LowerTorchFunctions()(partitioned), ...))."
+        )
     raise ValueError(
-        f"relax.torchop '{call.attrs['op_name']}' reached legalization: torchop calls run only "
-        "in LibTorch. Run byoc_torch.partition_for_torch (or the PartitionForTorch pass) and "
-        "byoc_torch's codegen before relax.build, or use byoc_torch.compile."
+        where + "in LibTorch. Run byoc_torch.partition_for_torch (or the PartitionForTorch "
+        "pass), then byoc_torch.LowerTorchFunctions(), before relax.build; or use "
+        "byoc_torch.compile."
     )
 
 

@@ -81,7 +81,7 @@ def test_require_full_compilation_passes_for_supported_model():
     [
         ({"min_block_size": 0}, ValueError, "min_block_size must be >= 1"),
         ({"min_block_size": "3"}, TypeError, "min_block_size must be an int"),
-        ({"torch_executed_ops": [3.5]}, ValueError, "cannot interpret 3.5"),
+        ({"torch_executed_ops": [3.5]}, ValueError, "cannot interpret a float as an operator"),
         ({"torch_executed_modules": [3]}, TypeError, "neither a module type"),
     ],
 )

@@ -46,6 +46,7 @@ __all__ = [
     "is_relax_op_name",
     "offload_relax_ops",
     "relax_call_to_torchop",
+    "relax_ops_for_aten",
 ]
 
 PATTERN_PREFIX = "torch"
@@ -380,6 +381,39 @@ def _linear_script(bindings, params) -> str:
         bias = name[add.args[1] if add.args[0].same_as(product) else add.args[0]]
     expr = _cast(f"torch.linear({x}, {weight}, {bias})", matmul)
     return method_source("forward", len(params), "Tensor", [], expr)
+
+
+# ATen ops whose Relax counterpart (what TVM's PyTorch importer makes of them) is not named
+# "relax.<op>" or "relax.nn.<op>".
+_ATEN_ALIASES = {
+    "mm": ("relax.matmul",),
+    "bmm": ("relax.matmul",),
+    "linear": ("relax.matmul",),
+    "addmm": ("relax.matmul",),
+    "convolution": ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"),
+    "_softmax": ("relax.nn.softmax",),
+    "_log_softmax": ("relax.nn.log_softmax",),
+    "native_layer_norm": ("relax.nn.layer_norm",),
+    "native_group_norm": ("relax.nn.group_norm",),
+    "permute": ("relax.permute_dims",),
+    "sub": ("relax.subtract",),
+    "mul": ("relax.multiply",),
+    "div": ("relax.divide",),
+    "pow": ("relax.power",),
+    "neg": ("relax.negative",),
+}
+
+
+def relax_ops_for_aten(name: str) -> list[str]:
+    """The Relax ops byoc_torch offloads that TVM's importer makes of the ATen op ``name``
+    (``"aten.tanh"``/``"aten.tanh.default"`` -> ``["relax.tanh"]``; ``"aten.mm"`` ->
+    ``["relax.matmul"]``); empty for other namespaces and unknown ops."""
+    parts = name.split(".")
+    if len(parts) < 2 or parts[0] != "aten":
+        return []
+    op = parts[1]
+    candidates = _ATEN_ALIASES.get(op, (f"relax.{op}", f"relax.nn.{op}"))
+    return [c for c in candidates if c in CONVERTERS]
 
 
 def _validate(names: Sequence[str]) -> None:

@@ -42,12 +42,11 @@ from ..options import Options
 from ..records import FallbackRecord, Reason
 from .grouping import Dag, maximal_groups
 from .min_block import absorb_small_relax_blocks
-from .relax_ops import CONVERTERS, offload_relax_ops
+from .relax_ops import CONVERTERS, offload_relax_ops, relax_ops_for_aten
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PartitionForTorch", "partition_for_torch", "torch_functions"]
-
 
 
 @dataclass
@@ -481,8 +480,11 @@ class PartitionForTorch:
 
 def _prepare(mod: tvm.IRModule, options: Options) -> tvm.IRModule:
     """Relax-op offload and min_block_size, then require_full_compilation's check."""
-    _check_aten_names(mod, [n for n in options.torch_executed_ops if not is_relax_op_name(n)])
+    mapped = _check_aten_names(
+        mod, [n for n in options.torch_executed_ops if not is_relax_op_name(n)]
+    )
     relax_names = [n for n in options.torch_executed_ops if is_relax_op_name(n)]
+    relax_names += [n for n in mapped if n not in relax_names]
     if relax_names:
         mod = offload_relax_ops(mod, relax_names)
     mod = absorb_small_relax_blocks(mod, options.min_block_size)
@@ -505,36 +507,74 @@ def _torchop_names(mod: tvm.IRModule) -> set[str]:
     return found
 
 
-def _check_aten_names(mod: tvm.IRModule, names: list[str]) -> None:
+def _relax_ops_called(mod: tvm.IRModule) -> set[str]:
+    """The name of every Relax operator ``mod``'s functions call."""
+    found: set[str] = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            found.add(str(expr.op.name))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return found
+
+
+def _check_aten_names(mod: tvm.IRModule, names: list[str]) -> list[str]:
     """ATen names act when a PyTorch program is imported (the frontend makes their nodes
-    torchops); on a Relax module an ATen name must name torchops it already has, else it
-    would silently do nothing."""
+    torchops). On a Relax module an ATen name acts on the torchops it names, else on the
+    Relax ops TVM's importer makes of that ATen op (``aten.tanh`` -> ``relax.tanh``) when the
+    module calls them: those Relax names are returned. A name that matches neither would
+    silently do nothing: an OptionError."""
     if not names:
-        return
+        return []
     present = _torchop_names(mod)
-    unmatched = [n for n in names if not any(op == n or op.startswith(n + ".") for op in present)]
+    called = _relax_ops_called(mod)
+    mapped: list[str] = []
+    unmatched = []
+    for n in names:
+        if any(op == n or op.startswith(n + ".") for op in present):
+            continue
+        relax_names = [r for r in relax_ops_for_aten(n) if r in called]
+        if relax_names:
+            logger.debug("torch_executed_ops: %s acts on this module's %s", n, relax_names)
+            mapped += [r for r in relax_names if r not in mapped]
+        else:
+            unmatched.append(n)
     if unmatched:
         raise OptionError(
-            f"torch_executed_ops: {unmatched} match no torchop of this module. ATen names act "
-            "when a PyTorch program is imported (byoc_torch.compile, from_exported_program); "
-            f"on a Relax module the pass moves Relax ops by name: {sorted(CONVERTERS)}"
+            f"torch_executed_ops: {unmatched} match no torchop of this module and no Relax op "
+            "it calls that TVM's importer makes of them. ATen names act when a PyTorch program "
+            "is imported (byoc_torch.compile, from_exported_program); on a Relax module the "
+            f"pass moves Relax ops by name (or tvm.ir.Op): {sorted(CONVERTERS)}"
         )
+    return mapped
 
 
 def _refuse_torchops(mod: tvm.IRModule) -> None:
-    """``require_full_compilation`` at the IR level: any torchop is an error listing them."""
+    """``require_full_compilation`` at the IR level: any torchop is an error listing them, each
+    named by its FX nodes (a module the frontend made) or else by the Relax variable it binds
+    and its function (``main/lv1``: a hand-built module)."""
     found: list[FallbackRecord] = []
 
-    def visit(expr) -> None:
-        if relay_ext.is_torchop(expr):
-            names = [str(n) for n in (expr.attrs.get("nodes") or [])] or ["?"]
-            found.append(
-                FallbackRecord(", ".join(names), str(expr.attrs["op_name"]), Reason.IN_MODULE)
-            )
+    @relax.expr_functor.visitor
+    class _Find(relax.PyExprVisitor):
+        def __init__(self, where: str) -> None:
+            super().__init__()
+            self.where = where
 
-    for _, func in sorted(mod.functions.items(), key=lambda kv: kv[0].name_hint):
+        def visit_var_binding_(self, binding) -> None:
+            value = binding.value
+            if relay_ext.is_torchop(value):
+                names = [str(n) for n in (value.attrs.get("nodes") or [])]
+                node = ", ".join(names) or f"{self.where}/{binding.var.name}"
+                found.append(FallbackRecord(node, str(value.attrs["op_name"]), Reason.IN_MODULE))
+            super().visit_var_binding_(binding)
+
+    for gv, func in sorted(mod.functions.items(), key=lambda kv: kv[0].name_hint):
         if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, visit)
+            _Find(gv.name_hint).visit_expr(func)
     if found:
         raise FullCompilationError(found)
 
