@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -454,8 +455,9 @@ class CompiledModule(torch.nn.Module):
     def __reduce__(self):
         """Pickle (``torch.save``, ``copy.deepcopy``) as the artifact's bytes; unpickling loads
         them with :func:`load_bytes`, so it runs the artifact's checks and code like
-        :func:`load` (unpickle only what you trust)."""
-        return (load_bytes, (torch_library.artifact_of(self.torch_executable),))
+        :func:`load` (unpickle only what you trust); a damaged one fails the unpickling with
+        an :class:`ArtifactError` naming the file being read (:func:`_unpickle`)."""
+        return (_unpickle, (torch_library.artifact_of(self.torch_executable),))
 
     # -- nn.Module ----------------------------------------------------------------------------
     def __prepare_scriptable__(self) -> torch.nn.Module:
@@ -621,6 +623,28 @@ def load_bytes(
     return _from_executable(executable, source, bytes(data))
 
 
+def _unpickle(data: bytes) -> CompiledModule:
+    """:func:`load_bytes` of a compiled model being unpickled, its errors naming the file
+    ``torch.load`` or ``pickle.load`` reads (found on the caller's stack)."""
+    return load_bytes(data, source=_unpickling_source())
+
+
+def _unpickling_source() -> str:
+    """``"<file> (a compiled model pickled inside it)"`` for the file the innermost
+    ``torch.load`` / ``pickle.load`` on the stack reads, else ``"<bytes>"``."""
+    frame = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            break
+        if frame.f_code.co_name in ("load", "_load"):
+            f = frame.f_locals.get("f", frame.f_locals.get("file"))
+            name = f if isinstance(f, str | os.PathLike) else getattr(f, "name", None)
+            if isinstance(name, str | os.PathLike):
+                return f"{os.fspath(name)} (a compiled model pickled inside it)"
+        frame = frame.f_back
+    return "<bytes>"
+
+
 def _from_executable(
     executable: tvm.runtime.Module, source: str, artifact: bytes
 ) -> CompiledModule:
@@ -632,5 +656,3 @@ def _from_executable(
             "Relax module: write it with byoc_torch.export_executable(ex, path, mod))"
         )
     return CompiledModule(executable, Signature.from_json(text), artifact=artifact)
-
-

@@ -30,7 +30,9 @@ The backend is registered under the ``torch_dynamo_backends`` entry point (pypro
 from __future__ import annotations
 
 import copy
+import keyword
 import logging
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -218,10 +220,11 @@ class _Graph:
         with _disable_current_modes(), torch._guards.tracing(None):
             real = [_real(args[k]) for k in self.tensor_at]
             real += [_carrier(args[k]) for k in self.carrier_at]
+            names = _identifiers([self.plan[k].name for k in self.tensor_at + self.carrier_at])
             compiled = compile(
-                _GraphInputs(gm, self.plan, fixed),
+                _named(_GraphInputs(gm, self.plan, fixed), names),
                 tuple(real),
-                dynamic_shapes=(tuple(dims),) if any(dims) else None,
+                dynamic_shapes=tuple(dims) if any(dims) else None,  # one per named input
                 **self.options,
             )
         # A carrier torch.export specialized (a size of 0 or 1) is a fixed value too.
@@ -270,9 +273,47 @@ def _source_name(node: fx.Node) -> str:
     arg = node.meta.get("grapharg")
     source = getattr(arg, "source", None)
     try:
-        return source.name() if source is not None else node.name
+        name = source.name if source is not None else node.name
+        return name() if callable(name) else str(name)  # a property in torch 2.13
     except Exception:  # a source kind without a name
         return node.name
+
+
+# Steps of a Dynamo source that say nothing to the user.
+_SOURCE_NOISE = frozenset({"L", "self", "_modules", "_parameters", "_buffers"})
+
+
+def _identifiers(sources: list[str]) -> list[str]:
+    """The user's names of the compiled program's inputs, as unique Python identifiers:
+    ``x`` for ``L['x']``, ``fn_0_weight`` for ``L['fn']._modules['0']._parameters['weight']``
+    (a compiled module's parameter, which Dynamo passes as an input), ``args_0`` for
+    ``L['args'][0]``."""
+    names: list[str] = []
+    for text in sources:
+        parts = re.findall(r"\[['\"]?([^'\"\]]+)['\"]?\]|\.(\w+)|^(\w+)$", text)
+        words = [w for p in parts for w in p if w and w not in _SOURCE_NOISE]
+        name = re.sub(r"\W+", "_", "_".join(words)).strip("_")
+        if not name.isidentifier() or keyword.iskeyword(name) or name == "self":
+            name = f"input_{len(names)}"
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names
+
+
+def _named(inputs: _GraphInputs, names: list[str]) -> _GraphInputs:
+    """``inputs`` as an instance of a subclass whose ``forward`` takes parameters called
+    ``names``: torch.export names the program's inputs after them, and so do the compiled
+    model's signature and its errors (not ``tensors_0``)."""
+    params = ", ".join(names)
+    namespace: dict = {}
+    exec(  # the names are checked identifiers (_identifiers)
+        f"def forward(self, {params}):\n    return _GraphInputs.forward(self, {params})\n",
+        {"_GraphInputs": _GraphInputs},
+        namespace,
+    )
+    inputs.__class__ = type("_GraphInputs", (_GraphInputs,), {"forward": namespace["forward"]})
+    return inputs
 
 
 def _size_source(value: torch.SymInt, values: list, tensor_at: list[int]):

@@ -4,11 +4,7 @@ naming the Relax variable."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +13,8 @@ from tvm import relax, tirx
 
 import byoc_torch
 from byoc_torch import artifact_file, call_torch
+from byoc_torch.testing.processes import fresh_python
 
-REPO = Path(__file__).resolve().parent.parent
 N = tirx.Var("n", "int64")
 
 
@@ -58,13 +54,7 @@ def test_export_executable_makes_a_hand_built_module_loadable(tmp_path):
     assert path == tmp_path / "hand.so" and path.is_file()
     script = tmp_path / "load.py"
     script.write_text(LOAD)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "BYOC_TORCH_LOG": ""},
-    )
+    proc = fresh_python(str(script), str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["x ('n', 4)", "Module"]
     assert proc.stderr == ""
