@@ -185,11 +185,17 @@ def test_fallback_lines_group_ops_of_one_kind():
     records = [FallbackRecord(f"erfinv_{k}", "aten.erfinv.default", Reason.UNSUPPORTED)
                for k in range(5)]  # fmt: skip
     records.append(FallbackRecord("m0", "module gate (Gate)", Reason.FORCED_MODULE))
+    placed = Reason.PLACEMENT
+    records += [FallbackRecord("add_1", "aten.add.Tensor", placed, "region 7: 0.1 ms"),
+                FallbackRecord("add_2", "aten.add.Tensor", placed, "region 11: 0.2 ms"),
+                FallbackRecord("mul", "aten.mul.Tensor", placed, "region 5: 0.3 ms")]  # fmt: skip
     lines = cli.fallback_lines(records)
     assert lines == [
         f"  {'aten.erfinv.default':<34}   5 x  unsupported by TVM's importer  "
         "(erfinv_0, erfinv_1, erfinv_2, ...)",
         f"  {'module gate (Gate)':<34}   1 x  forced module (torch_executed_modules)  (m0)",
+        f"  {'aten.add.Tensor':<34}   2 x  {placed}  (add_1, add_2)",  # details differ
+        f"  {'aten.mul.Tensor':<34}   1 x  {placed} — region 5: 0.3 ms  (mul)",
     ]
 
 

@@ -81,13 +81,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 def fallback_lines(records: Sequence, shown_nodes: int = 3) -> list[str]:
     """One line per (op, reason) of the ops run by LibTorch: how many nodes, the first few
-    node names and the reason (a model with many LibTorch ops prints a line per kind)."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    node names and the reason, with its detail when every node of the line shares it (the
+    details per node are in ``compiled.report()``); a model with many LibTorch ops prints a
+    line per kind."""
+    groups: dict[tuple[str, str], list] = {}
     for rec in records:
-        why = str(rec.reason) + (f" — {rec.detail}" if rec.detail else "")
-        groups.setdefault((rec.op, why), []).append(rec.node)
+        groups.setdefault((rec.op, str(rec.reason)), []).append(rec)
     lines = []
-    for (op, why), nodes in groups.items():
+    for (op, why), recs in groups.items():
+        details = {rec.detail for rec in recs}
+        if len(details) == 1 and recs[0].detail:
+            why += f" — {recs[0].detail}"
+        nodes = [rec.node for rec in recs]
         names = ", ".join(nodes[:shown_nodes]) + (", ..." if len(nodes) > shown_nodes else "")
         lines.append(f"  {op:<34} {len(nodes):>3} x  {why}  ({names})")
     return lines
