@@ -345,7 +345,9 @@ def choose_executors(
     why_aot_inductor: str = "torch_executor='aot_inductor'",
 ) -> dict[str, ExecutorChoice]:
     """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
-    packages chosen in the torch runtime ``modules`` (one holds each symbol). ``run`` runs the
+    packages chosen in the torch runtime ``modules`` (every module holding a symbol gets it:
+    the executable's own, which it exports, and the copy its VM runs, when TVM's ``jit`` made
+    one). ``run`` runs the
     built model once on the example inputs (None: there are none, so nothing is measured or
     checked, and ``"auto"`` keeps the TorchScript). ``device`` is the model's device type:
     packages are made for the CPU only. ``why_aot_inductor`` is the report's reason for a
@@ -364,7 +366,15 @@ def _choose(
     funcs = torch_functions(partitioned)
     if not funcs:
         return {}
-    owner = {str(s): m for m in modules for s in m["__byoc_torch_symbols__"]()}
+    owners: dict[str, list] = {}
+    for m in modules:
+        for sym in m["__byoc_torch_symbols__"]():
+            owners.setdefault(str(sym), []).append(m)
+
+    def install(symbol: str, package: bytes, inputs: list[int]) -> None:
+        for m in owners[symbol]:
+            m["__byoc_torch_set_aoti__"](symbol, package, inputs)
+
     if mode == TORCHSCRIPT:
         why = "torch_executor='torchscript'"
         return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
@@ -397,7 +407,7 @@ def _choose(
         try:
             program = subgraph_program(func, ep)
             package = compile_package(program, cache)
-            owner[symbol]["__byoc_torch_set_aoti__"](symbol, package, list(program.inputs))
+            install(symbol, package, list(program.inputs))
         except Unavailable as err:
             why = f"AOTInductor cannot run it: {err}"
             choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts)
@@ -412,7 +422,7 @@ def _choose(
         return dict(sorted(choices.items()))
     if run is not None and not _agree(reference, _outputs(run())):
         for symbol in installed:
-            owner[symbol]["__byoc_torch_set_aoti__"](symbol, b"", [])
+            install(symbol, b"", [])
             why = "AOTInductor's outputs differ from the TorchScript's on the example inputs"
             choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts_ms.get(symbol))
         return dict(sorted(choices.items()))
@@ -424,6 +434,6 @@ def _choose(
         elif ts is not None and ai is not None and ai < ts:
             choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, "measured faster", ts, ai)
         else:
-            owner[symbol]["__byoc_torch_set_aoti__"](symbol, b"", [])
+            install(symbol, b"", [])
             choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, "measured slower", ts, ai)
     return dict(sorted(choices.items()))

@@ -623,7 +623,6 @@ def _choose_executors(session: _Session, built: _Built, inputs, placement=None) 
     AOTInductor (still checked against the TorchScript), not timed again one by one."""
     from .aot_inductor import AOT_INDUCTOR, choose_executors
     from .compile_cache import CompileCache
-    from .compiled import _torch_modules
     from .placement.end_to_end import ALL_AOTI
 
     opts = session.opts
@@ -641,7 +640,7 @@ def _choose_executors(session: _Session, built: _Built, inputs, placement=None) 
 
     cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
     return choose_executors(
-        _torch_modules(built.executable),
+        _runtime_modules(built.executable),
         built.partitioned,
         built.imported.ep,
         run,
@@ -650,6 +649,17 @@ def _choose_executors(session: _Session, built: _Built, inputs, placement=None) 
         session.device,
         why,
     )
+
+
+def _runtime_modules(executable) -> list:
+    """The torch runtime modules of ``executable``: its own (what ``export`` serializes) and,
+    when it is not runnable as it is (a C source module inside), the copy in the module TVM's
+    ``jit`` exported and loaded, which every VirtualMachine over it runs (jit caches it)."""
+    from .compiled import _torch_modules
+
+    own = _torch_modules(executable)
+    running = _torch_modules(executable.jit())
+    return own + [m for m in running if all(not m.same_as(o) for o in own)]
 
 
 def _chosen_key(options) -> str:
@@ -662,11 +672,10 @@ def _install_packages(session: _Session, built: _Built) -> None:
     """Every LibTorch subgraph of ``built`` runs an AOTInductor package (those that compile)."""
     from .aot_inductor import AOT_INDUCTOR, choose_executors
     from .compile_cache import CompileCache
-    from .compiled import _torch_modules
 
     opts = session.opts
     cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
-    modules = _torch_modules(built.executable)
+    modules = _runtime_modules(built.executable)
     ep = built.imported.ep
     choose_executors(modules, built.partitioned, ep, None, AOT_INDUCTOR, cache, session.device)
 

@@ -16,7 +16,7 @@ import torch
 
 import byoc_torch
 from byoc_torch import aot_inductor, compile_cache
-from byoc_torch.compiled import _torch_modules
+from byoc_torch.driver import _runtime_modules
 
 BATCH = torch.export.Dim("batch", min=1, max=64)
 
@@ -38,7 +38,7 @@ class Net(torch.nn.Module):
 
 def _executors(compiled) -> dict[str, str]:
     found = {}
-    for m in _torch_modules(compiled.executable):
+    for m in _runtime_modules(compiled.executable):
         found.update({str(k): str(v) for k, v in m["__byoc_torch_executors__"]().items()})
     return found
 
@@ -98,7 +98,7 @@ def test_artifact_with_aot_inductor_subgraph_loads_in_a_fresh_process(net, tmp_p
     script = textwrap.dedent(
         f"""
         import torch, byoc_torch
-        from byoc_torch.compiled import _torch_modules
+        from byoc_torch.driver import _runtime_modules
         m = byoc_torch.load({str(path)!r})
         out = m(torch.load({str(tmp_path / "x.pt")!r}))
         torch.save(out, {str(tmp_path / "got.pt")!r})
