@@ -98,7 +98,7 @@ def test_artifact_with_aot_inductor_subgraph_loads_in_a_fresh_process(net, tmp_p
     script = textwrap.dedent(
         f"""
         import torch, byoc_torch
-        from byoc_torch.driver import _runtime_modules
+        from byoc_torch.compiled import _torch_modules
         m = byoc_torch.load({str(path)!r})
         out = m(torch.load({str(tmp_path / "x.pt")!r}))
         torch.save(out, {str(tmp_path / "got.pt")!r})
