@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import importlib
 
+from . import (
+    _env,  # noqa: F401  (OMP_WAIT_POLICY, before anything loads torch)
+    runtime,  # noqa: F401  (loads the C++ runtime first)
+)
 from . import quiet as _quiet
-from . import runtime  # noqa: F401  (loads the C++ runtime first)
 from . import threads as _threads
 from .compiled import CompiledModule, load, load_bytes
 from .errors import (
@@ -32,6 +35,7 @@ from .errors import (
     BuildFailure,
     ByocTorchError,
     CompiledModelError,
+    CPUFeatureError,
     ExportError,
     FallbackError,
     FullCompilationError,
@@ -87,6 +91,7 @@ __all__ = [
     "ArtifactError",
     "BuildFailure",
     "ByocTorchError",
+    "CPUFeatureError",
     "CompiledModelError",
     "CompiledModule",
     "ExportError",

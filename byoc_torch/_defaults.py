@@ -8,7 +8,8 @@ defines a default: change it here and every reader follows.
 from __future__ import annotations
 
 # -- compile options (byoc_torch.Options) ---------------------------------------------------------
-TARGET = "llvm"
+# "host": this machine's CPU, {"kind": "llvm", "mcpu": <its LLVM name>} (byoc_torch.cpu).
+TARGET = "host"
 # 1 = off: absorbing small TVM blocks measured 1.01-1.55x slower (docs/performance.md).
 MIN_BLOCK_SIZE = 1
 REQUIRE_FULL_COMPILATION = False
@@ -41,23 +42,37 @@ DEMO_MODEL = "demo"
 LATENCY_WARMUP = 10
 LATENCY_REPEAT = 100
 
+# -- robust timing (byoc_torch.timing.robust_times, used by measured placement) -------------------
+# One sample makes as many calls as fit in this many ms; rounds of one sample per contestant,
+# more rounds (up to the max) while a spread is high.
+TIMING_SAMPLE_MS = 0.5
+TIMING_ROUNDS = 15
+TIMING_MAX_ROUNDS = 45
+# The estimate is this quantile of the kept samples; the spread is how far this upper quantile
+# lies above it, relative. A spread above TIMING_NOISY_SPREAD is re-measured, then "noisy".
+TIMING_QUANTILE = 0.2
+TIMING_SPREAD_QUANTILE = 0.6
+TIMING_NOISY_SPREAD = 0.25
+# A sample whose wall/CPU-time ratio is this many times its contestant's usual one was
+# descheduled (another process ran) and is dropped.
+TIMING_DESCHEDULED_FACTOR = 1.5
+# A faster contestant replaces a simpler one only when faster by more than this share (and
+# more than both measured spreads).
+TIMING_MARGIN = 0.05
+
 # -- measured placement ---------------------------------------------------------------------------
 # "measured": every region runs where it measured faster; "tvm": TVM runs all it can convert.
 PLACEMENT = "measured"
 PLACEMENTS = ("measured", "tvm")
-# Rounds of each timing (the median is kept) and the least time one round lasts (ms).
-PLACEMENT_REPEAT = 5
-PLACEMENT_MIN_MS = 1.0
 # A region moves to LibTorch only when it saves more than this share of its TVM time and more
 # than this many ms: differences inside timing noise keep TVM's placement.
 PLACEMENT_MARGIN = 0.05
 PLACEMENT_MARGIN_MS = 0.0005
 # The whole-model check (byoc_torch.placement.end_to_end): candidates modelled within this
-# factor of the best are built and timed end to end, in this many interleaved rounds of about
-# this many seconds each per candidate.
+# factor of the best are built and timed end to end, robustly (byoc_torch.timing), in at least
+# this many interleaved rounds.
 PLACEMENT_CHECK_FACTOR = 3.0
-PLACEMENT_CHECK_ROUNDS = 5
-PLACEMENT_CHECK_BUDGET_S = 0.05
+PLACEMENT_CHECK_ROUNDS = 15
 # A candidate whose first call is this many times slower than another's is not timed further.
 PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
 
@@ -73,6 +88,11 @@ AOTI_MIN_SUBGRAPH_MS = 0.5
 AOTI_MEASURE_ROUNDS = 5
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20
+
+# -- default schedules (byoc_torch.schedules) ------------------------------------------------------
+# A kernel runs its outer loop in parallel only from this many elements on: below it, waking
+# the thread pool costs more than the work it shares.
+SCHEDULE_PARALLEL_MIN_ELEMENTS = 1 << 14
 
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).

@@ -34,6 +34,7 @@ from torch._subclasses.fake_tensor import is_fake
 from tvm import relax
 
 from . import _defaults, artifact_file, torch_library
+from .cpu import check_host
 from .errors import (
     ArtifactError,
     CompiledModelError,
@@ -655,4 +656,6 @@ def _from_executable(
             "CompiledModule.export or byoc_torch.export_executable (an executable built from a "
             "Relax module: write it with byoc_torch.export_executable(ex, path, mod))"
         )
-    return CompiledModule(executable, Signature.from_json(text), artifact=artifact)
+    signature = Signature.from_json(text)
+    check_host(signature.cpu, source)
+    return CompiledModule(executable, signature, artifact=artifact)

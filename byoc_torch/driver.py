@@ -23,9 +23,10 @@ import tvm
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from tvm import relax
 
-from . import _defaults
+from . import _defaults, schedules
 from .codegen import LowerTorchFunctions
 from .compiled import CompiledModule, set_metadata
+from .cpu import requirements, resolve_target
 from .errors import ExportError, FallbackError, InputTypeError, VerificationError
 from .frontend import ImportResult, import_with_records
 from .frontend.modules import (
@@ -206,6 +207,7 @@ def _signature(
     tree: InputTree | None = None,
     foreign_ops: tuple[str, ...] = (),
     mutations: tuple[int, ...] = (),
+    cpu: dict | None = None,
 ) -> Signature:
     """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
     original model's, when ``ep`` is its flat re-export)."""
@@ -233,6 +235,7 @@ def _signature(
         _dim_ranges(ep, specs),
         foreign_ops,
         mutations,
+        cpu,
     )
 
 
@@ -310,7 +313,7 @@ def _output_specs(ep: torch.export.ExportedProgram) -> tuple[InputSpec, ...] | N
 def compile(
     model: torch.nn.Module | torch.export.ExportedProgram,
     example_inputs: Sequence[torch.Tensor] = (),
-    target: str | dict = "llvm",
+    target: str | dict = _defaults.TARGET,
     *,
     kwargs: dict | None = None,
     dynamic_shapes=None,
@@ -323,7 +326,10 @@ def compile(
         example_inputs: the positional inputs to export with, as the model takes them:
             tensors, (nested) tuples, lists and dicts of tensors, Python scalars (which
             torch.export specializes). Ignored for an ExportedProgram.
-        target: a TVM target, ``"llvm"`` or a dict such as ``{"kind": "llvm"}``.
+        target: ``"host"`` (the default: this machine's CPU, ``byoc_torch.cpu``), or a TVM
+            target: ``"llvm"`` (any CPU of the architecture) or a dict such as
+            ``{"kind": "llvm", "mcpu": "znver3"}``. The artifact records the CPU features the
+            target uses, and loading it on a CPU without them raises CPUFeatureError.
         kwargs: the keyword inputs to export with; the result is called
             ``compiled(*args, **kwargs)`` like the model.
         dynamic_shapes: torch.export's ``dynamic_shapes`` (e.g. ``{"x": {0: Dim("batch")}}``);
@@ -355,11 +361,11 @@ def compile(
 
 def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options) -> CompiledModule:
     """``compile`` from the exported program (flat tensor inputs) on."""
-    tvm_target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    tvm_target = resolve_target(target)
     _check_dense_inputs(ep)
     inputs = _example_inputs(ep, flat_inputs)
     checked = inputs if inputs is not None or not opts.verify else _derived_with_warning(ep)
-    session = _Session(ep, opts, tvm_target, target_device_type(target), names, tree)
+    session = _Session(ep, opts, tvm_target, target_device_type(tvm_target), names, tree)
     extra: dict[str, FallbackRecord] = {}  # nodes moved by placement, build failures, verification
     placement = None
     if opts.placement == "measured" and inputs is not None and not opts.require_full_compilation:
@@ -412,6 +418,7 @@ def _compile_program(model, ep, tree, names, flat_inputs, target, opts: Options)
             tree,
             _foreign_ops(imported),
             imported.mutations,
+            requirements(tvm_target),
         )
         set_metadata(built.executable, signature.to_json())
         logger.debug("compiled: %d node(s) run in LibTorch", len(imported.records))
@@ -478,7 +485,13 @@ class _Session:
 
     def signature(self, report: Report | None) -> Signature:
         return _signature(
-            self.ep, self.device, report, self.opts.num_threads, self.names, self.tree
+            self.ep,
+            self.device,
+            report,
+            self.opts.num_threads,
+            self.names,
+            self.tree,
+            cpu=requirements(self.tvm_target),
         )
 
     def build(self, records: dict[str, FallbackRecord], executor: str = "torchscript") -> _Built:
@@ -491,7 +504,7 @@ class _Session:
             partitioned = PartitionForTorch(**_partition_kwargs(self.opts))(imported.mod)
             lowered = LowerTorchFunctions(metadata=self.provisional)(partitioned)
             lowered = _tuned(lowered, self.opts, self.tvm_target, self.tuning_budget)
-            executable = relax.build(lowered, target=self.tvm_target)
+            executable = schedules.build(lowered, self.tvm_target)
             built = _Built(imported, partitioned, lowered, executable)
             if executor != "torchscript":
                 _install_packages(self, built)
@@ -585,8 +598,10 @@ def _whole_model_check(session: _Session, searched: dict, result, inputs):
     if cached is not None:  # every region came from the cache, and so does the check
         chosen, measured, skipped = cached
     else:
+        noise: list[str] = []
         with torch.no_grad():
-            chosen, measured, skipped = choose(options, build)
+            chosen, measured, skipped = choose(options, build, noise=noise)
+        result.noise = "; ".join(noise)
         if result.model_key:
             for name, ms in measured.items():
                 cache.put(result.model_key, f"whole:{name}", math.inf if ms is None else ms)
@@ -797,7 +812,7 @@ def _builds(ep, opts: Options, extra: dict, names: list[str], target) -> bool:
     try:
         imported = _import(ep, opts, forced)
         mod = PartitionForTorch(**_partition_kwargs(opts))(imported.mod)
-        relax.build(LowerTorchFunctions()(mod), target=target)
+        schedules.build(LowerTorchFunctions()(mod), target)
     except Exception:  # any failure counts as "does not build"
         return False
     return True

@@ -27,6 +27,7 @@ __all__ = [
     "ArtifactError",
     "BuildFailure",
     "ByocTorchError",
+    "CPUFeatureError",
     "CompiledModelError",
     "ExportError",
     "FallbackError",
@@ -119,3 +120,9 @@ class UnregisteredOpError(ByocTorchError, ValueError):
     registered (raised by the C++ runtime when it compiles the subgraph, at compile time or
     when an artifact is loaded). Register the op first: import the Python module that defines
     it with ``torch.library``, or ``torch.ops.load_library`` its C++ library."""
+
+
+@tvm_ffi.register_error
+class CPUFeatureError(ByocTorchError, RuntimeError):
+    """An artifact was compiled for a CPU with instruction-set features this CPU lacks
+    (byoc_torch.cpu)."""

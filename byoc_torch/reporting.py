@@ -109,6 +109,10 @@ class PlacementResult:
     checked_ms: dict[str, float | None] = field(default_factory=dict)
     check_skipped: dict[str, str] = field(default_factory=dict)
     model_key: str = ""  # what the whole-model check's cached result is filed under
+    # Not empty when the machine was too noisy to trust a measured difference (a timing's
+    # spread stayed high after re-measuring, or a faster candidate was faster only within
+    # the spread): what was noisy; the simpler placement was kept (byoc_torch.timing.choose).
+    noise: str = ""
 
     def choose(
         self,
@@ -148,6 +152,8 @@ class PlacementResult:
             timed = [f"{k} {format_ms(v)} ms" for k, v in self.checked_ms.items() if v is not None]
             untimed = [f"{k} not timed: {why}" for k, why in self.check_skipped.items()]
             lines.insert(1, f"  whole model: {'; '.join(timed + untimed)}; kept {self.chosen}")
+        if self.noise:
+            lines.insert(1, f"  too noisy to trust a difference: {self.noise}")
         for r in self.regions:
             ops = ", ".join(r.ops)
             tvm_ms, torch_ms = format_ms(r.tvm_ms), format_ms(r.torch_ms)

@@ -219,6 +219,9 @@ class Signature:
     # program returns their new values after its outputs, and the call copies them into the
     # caller's tensors, as ``ep.module()`` does.
     mutations: tuple[int, ...] = ()
+    # What the TVM kernels need of a CPU: {"mcpu": name, "features": [...]}
+    # (byoc_torch.cpu.requirements); None for other targets and older artifacts.
+    cpu: dict | None = None
 
     @property
     def op_namespaces(self) -> tuple[str, ...]:
@@ -241,6 +244,7 @@ class Signature:
                 "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
                 "foreign_ops": list(self.foreign_ops),
                 "mutations": list(self.mutations),
+                "cpu": self.cpu,
             }
         )
 
@@ -267,6 +271,9 @@ class Signature:
             mutations = tuple(int(k) for k in data.get("mutations", []))
             if any(not 0 <= k < len(inputs) for k in mutations):
                 raise ValueError(f"mutated inputs {list(mutations)} out of range")
+            cpu = data.get("cpu")
+            if cpu is not None:
+                cpu = {"mcpu": str(cpu["mcpu"]), "features": [str(f) for f in cpu["features"]]}
             return cls(
                 inputs,
                 outputs,
@@ -278,6 +285,7 @@ class Signature:
                 ranges,
                 foreign,
                 mutations,
+                cpu,
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err

@@ -21,6 +21,11 @@ applied wins, and nothing is restored.
   inline, with no pool). :func:`apply_thread_budget` sets that variable for every thread and
   sizes the calling thread's pool with TVM's ``runtime.config_threadpool``. A pool can shrink
   but never grow: a thread whose pool was created under a smaller budget keeps it.
+* LibTorch's OpenMP workers wait passively at barriers (``OMP_WAIT_POLICY=PASSIVE``), set by
+  :mod:`byoc_torch._env` when byoc_torch is imported before torch and the user set no policy.
+* The cores available: the process's affinity mask (``os.sched_getaffinity``), capped by a
+  cgroup CPU quota (``cpu.max``, as containers set it), so a container limited to 2 CPUs on a
+  64-core host gets 2 threads, not 64.
 * TVM's idle workers spin-yield for ``TVM_THREAD_POOL_SPIN_COUNT`` rounds (default 300000)
   before they sleep, read once when the first pool starts, so only the environment can set it;
   and a new pool pins its threads, the caller's included, to cores unless
@@ -32,6 +37,7 @@ applied wins, and nothing is restored.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -92,8 +98,27 @@ def check_num_threads(value: object, what: str = "num_threads") -> int | None:
 
 
 def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on: its affinity mask, capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota(CGROUP_CPU_MAX)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+# cgroup v2's CPU limit of this process ("<quota> <period>" in microseconds, or "max ...").
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def cgroup_cpu_quota(path: str) -> float | None:
+    """The CPUs a cgroup v2 quota grants this process (quota / period), None when unlimited or
+    unreadable."""
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+        if len(fields) != 2 or fields[0] == "max":
+            return None
+        return int(fields[0]) / int(fields[1])
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def apply_thread_budget(num_threads: int | None) -> ThreadBudget:

@@ -1,17 +1,54 @@
-"""Latency sampling shared by the demo, the overhead study and the benchmarks.
+"""Latency sampling shared by measured placement, the demo, the overhead study and the
+benchmarks.
 
 :func:`latency_samples` times one callable; :func:`interleaved_samples` times several in one
 process, round-robin, so that drifts of a shared machine hit every contestant alike
 (benchmarks/peers.py).
+
+Placement decides on timings taken while other work may share the machine, so it uses
+:func:`robust_times`, which is built to be trusted there:
+
+* **many short samples**, round-robin over the contestants, each sample a few calls lasting
+  about ``sample_ms`` (``_defaults.TIMING_SAMPLE_MS``);
+* **a CPU-time cross-check**: each sample also reads the process's CPU time
+  (``time.process_time``); a sample whose wall time exceeds its CPU time by much more than the
+  contestant's best samples do was descheduled (another process ran) and is dropped. Load only
+  ever adds wall time, so what is left is the kernel's own;
+* **a low quantile** (``_defaults.TIMING_QUANTILE``) of what is left, not the mean or the median;
+* **re-measuring when the spread is high**: while a contestant's spread (its
+  ``TIMING_SPREAD_QUANTILE`` over its low quantile) is above ``TIMING_NOISY_SPREAD``, more
+  rounds are taken, up to ``TIMING_MAX_ROUNDS``; a contestant still that spread is *noisy*;
+* :func:`choose` keeps the simplest contestant unless another is faster by more than a
+  margin (``_defaults.TIMING_MARGIN``, widened to the measured spread), so a difference
+  inside the noise never changes a choice, and says when noise was too high to trust one.
+
+The clocks are a parameter (:class:`Clocks`; default :data:`DEFAULT_CLOCKS`, read at each
+call), so tests inject a noisy timer.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["interleaved_samples", "latency_samples", "measure_latency"]
+from . import _defaults
+
+__all__ = [
+    "DEFAULT_CLOCKS",
+    "Choice",
+    "Clocks",
+    "Timing",
+    "choose",
+    "interleaved_samples",
+    "latency_samples",
+    "measure_latency",
+    "robust_time",
+    "robust_times",
+    "summarize",
+]
 
 
 def latency_samples(fn: Callable[[], object], warmup: int, repeat: int) -> list[float]:
@@ -62,3 +99,191 @@ def interleaved_samples(
         if on_round is not None:
             on_round(r)
     return per_round, calls
+
+
+# --------------------------------------------------------------------------------------------
+# Robust timing (measured placement)
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The clocks :func:`robust_times` reads (seconds): wall time and this process's CPU time."""
+
+    wall: Callable[[], float] = time.perf_counter
+    cpu: Callable[[], float] = time.process_time
+
+
+# The clocks robust_times reads when given none (tests replace it with a fake, noisy timer).
+DEFAULT_CLOCKS = Clocks()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One contestant's robust time.
+
+    ``ms``: the low quantile of its kept samples (ms per call); ``spread``: how far its upper
+    samples lie above that, relative (0.1 = 10 %); ``cpu_ms``: the same quantile of CPU time
+    per call (all of the process's threads); ``samples`` kept of ``taken`` (the rest were
+    descheduled, by the CPU-time cross-check); ``noisy``: the spread stayed above
+    ``_defaults.TIMING_NOISY_SPREAD`` after re-measuring.
+    """
+
+    ms: float
+    spread: float
+    cpu_ms: float | None = None
+    samples: int = 0
+    taken: int = 0
+    noisy: bool = False
+
+    def describe(self) -> str:
+        text = f"{self.ms:.4f} ms (spread {self.spread:.0%}, {self.samples}/{self.taken} samples"
+        return text + (", noisy)" if self.noisy else ")")
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation between order statistics)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _descheduled(wall: Sequence[float], cpu: Sequence[float]) -> list[bool]:
+    """Which samples were descheduled: wall over CPU time by much more than the best samples'
+    ratio (a multi-threaded kernel has a ratio below 1, a sleeping wait above; only a ratio far
+    above the contestant's own usual one means someone else ran)."""
+    ratios = [w / c if c > 0 else math.inf for w, c in zip(wall, cpu, strict=True)]
+    finite = [r for r in ratios if math.isfinite(r)]
+    if not finite:
+        return [False] * len(wall)  # a CPU clock too coarse to tell: keep every sample
+    usual = _quantile(finite, _defaults.TIMING_QUANTILE)
+    limit = usual * _defaults.TIMING_DESCHEDULED_FACTOR
+    return [math.isfinite(r) and r > limit for r in ratios]
+
+
+def summarize(wall: Sequence[float], cpu: Sequence[float] | None = None) -> Timing:
+    """A :class:`Timing` from per-call samples (ms): descheduled samples dropped when CPU times
+    are given, then the low quantile and the spread of the rest."""
+    kept = list(wall)
+    kept_cpu = list(cpu) if cpu is not None else None
+    if cpu is not None:
+        drop = _descheduled(wall, cpu)
+        if not all(drop):
+            kept = [w for w, d in zip(wall, drop, strict=True) if not d]
+            kept_cpu = [c for c, d in zip(cpu, drop, strict=True) if not d]
+    low = _quantile(kept, _defaults.TIMING_QUANTILE)
+    high = _quantile(kept, _defaults.TIMING_SPREAD_QUANTILE)
+    spread = (high - low) / low if low > 0 else 0.0
+    cpu_ms = _quantile(kept_cpu, _defaults.TIMING_QUANTILE) if kept_cpu else None
+    return Timing(low, spread, cpu_ms, len(kept), len(wall), spread > _defaults.TIMING_NOISY_SPREAD)
+
+
+@dataclass
+class _Samples:
+    calls: int
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+def robust_times(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    sample_ms: float = _defaults.TIMING_SAMPLE_MS,
+    rounds: int = _defaults.TIMING_ROUNDS,
+    max_rounds: int = _defaults.TIMING_MAX_ROUNDS,
+    clocks: Clocks | None = None,
+) -> dict[str, Timing]:
+    """Robust per-call time of each callable, measured round-robin (see module doc).
+
+    Each callable runs once untimed (warm-up and calibration: a sample makes as many calls as
+    fit in ``sample_ms``, at least 1); then ``rounds`` rounds of one sample each, and more
+    rounds, up to ``max_rounds`` in all, while a contestant's spread is high.
+    """
+    clocks = clocks or DEFAULT_CLOCKS
+    state: dict[str, _Samples] = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = clocks.wall()
+        fn()
+        first_ms = max((clocks.wall() - t0) * 1e3, 1e-6)
+        state[name] = _Samples(max(1, min(10_000, int(sample_ms / first_ms))))
+
+    def one_round() -> None:
+        for name, fn in fns.items():
+            s = state[name]
+            w0, c0 = clocks.wall(), clocks.cpu()
+            for _ in range(s.calls):
+                fn()
+            w1, c1 = clocks.wall(), clocks.cpu()
+            s.wall.append((w1 - w0) * 1e3 / s.calls)
+            s.cpu.append((c1 - c0) * 1e3 / s.calls)
+
+    for _ in range(rounds):
+        one_round()
+    done = rounds
+    while done < max_rounds:
+        if not any(summarize(s.wall, s.cpu).noisy for s in state.values()):
+            break
+        for _ in range(min(rounds, max_rounds - done)):
+            one_round()
+        done += min(rounds, max_rounds - done)
+    return {name: summarize(s.wall, s.cpu) for name, s in state.items()}
+
+
+def robust_time(fn: Callable[[], object], **kwargs) -> Timing:
+    """:func:`robust_times` of one callable."""
+    return robust_times({"fn": fn}, **kwargs)["fn"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What :func:`choose` chose, and whether noise kept it from trusting a difference."""
+
+    name: str
+    noisy: bool  # a contestant's time was noisy, or a difference lay inside the spread
+    why: str
+
+
+def choose(
+    timings: Mapping[str, Timing | float | None],
+    order: Sequence[str],
+    *,
+    margin: float = _defaults.TIMING_MARGIN,
+) -> Choice:
+    """The contestant to keep: the first of ``order`` (simplest first) that has a time, unless
+    another is faster than it by more than ``margin`` and than both spreads; among those
+    faster, the fastest (ties: the earlier in ``order``). Deterministic given the timings.
+
+    ``timings`` values: :class:`Timing`, a plain time in ms (no spread known), or None
+    (not measured: never chosen while another has a time).
+    """
+    timed = [n for n in order if timings.get(n) is not None]
+    if not timed:
+        return Choice(order[0], False, "nothing timed: the simplest kept")
+
+    def ms(name: str) -> float:
+        t = timings[name]
+        return t.ms if isinstance(t, Timing) else float(t)
+
+    def spread(name: str) -> float:
+        t = timings[name]
+        return t.spread if isinstance(t, Timing) else 0.0
+
+    base = timed[0]
+    noisy = any(isinstance(timings[n], Timing) and timings[n].noisy for n in timed)
+    best, why = base, f"{base} is the simplest"
+    inside_noise = []
+    for name in timed[1:]:
+        needed = max(margin, spread(base), spread(name))
+        if ms(name) < ms(base) * (1 - needed) and ms(name) < ms(best):
+            best = name
+            why = f"{name} faster than {base} by more than {needed:.0%}"
+        elif ms(name) < ms(base) * (1 - margin):
+            inside_noise.append(name)  # faster than the margin, but not than the spread
+    if inside_noise and best == base:
+        noisy = True
+        why += f"; {', '.join(inside_noise)} faster only within the measured spread"
+    return Choice(best, noisy, why)

@@ -31,6 +31,7 @@ import tvm
 from torch import fx
 from tvm import relax
 
+from . import schedules
 from .bisection import minimal_subset
 from .codegen import LowerTorchFunctions
 from .errors import BuildFailure
@@ -131,7 +132,7 @@ def diverging_nodes(
     """The TVM-converted nodes whose value first differs from PyTorch's (see module doc)."""
     var_to_node = {v.name: node for node, v in imported.native_vars.items()}
     mod, kept = _instrument(partitioned, list(var_to_node))
-    ex = relax.build(LowerTorchFunctions()(mod), target=target)
+    ex = schedules.build(LowerTorchFunctions()(mod), target)
     with _seeded():
         result = run_on_target(ex, inputs, target)
     got = {var_to_node[name]: result[1 + k] for k, name in enumerate(kept)}
@@ -221,7 +222,7 @@ def outputs_agree(
     """Do the model's outputs, built from ``partitioned``, agree with PyTorch's on
     ``inputs``? Both sides run after the same seed, so outputs that depend on a random draw
     are compared too."""
-    ex = relax.build(LowerTorchFunctions()(partitioned), target=target)
+    ex = schedules.build(LowerTorchFunctions()(partitioned), target)
     device_type = target_device_type(target)
     vm = relax.VirtualMachine(ex, tvm.device(device_type))
     with _seeded():

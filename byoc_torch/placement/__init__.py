@@ -268,7 +268,8 @@ def _units_and_edges(
                     extra_tvm[r.index] += crossing
     units = {
         r.index: Unit(
-            tvm_ms[r.index] + extra_tvm[r.index], torch_ms[r.index] + extra_torch[r.index]
+            tvm_ms[r.index] + extra_tvm[r.index],
+            _with_margin(torch_ms[r.index], tvm_ms[r.index]) + extra_torch[r.index],
         )
         for r in regions
     }

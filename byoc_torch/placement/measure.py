@@ -3,10 +3,13 @@ one crossing, and the cache that keeps them.
 
 Place in the data flow: between forming regions (:mod:`.regions`) and the search
 (:mod:`.search`). All times are medians of repeated runs on the compile target, on the real
-intermediate values of the example inputs, in milliseconds:
+intermediate values of the example inputs, in milliseconds, timed robustly
+(:mod:`byoc_torch.timing`: many short samples, a low quantile, re-measured while the spread is
+high; on the Python side descheduled samples are dropped by a CPU-time cross-check):
 
-* TVM: every region's Relax function is compiled in one ``relax.build`` and timed with the VM's
-  ``time_evaluator``;
+* TVM: every region's Relax function is compiled in one build (:func:`byoc_torch.schedules.
+  build`) and timed with the VM's ``time_evaluator`` (in C++, no Python call in the time), its
+  per-repeat samples summarized by :func:`byoc_torch.timing.summarize`;
 * LibTorch: every region's TorchScript runs in byoc_torch's own C++ runtime (the path a
   LibTorch subgraph takes: compiled once, run under ``c10::InferenceMode``), minus the time
   of a call with the same inputs and a trivial body (the call itself, counted as crossings);
@@ -25,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,10 +37,10 @@ import tvm
 from torch import fx
 from tvm import relax
 
-from .. import _defaults
+from .. import _defaults, schedules
 from ..names import op_key
 from ..tensors import to_tvm
-from ..timing import interleaved_samples
+from ..timing import Timing, robust_time, robust_times, summarize
 from .regions import Region, RegionFunction, RegionScript
 
 logger = logging.getLogger(__name__)
@@ -144,13 +146,20 @@ class MeasurementCache:
         os.replace(tmp, self.path)
 
 
-def _median_ms(fn: Callable[[], object], repeat: int, min_ms: float) -> float:
-    """Median over ``repeat`` rounds of ``fn``'s time per call, in ms; each round makes as many
-    calls as fit in ``min_ms`` (the shared latency helper, :mod:`byoc_torch.timing`)."""
-    rounds, _ = interleaved_samples(
-        {"fn": fn}, repeat, warmup=2, budget_s=min_ms / 1e3, max_calls=10_000
-    )
-    return statistics.median(rounds["fn"])
+def _robust_ms(fn: Callable[[], object]) -> float:
+    """``fn``'s robust time per call, in ms (:func:`byoc_torch.timing.robust_time`)."""
+    return robust_time(fn).ms
+
+
+def _evaluator_timing(timer: Callable[..., object], args: Sequence) -> Timing:
+    """A TVM ``time_evaluator``'s samples summarized, re-measured while their spread is
+    high."""
+    samples: list[float] = []
+    while True:
+        samples += [float(r) * 1e3 for r in timer(*args).results]
+        timing = summarize(samples)
+        if not timing.noisy or len(samples) >= _defaults.TIMING_MAX_ROUNDS:
+            return timing
 
 
 def time_tvm(
@@ -163,7 +172,7 @@ def time_tvm(
     """Median time (ms) of every region's Relax function, by region index."""
     if not functions:
         return {}
-    ex = relax.build(mod, target=target)
+    ex = schedules.build(mod, target)
     vm = relax.VirtualMachine(ex, device)
     out: dict[int, float] = {}
     for f in functions:
@@ -176,10 +185,10 @@ def time_tvm(
                 f.name,
                 device,
                 number=1,
-                repeat=_defaults.PLACEMENT_REPEAT,
-                min_repeat_ms=max(1, round(_defaults.PLACEMENT_MIN_MS)),
+                repeat=_defaults.TIMING_ROUNDS,
+                min_repeat_ms=max(1, round(_defaults.TIMING_SAMPLE_MS)),
             )
-            out[f.index] = float(statistics.median(timer(*args).results)) * 1e3
+            out[f.index] = _evaluator_timing(timer, args).ms
         except Exception as err:  # a region that fails alone is not a candidate for TVM
             logger.debug("placement: timing %s in TVM failed: %s", f.name, err)
     return out
@@ -201,11 +210,7 @@ def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dic
             spec = SubgraphSpec(s.name, s.source, len(args), s.num_outputs, True)
             func = make_runtime_module([spec])[s.name]
             tvm_args = [to_tvm(a.contiguous()) for a in args]
-            t = _median_ms(
-                lambda f=func, a=tvm_args: f(*a),
-                _defaults.PLACEMENT_REPEAT,
-                _defaults.PLACEMENT_MIN_MS,
-            )
+            t = _robust_ms(lambda f=func, a=tvm_args: f(*a))
         except Exception as err:  # does not compile or run in LibTorch: not a candidate there
             logger.debug("placement: region %d fails in LibTorch: %s", s.index, err)
             continue
@@ -223,9 +228,7 @@ def _floor_ms(tvm_args: list) -> float:
     params = "".join(f", a{i}: Tensor" for i in range(len(tvm_args)))
     source = f"def forward(self{params}) -> Tuple[Tensor]:\n    return (torch.zeros([1]), )\n"
     func = make_runtime_module([SubgraphSpec("floor", source, len(tvm_args), 1, True)])["floor"]
-    return _median_ms(
-        lambda: func(*tvm_args), _defaults.PLACEMENT_REPEAT, _defaults.PLACEMENT_MIN_MS
-    )
+    return _robust_ms(lambda: func(*tvm_args))
 
 
 # Compiles ``model`` for the target with TVM's placement, without verification, with the ops
@@ -258,12 +261,8 @@ def crossing_ms(
     model = _CrossingModel()
     native = compile_model(model, (x,), ())
     mixed = compile_model(model, (x,), ("aten.relu",))
-    rounds = []
-    for _ in range(_defaults.PLACEMENT_REPEAT):
-        a = _median_ms(lambda: native(x), 3, _defaults.PLACEMENT_MIN_MS)
-        b = _median_ms(lambda: mixed(x), 3, _defaults.PLACEMENT_MIN_MS)
-        rounds.append(max(b - a, 0.0) / 2)
-    value = statistics.median(rounds)
+    timed = robust_times({"native": lambda: native(x), "mixed": lambda: mixed(x)})
+    value = max(timed["mixed"].ms - timed["native"].ms, 0.0) / 2
     cache.put(key, "crossing", value)
     logger.debug("placement: one crossing costs %.4f ms", value)
     return value

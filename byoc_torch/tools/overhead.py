@@ -139,7 +139,7 @@ def study(
     seed: int = 0,
     warmup: int = 10,
     repeat: int = 50,
-    target: str = "llvm",
+    target: str | dict = _defaults.TARGET,
     progress: bool = True,
     check: bool = True,
     placement: str = "tvm",
@@ -235,7 +235,7 @@ def baselines(
     *,
     warmup: int = 10,
     repeat: int = 50,
-    target: str = "llvm",
+    target: str | dict = _defaults.TARGET,
     options: Mapping[str, object] | None = None,
 ) -> list[Baseline]:
     """Eager PyTorch and ``byoc_torch.compile`` with its defaults (plus ``options``), timed

@@ -1,0 +1,234 @@
+"""Default CPU schedules for TVM's untuned kernels, and the build that applies them.
+
+Place in the data flow: the last stage before machine code, called wherever an untuned model
+or region is built (the driver's builds, verification, placement's region timings)::
+
+    frontend -> partition -> codegen/lowering -> [tuning.tune] -> schedules.build
+
+``relax.build(mod, target="llvm")`` neither fuses nor schedules on CPU: every op becomes its
+own naive loop nest (one scalar, single-threaded loop per element), so a six-op elementwise
+chain ran 3x slower than eager PyTorch. :func:`build` rewrites exp, tanh and sigmoid into
+vectorizable arithmetic (:mod:`byoc_torch.fast_math`), lowers the way TVM's default CPU
+pipeline does (legalize, fuse, ``FuseTIR``: ``tuning.lower_for_tuning``), then applies the
+rules below, in the style of TVM's dlight (``tvm.s_tir.dlight``), through dlight's own
+``ApplyDefaultSchedule`` pass, which leaves alone every PrimFunc already marked scheduled --
+tuned kernels keep their MetaSchedule schedules:
+
+* :class:`Injective` (byoc_torch's): every block of an elementwise / broadcast / layout kernel
+  inlined into its consumer, the innermost loop split to the vector width and vectorized, the
+  loops above it fused into one loop that runs in parallel when the kernel is large enough
+  (a parallel launch costs a thread-pool wake-up, more than a small kernel's whole work);
+* ``dlight.cpu.Reduction`` (TVM's): softmax, layer / RMS norm and other kernels that mix
+  reductions with elementwise blocks over shared leading spatial axes;
+* :class:`SpatialReduction` (byoc_torch's): any other kernel whose blocks start with spatial
+  axes (a lone sum or max, a matmul): the leading spatial loops fused and run in parallel, an
+  injective last block vectorized.
+
+The vector width comes from the target's CPU features (``mcpu``: AVX-512 512 bits, AVX 256,
+else 128); :mod:`byoc_torch.cpu` makes the host CPU the default target.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import tvm
+from tvm import relax, s_tir, tirx
+from tvm.s_tir import dlight
+from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.target import Target
+
+from . import _defaults
+from .cpu import resolve_target
+from .fast_math import FastMath
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Injective",
+    "SpatialReduction",
+    "build",
+    "default_rules",
+    "schedule_module",
+    "vector_lanes",
+]
+
+
+def vector_bits(target: Target) -> int:
+    """The SIMD register width ``target``'s CPU features give (bits)."""
+    features = tvm.target.codegen.llvm_get_cpu_features(target)
+    if "avx512f" in features:
+        return 512
+    if "avx" in features:
+        return 256
+    return 128
+
+
+def vector_lanes(target: Target, dtype: str) -> int:
+    """Elements of ``dtype`` in one SIMD register of ``target`` (at least 2)."""
+    bits = tvm.DataType(dtype).bits
+    return max(2, vector_bits(target) // max(8, bits))
+
+
+def _extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _output_dtype(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> str:
+    writes = sch.get(block).writes
+    return str(writes[0].source.dtype) if writes else "float32"
+
+
+def _work(sch: s_tir.Schedule, loops: list) -> int | None:
+    """The iterations ``loops`` make in total; None when one is symbolic."""
+    total = 1
+    for loop in loops:
+        extent = _extent(sch, loop)
+        if extent is None:
+            return None
+        total *= extent
+    return total
+
+
+def _worth_parallel(elements: int | None) -> bool:
+    """Large enough that splitting the work over threads beats waking them (a symbolic size
+    counts as large: it is usually a batch or sequence dim)."""
+    return elements is None or elements >= _defaults.SCHEDULE_PARALLEL_MIN_ELEMENTS
+
+
+def _vectorize_innermost(
+    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int
+) -> list[s_tir.schedule.LoopRV]:
+    """Split ``block``'s innermost loop by the widest power of two (<= ``lanes``) that divides
+    it and vectorize that part; return the loops above the vector loop."""
+    loops = sch.get_loops(block)
+    inner = loops[-1]
+    extent = _extent(sch, inner)
+    width = lanes
+    if extent is not None:
+        width = math.gcd(extent, lanes)  # lanes is a power of two
+    if width < 2:
+        return list(loops)
+    if extent == width:
+        sch.vectorize(inner)
+        return list(loops[:-1])
+    outer, vec = sch.split(inner, factors=[None, width])
+    sch.vectorize(vec)
+    return [*loops[:-1], outer]
+
+
+def _parallel_outer(
+    sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV], elements: int | None
+) -> None:
+    """Fuse ``loops`` into one and run it in parallel when the kernel is worth it."""
+    if not loops or not _worth_parallel(elements):
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    sch.parallel(fused)
+
+
+class Injective(CPUScheduleRule):
+    """Elementwise, broadcast and layout kernels: inline, vectorize inside, parallel outside.
+
+    Applies when every block of the PrimFunc is spatial (no reduction axis) and, after
+    inlining, one block is left.
+    """
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if not infos or not all(info.is_injective() for info in infos):
+            return None
+        infos = try_inline(sch, infos)
+        if len(infos) != 1 or not sch.get_loops(infos[0].block_rv):
+            return None
+        block = infos[0].block_rv
+        elements = _work(sch, sch.get_loops(block))
+        above = _vectorize_innermost(sch, block, vector_lanes(target, _output_dtype(sch, block)))
+        _parallel_outer(sch, above, elements)
+        return sch
+
+
+class SpatialReduction(CPUScheduleRule):
+    """Kernels whose blocks all start with spatial axes (reductions, matmuls, and mixes the
+    dlight rule declines): elementwise blocks inlined, then the leading spatial loops of the
+    last block fused and parallel and the other blocks computed inside them, each injective
+    block vectorized on its innermost loop."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if not infos or all(info.is_injective() for info in infos):
+            return None
+        infos = _inline_spatial(sch, infos)
+        leading = min(_leading_spatial(info) for info in infos)
+        if leading == 0:
+            return None
+        last = infos[-1]
+        loops = sch.get_loops(last.block_rv)
+        elements = _work(sch, loops)  # the work, reduction included
+        if not _worth_parallel(elements) and len(infos) > 1:
+            return sch  # inlining alone, nothing to gain from moving blocks
+        fused = sch.fuse(*loops[:leading]) if leading > 1 else loops[0]
+        for info in reversed(infos[:-1]):
+            try:
+                sch.compute_at(info.block_rv, fused, preserve_unit_loops=True)
+            except tvm.TVMError:
+                return None  # blocks that do not share the spatial axes: not this rule's
+        if _worth_parallel(elements):
+            sch.parallel(fused)
+        for info in infos:
+            if info.is_injective() and len(sch.get_loops(info.block_rv)) > 1:
+                _vectorize_innermost(
+                    sch, info.block_rv, vector_lanes(target, _output_dtype(sch, info.block_rv))
+                )
+        return sch
+
+
+def _leading_spatial(info: SBlockInfo) -> int:
+    kinds = info.dom_kind()
+    return len(kinds) - len(kinds.lstrip("S"))
+
+
+def _inline_spatial(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> list[SBlockInfo]:
+    """Inline the injective blocks that can be, keep the rest in order."""
+    injective = [info for info in infos if info.is_injective()]
+    left = set(id(i) for i in try_inline(sch, list(injective)))
+    return [info for info in infos if not info.is_injective() or id(info) in left]
+
+
+def default_rules() -> list[dlight.ScheduleRule]:
+    """The rules :func:`schedule_module` applies, first match wins."""
+    return [Injective(), dlight.cpu.Reduction(), SpatialReduction()]
+
+
+def schedule_module(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
+    """``mod`` with every unscheduled PrimFunc given its default schedule (PrimFuncs marked
+    ``tirx.is_scheduled``, such as tuned ones, are left as they are)."""
+    with target:
+        return dlight.ApplyDefaultSchedule(*default_rules())(mod)
+
+
+def build(mod: tvm.IRModule, target: Target | str | dict) -> tvm.runtime.Executable:
+    """``relax.build`` of ``mod`` with its kernels fused and scheduled (see module doc).
+
+    ``mod``: a lowered Relax module (LibTorch calls as ``call_pure_packed``), untuned or as
+    :func:`byoc_torch.tuning.tune` returns it.
+    """
+    from .tuning import lower_for_tuning  # the default CPU pipeline's legalize and fuse
+
+    target = resolve_target(target)
+    if target.kind.name != "llvm":
+        return relax.build(mod, target=target)
+    if not any(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
+        # else lowered already (tuned, or hand-built)
+        mod = lower_for_tuning(FastMath()(mod), target)
+    return relax.build(schedule_module(mod, target), target=target)

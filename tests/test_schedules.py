@@ -1,0 +1,178 @@
+"""Default CPU schedules (byoc_torch.schedules), fast math (byoc_torch.fast_math) and the host
+target (byoc_torch.cpu): the kernels' loop structure, numerics against eager, and the CPU
+check on load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import tvm
+import tvm_ffi
+from tvm import relax, te, tirx
+from tvm.relax.frontend.torch import from_exported_program
+
+import byoc_torch
+from byoc_torch import _defaults, cpu, fast_math, schedules, tuning
+from byoc_torch.testing import Lambda
+
+HOST = cpu.resolve_target(cpu.HOST)
+
+
+def _kernels(fn, *inputs) -> dict[str, tirx.PrimFunc]:
+    """The scheduled PrimFuncs schedules.build would compile for ``fn`` on ``inputs``."""
+    mod = from_exported_program(torch.export.export(Lambda(fn), inputs))
+    lowered = schedules.schedule_module(
+        tuning.lower_for_tuning(fast_math.FastMath()(mod), HOST), HOST
+    )
+    return {g.name_hint: f for g, f in lowered.functions.items() if isinstance(f, tirx.PrimFunc)}
+
+
+_KIND = {
+    tirx.ForKind.SERIAL: "serial",
+    tirx.ForKind.PARALLEL: "parallel",
+    tirx.ForKind.VECTORIZED: "vectorized",
+    tirx.ForKind.UNROLLED: "unrolled",
+}
+
+
+def _kinds(func: tirx.PrimFunc) -> list[tuple[str, int | None]]:
+    """(kind, extent) of every loop of ``func``, outermost first along each nest."""
+    loops: list[tirx.For] = []
+    tvm_ffi.structural_walk(func.body, [(tirx.For, loops.append)], order="pre")
+    out = []
+    for loop in loops:
+        extent = loop.extent
+        out.append((_KIND[loop.kind], int(extent) if isinstance(extent, tirx.IntImm) else None))
+    return out
+
+
+def test_elementwise_chain_is_one_kernel_parallel_outside_vectorized_inside():
+    x = torch.randn(256, 1024)
+    kernels = _kernels(lambda t: torch.sigmoid(torch.relu(t * 2.0 + 1.0) - 0.5) * t, x)
+    assert len(kernels) == 1  # the six ops fused into one kernel
+    (func,) = kernels.values()
+    lanes = schedules.vector_lanes(HOST, "float32")
+    assert _kinds(func) == [("parallel", 256 * 1024 // lanes), ("vectorized", lanes)]
+    assert func.attrs["tirx.is_scheduled"]
+
+
+def test_small_kernel_is_vectorized_but_not_parallel():
+    x = torch.randn(4, 64)
+    (func,) = _kernels(lambda t: torch.relu(t) * 3.0, x).values()
+    lanes = schedules.vector_lanes(HOST, "float32")
+    assert 4 * 64 < _defaults.SCHEDULE_PARALLEL_MIN_ELEMENTS
+    assert _kinds(func) == [("serial", 4), ("serial", 64 // lanes), ("vectorized", lanes)]
+
+
+def test_row_reduction_runs_rows_in_parallel():
+    x = torch.randn(512, 256)
+    (func,) = _kernels(lambda t: t.sum(dim=1), x).values()
+    kinds = _kinds(func)
+    assert kinds[0] == ("parallel", 512)
+    assert ("serial", 256) in kinds  # the reduction stays a plain loop
+
+
+def test_softmax_uses_dlight_reduction_rule():
+    x = torch.randn(256, 512)
+    (func,) = _kernels(lambda t: torch.softmax(t, dim=-1), x).values()
+    kinds = [k for k, _ in _kinds(func)]
+    assert kinds[0] == "parallel"
+    assert "vectorized" in kinds
+
+
+def test_tuned_kernels_are_left_alone():
+    x = torch.randn(64, 64)
+    mod = from_exported_program(torch.export.export(Lambda(lambda t: t * 2.0), (x,)))
+    lowered = tuning.lower_for_tuning(mod, HOST)
+    marked = {
+        g: f.with_attr("tirx.is_scheduled", True)
+        for g, f in lowered.functions.items()
+        if isinstance(f, tirx.PrimFunc)
+    }
+    for g, f in marked.items():
+        lowered[g] = f
+    out = schedules.schedule_module(lowered, HOST)
+    for g, f in marked.items():
+        tvm.ir.assert_structural_equal(out[g], f)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda t: torch.sigmoid(torch.relu(t * 2.0 + 1.0) - 0.5) * t,
+        lambda t: torch.tanh(t) * torch.exp(t * 0.1) + torch.nn.functional.silu(t),
+        lambda t: torch.softmax(t, dim=-1) + t.sum(dim=0),
+        lambda t: torch.nn.functional.layer_norm(t, (t.shape[-1],)),
+    ],
+    ids=["chain", "transcendental", "reductions", "layer_norm"],
+)
+def test_scheduled_build_agrees_with_eager(fn):
+    x = torch.randn(96, 200)
+    compiled = byoc_torch.compile(Lambda(fn), (x,), placement="tvm", verify=False)
+    other = torch.randn(96, 200) * 4
+    # sums of 96 or 200 terms: another summation order than ATen's (tolerances.py's rule)
+    torch.testing.assert_close(compiled(other), fn(other), rtol=1e-5, atol=1e-4)
+
+
+def _elementwise(fast, a):
+    return lambda i: fast(a[i])
+
+
+def test_fast_math_matches_torch_over_the_float_range_and_keeps_specials():
+    x = torch.cat(
+        [
+            torch.linspace(-100, 100, 40001),
+            torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, 88.7, -87.3, 1e-30]),
+        ]
+    )
+    for fast, ref in [
+        (fast_math.fast_exp, torch.exp),
+        (fast_math.fast_tanh, torch.tanh),
+        (fast_math.fast_sigmoid, torch.sigmoid),
+    ]:
+        a = te.placeholder((x.numel(),), "float32")
+        b = te.compute(a.shape, _elementwise(fast, a))
+        lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([a, b])}), target=HOST)
+        out = tvm.runtime.empty((x.numel(),), "float32")
+        lib["main"](tvm.runtime.from_dlpack(x), out)
+        torch.testing.assert_close(torch.from_dlpack(out), ref(x), equal_nan=True)
+
+
+def test_default_target_is_the_host_cpu_and_is_recorded():
+    x = torch.randn(8, 16)
+    compiled = byoc_torch.compile(Lambda(lambda t: t + 1), (x,), placement="tvm")
+    required = compiled.signature.cpu
+    assert required["mcpu"] == cpu.host_target()["mcpu"]
+    assert set(required["features"]) <= cpu.host_features()
+    assert "sse2" in required["features"]
+    generic = byoc_torch.compile(Lambda(lambda t: t + 1), (x,), "llvm", placement="tvm")
+    assert generic.signature.cpu["mcpu"] == "generic"
+    assert set(generic.signature.cpu["features"]) < set(required["features"])
+
+
+def test_loading_on_a_cpu_without_the_features_is_a_clear_error(tmp_path, monkeypatch):
+    x = torch.randn(8, 16)
+    model = Lambda(lambda t: t * 2 + 1)
+    path = tmp_path / "m.so"
+    byoc_torch.compile(model, (x,), placement="tvm").export(path)
+    other = torch.randn(8, 16)
+    torch.testing.assert_close(byoc_torch.load(path)(other), model(other))
+    lacking = cpu.host_features() - {"avx2", "fma"}
+    monkeypatch.setattr(cpu, "host_features", lambda: lacking)
+    with pytest.raises(byoc_torch.CPUFeatureError) as err:
+        byoc_torch.load(path)
+    message = str(err.value)
+    assert f"compiled for CPU {cpu.host_target()['mcpu']!r}" in message
+    assert "lacks: avx2, fma." in message
+
+
+def test_an_unknown_target_string_is_tvms_error():
+    with pytest.raises(Exception, match="nosuchkind"):
+        cpu.resolve_target("nosuchkind")
+
+
+def test_untuned_build_of_a_non_cpu_target_is_relax_build(monkeypatch):
+    seen = []
+    monkeypatch.setattr(relax, "build", lambda mod, target: seen.append(target.kind.name))
+    schedules.build(tvm.IRModule(), {"kind": "c"})
+    assert seen == ["c"]
