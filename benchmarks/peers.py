@@ -1,10 +1,16 @@
-"""byoc_torch against its peers: eager, torch.compile, ONNX Runtime, TVM alone, byoc_torch.
+"""byoc_torch against its peers: eager, torch.compile, AOTInductor, ONNX Runtime, TVM alone,
+byoc_torch.
 
 For each model (the built-in suite of :mod:`byoc_torch.models` and the Hugging Face models of
 :mod:`byoc_torch.testing.hf_models`, random weights), in one process, on the CPU:
 
 * ``eager``        PyTorch eager under ``torch.no_grad()`` (the reference);
 * ``inductor``     ``torch.compile(model)`` (inductor, default mode), under no_grad;
+* ``aoti``         AOTInductor with freezing, the strongest LibTorch-side contestant:
+                   ``torch._inductor.aoti_compile_and_package(torch.export.export(model,
+                   args), inductor_configs={"freezing": True})`` (parameters frozen in as
+                   constants: oneDNN weight prepacking, epilogue fusion), loaded with
+                   ``torch._inductor.aoti_load_package``, called under no_grad;
 * ``onnxruntime``  ``torch.onnx.export(model, args, dynamo=True)`` to a temporary file, run by
                    ONNX Runtime's CPUExecutionProvider with default session options;
 * ``tvm``          TVM alone: ``tvm.relax.frontend.torch.from_exported_program`` +
@@ -66,7 +72,7 @@ from byoc_torch.models import SUITE
 from byoc_torch.timing import interleaved_samples
 
 RTOL = ATOL = 1e-3
-BASE_CONTESTANTS = ("eager", "inductor", "onnxruntime", "tvm", "byoc")
+BASE_CONTESTANTS = ("eager", "inductor", "aoti", "onnxruntime", "tvm", "byoc")
 FAILURE_PREFIXES = ("fails: ", "wrong: ")
 
 Inputs = tuple[torch.Tensor, ...]
@@ -199,6 +205,29 @@ def prepare_inductor(model: torch.nn.Module, inputs: Inputs, expected: list) -> 
     return _checked(make, expected)
 
 
+def prepare_aoti(model: torch.nn.Module, inputs: Inputs, expected: list, workdir: Path) -> Prepared:
+    def make():
+        import torch._inductor.config
+
+        torch._inductor.config.force_disable_caches = True  # a cold compile, as for the others
+        with torch.no_grad():
+            ep = torch.export.export(model, inputs)
+            path = torch._inductor.aoti_compile_and_package(
+                ep,
+                package_path=str(workdir / "model.pt2"),
+                inductor_configs={"freezing": True},
+            )
+        runner = torch._inductor.aoti_load_package(path)
+
+        def run():
+            with torch.no_grad():
+                return runner(*inputs)
+
+        return run, _leaves
+
+    return _checked(make, expected)
+
+
 def prepare_onnxruntime(
     model: torch.nn.Module, inputs: Inputs, expected: list, workdir: Path, threads: int | None
 ) -> Prepared:
@@ -268,6 +297,8 @@ def prepare(
         return prepare_eager(model, inputs, expected)
     if name == "inductor":
         return prepare_inductor(model, inputs, expected)
+    if name == "aoti":
+        return prepare_aoti(model, inputs, expected, tmp)
     if name == "onnxruntime":
         return prepare_onnxruntime(model, inputs, expected, tmp, threads)
     if name == "tvm":

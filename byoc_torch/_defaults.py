@@ -73,8 +73,11 @@ PLACEMENT_MARGIN_MS = 0.0005
 # this many interleaved rounds.
 PLACEMENT_CHECK_FACTOR = 3.0
 PLACEMENT_CHECK_ROUNDS = 15
-# A candidate whose first call is this many times slower than another's is not timed further.
+# A candidate whose first call is this many times slower than another's, and slower than
+# PLACEMENT_CHECK_SLOW_MS, is not timed further (faster calls cost little to time, and a
+# single call of a fast model is too noisy on a busy machine to rule it out).
 PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
+PLACEMENT_CHECK_SLOW_MS = 100.0
 
 # -- LibTorch subgraph executors (byoc_torch.aot_inductor) -----------------------------------------
 # "auto": a subgraph runs its AOTInductor package when it measured faster than its TorchScript;

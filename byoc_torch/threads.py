@@ -15,7 +15,8 @@ milliseconds per call (``benchmarks/threads.py``, docs/performance.md).
 Both settings are process-wide and stay in force after the model is gone: the budget last
 applied wins, and nothing is restored.
 
-* LibTorch: ``torch.set_num_threads(n)``.
+* LibTorch: ``torch.set_num_threads(n)``. This is also the budget of AOTInductor-compiled
+  kernels, which run on LibTorch's OpenMP pool: one budget for TVM, TorchScript and AOTInductor.
 * TVM: each OS thread has its own TVM pool, sized when the thread first launches a parallel
   kernel from ``TVM_NUM_THREADS``, which TVM also reads at every launch (1 runs the kernel
   inline, with no pool). :func:`apply_thread_budget` sets that variable for every thread and

@@ -20,6 +20,9 @@ SMALL: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]]
     "hf_gpt2": lambda: hf_models.hf_gpt2(seq=16, n_embd=64, layers=1, heads=2),
     "hf_vit": lambda: hf_models.hf_vit(image=32, patch=8, hidden=48, layers=1, heads=3),
     "hf_resnet": lambda: hf_models.hf_resnet(image=32, widths=(8, 16), depths=(1, 1)),
+    "hf_bert_sdpa": lambda: hf_models.hf_bert(
+        seq=16, hidden=64, layers=1, heads=2, intermediate=128, attention="sdpa"
+    ),
 }
 
 
@@ -101,7 +104,15 @@ def test_hf_builder_is_deterministic_and_exports(name):
 
 
 def test_benchmark_configurations_are_the_documented_sizes():
-    assert list(hf_models.HF_MODELS) == ["hf_bert", "hf_gpt2", "hf_vit", "hf_resnet"]
+    assert list(hf_models.HF_MODELS) == [
+        "hf_bert",
+        "hf_gpt2",
+        "hf_vit",
+        "hf_resnet",
+        "hf_bert_sdpa",
+        "hf_gpt2_sdpa",
+        "hf_vit_sdpa",
+    ]
     bert, (ids,) = hf_models.hf_bert()
     config = bert.model.config
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (
@@ -111,6 +122,19 @@ def test_benchmark_configurations_are_the_documented_sizes():
     )
     assert config.intermediate_size == 1024 and tuple(ids.shape) == (1, 128)
     assert config._attn_implementation == "eager"
+    sdpa, _ = hf_models.HF_MODELS["hf_bert_sdpa"]()
+    assert sdpa.model.config._attn_implementation == "sdpa"
+
+
+def test_sdpa_variant_exports_one_attention_node_per_layer():
+    model, inputs = SMALL["hf_bert_sdpa"]()
+    with torch.no_grad():
+        ep = torch.export.export(model, inputs)
+    ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert sum("scaled_dot_product_attention" in op for op in ops) == 1
+    eager_model, _ = SMALL["hf_bert"]()
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), eager_model(*inputs), rtol=1e-4, atol=1e-5)
 
 
 def test_optional_columns_follow_the_options_byoc_torch_has(monkeypatch):

@@ -149,14 +149,18 @@ def choose(
     # runs: 190 ms seen on a loaded machine for a 0.3 ms model), so a candidate over the
     # factor is called once more and keeps its faster call.
     limit = _defaults.PLACEMENT_CHECK_FIRST_CALL_FACTOR
+
+    def too_slow(ms: float) -> bool:  # and slow enough that timing it would cost time
+        return ms > limit * min(first_ms.values()) and ms > _defaults.PLACEMENT_CHECK_SLOW_MS
+
     for name in list(first_ms):
-        if first_ms[name] > limit * min(first_ms.values()):
+        if too_slow(first_ms[name]):
             t0 = time.perf_counter()
             runs[name]()
             first_ms[name] = min(first_ms[name], (time.perf_counter() - t0) * 1e3)
     fastest_first = min(first_ms.values(), default=math.inf)
     for name, ms in first_ms.items():
-        if ms > limit * fastest_first:
+        if too_slow(ms):
             del runs[name]
             skipped[name] = (
                 f"first call {ms:.3f} ms, over {_defaults.PLACEMENT_CHECK_FIRST_CALL_FACTOR:g}x "

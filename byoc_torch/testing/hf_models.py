@@ -6,16 +6,18 @@ factories of :mod:`byoc_torch.models`, seeded, in eval mode, wrapped so that the
 a tuple of tensors (no ``ModelOutput``, no cache objects) and exports with
 ``torch.export.export``.
 
-Attention: the transformers use ``attn_implementation="eager"`` (explicit matmul + softmax).
-``"sdpa"`` exports as well (torch 2.13, transformers 5.23: one
-``scaled_dot_product_attention`` node per layer), but the eager form gives every contestant
-the same plain graph of matmuls, softmax and elementwise ops.
+Attention: the transformers take ``attention="eager"`` (explicit matmul + softmax, the
+default here: every contestant gets the same plain graph of matmuls, softmax and elementwise
+ops) or ``"sdpa"`` (transformers' own default: one ``scaled_dot_product_attention`` node per
+layer; torch 2.13, transformers 5.23). :data:`HF_MODELS` has both: ``hf_bert`` and
+``hf_bert_sdpa``, etc.
 
 Needs the ``bench`` extra (``pip install byoc_torch[bench]``) for ``transformers``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 _ATTENTION = "eager"
+ATTENTIONS = ("eager", "sdpa")
 
 
 def _transformers():
@@ -76,6 +79,7 @@ def hf_bert(
     layers: int = 4,
     heads: int = 4,
     intermediate: int = 1024,
+    attention: str = _ATTENTION,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """``BertModel`` (with pooler) over ``input_ids``: outputs (last hidden state, pooled)."""
     tf = _transformers()
@@ -85,7 +89,7 @@ def hf_bert(
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=intermediate,
-        attn_implementation=_ATTENTION,
+        attn_implementation=attention,
     )
     model = tf.BertModel(config)
     ids = torch.randint(0, config.vocab_size, (batch, seq))
@@ -93,7 +97,12 @@ def hf_bert(
 
 
 def hf_gpt2(
-    seq: int = 128, batch: int = 1, n_embd: int = 256, layers: int = 4, heads: int = 4
+    seq: int = 128,
+    batch: int = 1,
+    n_embd: int = 256,
+    layers: int = 4,
+    heads: int = 4,
+    attention: str = _ATTENTION,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """``GPT2Model`` (no LM head, no KV cache) over ``input_ids``: the last hidden state."""
     tf = _transformers()
@@ -104,7 +113,7 @@ def hf_gpt2(
         n_head=heads,
         n_positions=max(seq, 128),
         use_cache=False,
-        attn_implementation=_ATTENTION,
+        attn_implementation=attention,
     )
     model = tf.GPT2Model(config)
     ids = torch.randint(0, config.vocab_size, (batch, seq))
@@ -118,6 +127,7 @@ def hf_vit(
     hidden: int = 192,
     layers: int = 4,
     heads: int = 3,
+    attention: str = _ATTENTION,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """``ViTModel`` (with pooler) over ``pixel_values``: (last hidden state, pooled)."""
     tf = _transformers()
@@ -129,7 +139,7 @@ def hf_vit(
         intermediate_size=4 * hidden,
         image_size=image,
         patch_size=patch,
-        attn_implementation=_ATTENTION,
+        attn_implementation=attention,
     )
     model = tf.ViTModel(config)
     pixels = torch.randn(batch, 3, image, image)
@@ -169,6 +179,9 @@ HF_MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] =
     "hf_gpt2": hf_gpt2,
     "hf_vit": hf_vit,
     "hf_resnet": hf_resnet,
+    "hf_bert_sdpa": functools.partial(hf_bert, attention="sdpa"),
+    "hf_gpt2_sdpa": functools.partial(hf_gpt2, attention="sdpa"),
+    "hf_vit_sdpa": functools.partial(hf_vit, attention="sdpa"),
 }
 
 
