@@ -83,6 +83,8 @@ class _Input:
     name: str  # the input as the user's code names it (Dynamo's source), for messages
     source: tuple[int, int] | None = None  # SIZE: (graph input of the tensor, dim)
     item: bool = False  # FIXED: a 0-d tensor whose .item() the graph reads
+    # SIZE of an expression of sizes: (function of the sizes, their (graph input, dim)s)
+    expression: tuple[Callable, tuple[tuple[int, int], ...]] | None = None
 
 
 class _GraphInputs(torch.nn.Module):
@@ -108,7 +110,10 @@ class _GraphInputs(torch.nn.Module):
             given[k] = carrier.shape[0]
         args = []
         for k, p in enumerate(self.plan):
-            if p.kind == SIZE:
+            if p.kind == SIZE and p.expression is not None:
+                fn, where = p.expression
+                args.append(fn(*[given[t].shape[d] for t, d in where]))
+            elif p.kind == SIZE:
                 args.append(given[p.source[0]].shape[p.source[1]])
             elif p.kind == FIXED:
                 args.append(self.fixed[k])
@@ -202,7 +207,13 @@ class _Graph:
                 return self.eager(*args)
         tensors = [args[k] for k in self.tensor_at]
         tensors += [_carrier(args[k]) for k in self.carrier_at]
-        return compiled(*tensors)
+        try:
+            return compiled(*tensors)
+        except Exception as err:  # e.g. a relation torch.export assumed that Dynamo does not
+            # guard: the graph runs in PyTorch from now on (compiled graphs update no input
+            # before they fail: mutations are copied back after the run)
+            self.eager = _eager(self.gm, err)
+            return self.eager(*args)
 
     def _fixed_names(self) -> str:
         return ", ".join(self.plan[k].name for k in self.fixed_at) or "its static inputs"
@@ -260,6 +271,10 @@ def _plan(placeholders: list[fx.Node], values: list) -> list[_Input]:
             source = _size_source(value, values, tensor_at)
             if source is not None:
                 plan.append(_Input(SIZE, name, source))
+                continue
+            sizes = _expression_of_sizes(value, values, tensor_at)
+            if sizes is not None:  # Dynamo guards the relation (e.g. a cache length + 1)
+                plan.append(_Input(SIZE, name, expression=sizes))
                 continue
             if optimization_hint(value) >= 0:
                 plan.append(_Input(CARRIER, name))
@@ -324,6 +339,36 @@ def _size_source(value: torch.SymInt, values: list, tensor_at: list[int]):
             if isinstance(size, torch.SymInt) and size.node.expr == expr:
                 return (t, d)
     return None
+
+
+def _expression_of_sizes(value: torch.SymInt, values: list, tensor_at: list[int]):
+    """``value`` as (a function, the (graph input, dim) of its arguments) when it is an
+    expression of tensor inputs' sizes (``s53 + 1``) that Python arithmetic computes; else
+    None."""
+    import sympy
+
+    expr = value.node.expr
+    where = []
+    symbols = sorted(expr.free_symbols, key=str)
+    for symbol in symbols:
+        found = None
+        for t in tensor_at:
+            for d, size in enumerate(values[t].shape):
+                if isinstance(size, torch.SymInt) and size.node.expr == symbol:
+                    found = (t, d)
+                    break
+            if found:
+                break
+        if found is None:
+            return None
+        where.append(found)
+    if not symbols or not all(
+        isinstance(a, sympy.Add | sympy.Mul | sympy.Symbol | sympy.Integer)
+        for a in sympy.preorder_traversal(expr)
+    ):
+        return None
+    fn = sympy.lambdify(symbols, expr, modules=[])
+    return fn, tuple(where)
 
 
 def _value(arg, spec: _Input):
