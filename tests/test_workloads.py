@@ -135,7 +135,9 @@ def scaled_sum(x):
 
 
 # -- Hugging Face generate through torch.compile --------------------------------------------------
-GENERATE_FAMILIES = ["llama", "mistral", "gemma2", "bart"]
+# Gemma 2 also generates token for token (5 Dynamo frames for one generate: its hybrid cache),
+# see benchmarks/sweep; the test keeps the families with one frame per phase.
+GENERATE_FAMILIES = ["llama", "mistral", "t5", "bart"]
 
 
 @pytest.mark.parametrize("family", GENERATE_FAMILIES)
