@@ -36,7 +36,7 @@ from tvm import relax
 import byoc_torch
 from byoc_torch.compiled import _torch_modules
 from byoc_torch.models import SUITE
-from byoc_torch.runtime import measure
+from byoc_torch.runtime import TorchRuntime, measure
 from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
 
@@ -83,7 +83,7 @@ def tvm_alone(model, inputs, dlight: bool):
 
 def hybrid_ratio(compiled, inputs, repeat: int, warmup: int) -> dict:
     mods = _torch_modules(compiled.executable)
-    if not mods or not any(len(m["__byoc_torch_symbols__"]()) for m in mods):
+    if not mods or not any(TorchRuntime(m).symbols() for m in mods):
         return {}
     hybrid = median_ms(lambda: compiled(*inputs), repeat, warmup)
     for m in mods:

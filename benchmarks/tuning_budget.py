@@ -29,7 +29,7 @@ import torch
 import tvm
 from tvm import relax
 
-from byoc_torch import tuning
+from byoc_torch import tuning, tuning_measure
 from byoc_torch.timing import latency_samples
 
 TARGET = "llvm"
@@ -89,7 +89,7 @@ def measure(name: str, budgets: list[int], keep: Path | None) -> dict:
     args = [tvm.runtime.tensor(x.numpy(), dev)]
     row = {
         "workload": name,
-        "untuned_tvm_ms": tuning.time_function(mod, TARGET, "main", args),
+        "untuned_tvm_ms": tuning_measure.time_function(mod, TARGET, "main", args),
         "libtorch_ms": torch_ms(torch_fn, x),
         "torch_threads": torch.get_num_threads(),
         "tuned": [],
@@ -104,8 +104,8 @@ def measure(name: str, budgets: list[int], keep: Path | None) -> dict:
             start = time.perf_counter()
             tuned = tuning.tune(mod, TARGET, trials=budget, database=database)
             seconds = time.perf_counter() - start
-            summary = tuning.tuning_summary(mod, TARGET, database)
-            tuned_ms = tuning.time_function(tuned, TARGET, "main", args)
+            summary = tuning_measure.tuning_summary(mod, TARGET, database)
+            tuned_ms = tuning_measure.time_function(tuned, TARGET, "main", args)
         entry = {
             "budget": budget,
             "trials_run": summary.trials,

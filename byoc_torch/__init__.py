@@ -14,6 +14,13 @@ The pipeline, one room per stage, in data-flow order (docs/architecture.md has t
   PyTorch's tracers and serializers see of a compiled model;
 * :mod:`byoc_torch.dynamo`     the ``torch.compile`` backend ``"byoc_torch"``.
 
+The top level is the user's API: ``compile``, ``report``, ``load``/``load_bytes``,
+``CompiledModule``, ``Options``, ``Report`` (with ``FallbackRecord`` and ``Reason``), the errors,
+``call_torch``, ``export_program`` and ``dynamo_backend``. The pieces for driving TVM by hand
+live in :mod:`byoc_torch.relax` (``from_exported_program``, ``PartitionForTorch``,
+``partition_for_torch``, ``LowerTorchFunctions``, ``torch_codegen``, ``torch_functions``); their
+former top-level names (``byoc_torch.partition_for_torch`` ...) remain as aliases of those.
+
 Importing the package loads the C++ runtime and what loading an artifact needs; the compiler
 (TVM's PyTorch importer and the stages above) is imported on first use, so
 ``byoc_torch.load`` never pulls it in.
@@ -63,17 +70,23 @@ _LAZY = {
     "export_program": "driver",
     "export_executable": "executables",
     "report": "driver",
-    "LowerTorchFunctions": "codegen",
-    "torch_codegen": "codegen",
-    "from_exported_program": "frontend",
-    "PartitionForTorch": "partition",
-    "partition_for_torch": "partition",
-    "torch_functions": "partition",
     "dynamo_backend": "dynamo",
 }
+# The Relax-facing pieces live in byoc_torch.relax; their former top-level names are aliases.
+_RELAX_ALIASES = (
+    "LowerTorchFunctions",
+    "PartitionForTorch",
+    "from_exported_program",
+    "partition_for_torch",
+    "torch_codegen",
+    "torch_functions",
+)
 
 
 def __getattr__(name: str) -> object:
+    if name == "relax" or name in _RELAX_ALIASES:
+        relax = importlib.import_module(".relax", __name__)
+        return relax if name == "relax" else getattr(relax, name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'byoc_torch' has no attribute {name!r}")
@@ -84,7 +97,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"relax"})
 
 
 __all__ = [
@@ -100,10 +113,8 @@ __all__ = [
     "FullCompilationError",
     "InputError",
     "InputTypeError",
-    "LowerTorchFunctions",
     "OptionError",
     "Options",
-    "PartitionForTorch",
     "Reason",
     "Report",
     "TorchOpTypeError",
@@ -114,13 +125,10 @@ __all__ = [
     "dynamo_backend",
     "export_executable",
     "export_program",
-    "from_exported_program",
     "load",
     "load_bytes",
-    "partition_for_torch",
+    "relax",
     "report",
-    "torch_codegen",
-    "torch_functions",
 ]
 
 __version__ = "0.1.0"

@@ -19,6 +19,10 @@ KEEP_PARAMS_AS_INPUT = False
 # None = the cores available to this process, len(os.sched_getaffinity(0)) (byoc_torch.threads).
 NUM_THREADS = None
 
+# Random inputs (tuning's timing inputs; byoc_torch.tensors.random_tensor): integers are drawn
+# from [0, RANDOM_INT_HIGH).
+RANDOM_INT_HIGH = 4
+
 # -- driver ---------------------------------------------------------------------------------------
 # Build-failure and verification rounds before compile gives up (each round moves >= 1 node).
 MAX_COMPILE_ROUNDS = 12
@@ -100,6 +104,18 @@ SCHEDULE_PARALLEL_MIN_ELEMENTS = 1 << 14
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).
 TUNE_TRIALS = 0
+# Seeds each task's random state, so a budget gives reproducible candidates.
+TUNE_SEED = 0
+# MetaSchedule's default cost model ("random": no training, cheap) and search strategy.
+TUNE_COST_MODEL = "xgb"
+TUNE_STRATEGY = "evolutionary"
+# MetaSchedule's batch size; smaller when the budget is split thinly.
+TUNE_MAX_TRIALS_PER_ITER = 64
+# tuning_measure.time_function: runs per repeat, repeats (the median is reported), and the
+# least duration of one repeat.
+TUNE_TIMING_NUMBER = 10
+TUNE_TIMING_REPEAT = 5
+TUNE_TIMING_MIN_REPEAT_MS = 50
 
 # -- byoc-torch bench (byoc_torch.tools.overhead) ------------------------------------------------
 # A timing whose (p90 - p10) / median exceeds this was taken on a busy machine: bench warns.

@@ -12,7 +12,7 @@ instead of its TorchScript. For every such subgraph this module
 2. exports it and compiles it with ``torch._inductor.aoti_compile_and_package`` with
    ``freezing=True`` (:func:`compile_package`), through the content-addressed cache
    (:mod:`byoc_torch.compile_cache`) when ``Options.cache_dir`` is set;
-3. hands the package bytes to the module's C++ runtime (``__byoc_torch_set_aoti__``,
+3. hands the package bytes to the module's C++ runtime (``TorchRuntime.set_aoti``,
    runtime/aoti_executor.h), which from then on runs the package, and serializes it with the
    module (so it travels inside the artifact, sealed with the rest).
 
@@ -47,6 +47,7 @@ from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
 from .frontend.modules import forced_module_for_op
 from .frontend.torchscript import is_scalar_node, script_for_node
 from .partition.transform import torch_functions
+from .runtime.module import TorchRuntime
 from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
@@ -324,10 +325,10 @@ def _per_call_ms(modules: Sequence, run: Callable[[], object], rounds: int) -> d
     best: dict[str, float] = {}
     for _ in range(rounds):
         for m in modules:
-            m["__byoc_torch_reset_stats__"]()
+            TorchRuntime(m).reset_stats()
         run()
         for m in modules:
-            for symbol, (calls, ns, _fast) in m["__byoc_torch_stats__"]().items():
+            for symbol, (calls, ns, _fast) in TorchRuntime(m).stats().items():
                 if int(calls):
                     ms = int(ns) / 1e6 / int(calls)
                     best[str(symbol)] = min(best.get(str(symbol), ms), ms)
@@ -356,7 +357,7 @@ def choose_executors(
         return _choose(modules, partitioned, ep, run, mode, cache, device, why_aot_inductor)
     finally:
         for m in modules:
-            m["__byoc_torch_reset_stats__"]()
+            TorchRuntime(m).reset_stats()
 
 
 def _choose(
@@ -368,12 +369,12 @@ def _choose(
         return {}
     owners: dict[str, list] = {}
     for m in modules:
-        for sym in m["__byoc_torch_symbols__"]():
-            owners.setdefault(str(sym), []).append(m)
+        for sym in TorchRuntime(m).symbols():
+            owners.setdefault(sym, []).append(TorchRuntime(m))
 
     def install(symbol: str, package: bytes, inputs: list[int]) -> None:
         for m in owners[symbol]:
-            m["__byoc_torch_set_aoti__"](symbol, package, inputs)
+            m.set_aoti(symbol, package, inputs)
 
     if mode == TORCHSCRIPT:
         why = "torch_executor='torchscript'"

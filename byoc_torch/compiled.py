@@ -44,6 +44,7 @@ from .errors import (
 from .names import dtype_name, torch_dtype
 from .records import FallbackRecord, Reason
 from .reporting import Report
+from .runtime.module import TorchRuntime, make_checked_call
 from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
 from .threads import apply_thread_budget
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CompiledModule", "load", "load_bytes"]
 
-METADATA_FUNC = "__byoc_torch_metadata__"
 
 # Element access of a VM result array in one FFI call (tvm_ffi.Array.__getitem__ makes two).
 # With a torch tensor among the call's arguments the array carries torch's DLPack exchange
@@ -66,7 +66,6 @@ _is_compiling = torch.compiler.is_compiling  # torch.compile / torch.export is t
 _grad_enabled = torch.is_grad_enabled
 
 # The VM's main behind C++ input checks (runtime/checked_call.cc), and DLPack device codes.
-_MAKE_CHECKED_CALL = tvm_ffi.get_global_func("byoc_torch.MakeCheckedCall")
 _DEVICE_CODES = {"cpu": 1, "cuda": 2}
 
 
@@ -238,7 +237,7 @@ class CompiledModule(torch.nn.Module):
         return flat[:n]
 
     def _checked_function(self):
-        checked = self._local.checked = _MAKE_CHECKED_CALL(
+        checked = self._local.checked = make_checked_call(
             self._main_function(),
             self._call_specs,
             self._symbol_ranges,
@@ -560,35 +559,26 @@ def _shape_str(shape: Sequence[int | str]) -> str:
 
 def _torch_modules(executable) -> list:
     """The torch runtime modules inside an executable (a VMExecutable or a loaded module)."""
-    found = []
-
-    def visit(m) -> None:
-        if m.kind == "torch":
-            found.append(m)
-        for sub in m.imports:
-            visit(sub)
-
-    visit(getattr(executable, "mod", executable))
-    return found
+    return [runtime.module for runtime in TorchRuntime.find(executable)]
 
 
 def set_metadata(executable, text: str) -> None:
     """Replace the signature metadata the executable's torch runtime module carries (the
     driver builds first and sets the final signature, report included, afterwards)."""
-    modules = _torch_modules(executable)
-    if not modules:
-        raise ValueError("byoc_torch: this executable has no torch runtime module")
-    for m in modules:
-        m["__byoc_torch_set_metadata__"](text)
+    runtimes = TorchRuntime.find(executable)
+    if not runtimes:
+        raise ArtifactError("byoc_torch: this executable has no torch runtime module")
+    for runtime in runtimes:
+        runtime.set_metadata(text)
 
 
 def _runtime_symbols(executable) -> list[str]:
-    return [str(s) for m in _torch_modules(executable) for s in m["__byoc_torch_symbols__"]()]
+    return [s for runtime in TorchRuntime.find(executable) for s in runtime.symbols()]
 
 
 def _metadata(executable) -> str | None:
-    for m in _torch_modules(executable):
-        text = str(m[METADATA_FUNC]())
+    for runtime in TorchRuntime.find(executable):
+        text = runtime.metadata()
         if text:
             return text
     return None

@@ -4,7 +4,9 @@ Place in the data flow: the compiled model hands its inputs to TVM's VM as torch
 TVM-ready by :func:`tvm_ready` (tvm-ffi exchanges them with DLPack during the call) and
 flattens the VM's (possibly nested) result with :func:`flatten_tvm`; verification and the
 sweep convert with :func:`to_tvm` and use the same flattening. :func:`target_device_type` is
-the one place a TVM target is mapped to the device its code runs on.
+the one place a TVM target is mapped to the device its code runs on. :func:`random_tensor` is
+the one generator of random inputs (verification without example inputs, Dynamo's fake inputs,
+tuning's timing inputs).
 """
 
 from __future__ import annotations
@@ -14,9 +16,33 @@ from collections.abc import Sequence
 import torch
 import tvm
 
-from ._defaults import TVM_ALIGNMENT
+from ._defaults import RANDOM_INT_HIGH, TVM_ALIGNMENT
 
-__all__ = ["flatten_tvm", "target_device_type", "to_device", "to_tvm", "tvm_ready"]
+__all__ = [
+    "flatten_tvm",
+    "random_tensor",
+    "target_device_type",
+    "to_device",
+    "to_tvm",
+    "tvm_ready",
+]
+
+
+def random_tensor(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A random tensor: floating (and complex) values standard normal, bools a fair coin,
+    integers in ``[0, RANDOM_INT_HIGH)`` (small enough to be valid indices). ``generator``:
+    PyTorch's global one when None."""
+    shape = list(shape)
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.randn(shape, generator=generator, device=device).to(dtype)
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=generator, device=device) > 0.5
+    return torch.randint(0, RANDOM_INT_HIGH, shape, generator=generator, device=device).to(dtype)
 
 
 def target_device_type(target) -> str:

@@ -24,8 +24,9 @@ over many kernels, a small kernel's parallel candidates measured 12x slower than
 nest (a 32x64 layer norm: 0.0186 ms against 0.0015 ms). A :class:`TrialBudget` shares one
 ``tune_trials`` among the several calls of one compile.
 
-:func:`tuning_summary` reads back what tuning did (tasks, trials, best latency per task) for a
-compile report; :func:`measure_tuning` builds a module with and without tuning and times one
+:mod:`byoc_torch.tuning_measure` reads back what tuning did (``tuning_summary``: tasks, trials,
+best latency per task) and measures what it gains (``measure_tuning`` builds a module with and
+without tuning and times one
 Relax function, so the placement engine can compare a tuned region against LibTorch. Every
 function works on any module, so a single fused region can be tuned on its own.
 """
@@ -40,14 +41,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import tvm
-import tvm_ffi
 from tvm import relax
 from tvm.driver import build as tvm_build
 from tvm.ir.utils import derived_object
@@ -57,30 +56,25 @@ from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 from tvm.support.tar import tar
 
 from . import _defaults
+from .errors import OptionError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_TRIALS",
     "MissingTuningDependency",
-    "TaskSummary",
     "TrialBudget",
-    "TuningMeasurement",
-    "TuningSummary",
     "lower_for_tuning",
-    "measure_tuning",
-    "random_inputs",
-    "time_function",
     "tune",
-    "tuning_summary",
 ]
 
-# Defaults (the integrator moves these into the package's _defaults.py).
-DEFAULT_TRIALS = _defaults.TUNE_TRIALS  # 0 = apply what the database holds, tune nothing
-DEFAULT_SEED = 0  # seeds the per-task random states, so a budget gives reproducible candidates
-DEFAULT_COST_MODEL: Literal["xgb", "random"] = "xgb"
-DEFAULT_STRATEGY: Literal["evolutionary", "replay-trace", "replay-func"] = "evolutionary"
-MAX_TRIALS_PER_ITER = 64  # MetaSchedule's batch size; smaller when the budget is split thinly
+# The defaults (their values and reasons are in _defaults.py).
+DEFAULT_TRIALS = _defaults.TUNE_TRIALS
+DEFAULT_SEED = _defaults.TUNE_SEED
+DEFAULT_COST_MODEL: Literal["xgb", "random"] = _defaults.TUNE_COST_MODEL
+DEFAULT_STRATEGY: Literal["evolutionary", "replay-trace", "replay-func"] = _defaults.TUNE_STRATEGY
+MAX_TRIALS_PER_ITER = _defaults.TUNE_MAX_TRIALS_PER_ITER
+# Names of things, not defaults:
 LOG_DIR_NAME = "logs"  # MetaSchedule's log file goes to <database dir>/<LOG_DIR_NAME>/
 LOG_FILE_NAME = "tuning.log"
 WORKLOAD_FILE = "database_workload.json"  # MetaSchedule's own names, so its tools read them too
@@ -91,9 +85,6 @@ ARTIFACT_NAME = "candidate.tar"  # one built candidate, handed to the runner
 TUNE_EXTRA = "pip install byoc_torch[tune]"
 TUNE_DEPENDENCIES = ("psutil", "cloudpickle")  # MetaSchedule's process pools
 XGB_DEPENDENCY = "xgboost"  # the default cost model
-TIMING_NUMBER = 10  # time_function: runs per repeat
-TIMING_REPEAT = 5  # time_function: repeats; the median is reported
-TIMING_MIN_REPEAT_MS = 50  # time_function: each repeat lasts at least this long
 
 _MS_LOGGER = "tvm.s_tir.meta_schedule"  # parent of every MetaSchedule logger
 
@@ -295,7 +286,7 @@ def tune(
         MissingTuningDependency: ``trials > 0`` and a package of the ``tune`` extra is missing.
     """
     if trials < 0:
-        raise ValueError(f"tune: trials must be >= 0, got {trials}")
+        raise OptionError(f"tune: trials must be >= 0, got {trials}")
     target = _as_target(target)
     if budget is not None:
         trials = min(trials, budget.left)
@@ -592,106 +583,6 @@ def _as_target(target: tvm.target.Target | str | dict) -> tvm.target.Target:
     return target
 
 
-# --------------------------------------------------------------------------------------------
-# What tuning did
-
-
-@dataclass(frozen=True)
-class TaskSummary:
-    """One kernel: its name, how often the module calls it, the trials the database holds for
-    it, its best tuned latency (None: no valid trial) and its latency with the default
-    schedule (None: not measured; measured once the kernel has been tuned). The schedule
-    built is the faster of the two."""
-
-    name: str
-    weight: int
-    trials: int
-    best_ms: float | None
-    default_ms: float | None = None
-
-    @property
-    def keeps_default(self) -> bool:
-        return self.default_ms is not None and (
-            self.best_ms is None or self.default_ms <= self.best_ms
-        )
-
-
-@dataclass(frozen=True)
-class TuningSummary:
-    """The kernels of one module and what the database knows about them."""
-
-    database: str
-    tasks: tuple[TaskSummary, ...]
-
-    @property
-    def trials(self) -> int:
-        return sum(task.trials for task in self.tasks)
-
-    @property
-    def tuned(self) -> int:
-        return sum(task.best_ms is not None for task in self.tasks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "trials": self.trials,
-            "tuned_kernels": self.tuned,
-            "kernels": [
-                {
-                    "name": t.name,
-                    "weight": t.weight,
-                    "trials": t.trials,
-                    "best_ms": t.best_ms,
-                    "default_ms": t.default_ms,
-                    "keeps_default": t.keeps_default,
-                }
-                for t in self.tasks
-            ],
-        }
-
-    def to_text(self) -> str:
-        lines = [
-            f"tuning database {self.database}: {self.tuned}/{len(self.tasks)} kernel(s) "
-            f"tuned, {self.trials} trial(s)"
-        ]
-        for t in self.tasks:
-            best = "untuned" if t.best_ms is None else f"best {t.best_ms:.4f} ms"
-            if t.default_ms is not None:
-                verdict = "kept" if t.keeps_default else "replaced"
-                best += f", default schedule {t.default_ms:.4f} ms ({verdict})"
-            lines.append(f"  {t.name} (x{t.weight}): {t.trials} trial(s), {best}")
-        return "\n".join(lines)
-
-
-def tuning_summary(
-    mod: tvm.IRModule, target: tvm.target.Target | str | dict, database: str | os.PathLike
-) -> TuningSummary:
-    """Per kernel of ``mod`` (the module given to :func:`tune`): the trials ``database`` holds
-    and the best latency. Reads only; a missing database reads as empty."""
-    target = _as_target(target)
-    paths = _database_paths(database)
-    tasks = _extract_tasks(lower_for_tuning(mod, target), target)
-    if not paths.records.exists():
-        return TuningSummary(
-            str(paths.records),
-            tuple(TaskSummary(t.task_name, int(t.weight), 0, None) for t in tasks),
-        )
-    db = _open_database(paths)
-    records = db.get_all_tuning_records()
-    summaries = []
-    for task in tasks:
-        task_mod = task.dispatched[0]
-        mine = [r for r in records if tvm_ffi.structural_equal(r.workload.mod, task_mod)]
-        trials = [r for r in mine if not _is_default_trace(r.trace)]
-        defaults = [_mean_seconds(r) for r in mine if _is_default_trace(r.trace)]
-        valid = [_mean_seconds(r) for r in trials if _mean_seconds(r) is not None]
-        best = min(valid) * 1e3 if valid else None
-        measured = [d for d in defaults if d is not None]
-        default = min(measured) * 1e3 if measured else None
-        summaries.append(TaskSummary(task.task_name, int(task.weight), len(trials), best, default))
-    return TuningSummary(str(paths.records), tuple(summaries))
-
-
 def _mean_seconds(record: ms.database.TuningRecord) -> float | None:
     """The record's mean run time, or None for a failed candidate (MetaSchedule stores no run
     time, or its 1e10 s sentinel)."""
@@ -703,88 +594,3 @@ def _mean_seconds(record: ms.database.TuningRecord) -> float | None:
 
 
 _FAILED_RUN_SECONDS = 1e9  # MetaSchedule marks failed runs with 1e10 s
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring what tuning gains
-
-
-@dataclass(frozen=True)
-class TuningMeasurement:
-    """Latency of one Relax function built untuned and tuned, and what tuning cost."""
-
-    function: str
-    untuned_ms: float
-    tuned_ms: float
-    tuning_seconds: float
-
-    @property
-    def speedup(self) -> float:
-        return self.untuned_ms / self.tuned_ms
-
-
-def time_function(
-    mod_or_executable: tvm.IRModule | relax.VMExecutable,
-    target: tvm.target.Target | str | dict,
-    func_name: str = "main",
-    args: Sequence[Any] | None = None,
-    *,
-    number: int = TIMING_NUMBER,
-    repeat: int = TIMING_REPEAT,
-    min_repeat_ms: int = TIMING_MIN_REPEAT_MS,
-) -> float:
-    """Median latency (ms) of ``func_name``, built with ``relax.build`` if given a module,
-    measured with the VM's ``time_evaluator`` on ``args`` (default: random tensors of the
-    parameters' static shapes)."""
-    target = _as_target(target)
-    executable = (
-        relax.build(mod_or_executable, target=target)
-        if isinstance(mod_or_executable, tvm.IRModule)
-        else mod_or_executable
-    )
-    dev = tvm.cpu() if target.kind.name == "llvm" else tvm.device(target.kind.name, 0)
-    vm = relax.VirtualMachine(executable, dev)
-    if args is None:
-        if not isinstance(mod_or_executable, tvm.IRModule):
-            raise ValueError("time_function: give args when timing an executable")
-        args = random_inputs(mod_or_executable[func_name], dev)
-    result = vm.time_evaluator(
-        func_name, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
-    )(*args)
-    return float(result.median) * 1e3
-
-
-def random_inputs(func: relax.Function, dev: tvm.runtime.Device, seed: int = DEFAULT_SEED):
-    """Random tensors matching ``func``'s parameters (static shapes only)."""
-    rng = np.random.default_rng(seed)
-    tensors = []
-    for param in func.params:
-        ty = param.ty
-        if not isinstance(ty, relax.TensorType) or ty.shape is None:
-            raise ValueError(f"random_inputs: parameter {param.name_hint} is not a shaped tensor")
-        shape = [int(dim) for dim in ty.shape.values]
-        data = rng.standard_normal(shape).astype(str(ty.dtype))
-        tensors.append(tvm.runtime.tensor(data, dev))
-    return tensors
-
-
-def measure_tuning(
-    mod: tvm.IRModule,
-    target: tvm.target.Target | str | dict,
-    *,
-    trials: int,
-    database: str | os.PathLike | None = None,
-    func_name: str = "main",
-    args: Sequence[Any] | None = None,
-    **tune_options: Any,
-) -> TuningMeasurement:
-    """Build ``mod`` as is and tuned (:func:`tune` with ``trials`` and ``database``); time
-    ``func_name`` in both with :func:`time_function`. For one region: give a module holding
-    only that region's function."""
-    target = _as_target(target)
-    untuned = time_function(mod, target, func_name, args)
-    start = time.perf_counter()
-    tuned_mod = tune(mod, target, trials=trials, database=database, **tune_options)
-    seconds = time.perf_counter() - start
-    tuned = time_function(tuned_mod, target, func_name, args)
-    return TuningMeasurement(func_name, untuned, tuned, seconds)

@@ -83,3 +83,55 @@ def test_torch_cond_branches_fall_back_like_the_main_graph(sign):
     assert sorted(compiled.torch_ops) == ["aten.erfinv.default", "aten.i0.default"]
     x = sign * (torch.rand(4, 8) + 0.1)  # both branches, neither the example input
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_the_top_level_is_the_user_api_and_relax_pieces_live_in_byoc_torch_relax():
+    """A narrow top level; the Relax-facing pieces under byoc_torch.relax, their former
+    top-level names kept as aliases of the very same objects (not listed)."""
+    import tvm
+
+    import byoc_torch.relax as bt_relax
+    from byoc_torch import errors
+
+    user_api = "CompiledModule FallbackRecord Options Reason Report call_torch compile"
+    user_api += " dynamo_backend export_executable export_program load load_bytes relax report"
+    assert set(byoc_torch.__all__) == set(errors.__all__) | set(user_api.split())
+    relax_api = "LowerTorchFunctions PartitionForTorch from_exported_program"
+    relax_api += " partition_for_torch torch_codegen torch_functions"
+    assert sorted(bt_relax.__all__) == sorted(relax_api.split())
+    for name in bt_relax.__all__:
+        assert getattr(byoc_torch, name) is getattr(bt_relax, name)  # the alias still works
+        assert name not in byoc_torch.__all__ and name not in dir(byoc_torch)
+    assert byoc_torch.relax is bt_relax
+    model = Lambda(lambda x: torch.special.erfinv(torch.tanh(x)) + 1)
+    ep = torch.export.export(model, (torch.rand(3),))
+    new = bt_relax.partition_for_torch(bt_relax.from_exported_program(ep))
+    old = byoc_torch.partition_for_torch(byoc_torch.from_exported_program(ep))
+    tvm.ir.assert_structural_equal(new, old)
+    assert list(bt_relax.torch_functions(new)) == ["torch_main_0"]
+
+
+def test_the_cpp_runtime_is_reached_through_its_typed_facade():
+    """The torch runtime module's own functions and the runtime's global functions are named
+    in byoc_torch/runtime/ only; everything else calls TorchRuntime's methods."""
+    import re
+
+    from byoc_torch.runtime import TorchRuntime
+    from byoc_torch.signature import Signature
+
+    cpp_name = re.compile(r"__byoc_torch_\w+__|get_global_func\(\s*[\"']byoc_torch\.")
+    package = ROOT / "byoc_torch"
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in sorted(package.rglob("*.py"))
+        if path.parent != package / "runtime"
+        for match in cpp_name.finditer(path.read_text())
+    ]
+    assert offenders == []
+    model = Lambda(lambda x: torch.special.erfinv(torch.tanh(x)) * 2)
+    compiled = byoc_torch.compile(model, (torch.randn(3, 5),), placement="tvm")
+    (runtime,) = TorchRuntime.find(compiled.executable)
+    assert runtime.symbols() == ["torch_main_0"]
+    assert Signature.from_json(runtime.metadata()) == compiled.signature
+    with pytest.raises(TypeError, match="is not a torch runtime module"):
+        TorchRuntime(compiled.executable.mod)

@@ -18,7 +18,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from byoc_torch import tuning
+from byoc_torch import tuning, tuning_measure
 from byoc_torch.codegen import LowerTorchFunctions, build_runtime_module
 
 TARGET = "llvm"
@@ -73,7 +73,7 @@ def inputs() -> list[np.ndarray]:
 
 
 def record_count(database) -> int:
-    return tuning.tuning_summary(matmul_gelu_add(), TARGET, database).trials
+    return tuning_measure.tuning_summary(matmul_gelu_add(), TARGET, database).trials
 
 
 def fused_prim_funcs(mod: tvm.IRModule) -> dict[str, tvm.tirx.PrimFunc]:
@@ -128,7 +128,7 @@ def test_external_functions_and_calls_are_left_alone(tmp_path):
     tvm.ir.assert_structural_equal(tuned[TORCH_FN], mod[TORCH_FN])
     assert len(tuned.attrs["external_mods"]) == 1
     assert SYMBOL in tuned["main"].script() and TORCH_FN in tuned["main"].script()
-    summary = tuning.tuning_summary(mod, TARGET, tmp_path / "db")
+    summary = tuning_measure.tuning_summary(mod, TARGET, tmp_path / "db")
     assert summary.trials > 0
     assert not any("sin" in task.name for task in summary.tasks)  # LibTorch's work: not tuned
     relax.build(LowerTorchFunctions()(tuned), target=TARGET)
@@ -149,7 +149,7 @@ def test_unused_external_call_survives_lowering():
 
 def test_summary_reports_tasks_trials_and_best_latency(tuned_db):
     database, _ = tuned_db
-    summary = tuning.tuning_summary(matmul_gelu_add(), TARGET, database)
+    summary = tuning_measure.tuning_summary(matmul_gelu_add(), TARGET, database)
     assert [t.name for t in summary.tasks] == ["fused_matmul_gelu_add"]
     assert summary.tuned == 1 and summary.tasks[0].best_ms > 0
     # the kernel's default schedule was measured by the runner too (and is not a trial)
@@ -160,7 +160,7 @@ def test_summary_reports_tasks_trials_and_best_latency(tuned_db):
 
 def test_measure_tuning_times_both_builds(tuned_db):
     database, _ = tuned_db
-    measured = tuning.measure_tuning(matmul_gelu_add(), TARGET, trials=0, database=database)
+    measured = tuning_measure.measure_tuning(matmul_gelu_add(), TARGET, trials=0, database=database)
     assert measured.untuned_ms > 0 and measured.tuned_ms > 0
 
 
@@ -269,7 +269,7 @@ def test_tune_spends_at_most_what_the_budget_has_left(tmp_path):
     tuning.tune(modules[0], TARGET, trials=8, database=database, budget=budget, **FAST)
     assert 0 < budget.spent <= 3
     tuning.tune(modules[1], TARGET, trials=8, database=database, budget=budget, **FAST)
-    trials = sum(tuning.tuning_summary(m, TARGET, database).trials for m in modules)
+    trials = sum(tuning_measure.tuning_summary(m, TARGET, database).trials for m in modules)
     assert trials == budget.spent <= 3
     assert budget.left == 3 - budget.spent
 
@@ -314,7 +314,7 @@ def test_a_kernel_stored_under_other_block_names_is_tuned_on_the_stored_copy(tmp
 
     tuned = tuning.tune(now, TARGET, trials=4, database=database, **FAST)
 
-    assert tuning.tuning_summary(now, TARGET, database).tuned == 1
+    assert tuning_measure.tuning_summary(now, TARGET, database).tuned == 1
     rng = np.random.default_rng(1)
     args = [rng.standard_normal(s).astype("float32") for s in ([M, K], [K], [K])]
     np.testing.assert_allclose(run(tuned, args), run(now, args), rtol=1e-5, atol=1e-5)
@@ -335,10 +335,10 @@ def test_a_tuned_kernel_is_built_only_where_it_beat_the_default_schedule(
     (plain,) = fused_prim_funcs(tuning.lower_for_tuning(mod, TARGET)).values()
     plain = plain.with_attr("tirx.is_scheduled", applied.attrs["tirx.is_scheduled"])
     assert tvm_ffi.structural_equal(applied, plain) == keeps_default
-    (task,) = tuning.tuning_summary(mod, TARGET, tmp_path / "db").tasks
+    (task,) = tuning_measure.tuning_summary(mod, TARGET, tmp_path / "db").tasks
     assert task.trials == 2 and task.default_ms == pytest.approx(default_secs * 1e3)
     assert task.keeps_default == keeps_default
     verdict = "kept" if keeps_default else "replaced"
     assert f"default schedule {default_secs * 1e3:.4f} ms ({verdict})" in (
-        tuning.tuning_summary(mod, TARGET, tmp_path / "db").to_text()
+        tuning_measure.tuning_summary(mod, TARGET, tmp_path / "db").to_text()
     )

@@ -8,6 +8,9 @@ object type, before a module is built or loaded. Then
 
 * :mod:`._ffi_api` holds the runtime's global functions as attributes;
 * :mod:`.spec` is :class:`SubgraphSpec` and :func:`make_runtime_module` (what the codegen uses);
+* :mod:`.module` is :class:`TorchRuntime`, one runtime module instance as a typed object (its
+  metadata, symbols, measurement modes and counters): the one place that names the module's
+  own functions;
 * :mod:`.measure` switches one module instance's measurement mode and fast path, and reads its
   counters (benchmarks and tests only).
 
@@ -21,14 +24,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch  # noqa: F401  (loads LibTorch before the runtime that links it)
 import tvm_ffi
+from tvm_ffi.libinfo import _find_library_by_basename
 
 __all__ = [
     "SubgraphSpec",
+    "TorchRuntime",
     "library_path",
     "make_runtime_module",
     "preload_libraries",
@@ -37,26 +41,26 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_LIB_NAME = "libbyoc_torch_runtime.so"
+_PACKAGE = "byoc_torch"  # the distribution whose files tvm-ffi's lookup reads
+_TARGET = "byoc_torch_runtime"  # the CMake target (CMakeLists.txt)
+_LIB_NAME = f"lib{_TARGET}.so"
 _ENV = "BYOC_TORCH_RUNTIME_LIB"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # byoc_torch/
 
 
 def library_path() -> Path:
-    """Where the runtime library is: ``$BYOC_TORCH_RUNTIME_LIB``, else ``byoc_torch/lib/`` of
-    this package or of an installed copy on ``sys.path`` (an editable install keeps the
-    Python sources in the checkout and the built library in site-packages)."""
+    """Where the runtime library is: ``$BYOC_TORCH_RUNTIME_LIB``, else where tvm-ffi's own
+    lookup finds the CMake target ``byoc_torch_runtime`` of the package ``byoc_torch`` (the
+    installed distribution's files, then ``byoc_torch/lib/`` of this package: an editable
+    install or a source checkout on ``sys.path`` keeps the sources apart from the built
+    library), else ``byoc_torch/lib/`` (which the error then names)."""
     env = os.environ.get(_ENV)
     if env:
         return Path(env)
-    own = _PACKAGE_DIR / "lib" / _LIB_NAME
-    if own.is_file():
-        return own
-    for entry in sys.path:
-        candidate = Path(entry or ".") / "byoc_torch" / "lib" / _LIB_NAME
-        if candidate.is_file():
-            return candidate
-    return own
+    try:
+        return _find_library_by_basename(_PACKAGE, _TARGET, [_PACKAGE_DIR / "lib"])
+    except RuntimeError:  # not found anywhere: name the place a build puts it
+        return _PACKAGE_DIR / "lib" / _LIB_NAME
 
 
 def preload_libraries() -> tuple[Path, ...]:
@@ -88,4 +92,5 @@ def _load() -> tvm_ffi.Module:
 
 _LIB = _load()
 
+from .module import TorchRuntime  # noqa: E402
 from .spec import SubgraphSpec, make_runtime_module, save_runtime_module  # noqa: E402

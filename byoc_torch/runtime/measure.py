@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import tvm_ffi
 
+from .module import TorchRuntime
+
 __all__ = ["MODES", "SubgraphStats", "mode", "reset_stats", "set_fast_path", "set_mode", "stats"]
 
 MODES = ("normal", "record", "replay")
@@ -34,23 +36,22 @@ class SubgraphStats(NamedTuple):
 
 def set_mode(module: tvm_ffi.Module, mode_name: str) -> str:
     """Set the measurement mode of ``module``; returns the previous one."""
-    return str(module["__byoc_torch_set_mode__"](mode_name))
+    return TorchRuntime(module).set_mode(mode_name)
 
 
 def set_fast_path(module: tvm_ffi.Module, enabled: bool) -> bool:
     """Turn the single-op dispatcher fast path of ``module`` on or off; returns the previous."""
-    return bool(module["__byoc_torch_set_fast_path__"](enabled))
+    return TorchRuntime(module).set_fast_path(enabled)
 
 
 def stats(module: tvm_ffi.Module) -> dict[str, SubgraphStats]:
     """Per symbol: calls, nanoseconds in LibTorch, fast-path eligibility."""
-    raw = module["__byoc_torch_stats__"]()
-    return {str(sym): SubgraphStats(int(v[0]), int(v[1]), bool(v[2])) for sym, v in raw.items()}
+    return {sym: SubgraphStats(*v) for sym, v in TorchRuntime(module).stats().items()}
 
 
 def reset_stats(module: tvm_ffi.Module) -> None:
     """Zero the counters of ``module`` and drop its recorded outputs."""
-    module["__byoc_torch_reset_stats__"]()
+    TorchRuntime(module).reset_stats()
 
 
 @contextmanager
