@@ -265,11 +265,12 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 
 def _target(text: str) -> str:
-    """An argparse type: a target TVM knows (checked before any model is loaded)."""
-    import tvm
+    """An argparse type: ``"host"`` (this machine's CPU) or a target TVM knows (checked
+    before any model is loaded)."""
+    from byoc_torch.cpu import resolve_target
 
     try:
-        tvm.target.Target(text)
+        resolve_target(text)
     except Exception as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise argparse.ArgumentTypeError(f"TVM does not know '{text}': {first}") from None
