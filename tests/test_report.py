@@ -136,10 +136,12 @@ def test_cli_report_text_builtin(capsys):
     assert "byoc_torch report for TinyCNN" in capsys.readouterr().out
 
 
-def test_cli_report_bad_factory(tmp_path):
-    with pytest.raises(SystemExit, match="no such file"):
-        cli.main(["report", f"{tmp_path}/missing.py:make"])
+def test_cli_report_bad_factory(tmp_path, capsys):
+    # A bad factory is a usage error: one line on stderr, exit status 2, no traceback.
+    assert cli.main(["report", f"{tmp_path}/missing.py:make"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"byoc-torch report: error: no such file: {tmp_path}/missing.py\n"
     path = tmp_path / "f.py"
     path.write_text("x = 1\n")
-    with pytest.raises(SystemExit, match="has no function 'make'"):
-        cli.main(["report", f"{path}:make"])
+    assert cli.main(["report", f"{path}:make"]) == 2
+    assert capsys.readouterr().err == f"byoc-torch report: error: {path} has no function 'make'\n"
