@@ -3,7 +3,8 @@
 ``--target file`` (the default): mutations of a whole exported artifact (``CompiledModule.export``
 of a model with TVM kernels and a LibTorch subgraph): truncation anywhere (a quarter of them in
 the last 128 bytes, where the seal is), bit flips anywhere (a quarter in the seal), random byte
-overwrites, appended garbage (sometimes a second seal), inserted and deleted bytes. Each case
+overwrites, appended garbage (sometimes a second seal), inserted and deleted bytes, and bit
+flips inside the model's stored weights (found in the file by their bytes). Each case
 loads the file with ``byoc_torch.load`` and calls the model on an input different from the
 example input, in its own child process forked from a parent that imported torch, TVM and
 byoc_torch once (a fork server: no interpreter start per case), with a per-case timeout. Each
@@ -176,16 +177,26 @@ def blob_main(args: argparse.Namespace) -> int:
 
 
 # -- whole files ----------------------------------------------------------------------------------
-FILE_KINDS = ["truncate", "bitflip", "byte", "append", "insert", "delete"]
+FILE_KINDS = ["truncate", "bitflip", "byte", "append", "insert", "delete", "parameter"]
 CLASSES = ["identical", "clean_error", "different", "unclear_error", "crash", "hang"]
 FAILURES = ("different", "unclear_error", "crash", "hang")
 SEAL_REGION = 128  # bytes at the end of the file a quarter of the truncations and flips aim at
 
 
-def mutate_file(valid: bytes, rng: random.Random) -> tuple[str, bytes]:
-    """One mutation of a whole artifact file: (kind, mutated bytes)."""
+def mutate_file(
+    valid: bytes, rng: random.Random, parameters: list[tuple[int, int]]
+) -> tuple[str, bytes]:
+    """One mutation of a whole artifact file: (kind, mutated bytes). ``parameters`` are the
+    (offset, length) spans where the model's weights lie in the file: a "parameter" mutation
+    flips bits there, the damage a random flip in a large file rarely hits but that changes
+    the numbers without breaking anything else."""
     kind = rng.choice(FILE_KINDS)
     data = bytearray(valid)
+    if kind == "parameter":
+        start, length = parameters[rng.randrange(len(parameters))]
+        for _ in range(rng.randint(1, 8)):
+            data[start + rng.randrange(length)] ^= 1 << rng.randrange(8)
+        return kind, bytes(data)
     near_end = rng.random() < 0.25
     low = len(data) - SEAL_REGION if near_end else 0
     if kind == "truncate":
@@ -265,7 +276,8 @@ def _reap(pid: int, read_fd: int) -> str:
 
 def build_valid_file(workdir: Path):
     """Compile a small model (TVM kernels and one LibTorch subgraph) in this process and export
-    it: (the artifact's bytes, a test input unlike the example input, the intact output)."""
+    it: (the artifact's bytes, a test input unlike the example input, the intact output, the
+    (offset, length) spans of the model's weights in the file, as stored or transposed)."""
     import torch
 
     import byoc_torch
@@ -280,13 +292,22 @@ def build_valid_file(workdir: Path):
 
     torch.manual_seed(0)
     example = torch.randn(4, 8)
-    compiled = byoc_torch.compile(
-        Model().eval(), (example,), placement="tvm", num_threads=1, verify=False
-    )
+    model = Model().eval()
+    compiled = byoc_torch.compile(model, (example,), placement="tvm", num_threads=1, verify=False)
     assert compiled.num_torch_subgraphs() == 1
     path = compiled.export(workdir / "valid.so")
     x = torch.randn(4, 8) * 3
-    return path.read_bytes(), x, compiled(x)
+    data = path.read_bytes()
+    spans = []
+    for p in model.parameters():
+        for layout in (p, p.t()) if p.dim() == 2 else (p,):
+            raw = layout.detach().contiguous().numpy().tobytes()
+            at = data.find(raw)
+            if at >= 0:
+                spans.append((at, len(raw)))
+    if not spans:
+        raise RuntimeError("no weight of the fuzz model is stored verbatim in its artifact")
+    return data, x, compiled(x), spans
 
 
 def file_main(args: argparse.Namespace) -> int:
@@ -304,7 +325,7 @@ def file_main(args: argparse.Namespace) -> int:
     by_kind: dict[str, dict[str, int]] = {k: dict.fromkeys(CLASSES, 0) for k in FILE_KINDS}
     failures: list[dict] = []
     try:
-        valid, x, expected = build_valid_file(workdir)
+        valid, x, expected, parameters = build_valid_file(workdir)
         if args.unsealed:  # what the seal protects against: TVM's loader alone
             valid = valid[: -artifact_file.TRAILER_SIZE]
         setup = time.time() - t0
@@ -321,7 +342,8 @@ def file_main(args: argparse.Namespace) -> int:
         while pending or active:
             while pending and len(active) < args.jobs:
                 case = pending.pop()
-                kind, data = mutate_file(valid, random.Random(args.seed * 1_000_003 + case))
+                rng = random.Random(args.seed * 1_000_003 + case)
+                kind, data = mutate_file(valid, rng, parameters)
                 pid, fd = _fork_case(data, workdir, case, x, expected, args.unsealed)
                 active[fd] = (pid, case, kind, time.time())
             ready, _, _ = select.select(list(active), [], [], 0.5)
