@@ -44,7 +44,7 @@ from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils._python_dispatch import _disable_current_modes
 
 from . import _defaults
-from .errors import FallbackError
+from .errors import FallbackError, InputError
 from .options import Options
 from .quiet import quietly
 
@@ -209,6 +209,8 @@ class _Graph:
         tensors += [_carrier(args[k]) for k in self.carrier_at]
         try:
             return compiled(*tensors)
+        except InputError:  # the caller's input (one requiring grad, say), named as the user
+            raise  # names it: the same input would be refused again, so no fallback hides it
         except Exception as err:  # e.g. a relation torch.export assumed that Dynamo does not
             # guard: the graph runs in PyTorch from now on (compiled graphs update no input
             # before they fail: mutations are copied back after the run)
