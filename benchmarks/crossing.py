@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import byoc_torch
-from byoc_torch.compiled import _torch_modules
+from byoc_torch.compiled import running_torch_modules
 from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
 from byoc_torch.tensors import to_tvm
 from byoc_torch.timing import latency_samples
@@ -98,7 +98,7 @@ def per_crossing(repeat: int, ks: list[int]) -> dict:
     for fast in (True, False):
         lat = []
         for m in hybrids:
-            for torch_mod in _torch_modules(m.executable):  # this model's modules only
+            for torch_mod in running_torch_modules(m.executable):  # this model's modules only
                 measure.set_fast_path(torch_mod, fast)
             lat.append(median_us(lambda m=m: m(x), repeat))
         key = "fast_path" if fast else "interpreter"

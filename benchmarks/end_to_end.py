@@ -34,7 +34,7 @@ import tvm
 from tvm import relax
 
 import byoc_torch
-from byoc_torch.compiled import _torch_modules
+from byoc_torch.compiled import running_torch_modules
 from byoc_torch.models import SUITE
 from byoc_torch.runtime import TorchRuntime, measure
 from byoc_torch.tensors import to_tvm
@@ -82,7 +82,7 @@ def tvm_alone(model, inputs, dlight: bool):
 
 
 def hybrid_ratio(compiled, inputs, repeat: int, warmup: int) -> dict:
-    mods = _torch_modules(compiled.executable)
+    mods = running_torch_modules(compiled.executable)
     if not mods or not any(TorchRuntime(m).symbols() for m in mods):
         return {}
     hybrid = median_ms(lambda: compiled(*inputs), repeat, warmup)

@@ -562,6 +562,16 @@ def _torch_modules(executable) -> list:
     return [runtime.module for runtime in TorchRuntime.find(executable)]
 
 
+def running_torch_modules(executable) -> list:
+    """The torch runtime modules of ``executable``: its own (what ``export`` serializes) and,
+    when it is not runnable as it is (a C source module inside), the copy in the module TVM's
+    ``jit`` exported and loaded, which every VirtualMachine over it runs (jit caches it). Modes
+    and AOTInductor packages must reach both."""
+    own = _torch_modules(executable)
+    running = _torch_modules(executable.jit())
+    return own + [m for m in running if all(not m.same_as(o) for o in own)]
+
+
 def set_metadata(executable, text: str) -> None:
     """Replace the signature metadata the executable's torch runtime module carries (the
     driver builds first and sets the final signature, report included, afterwards)."""

@@ -25,7 +25,7 @@ from tvm import relax
 
 from . import _defaults, schedules
 from .codegen import LowerTorchFunctions
-from .compiled import CompiledModule, set_metadata
+from .compiled import CompiledModule, running_torch_modules, set_metadata
 from .cpu import requirements, resolve_target
 from .errors import ExportError, FallbackError, InputTypeError, VerificationError
 from .frontend import ImportResult, import_with_records
@@ -655,7 +655,7 @@ def _choose_executors(session: _Session, built: _Built, inputs, placement=None) 
 
     cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
     return choose_executors(
-        _runtime_modules(built.executable),
+        running_torch_modules(built.executable),
         built.partitioned,
         built.imported.ep,
         run,
@@ -664,17 +664,6 @@ def _choose_executors(session: _Session, built: _Built, inputs, placement=None) 
         session.device,
         why,
     )
-
-
-def _runtime_modules(executable) -> list:
-    """The torch runtime modules of ``executable``: its own (what ``export`` serializes) and,
-    when it is not runnable as it is (a C source module inside), the copy in the module TVM's
-    ``jit`` exported and loaded, which every VirtualMachine over it runs (jit caches it)."""
-    from .compiled import _torch_modules
-
-    own = _torch_modules(executable)
-    running = _torch_modules(executable.jit())
-    return own + [m for m in running if all(not m.same_as(o) for o in own)]
 
 
 def _chosen_key(options) -> str:
@@ -690,7 +679,7 @@ def _install_packages(session: _Session, built: _Built) -> None:
 
     opts = session.opts
     cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
-    modules = _runtime_modules(built.executable)
+    modules = running_torch_modules(built.executable)
     ep = built.imported.ep
     choose_executors(modules, built.partitioned, ep, None, AOT_INDUCTOR, cache, session.device)
 

@@ -16,7 +16,7 @@ import torch
 
 import byoc_torch
 from byoc_torch import aot_inductor, compile_cache
-from byoc_torch.driver import _runtime_modules
+from byoc_torch.compiled import running_torch_modules
 
 BATCH = torch.export.Dim("batch", min=1, max=64)
 
@@ -38,7 +38,7 @@ class Net(torch.nn.Module):
 
 def _executors(compiled) -> dict[str, str]:
     found = {}
-    for m in _runtime_modules(compiled.executable):
+    for m in running_torch_modules(compiled.executable):
         found.update({str(k): str(v) for k, v in m["__byoc_torch_executors__"]().items()})
     return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from byoc_torch.compiled import _torch_modules
+from byoc_torch.compiled import running_torch_modules
 from byoc_torch.runtime import SubgraphSpec, make_runtime_module, measure
 from byoc_torch.tensors import to_tvm
 from byoc_torch.testing.concurrency import hammer
@@ -123,7 +123,7 @@ def test_modes_reach_the_calls_of_a_compiled_model():
 
     model, (x,) = get_example("demo")
     compiled = byoc_torch.compile(model, (x,))
-    mods = _torch_modules(compiled.executable)
+    mods = running_torch_modules(compiled.executable)
     assert mods and compiled.num_torch_subgraphs() > 0
     other = torch.randn_like(x) * 3
     expected_x, expected_other = compiled(x), compiled(other)

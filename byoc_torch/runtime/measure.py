@@ -1,7 +1,7 @@
 """Measurement switches and counters of ONE torch runtime module instance.
 
 Place in the data flow: benchmarks (``benchmarks/end_to_end.py``, ``benchmarks/crossing.py``)
-and tests reach a compiled model's torch runtime modules (``compiled._torch_modules``) and
+and tests reach a compiled model's torch runtime modules (``compiled.running_torch_modules``) and
 switch them here. Everything is per module instance: two models, or two modules, never affect
 each other. Production code never calls this module.
 
