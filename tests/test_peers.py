@@ -14,6 +14,16 @@ import torch
 from benchmarks import peers
 from byoc_torch.testing import hf_models
 
+
+@pytest.fixture(autouse=True)
+def _compiler_caches_restored():
+    """The peers harness turns PyTorch's compile caches off for the whole process (cold
+    compiles for every contestant); tests that run later in this process must not inherit it
+    (Dynamo then warns 'dynamo_pgo force disabled' inside every torch.compile)."""
+    before = torch.compiler.config.force_disable_caches
+    with torch.compiler.config.patch(force_disable_caches=before):
+        yield
+
 # Small variants of the benchmark configurations (sequence 16), to keep the tests quick.
 SMALL: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]] = {
     "hf_bert": lambda: hf_models.hf_bert(seq=16, hidden=64, layers=1, heads=2, intermediate=128),

@@ -137,7 +137,7 @@ def scaled_sum(x):
 # -- Hugging Face generate through torch.compile --------------------------------------------------
 # Gemma 2 also generates token for token (5 Dynamo frames for one generate: its hybrid cache),
 # see benchmarks/sweep; the test keeps the families with one frame per phase.
-GENERATE_FAMILIES = ["llama", "mistral", "t5", "bart"]
+GENERATE_FAMILIES = ["llama", "qwen2", "t5", "bart"]
 
 
 @pytest.mark.parametrize("family", GENERATE_FAMILIES)
