@@ -11,9 +11,14 @@ runs it in LibTorch. Named after ``R.call_tir`` / ``R.call_dps_packed``.
 * an operator ``torch.ops.<ns>.<op>`` (packet or overload; ATen or a custom op registered
   with ``torch.library`` or in C++): the script calls ``torch.ops.<ns>.<op>(...)``, which the
   C++ runtime resolves in this process's dispatcher (runtime/op_resolver.cc);
-* a TorchScript function (``torch.jit.script``), a scripted module, or a Python function that
-  ``torch.jit.script`` accepts: it travels as a scripted submodule of the subgraph (the
-  torchop's ``modules`` attribute), which the script calls as ``self.<name>.forward(...)``.
+* a TorchScript function (``torch.jit.script``) or a Python function that ``torch.jit.script``
+  accepts: its TorchScript source (TorchScript's own rendering of it, what ``torch.jit.save``
+  would store) becomes a method ``fn_<hash>(self, ...)`` of the torchop's script, readable and
+  editable in TVMScript, which ``forward`` calls. Where that source does not compile on its
+  own (the function calls other scripted functions or classes), it travels like a module:
+* a scripted module: a scripted submodule of the subgraph (the torchop's ``modules``
+  attribute, base64 of ``torch.jit.save``'s archive), which the script calls as
+  ``self.<name>.forward(...)``.
 
 Relax expressions among the arguments (alone, or in a list such as ``aten.cat([x, y])``) are
 the call's tensor inputs; every other argument (numbers, strings, dtypes, lists of them, None)
@@ -31,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 from collections.abc import Callable, Sequence
 
 import sympy
@@ -47,7 +53,7 @@ from .frontend.torchscript import method_source, render_constants
 from .frontend.types import SymbolTable
 from .names import op_key, torch_dtype
 
-__all__ = ["call_torch", "declared_types"]
+__all__ = ["call_torch", "declared_types", "function_method"]
 
 # Example sizes the symbols carry while the fake kernels run (distinct primes, so that no
 # size-1 or equal-size special case is taken), and the sizes guards are re-checked at.
@@ -164,12 +170,14 @@ class _Target:
         run: Callable,
         schema_of: Callable | None = None,
         modules: dict[str, str] | None = None,
+        methods: str = "",
     ) -> None:
         self.name = name  # for reports: "mylib.twice", "aten.sin", "my_function"
         self.callee = callee  # TorchScript callee: "torch.ops.mylib.twice", "self.fn_x.forward"
         self.run = run  # what the fake kernels run
         self.schema_of = schema_of  # (args, kwargs) -> schema arguments, for typed constants
         self.modules = modules or {}
+        self.methods = methods  # TorchScript methods the script defines after forward
 
     @classmethod
     def of(cls, fn: object) -> _Target:
@@ -189,9 +197,7 @@ class _Target:
             )
         if isinstance(fn, torch.jit.ScriptFunction):
             graph = fn.inlined_graph
-            return cls._submodule(
-                fn.name, _wrap_function(fn), lambda *a, **k: _run_graph(graph, list(a), k)
-            )
+            return cls._function(fn, lambda *a, **k: _run_graph(graph, list(a), k))
         if callable(fn):
             name = getattr(fn, "__name__", type(fn).__name__)
             try:
@@ -201,11 +207,27 @@ class _Target:
                     f"call_torch: {name} cannot be scripted with torch.jit.script, so it cannot "
                     f"run in LibTorch: {str(err).splitlines()[0] if str(err) else err}"
                 ) from err
-            return cls._submodule(name, _wrap_function(scripted), fn)
+            return cls._function(scripted, fn)
         raise TypeError(
             f"call_torch: expected torch.ops.<ns>.<op>, a TorchScript function or module, or a "
             f"scriptable Python function; got {type(fn).__name__}"
         )
+
+    @classmethod
+    def _function(cls, fn: torch.jit.ScriptFunction, run: Callable) -> _Target:
+        """A scripted function: carried as a method of the script, in TorchScript source,
+        where its source compiles on its own (readable and editable in TVMScript); else as a
+        saved scripted submodule."""
+        method = function_method(fn)
+        if method is None:
+            return cls._submodule(fn.name, _wrap_function(fn), run)
+        name, source = method
+        arguments = list(fn.schema.arguments)
+
+        def schema_of(a, k):
+            return arguments
+
+        return cls(fn.name, f"self.{name}", run, schema_of, methods=source)
 
     @classmethod
     def _submodule(cls, name: str, module: torch.jit.ScriptModule, run: Callable) -> _Target:
@@ -295,6 +317,46 @@ def _run_graph(graph: torch._C.Graph, inputs: list, kwargs: dict) -> object:
             raise TypeError(f"TorchScript node {kind} is not run symbolically")
     (ret,) = list(graph.return_node().inputs())
     return env[ret]
+
+
+_NAMES = {"torch": torch, "ops": torch.ops}
+
+
+def function_method(fn: torch.jit.ScriptFunction) -> tuple[str, str] | None:
+    """``fn`` as a TorchScript method ``fn_<hash>(self, ...)``: its name and source (TorchScript's
+    own rendering of the function, what ``torch.jit.save`` stores as its code), if that source
+    compiles on its own to a method of the same parameters and result; None when it does not
+    (it calls other scripted functions or classes, or holds tensor constants)."""
+    code = fn.code
+    if "__torch__" in code or "CONSTANTS." in code:
+        return None
+    name = "fn_" + hashlib.sha256(code.encode()).hexdigest()[:16]
+    source, found = re.subn(
+        r"^def \w+\((\)?)",
+        lambda m: f"def {name}(self)" if m.group(1) else f"def {name}(self, ",
+        code.strip("\n") + "\n",
+        count=1,
+    )
+    if found != 1:
+        return None
+    module = torch._C.ScriptModule("CallTorchCheck", torch._C.CompilationUnit(), True)
+    try:
+        # The names the runtime's resolver knows (runtime/op_resolver.cc): torch and ops.
+        concrete = torch._C.ConcreteModuleType.from_jit_type(module._type())
+        module._define(concrete, source, _NAMES.get)
+        schema = module._get_method(name).schema
+    except Exception:  # TorchScript's printer wrote something it cannot read back alone
+        return None
+    if _signature(schema.arguments[1:], schema.returns) != _signature(
+        fn.schema.arguments, fn.schema.returns
+    ):
+        return None
+    return name, source
+
+
+def _signature(arguments, returns) -> tuple:
+    described = [(a.name, str(a.type), repr(a.default_value), a.kwarg_only) for a in arguments]
+    return described, [str(r.type) for r in returns]
 
 
 def _wrap_function(fn: torch.jit.ScriptFunction) -> torch.jit.ScriptModule:
@@ -523,5 +585,5 @@ def _script(target: _Target, slots, annotations, num_inputs: int, out: relax.Typ
         lines = [*lines, f"r = {call}"]
         ret = "(" + "".join(f"r[{k}], " for k in range(len(out.fields))) + ")"
         ret_type = "Tuple[" + ", ".join("Tensor" for _ in out.fields) + "]"
-        return method_source("forward", num_inputs, ret_type, lines, ret)
-    return method_source("forward", num_inputs, "Tensor", lines, call)
+        return method_source("forward", num_inputs, ret_type, lines, ret) + target.methods
+    return method_source("forward", num_inputs, "Tensor", lines, call) + target.methods

@@ -391,6 +391,7 @@ def _method(name: str, num_inputs: int, ret_type: str, lines: list[str], ret: st
 # ---------------------------------------------------------------------------------------------
 
 _DEF_RE = re.compile(r"^def forward\(self", re.MULTILINE)
+_TOP_DEF_RE = re.compile(r"^(?=def )", re.MULTILINE)
 
 
 @dataclass
@@ -415,12 +416,14 @@ def merge_scripts(
     compiles the group, so LibTorch optimizes across the whole group. ``outputs`` lists
     ``(step, idx)`` pairs the group returns; a single output is returned as a bare tensor.
     """
-    defs = []
+    defs: list[str] = []  # each method once (two steps may call the same call_torch function)
     for j, step in enumerate(steps):
         src, n = _DEF_RE.subn(f"def op{j}(self", step.source, count=1)
         if n != 1:
             raise FallbackError(f"group member {j} has no 'def forward(self' to merge")
-        defs.append(src)
+        for method in _TOP_DEF_RE.split(src):
+            if method.strip() and method not in defs:
+                defs.append(method)
     body = []
     for j, step in enumerate(steps):
         call_args = []
