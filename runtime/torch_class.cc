@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "executable.h"
+#include "sealed_artifact.h"
 
 namespace byoc_torch {
 namespace {
@@ -104,6 +105,22 @@ class Executable : public torch::CustomClassHolder {
 
 using State = std::tuple<std::string, at::Tensor>;
 
+/*! \brief Check the seal of an artifact being unpickled (torch.jit.load, torch.load,
+ * torch.export.load of a model holding a compiled part), so a damaged one fails the load, as a
+ * ValueError "ArtifactError: ...", not the first call. One SHA-256 pass over the bytes. */
+void VerifyUnpickled(const at::Tensor& artifact) {
+  if (artifact.scalar_type() != at::kByte || artifact.dim() != 1 || !artifact.device().is_cpu()) {
+    return;  // the constructor refuses it with its own message
+  }
+  at::Tensor bytes = artifact.contiguous();
+  try {
+    VerifySealedArtifact(bytes.data_ptr<uint8_t>(), static_cast<size_t>(bytes.numel()),
+                         "a compiled part inside a TorchScript or pickle archive being loaded");
+  } catch (const ffi::Error& err) {
+    RethrowAsTorch(err);
+  }
+}
+
 std::vector<at::Tensor> Execute(const c10::intrusive_ptr<Executable>& executable,
                                 const std::vector<at::Tensor>& inputs) {
   return executable->Run(inputs);
@@ -128,6 +145,7 @@ TORCH_LIBRARY(byoc_torch, m) {
             return State(self->signature(), self->artifact());
           },
           [](State state) -> c10::intrusive_ptr<Executable> {
+            VerifyUnpickled(std::get<1>(state));
             return c10::make_intrusive<Executable>(std::move(std::get<0>(state)),
                                                    std::move(std::get<1>(state)));
           });

@@ -89,3 +89,45 @@ def test_torch_compile_names_inputs_as_the_user_does(_fresh_dynamo):
     ]
     with pytest.raises(byoc_torch.InputError, match=r"input 0 \('fn_0_weight'\) requires grad"):
         compiled(x)  # grad mode on: the Linear's weight requires grad
+
+
+LOAD_ARCHIVE = """
+import sys, torch, byoc_torch
+try:
+    if sys.argv[1].endswith(".pt2"):
+        torch.export.load(sys.argv[1])
+    else:
+        torch.jit.load(sys.argv[1])
+    print("loaded")
+except Exception as err:
+    print(type(err).__name__)
+    print(err)
+"""
+
+
+def test_a_damaged_compiled_part_in_a_torchscript_or_pt2_archive_fails_the_load(tmp_path):
+    """The runtime checks the seal when the archive is unpickled, not at the first call."""
+    compiled = byoc_torch.compile(Erfinv(), (torch.randn(4, 8),), placement="tvm")
+    with torch.no_grad():
+        parent = nn.Sequential(nn.Linear(8, 8), compiled).eval()
+        torch.jit.save(torch.jit.trace(parent, (torch.randn(4, 8),)), tmp_path / "traced.pt")
+        ep = torch.export.export(parent, (torch.randn(4, 8),))
+        torch.export.save(ep, tmp_path / "parent.pt2")
+    artifact = torch_library.artifact_of(compiled.torch_executable)
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_ARCHIVE)
+    for name in ("traced.pt", "parent.pt2"):
+        path = tmp_path / name
+        data = bytearray(path.read_bytes())
+        at = bytes(data).find(artifact[len(artifact) // 2 : len(artifact) // 2 + 64])
+        assert at > 0  # both archives store the artifact tensor's bytes as they are
+        data[at + 10] ^= 0x40
+        path.write_bytes(bytes(data))
+        proc = fresh_python(str(script), str(path))
+        assert proc.returncode == 0, proc.stderr
+        kind, message = proc.stdout.splitlines()[:2]
+        assert kind == "ValueError", (name, proc.stdout)
+        assert message.startswith(
+            "ArtifactError: byoc_torch.load: a compiled part inside a TorchScript or pickle "
+            "archive being loaded: checksum mismatch (SHA-256): the file is damaged"
+        ), (name, message)
