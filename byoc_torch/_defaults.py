@@ -93,6 +93,10 @@ TORCH_EXECUTORS = ("auto", "aot_inductor", "torchscript")
 AOTI_MIN_SUBGRAPH_MS = 0.5
 # Runs of the built model per executor when "auto" compares them (the least per-call time).
 AOTI_MEASURE_ROUNDS = 5
+# Measured placement compiles at most this many regions (the slowest in LibTorch, each at
+# least AOTI_MIN_SUBGRAPH_MS) into AOTInductor packages to time them as a third executor: a
+# package costs seconds to compile (cached by key afterwards).
+AOTI_MAX_REGIONS = 2
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20
 

@@ -58,9 +58,11 @@ __all__ = [
     "ExecutorChoice",
     "SubgraphProgram",
     "Unavailable",
+    "agree",
     "choose_executors",
     "compile_package",
     "compiler_missing",
+    "nodes_program",
     "subgraph_program",
 ]
 
@@ -138,28 +140,14 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
                     arg_var[fx_input] = arg
             members.append((binding.var, node, inputs))
 
-    frozen = _frozen_values(ep)
+    for k in range(len(params)):
+        if k not in param_fx:
+            raise Unavailable(f"input {k} is used by no member")
     graph = fx.Graph()
     root = torch.nn.Module()
     new: dict[fx.Node, fx.Node] = {}
-    taken: list[int] = []
-    example: list[torch.Tensor] = []
-    shapes: list[dict | None] = []
-    dims: dict = {}
-    for k in range(len(params)):
-        node = param_fx.get(k)
-        if node is None:
-            raise Unavailable(f"input {k} is used by no member")
-        if node.op == "placeholder" and node.name in frozen:
-            attr = f"c{k}"
-            root.register_buffer(attr, frozen[node.name].detach())
-            new[node] = graph.get_attr(attr)
-            continue
-        new[node] = graph.placeholder(f"in{k}")
-        taken.append(k)
-        x, spec = _example_and_dims(node, ep, dims)
-        example.append(x)
-        shapes.append(spec)
+    ordered = [param_fx[k] for k in range(len(params))]
+    taken, example, dynamic = _bind_inputs(ordered, ep, graph, root, new)
     var_node: dict[relax.Var, fx.Node] = {}
 
     def value_of_var(var: relax.Var) -> fx.Node:
@@ -188,9 +176,71 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
     ret = func.body.body
     outs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
     graph.output(tuple(value_of_var(o) for o in outs))
-    module = fx.GraphModule(root, graph)
+    return SubgraphProgram(fx.GraphModule(root, graph), example, dynamic, taken)
+
+
+def _bind_inputs(
+    inputs: Sequence[fx.Node],
+    ep: torch.export.ExportedProgram,
+    graph: fx.Graph,
+    root: torch.nn.Module,
+    new: dict[fx.Node, fx.Node],
+) -> tuple[tuple[int, ...], tuple[torch.Tensor, ...], tuple | None]:
+    """Make each of ``inputs`` (values of ``ep``'s graph) a value of ``graph`` (recorded in
+    ``new``): a parameter, buffer or constant of ``ep`` becomes a buffer of ``root`` (frozen
+    in), any other a placeholder. Returns which inputs are placeholders (indices), example
+    tensors for them and their torch.export ``dynamic_shapes`` (None: all static)."""
+    frozen = _frozen_values(ep)
+    taken: list[int] = []
+    example: list[torch.Tensor] = []
+    shapes: list[dict | None] = []
+    dims: dict = {}
+    for k, node in enumerate(inputs):
+        if node.op == "placeholder" and node.name in frozen:
+            attr = f"c{k}"
+            root.register_buffer(attr, frozen[node.name].detach())
+            new[node] = graph.get_attr(attr)
+            continue
+        new[node] = graph.placeholder(f"in{k}")
+        taken.append(k)
+        x, spec = _example_and_dims(node, ep, dims)
+        example.append(x)
+        shapes.append(spec)
     dynamic = tuple(shapes) if any(s for s in shapes) else None
-    return SubgraphProgram(module, tuple(example), dynamic, tuple(taken))
+    return tuple(taken), tuple(example), dynamic
+
+
+def nodes_program(
+    nodes: Sequence[fx.Node],
+    inputs: Sequence[fx.Node],
+    outputs: Sequence[tuple[fx.Node, int | None]],
+    ep: torch.export.ExportedProgram,
+) -> SubgraphProgram:
+    """The FX ``nodes`` of ``ep`` (a placement region, in graph order) as a program over the
+    values of ``inputs`` returning ``outputs`` (a node's value, or element ``k`` of it), with
+    parameters, buffers and constants frozen in, as :func:`subgraph_program` makes them."""
+    graph = fx.Graph()
+    root = torch.nn.Module()
+    new: dict[fx.Node, fx.Node] = {}
+    taken, example, dynamic = _bind_inputs(inputs, ep, graph, root, new)
+
+    def value_of(n: fx.Node) -> fx.Node:
+        if n in new:
+            return new[n]
+        if is_scalar_node(n):  # a size the region recomputes from its tensor inputs
+            new[n] = graph.node_copy(n, value_of)
+            return new[n]
+        raise Unavailable(f"{n.name} is not among the region's inputs")
+
+    for node in nodes:
+        new[node] = graph.node_copy(node, value_of)
+    graph.output(
+        tuple(
+            new[n] if k is None else graph.call_function(_getitem, (new[n], k))
+            for n, k in outputs
+        )
+    )
+    return SubgraphProgram(fx.GraphModule(root, graph), example, dynamic, taken)
 
 
 def _getitem(value, index: int):
@@ -304,7 +354,9 @@ def _outputs(result) -> list[torch.Tensor]:
     return []
 
 
-def _agree(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+def agree(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    """Whether two executors' outputs agree (within the dtype's tolerance, exactly for
+    integers and booleans)."""
     if len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
@@ -421,7 +473,7 @@ def _choose(
         installed[symbol] = program.inputs
     if not installed:
         return dict(sorted(choices.items()))
-    if run is not None and not _agree(reference, _outputs(run())):
+    if run is not None and not agree(reference, _outputs(run())):
         for symbol in installed:
             install(symbol, b"", [])
             why = "AOTInductor's outputs differ from the TorchScript's on the example inputs"

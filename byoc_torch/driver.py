@@ -538,6 +538,7 @@ def _measured_placement(session: _Session, inputs):
     """Records of the nodes measured placement moves to LibTorch, and what it measured. A
     failure of placement itself never fails the compile: the model then runs as with
     ``placement="tvm"``, and the report says why."""
+    from .compile_cache import CompileCache
     from .placement import place
     from .reporting import PlacementResult
 
@@ -553,6 +554,8 @@ def _measured_placement(session: _Session, inputs):
             tune_trials=opts.tune_trials,
             tuning_database=opts.tuning_database,
             tuning_budget=session.tuning_budget,
+            torch_executor=opts.torch_executor,
+            compile_cache=CompileCache(opts.cache_dir) if opts.cache_dir is not None else None,
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)

@@ -86,8 +86,12 @@ class RegionDecision:
     nodes: list[str]
     ops: list[str]
     tvm_ms: float | None
-    torch_ms: float | None
+    torch_ms: float | None  # its TorchScript in byoc_torch's runtime
     side: str
+    # As an AOTInductor package (torch_executor "auto"/"aot_inductor"; None: not timed, and
+    # aot_inductor_note says why).
+    aot_inductor_ms: float | None = None
+    aot_inductor_note: str = ""
 
 
 @dataclass
@@ -146,7 +150,8 @@ class PlacementResult:
             f"{self.crossing_ms * 1e3:.2f} us; modelled {self.modelled_ms:.3f} ms "
             f"(all TVM {format_ms(self.all_tvm_ms)}, all LibTorch {format_ms(self.all_torch_ms)}); "
             f"{self.seconds:.1f} s, cache {self.cache_hits} hit(s) / {self.cache_misses} miss(es)",
-            f"  {'region':>6}  {'side':<5}  {'TVM ms':>9}  {'LibTorch ms':>11}  ops",
+            f"  {'region':>6}  {'side':<5}  {'TVM ms':>9}  {'LibTorch ms':>11}  "
+            f"{'AOTInductor ms':>14}  ops",
         ]
         if self.checked_ms or self.check_skipped:
             timed = [f"{k} {format_ms(v)} ms" for k, v in self.checked_ms.items() if v is not None]
@@ -157,7 +162,14 @@ class PlacementResult:
         for r in self.regions:
             ops = ", ".join(r.ops)
             tvm_ms, torch_ms = format_ms(r.tvm_ms), format_ms(r.torch_ms)
-            lines.append(f"  {r.index:>6}  {r.side:<5}  {tvm_ms:>9}  {torch_ms:>11}  {ops[:90]}")
+            aoti_ms = format_ms(r.aot_inductor_ms)
+            lines.append(
+                f"  {r.index:>6}  {r.side:<5}  {tvm_ms:>9}  {torch_ms:>11}  {aoti_ms:>14}  "
+                f"{ops[:90]}"
+            )
+        notes = sorted({r.aot_inductor_note for r in self.regions if r.aot_inductor_note})
+        if notes:
+            lines.append(f"  AOTInductor not timed for some regions: {'; '.join(notes)}")
         return "\n".join(lines)
 
 

@@ -244,3 +244,46 @@ def test_cache_dir_also_holds_placement_timings_and_tuning_records(tmp_path):
     assert tuned.tuning_database == str(tmp_path / "tuning")
     own = byoc_torch.Options(cache_dir=tmp_path, placement_cache="elsewhere.json")
     assert own.placement_cache == "elsewhere.json"
+
+
+def test_placement_times_regions_as_aot_inductor_packages_too(monkeypatch):
+    """Measured placement's third executor: the slowest region(s) in LibTorch are compiled into
+    AOTInductor packages and timed; the report shows every region's three times (or why a
+    region has no AOTInductor time), and the search costs the LibTorch side at the faster."""
+    from byoc_torch.placement import measure
+
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MAX_REGIONS", 1)
+    measure.MeasurementCache.forget()
+    model = Net().eval()
+    x = torch.randn(8, 16)
+    compiled = byoc_torch.compile(model, (x,), torch_executor="auto")
+    regions = compiled.report().placement.regions
+    timed = [r for r in regions if r.aot_inductor_ms is not None]
+    assert len(timed) == 1 and timed[0].aot_inductor_ms > 0
+    slowest = max((r for r in regions if r.torch_ms is not None), key=lambda r: r.torch_ms)
+    assert timed[0].index == slowest.index
+    assert {r.aot_inductor_note for r in regions if r is not timed[0]} == {
+        "not compiled: 1 slower regions were"
+    }
+    text = compiled.report().to_text()
+    assert "AOTInductor ms" in text
+    assert f"{timed[0].aot_inductor_ms:.4f}" in text
+    x2 = torch.randn(8, 16)
+    torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-4, atol=1e-4)
+
+    plain = byoc_torch.compile(model, (x,), torch_executor="torchscript")
+    assert all(
+        r.aot_inductor_ms is None and r.aot_inductor_note == ""
+        for r in plain.report().placement.regions
+    )
+
+
+def test_the_search_costs_libtorch_at_the_executor_it_may_use():
+    from byoc_torch.placement import _libtorch_side
+
+    assert _libtorch_side(2.0, 0.5, "auto") == 0.5
+    assert _libtorch_side(0.4, 0.5, "auto") == 0.4
+    assert _libtorch_side(0.4, 0.5, "aot_inductor") == 0.5
+    assert _libtorch_side(2.0, 0.5, "torchscript") == 2.0
+    assert _libtorch_side(2.0, None, "auto") == 2.0

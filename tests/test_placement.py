@@ -117,8 +117,10 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
     monkeypatch.setattr(placement, "time_torch", fake_torch)
     monkeypatch.setattr(placement, "crossing_ms", lambda target, cache, compile_model: crossing)
-    # The cost model has no AOTInductor: the whole-model check gets no such candidate (it
-    # would compile a package only to time it as the fake says).
+    # The cost model has no AOTInductor: no region is timed as a package, and the whole-model
+    # check gets no such candidate (it would compile a package only to time it as the fake
+    # says).
+    monkeypatch.setattr(placement, "_time_aot_inductor_regions", lambda *args: ({}, {}))
     monkeypatch.setattr(
         driver, "_aoti_candidate_skipped", lambda *args: "the fake cost model has no AOTInductor"
     )

@@ -34,6 +34,8 @@ import tvm
 from torch import fx
 
 from .. import _defaults
+from ..aot_inductor import AOT_INDUCTOR, TORCHSCRIPT, compiler_missing
+from ..compile_cache import CompileCache
 from ..frontend import ImportResult
 from ..frontend.torchscript import output_metas
 from ..names import op_key
@@ -46,6 +48,7 @@ from .measure import (
     crossing_ms,
     model_key,
     region_key,
+    time_aot_inductor,
     time_torch,
     time_tvm,
 )
@@ -83,6 +86,8 @@ def place(
     tune_trials: int = 0,
     tuning_database: str | None = None,
     tuning_budget: TrialBudget | None = None,
+    torch_executor: str = TORCHSCRIPT,
+    compile_cache: CompileCache | None = None,
 ) -> tuple[dict[str, FallbackRecord], PlacementResult]:
     """Measure every region of ``imported`` on both sides and choose; return the records of
     the nodes that go to LibTorch and what was measured.
@@ -93,6 +98,12 @@ def place(
     whole-model check (``result.model_key`` stays empty). ``tuning_budget``: the compile's
     trials left (:class:`byoc_torch.tuning.TrialBudget`), spent here first. ``compile_model``
     builds the small model the crossing cost is timed on (:data:`.measure.CompileModel`).
+
+    ``torch_executor`` (``Options.torch_executor``): unless ``"torchscript"``, a region's
+    LibTorch side may also be an AOTInductor package — the regions whose TorchScript takes at
+    least ``_defaults.AOTI_MIN_SUBGRAPH_MS``, the slowest ``_defaults.AOTI_MAX_REGIONS`` first,
+    are compiled (through ``compile_cache``) and timed, and the LibTorch side costs the faster
+    of the two (``"auto"``) or the package's (``"aot_inductor"``).
     """
     tuning = (
         (tune_trials, tuning_database, tuning_budget) if tune_trials or tuning_database else None
@@ -115,6 +126,7 @@ def place(
                 store[r.index] = value
     todo_tvm = [r for r in regions if r.index not in tvm_ms]
     todo_torch = [r for r in regions if r.index not in torch_ms]
+    values: dict | None = None  # every node's value on the example inputs, when computed
     if todo_tvm or todo_torch:
         values = reference_values(imported.ep, inputs)
         var_node = {v: name for name, v in imported.native_vars.items()}
@@ -131,12 +143,26 @@ def place(
                 tvm_ms[r.index] = measured.get(r.index, math.inf)
                 if tuning is None:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
+
+    def region_values() -> dict:
+        return values if values is not None else reference_values(imported.ep, inputs)
+
+    aoti_ms, aoti_why = _time_aot_inductor_regions(
+        regions, keys, torch_ms, region_values, imported.ep, cache, torch_executor, compile_cache,
+        device,
+    )
+    libtorch_ms = {
+        r.index: _libtorch_side(torch_ms[r.index], aoti_ms.get(r.index), torch_executor)
+        for r in regions
+    }
     crossing = crossing_ms(target, cache, compile_model)
     cache.save()
 
-    units, edges = _units_and_edges(imported, regions, tvm_ms, torch_ms, crossing)
+    units, edges = _units_and_edges(imported, regions, tvm_ms, libtorch_ms, crossing)
     movable = [
-        r for r in regions if not (math.isinf(tvm_ms[r.index]) and math.isinf(torch_ms[r.index]))
+        r
+        for r in regions
+        if not (math.isinf(tvm_ms[r.index]) and math.isinf(libtorch_ms[r.index]))
     ]
     index_of = {r.index: k for k, r in enumerate(movable)}
     unit_list = [units[r.index] for r in movable]
@@ -155,12 +181,16 @@ def place(
                 _finite(tvm_ms[r.index]),
                 _finite(torch_ms[r.index]),
                 side,
+                aoti_ms.get(r.index),
+                aoti_why.get(r.index, ""),
             )
         )
         if side == TORCH:
+            aoti = aoti_ms.get(r.index)
             detail = (
-                f"searched placement; region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms, "
-                f"TVM {format_ms(tvm_ms[r.index])} ms"
+                f"searched placement; region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms"
+                + (f" (AOTInductor {aoti:.4f} ms)" if aoti is not None else "")
+                + f", TVM {format_ms(tvm_ms[r.index])} ms"
             )
             for n in r.nodes:
                 if n.target is operator.getitem:
@@ -182,6 +212,61 @@ def place(
         result.model_key = model_key([keys[r.index] for r in regions], imported.records)
     logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
     return records, result
+
+
+def _libtorch_side(torchscript: float, aot_inductor: float | None, executor: str) -> float:
+    """A region's LibTorch time as the search sees it: its TorchScript's, or its AOTInductor
+    package's where that was timed and the executor allows it."""
+    if aot_inductor is None or executor == TORCHSCRIPT:
+        return torchscript
+    return aot_inductor if executor == AOT_INDUCTOR else min(torchscript, aot_inductor)
+
+
+def _time_aot_inductor_regions(
+    regions, keys, torch_ms, region_values, ep, cache, executor, compile_cache, device
+) -> tuple[dict[int, float], dict[int, str]]:
+    """AOTInductor times (ms) of the regions worth a package, from ``cache`` or measured on
+    ``region_values()`` (every node's value on the example inputs), and why each other region
+    has none."""
+    if executor == TORCHSCRIPT:
+        return {}, {}
+    if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
+        return {}, {r.index: "packages are compiled for the CPU" for r in regions}
+    worth = sorted(
+        (r for r in regions if _defaults.AOTI_MIN_SUBGRAPH_MS <= torch_ms[r.index] < math.inf),
+        key=lambda r: (-torch_ms[r.index], r.index),
+    )[: _defaults.AOTI_MAX_REGIONS]
+    why = {
+        r.index: (
+            f"not compiled: LibTorch under {_defaults.AOTI_MIN_SUBGRAPH_MS} ms"
+            if torch_ms[r.index] < _defaults.AOTI_MIN_SUBGRAPH_MS
+            else f"not compiled: {_defaults.AOTI_MAX_REGIONS} slower regions were"
+        )
+        for r in regions
+        if r not in worth
+    }
+    out: dict[int, float] = {}
+    todo = []
+    for r in worth:
+        cached = cache.get(keys[r.index], AOT_INDUCTOR)
+        if cached is not None:
+            out[r.index] = cached
+        else:
+            todo.append(r)
+    missing = compiler_missing() if todo else None
+    if missing is not None:
+        why.update({r.index: missing for r in todo})
+        return out, why
+    if todo:
+        scripts = region_scripts(todo)
+        measured, failed = time_aot_inductor(scripts, region_values(), ep, compile_cache)
+        for r in todo:
+            if r.index in measured:
+                out[r.index] = measured[r.index]
+                cache.put(keys[r.index], AOT_INDUCTOR, measured[r.index])
+            else:
+                why[r.index] = failed.get(r.index, "no AOTInductor form")
+    return out, why
 
 
 def _finite(x: float) -> float | None:

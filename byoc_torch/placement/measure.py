@@ -34,10 +34,12 @@ from pathlib import Path
 
 import torch
 import tvm
+import tvm_ffi
 from torch import fx
 from tvm import relax
 
 from .. import _defaults, schedules
+from ..compile_cache import CompileCache
 from ..names import op_key
 from ..tensors import to_tvm
 from ..timing import Timing, robust_time, robust_times, summarize
@@ -45,7 +47,14 @@ from .regions import Region, RegionFunction, RegionScript
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MeasurementCache", "crossing_ms", "region_key", "time_torch", "time_tvm"]
+__all__ = [
+    "MeasurementCache",
+    "crossing_ms",
+    "region_key",
+    "time_aot_inductor",
+    "time_torch",
+    "time_tvm",
+]
 
 CACHE_VERSION = 1
 
@@ -219,6 +228,62 @@ def time_torch(scripts: list[RegionScript], values: Mapping[str, object]) -> dic
             floors[k] = _floor_ms(tvm_args)
         out[s.index] = max(t - floors[k], 0.0)
     return out
+
+
+def time_aot_inductor(
+    scripts: list[RegionScript],
+    values: Mapping[str, object],
+    ep: torch.export.ExportedProgram,
+    cache: CompileCache | None = None,
+) -> tuple[dict[int, float], dict[int, str]]:
+    """Each region's time (ms) as an AOTInductor package (its nodes compiled by
+    :func:`byoc_torch.aot_inductor.compile_package`, parameters frozen in) run by byoc_torch's
+    C++ runtime in place of its TorchScript (the path an AOTInductor subgraph takes), minus the
+    same empty call as :func:`time_torch`; and, for each region without a time, why. A package
+    whose outputs differ from the TorchScript's on the region's values gets no time."""
+    from ..aot_inductor import Unavailable, agree, compile_package, nodes_program
+    from ..runtime import SubgraphSpec, TorchRuntime, make_runtime_module
+
+    out: dict[int, float] = {}
+    why: dict[int, str] = {}
+    floors: dict[int, float] = {}
+    for s in scripts:
+        args = [values.get(n.name) for n in s.inputs]
+        if any(not isinstance(a, torch.Tensor) for a in args):
+            why[s.index] = "an input is not a tensor"
+            continue
+        try:
+            program = nodes_program(s.nodes, s.inputs, s.outputs, ep)
+            package = compile_package(program, cache)
+            spec = SubgraphSpec(s.name, s.source, len(args), s.num_outputs, True)
+            module = make_runtime_module([spec])
+            func = module[s.name]
+            tvm_args = [to_tvm(a.contiguous()) for a in args]
+            expected = _torch_outputs(func(*tvm_args))
+            TorchRuntime(module).set_aoti(s.name, package, list(program.inputs))
+            if not agree(expected, _torch_outputs(func(*tvm_args))):
+                why[s.index] = "its outputs differ from the TorchScript's"
+                continue
+            t = _robust_ms(lambda f=func, a=tvm_args: f(*a))
+        except Unavailable as err:
+            why[s.index] = f"AOTInductor cannot run it: {err}"
+            continue
+        except Exception as err:  # export, inductor or the loader refused it
+            text = f"{type(err).__name__}: {err}".strip().splitlines()
+            why[s.index] = f"AOTInductor cannot compile it: {text[0][:200] if text else err}"
+            logger.debug("placement: region %d as AOTInductor: %s", s.index, why[s.index])
+            continue
+        k = len(args)
+        if k not in floors:
+            floors[k] = _floor_ms(tvm_args)
+        out[s.index] = max(t - floors[k], 0.0)
+    return out, why
+
+
+def _torch_outputs(result) -> list[torch.Tensor]:
+    """A runtime function's outputs (one tensor or a list) as torch copies."""
+    items = result if isinstance(result, list | tuple | tvm_ffi.Array) else [result]
+    return [torch.from_dlpack(t).clone() for t in items]
 
 
 def _floor_ms(tvm_args: list) -> float:

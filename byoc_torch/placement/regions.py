@@ -211,6 +211,8 @@ class RegionScript:
     inputs: list[fx.Node]
     source: str  # defines forward(self, a0, ...) -> Tuple[Tensor, ...]
     num_outputs: int
+    nodes: list[fx.Node]  # the region's nodes, in graph order
+    outputs: list[tuple[fx.Node, int | None]]  # what forward returns: a value, or its element k
 
 
 def region_scripts(regions: list[Region]) -> list[RegionScript]:
@@ -245,5 +247,15 @@ def region_scripts(regions: list[Region]) -> list[RegionScript]:
             logger.debug("placement: region %d has no TorchScript: %s", region.index, err)
             continue
         name = f"region_{region.index}"
-        out.append(RegionScript(region.index, name, list(ns.inputs), ns.source, ns.num_outputs))
+        out.append(
+            RegionScript(
+                region.index,
+                name,
+                list(ns.inputs),
+                ns.source,
+                ns.num_outputs,
+                list(region.nodes),
+                outputs,
+            )
+        )
     return out
