@@ -19,8 +19,8 @@ KEEP_PARAMS_AS_INPUT = False
 # None = the cores available to this process, len(os.sched_getaffinity(0)) (byoc_torch.threads).
 NUM_THREADS = None
 
-# Random inputs (tuning's timing inputs; byoc_torch.tensors.random_tensor): integers are drawn
-# from [0, RANDOM_INT_HIGH).
+# Random inputs (verification without example inputs, Dynamo's fake inputs, tuning's timing
+# inputs; byoc_torch.tensors.random_tensor): integers are drawn from [0, RANDOM_INT_HIGH).
 RANDOM_INT_HIGH = 4
 
 # -- driver ---------------------------------------------------------------------------------------

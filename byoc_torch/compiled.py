@@ -347,7 +347,7 @@ class CompiledModule(torch.nn.Module):
         learns whether later calls can take the fast path."""
         flat = [t if type(t) is torch.Tensor else torch.from_dlpack(t) for t in flatten_tvm(result)]
         if len(flat) != self._num_outputs:
-            raise RuntimeError(
+            raise CompiledModelError(
                 f"byoc_torch: the compiled model returned {len(flat)} tensors, its signature "
                 f"expects {self._num_outputs}"
             )
@@ -503,7 +503,7 @@ class CompiledModule(torch.nn.Module):
         """
         if self._report is None:
             if self.signature.report is None:
-                raise ValueError("byoc_torch: this artifact carries no report")
+                raise ArtifactError("byoc_torch: this artifact carries no report")
             self._report = Report.from_dict(self.signature.report)
         return self._report
 

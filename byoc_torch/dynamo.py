@@ -23,8 +23,10 @@ program never fails because of the backend (unless ``require_full_compilation=Tr
 raises). Dynamo's guards decide when the backend is called again.
 
 The backend is registered under the ``torch_dynamo_backends`` entry point (pyproject.toml), so
-``backend="byoc_torch"`` works without importing byoc_torch first;
-:func:`dynamo_backend` makes one with :class:`byoc_torch.Options` fields.
+``backend="byoc_torch"`` works without importing byoc_torch first; its options come as
+PyTorch's own backends take them, ``torch.compile(m, backend="byoc_torch", options={...})``
+(one :class:`byoc_torch.Options`, handed whole to the driver), and :func:`dynamo_backend`
+makes a backend with :class:`byoc_torch.Options` fields.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import keyword
 import logging
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,9 +46,10 @@ from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils._python_dispatch import _disable_current_modes
 
 from . import _defaults
-from .errors import FallbackError, InputError
+from .errors import FallbackError, InputError, OptionError
 from .options import Options
 from .quiet import quietly
+from .tensors import random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +62,33 @@ _warned: set[str] = set()  # the eager-fallback warnings given (each once per pr
 
 def dynamo_backend(**options) -> Callable:
     """A ``torch.compile`` backend compiling with these :class:`byoc_torch.Options` fields,
-    e.g. ``torch.compile(model, backend=byoc_torch.dynamo_backend(placement="tvm"))``."""
-    Options.from_kwargs(options)  # a wrong option fails here, not at the first call
+    e.g. ``torch.compile(model, backend=byoc_torch.dynamo_backend(placement="tvm"))``; the
+    same as ``torch.compile(model, backend="byoc_torch", options={"placement": "tvm"})``."""
+    opts = Options.from_kwargs(options)  # a wrong option fails here, not at the first call
 
     def byoc_torch_backend(gm: fx.GraphModule, example_inputs: Sequence) -> Callable:
-        return compile_graph(gm, example_inputs, **options)
+        return compile_graph(gm, example_inputs, opts)
 
     return byoc_torch_backend
 
 
-def backend(gm: fx.GraphModule, example_inputs: Sequence) -> Callable:
-    """The backend ``"byoc_torch"`` (default options)."""
-    return compile_graph(gm, example_inputs)
+def backend(
+    gm: fx.GraphModule,
+    example_inputs: Sequence,
+    *,
+    options: Mapping | None = None,
+    mode: str | None = None,
+) -> Callable:
+    """The backend ``"byoc_torch"``. ``torch.compile(..., options={...})`` hands its
+    ``options`` dict here, as to PyTorch's own backends: fields of :class:`byoc_torch.Options`.
+    ``mode`` (``torch.compile``'s presets) has no meaning for byoc_torch: any mode but
+    ``"default"`` is an :class:`~byoc_torch.errors.OptionError`."""
+    if mode not in (None, "default"):
+        raise OptionError(
+            f"byoc_torch backend: torch.compile mode={mode!r} has no byoc_torch meaning; pass "
+            "byoc_torch options instead, e.g. options={'placement': 'tvm', 'tune_trials': 64}"
+        )
+    return compile_graph(gm, example_inputs, Options.from_kwargs(options or {}))
 
 
 # How one graph input reaches the compiled program (see the module doc).
@@ -123,12 +141,18 @@ class _GraphInputs(torch.nn.Module):
 
 
 @quietly
-def compile_graph(gm: fx.GraphModule, example_inputs: Sequence, **options) -> Callable:
-    """Compile one Dynamo graph; returns what Dynamo calls with the graph's inputs. A graph
-    that cannot be compiled runs in PyTorch (see the module doc)."""
-    opts = Options.from_kwargs(options)
+def compile_graph(
+    gm: fx.GraphModule, example_inputs: Sequence, opts: Options | None = None, **options
+) -> Callable:
+    """Compile one Dynamo graph with ``opts`` (or the Options fields ``options``); returns
+    what Dynamo calls with the graph's inputs. A graph that cannot be compiled runs in PyTorch
+    (see the module doc)."""
+    if opts is None:
+        opts = Options.from_kwargs(options)
+    elif options:
+        opts = opts.replace(**options)
     try:
-        graph = _Graph(gm, example_inputs, options)
+        graph = _Graph(gm, example_inputs, opts)
         graph.variant(list(example_inputs))  # the first variant, compiled now
     except Exception as err:
         if opts.require_full_compilation:
@@ -157,9 +181,9 @@ def _eager(gm: fx.GraphModule, err: BaseException) -> Callable:
 class _Graph:
     """One Dynamo graph and its compiled variants (one per set of specialized values)."""
 
-    def __init__(self, gm: fx.GraphModule, example_inputs: Sequence, options: dict) -> None:
+    def __init__(self, gm: fx.GraphModule, example_inputs: Sequence, opts: Options) -> None:
         self.gm = gm
-        self.options = options
+        self.opts = opts
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         values = [
             n.meta.get("example_value", x)
@@ -222,7 +246,7 @@ class _Graph:
 
     def variant(self, args: list) -> Callable:
         """Compile the variant for the FIXED values (and static carriers) of ``args``."""
-        from .driver import compile
+        from .driver import compile_with_options
 
         fixed = {k: _value(args[k], self.plan[k]) for k in self.fixed_at}
         gm = _specialized(self.gm, self.plan, fixed)
@@ -234,11 +258,11 @@ class _Graph:
             real = [_real(args[k]) for k in self.tensor_at]
             real += [_carrier(args[k]) for k in self.carrier_at]
             names = _identifiers([self.plan[k].name for k in self.tensor_at + self.carrier_at])
-            compiled = compile(
+            compiled = compile_with_options(
                 _named(_GraphInputs(gm, self.plan, fixed), names),
                 tuple(real),
+                self.opts,
                 dynamic_shapes=tuple(dims) if any(dims) else None,  # one per named input
-                **self.options,
             )
         # A carrier torch.export specialized (a size of 0 or 1) is a fixed value too.
         specs = compiled.signature.inputs[len(self.tensor_at) :]
@@ -426,12 +450,9 @@ def _dynamic_dims(value: torch.Tensor) -> dict | None:
 def _real(x: torch.Tensor) -> torch.Tensor:
     """A real tensor like ``x`` for export and verification: a new view of a real one (export
     marks and unmarks dynamic dims on the tensors it gets, and Dynamo guards on the marks of
-    the user's), or random values of a fake one's (hinted) shape."""
+    the user's), or random values of a fake one's (hinted) shape
+    (:func:`byoc_torch.tensors.random_tensor`)."""
     if not is_fake(x):
         return x.detach()
     shape = [optimization_hint(s) for s in x.shape]
-    if x.dtype.is_floating_point or x.dtype.is_complex:
-        return torch.randn(shape, dtype=x.dtype, device=x.device)
-    if x.dtype == torch.bool:
-        return torch.randint(0, 2, shape, device=x.device).bool()
-    return torch.randint(0, 8, shape, dtype=x.dtype, device=x.device)
+    return random_tensor(shape, x.dtype, device=x.device)

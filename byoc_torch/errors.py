@@ -35,6 +35,8 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "OptionError",
+    "OptionTypeError",
+    "ScriptError",
     "TorchOpTypeError",
     "UnregisteredOpError",
     "VerificationError",
@@ -49,6 +51,13 @@ class ByocTorchError(Exception):
 class FallbackError(ByocTorchError, ValueError):
     """An FX node that cannot run in LibTorch either (e.g. it passes a complex value to TVM,
     or cannot be expressed as a TorchScript function of tensor inputs)."""
+
+
+@tvm_ffi.register_error
+class ScriptError(FallbackError, TypeError):
+    """Something cannot be written as TorchScript, so it cannot run in LibTorch: a submodule or
+    function ``torch.jit.script`` rejects, or a value TorchScript cannot type. The one type for
+    "cannot script" (a :class:`FallbackError`, and a ``TypeError`` as PyTorch's own)."""
 
 
 @tvm_ffi.register_error
@@ -101,6 +110,12 @@ class InputTypeError(ByocTorchError, TypeError):
 class OptionError(ByocTorchError, ValueError):
     """An option names something that does not exist (an op no registry knows), or is given
     to a stage that cannot honour it; the message lists what is valid."""
+
+
+@tvm_ffi.register_error
+class OptionTypeError(OptionError, TypeError):
+    """An option that does not exist, or is given a value of the wrong type (an
+    :class:`OptionError`, and a ``TypeError`` as Python's own for a wrong keyword)."""
 
 
 @tvm_ffi.register_error

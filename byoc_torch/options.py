@@ -7,11 +7,14 @@ Place in the data flow: built once from the keyword arguments of ``compile``,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
+import tvm
+
 from . import _defaults
-from .errors import OptionError
+from .cpu import resolve_target
+from .errors import OptionError, OptionTypeError
 from .names import RELAX_OFFLOAD_OPS, normalize_op_name, torch_op_exists
 from .threads import check_num_threads
 
@@ -25,6 +28,13 @@ class Options:
     The names follow Torch-TensorRT's where the meaning matches.
 
     Attributes:
+        target: the TVM target the model is compiled for: ``"host"`` (this machine's CPU,
+            :mod:`byoc_torch.cpu`), a target string (``"llvm"``: any CPU of the architecture),
+            a dict (``{"kind": "llvm", "mcpu": "skylake"}``, TVM 0.27's form) or a
+            ``tvm.target.Target``. One TVM does not know is an
+            :class:`~byoc_torch.errors.OptionError`. The artifact records the CPU features the
+            target uses, and loading it on a CPU without them raises CPUFeatureError. Default:
+            ``"host"``.
         torch_executed_ops: ops forced to LibTorch even when TVM supports them. Each entry
             may be an ATen (or custom) op: ``"aten.tanh"`` (every overload),
             ``"aten.tanh.default"`` (one overload) or the op object (``torch.ops.aten.tanh`` /
@@ -98,6 +108,7 @@ class Options:
             model reuses them. Default: None (no cache on disk).
     """
 
+    target: str | Mapping | object = _defaults.TARGET
     torch_executed_ops: tuple[str, ...] = ()
     torch_executed_modules: tuple = ()
     min_block_size: int = _defaults.MIN_BLOCK_SIZE
@@ -116,10 +127,14 @@ class Options:
     _forced: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _check_target(self.target)
         ops = self.torch_executed_ops
         if isinstance(ops, str) or not isinstance(ops, Iterable):
             ops = (ops,)
-        normalized = tuple(normalize_op_name(o) for o in ops)
+        try:
+            normalized = tuple(normalize_op_name(o) for o in ops)
+        except ValueError as err:
+            raise OptionError(str(err)) from None
         _check_op_names(normalized)
         object.__setattr__(self, "torch_executed_ops", normalized)
         object.__setattr__(self, "_forced", frozenset(normalized))
@@ -128,7 +143,7 @@ class Options:
             mods = (mods,)
         for m in mods:
             if not isinstance(m, str | type):
-                raise TypeError(
+                raise OptionTypeError(
                     f"torch_executed_modules: {m!r} is neither a module type nor a qualified "
                     "submodule name"
                 )
@@ -138,22 +153,27 @@ class Options:
             nodes = (nodes,)
         object.__setattr__(self, "torch_executed_nodes", tuple(str(n) for n in nodes))
         if isinstance(self.min_block_size, bool) or not isinstance(self.min_block_size, int):
-            raise TypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
+            raise OptionTypeError(f"min_block_size must be an int, got {self.min_block_size!r}")
         if self.placement not in _defaults.PLACEMENTS:
-            raise ValueError(
+            raise OptionError(
                 f"placement must be one of {list(_defaults.PLACEMENTS)}, got {self.placement!r}"
             )
         if isinstance(self.tune_trials, bool) or not isinstance(self.tune_trials, int):
-            raise TypeError(f"tune_trials must be an int, got {self.tune_trials!r}")
+            raise OptionTypeError(f"tune_trials must be an int, got {self.tune_trials!r}")
         if self.tune_trials < 0:
-            raise ValueError(f"tune_trials must be >= 0, got {self.tune_trials}")
+            raise OptionError(f"tune_trials must be >= 0, got {self.tune_trials}")
         if self.tuning_database is not None:
             object.__setattr__(self, "tuning_database", str(self.tuning_database))
         if self.placement_cache is not None:
             object.__setattr__(self, "placement_cache", str(self.placement_cache))
         if self.min_block_size < 1:
-            raise ValueError(f"min_block_size must be >= 1, got {self.min_block_size}")
-        check_num_threads(self.num_threads)
+            raise OptionError(f"min_block_size must be >= 1, got {self.min_block_size}")
+        try:
+            check_num_threads(self.num_threads)
+        except TypeError as err:
+            raise OptionTypeError(str(err)) from None
+        except ValueError as err:
+            raise OptionError(str(err)) from None
         if self.torch_executor not in _defaults.TORCH_EXECUTORS:
             raise OptionError(
                 f"torch_executor must be one of {list(_defaults.TORCH_EXECUTORS)}, got "
@@ -168,16 +188,29 @@ class Options:
                 object.__setattr__(self, "tuning_database", os.path.join(root, "tuning"))
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict) -> Options:
-        """Build Options from keyword arguments; unknown names are an error that lists the
-        valid ones."""
+    def from_kwargs(cls, kwargs: Mapping) -> Options:
+        """Build Options from keyword arguments (or ``torch.compile``'s ``options`` dict);
+        unknown names are an error that lists the valid ones."""
+        if not isinstance(kwargs, Mapping):
+            raise OptionTypeError(
+                f"byoc_torch options must be a dict of option names, got {type(kwargs).__name__}"
+            )
         valid = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = sorted(set(kwargs) - valid)
         if unknown:
-            raise TypeError(
+            raise OptionTypeError(
                 f"unknown byoc_torch option(s) {unknown}; valid options: {sorted(valid)}"
             )
         return cls(**kwargs)
+
+    def replace(self, **changes) -> Options:
+        """These options with ``changes`` (checked like :meth:`from_kwargs`)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_forced"}
+        return Options.from_kwargs({**current, **changes})
+
+    def tvm_target(self):
+        """``target`` as a ``tvm.target.Target`` (``"host"`` resolved, :mod:`byoc_torch.cpu`)."""
+        return resolve_target(self.target)
 
     def is_forced_op(self, target: object) -> bool:
         """True when ``torch_executed_ops`` names this op overload or its packet."""
@@ -189,6 +222,21 @@ class Options:
             return False
         packet = full.rsplit(".", 1)[0]
         return full in self._forced or packet in self._forced
+
+
+def _check_target(target: object) -> None:
+    """A target TVM can make (or ``"host"``), else an OptionError with TVM's reason."""
+    if isinstance(target, tvm.target.Target):
+        return
+    if not isinstance(target, str | Mapping):
+        raise OptionTypeError(
+            f"target must be a TVM target string, dict or tvm.target.Target, got {target!r}"
+        )
+    try:
+        resolve_target(dict(target) if isinstance(target, Mapping) else target)
+    except Exception as err:  # TVM's ValueError / TVMError: the option is wrong
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OptionError(f"target {target!r} is not a TVM target: {first}") from None
 
 
 def _check_op_names(names: tuple[str, ...]) -> None:

@@ -21,6 +21,7 @@ from tvm import relax
 
 import relay_ext
 
+from .errors import ArtifactError
 from .ir import torch_functions
 from .names import op_key
 
@@ -222,7 +223,7 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict) -> Report:
         if data.get("version") != REPORT_VERSION:
-            raise ValueError(f"report version {data.get('version')} is not {REPORT_VERSION}")
+            raise ArtifactError(f"report version {data.get('version')} is not {REPORT_VERSION}")
         nodes = [NodeEntry(**n) for n in data["nodes"]]
         subgraphs = [
             SubgraphEntry(**{k: v for k, v in s.items() if k != "crossings"})

@@ -48,7 +48,7 @@ from tvm import relax, tirx
 
 import relay_ext
 
-from .errors import FallbackError, TorchOpTypeError
+from .errors import FallbackError, InputTypeError, ScriptError, TorchOpTypeError
 from .frontend.torchscript import method_source, render_constants
 from .frontend.types import SymbolTable
 from .names import op_key, torch_dtype
@@ -203,12 +203,12 @@ class _Target:
             try:
                 scripted = torch.jit.script(fn)
             except Exception as err:
-                raise FallbackError(
+                raise ScriptError(
                     f"call_torch: {name} cannot be scripted with torch.jit.script, so it cannot "
                     f"run in LibTorch: {str(err).splitlines()[0] if str(err) else err}"
                 ) from err
             return cls._function(scripted, fn)
-        raise TypeError(
+        raise InputTypeError(
             f"call_torch: expected torch.ops.<ns>.<op>, a TorchScript function or module, or a "
             f"scriptable Python function; got {type(fn).__name__}"
         )

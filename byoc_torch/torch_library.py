@@ -31,7 +31,7 @@ import operator
 import torch
 
 from .artifact_file import sealed_digest
-from .errors import ArtifactError
+from .errors import ArtifactError, ScriptError
 from .names import torch_dtype
 from .runtime import _ffi_api
 from .signature import Signature, count_leaves
@@ -236,7 +236,7 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
             for key, c in zip(spec.context, children, strict=True)
         }
         if len(types) != 1 or not all(isinstance(key, str) for key in spec.context):
-            raise TypeError(
+            raise ScriptError(
                 f"byoc_torch: TorchScript cannot type input {expr}: a dict input needs str "
                 f"keys and values of one type, got {sorted(types)}"
             )
@@ -246,7 +246,7 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
     ]
     if spec.type is list:
         if len(set(types)) != 1:
-            raise TypeError(
+            raise ScriptError(
                 f"byoc_torch: TorchScript cannot type input {expr}: a list input needs "
                 f"elements of one type, got {sorted(set(types))}"
             )
@@ -255,7 +255,7 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
         return f"tuple[{', '.join(types)}]"
     if spec.type is type(None):
         return "None"
-    raise TypeError(f"byoc_torch: TorchScript cannot take a {spec.type.__name__} input")
+    raise ScriptError(f"byoc_torch: TorchScript cannot take a {spec.type.__name__} input")
 
 
 def _output_expr(node: dict, outs) -> tuple[str, str]:
@@ -268,7 +268,7 @@ def _output_expr(node: dict, outs) -> tuple[str, str]:
     if kind == "tuple":
         return "(" + "".join(f"{e}, " for e, _ in parts) + ")", f"tuple[{', '.join(types)}]"
     if len(set(types)) > 1:
-        raise TypeError(
+        raise ScriptError(
             f"byoc_torch: TorchScript cannot type the outputs: a {kind} output needs elements "
             f"of one type, got {sorted(set(types))}"
         )

@@ -66,6 +66,7 @@ __all__ = [
     "TrialBudget",
     "lower_for_tuning",
     "tune",
+    "tune_with_options",
 ]
 
 # The defaults (their values and reasons are in _defaults.py).
@@ -331,6 +332,18 @@ def tune(
                 kept,
             )
         return _apply_database(lowered, target, db)
+
+
+def tune_with_options(mod: tvm.IRModule, opts, budget: TrialBudget | None = None) -> tvm.IRModule:
+    """:func:`tune` as a compile asks for it: the target, ``tune_trials`` and
+    ``tuning_database`` of ``opts`` (a :class:`byoc_torch.Options`), within ``budget``."""
+    return tune(
+        mod,
+        opts.tvm_target(),
+        trials=opts.tune_trials,
+        database=opts.tuning_database,
+        budget=budget,
+    )
 
 
 def _apply_database(

@@ -128,16 +128,18 @@ def diverging_nodes(
     partitioned: tvm.IRModule,
     inputs: Sequence[torch.Tensor],
     target,
+    expected: dict | None = None,
 ) -> dict[str, FallbackRecord]:
-    """The TVM-converted nodes whose value first differs from PyTorch's (see module doc)."""
+    """The TVM-converted nodes whose value first differs from PyTorch's (see module doc).
+    ``expected``: :func:`seeded_references` of ``imported.ep`` on ``inputs``, if at hand."""
     var_to_node = {v.name: node for node, v in imported.native_vars.items()}
     mod, kept = _instrument(partitioned, list(var_to_node))
     ex = schedules.build(LowerTorchFunctions()(mod), target)
     with _seeded():
         result = run_on_target(ex, inputs, target)
     got = {var_to_node[name]: result[1 + k] for k, name in enumerate(kept)}
-    with _seeded():  # the same draws as the run above, when both draw in the same order
-        expected = reference_values(imported.ep, inputs)
+    if expected is None:
+        expected = seeded_references(imported.ep, inputs)
     nodes = {n.name: n for n in imported.graph.nodes}
     differs: dict[str, str] = {}
     drawn = random_dependent(imported.graph)
@@ -170,6 +172,14 @@ def diverging_nodes(
         blamed[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.DIFFERS, detail)
     logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
     return blamed
+
+
+def seeded_references(ep: torch.export.ExportedProgram, inputs: Sequence[torch.Tensor]) -> dict:
+    """:func:`reference_values` after the seed TVM's side runs after (:func:`_seeded`): the
+    same draws as TVM's run when both draw in the same order. The same on every call, so a
+    compile computes it once and shares it (placement, every verification round)."""
+    with _seeded():
+        return reference_values(ep, inputs)
 
 
 @contextlib.contextmanager
@@ -217,19 +227,23 @@ def _local_detail(node: fx.Node, got: dict, expected: dict) -> tuple[bool, str |
 
 
 def outputs_agree(
-    imported: ImportResult, partitioned: tvm.IRModule, inputs: Sequence[torch.Tensor], target
+    imported: ImportResult,
+    partitioned: tvm.IRModule,
+    inputs: Sequence[torch.Tensor],
+    target,
+    expected: dict | None = None,
 ) -> bool:
     """Do the model's outputs, built from ``partitioned``, agree with PyTorch's on
     ``inputs``? Both sides run after the same seed, so outputs that depend on a random draw
-    are compared too."""
+    are compared too. ``expected`` as for :func:`diverging_nodes`."""
     ex = schedules.build(LowerTorchFunctions()(partitioned), target)
     device_type = target_device_type(target)
     vm = relax.VirtualMachine(ex, tvm.device(device_type))
     with _seeded():
         result = vm["main"](*[to_tvm(to_device(x, device_type).contiguous()) for x in inputs])
     flat = [_to_host(v) for v in flatten_tvm(result)]
-    with _seeded():
-        expected = reference_values(imported.ep, inputs)
+    if expected is None:
+        expected = seeded_references(imported.ep, inputs)
     kinds = torch.export.graph_signature.OutputKind
     specs = imported.ep.graph_signature.output_specs
     args = list(imported.graph.output_node().args[0])

@@ -144,6 +144,45 @@ def test_options_reach_compile():
         byoc_torch.dynamo_backend(no_such_option=1)
 
 
+def test_torch_compile_options_dict_reaches_the_backend(monkeypatch):
+    """PyTorch's documented way to pass backend options, torch.compile(..., options={...}),
+    works with the backend "byoc_torch": the dict becomes the compile's Options."""
+    from byoc_torch import driver
+
+    seen, made = [], []
+    real = driver.compile_with_options
+
+    def spy(model, inputs, opts, **kwargs):
+        seen.append(opts)
+        made.append(real(model, inputs, opts, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(driver, "compile_with_options", spy)
+    options = {"placement": "tvm", "torch_executed_ops": ["aten.tanh"], "verify": False}
+    x = torch.randn(4, 8)
+    got = torch.compile(scaled, backend="byoc_torch", options=options)(x)
+    torch.testing.assert_close(got, scaled(x))
+    assert seen == [byoc_torch.Options(**options)]
+    assert "aten.tanh.default" in made[0].torch_ops  # forced to LibTorch by the option
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as info:
+        torch.compile(scaled, backend="byoc_torch", options={"require_full_compilation": True})(x)
+    assert isinstance(info.value.inner_exception, FullCompilationError)
+
+
+def test_torch_compile_bad_options_are_option_errors():
+    x = torch.randn(4, 8)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as info:
+        torch.compile(scaled, backend="byoc_torch", options={"no_such_option": 1})(x)
+    assert isinstance(info.value.inner_exception, byoc_torch.errors.OptionTypeError)
+    assert "unknown byoc_torch option(s) ['no_such_option']" in str(info.value.inner_exception)
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as info:
+        torch.compile(scaled, backend="byoc_torch", mode="max-autotune")(x)
+    assert isinstance(info.value.inner_exception, byoc_torch.OptionError)
+    assert "mode='max-autotune' has no byoc_torch meaning" in str(info.value.inner_exception)
+
+
 def test_compiled_model_inside_torch_compile_is_one_op_in_the_graph():
     compiled = byoc_torch.compile(nn.Tanh(), (torch.randn(4, 8),), placement="tvm")
 

@@ -8,6 +8,7 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 import byoc_torch
+from byoc_torch.errors import ScriptError
 
 
 class Loopy(nn.Module):
@@ -127,7 +128,7 @@ def test_model_is_restored_after_compile():
 
 
 def test_unknown_module_name():
-    with pytest.raises(ValueError, match=r"no submodule named \['lop'\]"):
+    with pytest.raises(byoc_torch.OptionError, match=r"no submodule named \['lop'\]"):
         byoc_torch.compile(Model(), (torch.randn(2, 4),), torch_executed_modules=["lop"])
 
 
@@ -144,7 +145,7 @@ def test_unscriptable_module_is_reported():
         def forward(self, x):
             return self.u(x) + 1
 
-    with pytest.raises(ValueError, match=r"'u' \(Unscriptable\) cannot be scripted"):
+    with pytest.raises(ScriptError, match=r"'u' \(Unscriptable\) cannot be scripted"):
         byoc_torch.compile(Outer(), (torch.randn(3),), torch_executed_modules=["u"])
 
 

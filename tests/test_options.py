@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import byoc_torch
-from byoc_torch.errors import FullCompilationError
+from byoc_torch.errors import FullCompilationError, OptionError, OptionTypeError
 from byoc_torch.testing import compile_and_check
 
 
@@ -86,8 +86,57 @@ def test_require_full_compilation_passes_for_supported_model():
     ],
 )
 def test_bad_option_values(kwargs, error, message):
+    with pytest.raises(error, match=message) as info:
+        byoc_torch.Options(**kwargs)
+    assert isinstance(info.value, byoc_torch.OptionError)  # and the builtin the test names
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"target": "nonsense"}, OptionError, r"target 'nonsense' is not a TVM target"),
+        ({"target": {"kind": "llvm", "bogus": 1}}, OptionError, "Unknown config option 'bogus'"),
+        ({"target": 3}, OptionTypeError, "target must be a TVM target string, dict"),
+        ({"placement": "fast"}, OptionError, r"placement must be one of \['measured', 'tvm'\]"),
+        ({"tune_trials": -1}, OptionError, "tune_trials must be >= 0"),
+        ({"num_threads": 0}, OptionError, "num_threads must be >= 1"),
+        ({"num_threads": 1.5}, OptionTypeError, "num_threads must be a positive int"),
+    ],
+)
+def test_bad_option_values_are_option_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         byoc_torch.Options(**kwargs)
+
+
+def test_unknown_options_are_option_type_errors():
+    with pytest.raises(OptionTypeError, match=r"unknown byoc_torch option\(s\) \['bogus'\]"):
+        byoc_torch.Options.from_kwargs({"bogus": 1})
+    with pytest.raises(OptionTypeError, match="must be a dict of option names, got list"):
+        byoc_torch.Options.from_kwargs([("placement", "tvm")])
+
+
+def test_target_is_an_option_with_its_default_in_defaults():
+    from byoc_torch import _defaults
+
+    assert byoc_torch.Options().target == _defaults.TARGET
+    opts = byoc_torch.Options(target={"kind": "llvm"})
+    assert str(opts.tvm_target().kind.name) == "llvm"
+    wanted = byoc_torch.Options(target={"kind": "llvm"}, placement="tvm")
+    assert opts.replace(placement="tvm") == wanted
+
+
+def test_target_by_position_and_by_keyword_compile_the_same():
+    model = Sandwich()
+    x = torch.rand(4, 5) * 0.9
+    y = torch.rand(4, 5) * 0.9  # not the example input
+    by_position = byoc_torch.compile(model, (x,), {"kind": "llvm"}, placement="tvm")
+    by_keyword = byoc_torch.compile(model, (x,), target={"kind": "llvm"}, placement="tvm")
+    as_option = byoc_torch.compile(model, (x,), **{"target": "llvm", "placement": "tvm"})
+    for compiled in (by_position, by_keyword, as_option):
+        torch.testing.assert_close(compiled(y), model(y))
+        assert compiled.torch_ops == by_position.torch_ops
+    with pytest.raises(OptionError, match="is not a TVM target"):
+        byoc_torch.compile(model, (x,), target="nonsense")
 
 
 def test_options_dataclass_documents_defaults():

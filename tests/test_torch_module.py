@@ -14,6 +14,7 @@ from torch.export import Dim
 
 import byoc_torch
 from byoc_torch import ArtifactError, CompiledModelError, InputError, InputTypeError
+from byoc_torch.errors import ScriptError
 from byoc_torch.signature import Signature
 from byoc_torch.testing import Lambda
 
@@ -279,7 +280,7 @@ def test_jit_script_of_pytree_model():
 
 def test_jit_script_names_an_input_it_cannot_type(tree):
     with pytest.raises(
-        TypeError,
+        ScriptError,  # a TypeError, as PyTorch's own
         match=re.escape("TorchScript cannot type input arg1: a dict input needs str keys and"),
     ):
         torch.jit.script(tree)

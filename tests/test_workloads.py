@@ -110,7 +110,7 @@ def test_graph_it_cannot_take_runs_eagerly_with_one_warning(monkeypatch):
     def refuse(*args, **kwargs):
         raise FallbackError("a reason the user can read")
 
-    monkeypatch.setattr("byoc_torch.driver.compile", refuse)
+    monkeypatch.setattr("byoc_torch.driver.compile_with_options", refuse)
     backend = Recording()
     compiled = torch.compile(scaled_sum, backend=backend)
     x = torch.randn(4, 3)

@@ -11,6 +11,7 @@ Files, in the order a node meets them:
 * ``complex.py``     complex values kept inside LibTorch (clusters around their sinks);
 * ``torchscript.py`` the TorchScript of a fallback node (and of a whole group, for partition);
 * ``higher_order.py`` ``while_loop`` and ``map`` as TorchScript loops over their subgraphs;
+* ``small_blocks.py`` ``min_block_size`` on the FX graph;
 * ``types.py``       torch.export metadata as Relax types.
 """
 

@@ -19,6 +19,27 @@ That decides per node:
 
 Because the hook is the map, nodes inside ``torch.cond`` branches (which TVM imports through
 the same map) get the same treatment as the main graph.
+
+Why not TVM's public seam, ``from_exported_program(..., custom_convert_map={op name:
+converter})``? It was checked against apache-tvm 0.27 and cannot carry the decision for every
+node of every program:
+
+* the module-level ``from_exported_program`` makes its own importer, and inside ``torch.cond``
+  branches TVM translates with no custom ops (``_translate_fx_graph(graph_module, nodes, {})``),
+  so there a custom converter is called as ``convert_map[name](node)`` without the importer: it
+  cannot reach the importer's block builder and environment to emit a torchop or to run TVM's
+  own converter for the node (with an importer instance of byoc_torch's own, passed to its
+  ``from_exported_program`` method, a closure could reach it; the third point remains);
+* its keys are ``node.target.__name__`` (``"scale.default"``): the map has to be rebuilt for
+  each program from its node names, branches included, and ops of two namespaces that share a
+  name share a key;
+* a program whose outputs are all constants (dropped from the graph and kept in the
+  signature, :mod:`.outputs`) has no Relax output, which TVM's ``_flatten_output_args``
+  rejects ("Exported graph produced no Relax outputs"); only a subclass can change that.
+
+So a subclass is needed in any case, and overriding its one map factory
+(``create_convert_map``) is the narrowest hook: one place that covers every op name (TVM's
+pre-check of unsupported names included) and the branches alike.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import OptionError
+from ..errors import OptionError, OptionTypeError, ScriptError
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _record_calls(
 
         def hook(mod, args, kwargs, output, name=name):
             if kwargs:
-                raise TypeError(
+                raise OptionTypeError(
                     f"torch_executed_modules: '{name}' is called with keyword arguments "
                     f"{sorted(kwargs)}; only positional tensor arguments are supported"
                 )
@@ -138,7 +138,7 @@ def _script(name: str, module: nn.Module) -> bytes:
     try:
         scripted = torch.jit.script(module)
     except Exception as err:
-        raise ValueError(
+        raise ScriptError(
             f"torch_executed_modules: '{name}' ({type(module).__name__}) cannot be scripted "
             f"with torch.jit.script: {err}"
         ) from err
@@ -156,7 +156,7 @@ def _flat_outputs(name: str, output: object) -> tuple[list[torch.Tensor], bool]:
         and all(isinstance(o, torch.Tensor) for o in output)
     ):
         return list(output), True
-    raise TypeError(
+    raise OptionTypeError(
         f"torch_executed_modules: '{name}' returns {type(output).__name__}; only a tensor or a "
         "tuple of tensors is supported"
     )
@@ -165,7 +165,7 @@ def _flat_outputs(name: str, output: object) -> tuple[list[torch.Tensor], bool]:
 def _define_op(name: str, module: nn.Module, args: tuple, outputs: list[torch.Tensor]) -> str:
     for k, a in enumerate(args):
         if not isinstance(a, torch.Tensor):
-            raise TypeError(
+            raise OptionTypeError(
                 f"torch_executed_modules: argument {k} of '{name}' is a {type(a).__name__}; "
                 "only tensor arguments are supported"
             )
@@ -281,7 +281,7 @@ def hide_forced_modules(
     if not chosen:
         raise OptionError(f"torch_executed_modules: no submodule matches {list(targets)}")
     if any(name == "" for name, _ in chosen):
-        raise ValueError(
+        raise OptionError(
             "torch_executed_modules: the whole model matches; run it with torch.jit.script "
             "instead of compiling it"
         )
@@ -291,7 +291,7 @@ def hide_forced_modules(
     try:
         for name, module in chosen:
             if name not in calls:
-                raise ValueError(
+                raise OptionError(
                     f"torch_executed_modules: '{name}' is never called by the model's forward"
                 )
             args, output = calls[name]

@@ -36,7 +36,7 @@ from tvm.relax.transform import PatternCheckContext
 
 import relay_ext
 
-from ..errors import FallbackError
+from ..errors import FallbackError, OptionError
 from ..frontend.torchscript import method_source, render_constants
 from ..names import RELAX_OFFLOAD_OPS, is_relax_op_name, torch_dtype
 
@@ -419,7 +419,7 @@ def relax_ops_for_aten(name: str) -> list[str]:
 def _validate(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in CONVERTERS]
     if unknown:
-        raise ValueError(
+        raise OptionError(
             f"torch_executed_ops: {unknown} match no Relax operator byoc_torch can offload; "
             f"valid Relax names: {sorted(CONVERTERS)} (and ATen names such as 'aten.tanh')"
         )

@@ -26,7 +26,7 @@ import logging
 import math
 import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,8 +39,10 @@ from ..compile_cache import CompileCache
 from ..frontend import ImportResult
 from ..frontend.torchscript import output_metas
 from ..names import op_key
+from ..options import Options
 from ..records import FallbackRecord, Reason
 from ..reporting import PlacementResult, RegionDecision, format_ms
+from ..tensors import target_device_type
 from ..verify import reference_values
 from .measure import (
     CompileModel,
@@ -78,38 +80,35 @@ def _native_nodes(imported: ImportResult) -> set[str]:
 def place(
     imported: ImportResult,
     inputs: Sequence[torch.Tensor],
-    target: tvm.target.Target,
-    device: tvm.runtime.Device,
-    cache_path: str | None = None,
+    opts: Options,
     *,
     compile_model: CompileModel,
-    tune_trials: int = 0,
-    tuning_database: str | None = None,
     tuning_budget: TrialBudget | None = None,
-    torch_executor: str = TORCHSCRIPT,
-    compile_cache: CompileCache | None = None,
+    references: Callable[[], dict] | None = None,
 ) -> tuple[dict[str, FallbackRecord], PlacementResult]:
     """Measure every region of ``imported`` on both sides and choose; return the records of
     the nodes that go to LibTorch and what was measured.
 
-    With ``tune_trials`` or a ``tuning_database``, the regions' TVM kernels are tuned (or the
+    ``opts`` gives the target, the measurement cache (``placement_cache``) and the tuning:
+    with ``tune_trials`` or a ``tuning_database``, the regions' TVM kernels are tuned (or the
     database's schedules applied) before they are timed, so tuned kernels compete; the tuned
     regions' measurements are not cached (they depend on the database), and neither is the
     whole-model check (``result.model_key`` stays empty). ``tuning_budget``: the compile's
     trials left (:class:`byoc_torch.tuning.TrialBudget`), spent here first. ``compile_model``
     builds the small model the crossing cost is timed on (:data:`.measure.CompileModel`).
+    ``references``: PyTorch's value of every node on ``inputs`` (computed here without it).
 
-    ``torch_executor`` (``Options.torch_executor``): unless ``"torchscript"``, a region's
-    LibTorch side may also be an AOTInductor package — the regions whose TorchScript takes at
-    least ``_defaults.AOTI_MIN_SUBGRAPH_MS``, the slowest ``_defaults.AOTI_MAX_REGIONS`` first,
-    are compiled (through ``compile_cache``) and timed, and the LibTorch side costs the faster
-    of the two (``"auto"``) or the package's (``"aot_inductor"``).
+    ``opts.torch_executor``: unless ``"torchscript"``, a region's LibTorch side may also be an
+    AOTInductor package — the regions whose TorchScript takes at least
+    ``_defaults.AOTI_MIN_SUBGRAPH_MS``, the slowest ``_defaults.AOTI_MAX_REGIONS`` first, are
+    compiled (through the compile cache of ``opts.cache_dir``) and timed, and the LibTorch side
+    costs the faster of the two (``"auto"``) or the package's (``"aot_inductor"``).
     """
-    tuning = (
-        (tune_trials, tuning_database, tuning_budget) if tune_trials or tuning_database else None
-    )
+    tuned = bool(opts.tune_trials or opts.tuning_database)
+    target = opts.tvm_target()
+    device = tvm.device(target_device_type(target))
     t0 = time.perf_counter()
-    cache = MeasurementCache(cache_path)
+    cache = MeasurementCache(opts.placement_cache)
     graph = imported.graph
     regions = form_regions(graph, _native_nodes(imported))
     if not regions:
@@ -119,7 +118,7 @@ def place(
     torch_ms: dict[int, float] = {}
     for r in regions:
         for side, store in ((TVM, tvm_ms), (TORCH, torch_ms)):
-            if side == TVM and tuning is not None:
+            if side == TVM and tuned:
                 continue
             value = cache.get(keys[r.index], side)
             if value is not None:
@@ -128,7 +127,7 @@ def place(
     todo_torch = [r for r in regions if r.index not in torch_ms]
     values: dict | None = None  # every node's value on the example inputs, when computed
     if todo_tvm or todo_torch:
-        values = reference_values(imported.ep, inputs)
+        values = references() if references is not None else reference_values(imported.ep, inputs)
         var_node = {v: name for name, v in imported.native_vars.items()}
         if todo_torch:
             measured = time_torch(region_scripts(todo_torch), values)
@@ -137,16 +136,20 @@ def place(
                 cache.put(keys[r.index], TORCH, torch_ms[r.index])
         if todo_tvm:
             measured = _time_tvm_regions(
-                imported, todo_tvm, var_node, values, target, device, tuning
+                imported, todo_tvm, var_node, values, opts, device, tuning_budget
             )
             for r in todo_tvm:
                 tvm_ms[r.index] = measured.get(r.index, math.inf)
-                if tuning is None:
+                if not tuned:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
 
     def region_values() -> dict:
-        return values if values is not None else reference_values(imported.ep, inputs)
+        if values is not None:
+            return values
+        return references() if references is not None else reference_values(imported.ep, inputs)
 
+    torch_executor = opts.torch_executor
+    compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
     aoti_ms, aoti_why = _time_aot_inductor_regions(
         regions, keys, torch_ms, region_values, imported.ep, cache, torch_executor, compile_cache,
         device,
@@ -208,7 +211,7 @@ def place(
     )
     # Tuned TVM timings are never cached (the database decides them), so neither is the
     # whole-model check that follows: no key.
-    if tuning is None:
+    if not tuned:
         result.model_key = model_key([keys[r.index] for r in regions], imported.records)
     logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
     return records, result
@@ -279,16 +282,18 @@ def _total(units: list[Unit], edges: list, crossing: float, side: str) -> float 
 
 
 def _time_tvm_regions(
-    imported, regions, var_node, values, target, device, tuning=None
+    imported, regions, var_node, values, opts: Options, device, budget=None
 ) -> dict[int, float]:
+    """TVM's time of each region, its kernels tuned as ``opts`` says (within ``budget``)."""
     main = imported.mod["main"]
+    target = opts.tvm_target()
 
     def tuned(mod):
-        if tuning is None:
+        if not (opts.tune_trials or opts.tuning_database):
             return mod
-        from ..tuning import tune
+        from ..tuning import tune_with_options
 
-        return tune(mod, target, trials=tuning[0], database=tuning[1], budget=tuning[2])
+        return tune_with_options(mod, opts, budget)
 
     def value_of(var) -> torch.Tensor | None:
         name = var_node.get(var, var.name)

@@ -14,6 +14,8 @@ from tvm import relax
 
 import byoc_torch
 import relay_ext
+from byoc_torch import _defaults
+from byoc_torch.cpu import resolve_target
 from byoc_torch.tensors import to_tvm
 
 Graph = list[tuple[str, list[int]]]
@@ -71,7 +73,7 @@ def reference(graph: Graph, x: torch.Tensor) -> list[torch.Tensor]:
 def run(mod: tvm.IRModule, x: torch.Tensor) -> list[torch.Tensor]:
     """Lower the torch functions, build with TVM, run on ``x``."""
     lowered = byoc_torch.LowerTorchFunctions()(mod)
-    ex = relax.build(lowered, target="llvm")
+    ex = relax.build(lowered, target=resolve_target(_defaults.TARGET))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     out = vm["main"](to_tvm(x))
     if isinstance(out, tvm.runtime.Tensor):
