@@ -27,6 +27,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "cpu_features.h"
 #include "sealed_artifact.h"
 
 namespace byoc_torch {
@@ -275,6 +276,32 @@ bool SharesMemory(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
+namespace {
+
+/*! \brief Refuse, with a CPUFeatureError, to run kernels built for instruction-set features
+ * this CPU lacks (the signature's "cpu": {"mcpu", "features"}; absent for non-CPU targets). */
+void CheckCpu(const json::Object& signature) {
+  if (!signature.count(ffi::String("cpu")) || signature.at(ffi::String("cpu")) == nullptr) return;
+  json::Object cpu = signature.at(ffi::String("cpu")).cast<json::Object>();
+  std::vector<std::string> required;
+  for (const ffi::Any& name : Field(cpu, "features").cast<json::Array>()) {
+    required.emplace_back(name.cast<ffi::String>());
+  }
+  std::vector<std::string> missing = MissingCpuFeatures(required);
+  if (missing.empty()) return;
+  std::string names;
+  for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
+  // The message of byoc_torch/cpu.py's check_host.
+  TVM_FFI_THROW(CPUFeatureError)
+      << "byoc_torch: this artifact was compiled for CPU '"
+      << std::string(Field(cpu, "mcpu").cast<ffi::String>())
+      << "' and uses instruction-set features this CPU lacks: " << names
+      << ". Compile it on this machine, or with a target for a CPU it has (e.g. "
+         "target={'kind': 'llvm'} for any x86-64).";
+}
+
+}  // namespace
+
 std::shared_ptr<ArtifactExecutable> ArtifactExecutable::Load(const uint8_t* data, size_t size,
                                                              const std::string& signature_json) {
   SealedPayload sealed = VerifySealedArtifact(data, size, kSource);
@@ -334,7 +361,10 @@ ArtifactExecutable::ArtifactExecutable(ffi::Module executable, const std::string
     device_text_ = std::string(signature.at(ffi::String("device")).cast<ffi::String>());
   }
   device_ = ParseDevice(device_text_);
+  CheckCpu(signature);
 }
+
+
 
 ArtifactExecutable::Vm ArtifactExecutable::AcquireVm() {
   {

@@ -20,6 +20,7 @@
  * holding compiled parts (docs/deployment.md).
  *
  * Errors: load failures are tvm-ffi errors (ArtifactError for the bytes or the signature,
+ * CPUFeatureError when the signature's CPU features are not all on this CPU, cpu_features.h,
  * RuntimeError when TVM's runtime is not loaded); input errors are c10 errors whose Python
  * types are those of byoc_torch's InputError (ValueError) and InputTypeError (TypeError).
  */

@@ -166,6 +166,71 @@ def test_loading_on_a_cpu_without_the_features_is_a_clear_error(tmp_path, monkey
     assert "lacks: avx2, fma." in message
 
 
+def test_the_c_plus_plus_cpu_check_sees_what_llvm_sees():
+    """The runtime's CPUID table (runtime/cpu_features.cc) agrees with LLVM's host detection,
+    which compile and byoc_torch.load use, on every feature it knows."""
+    import byoc_torch.runtime  # noqa: F401  (loads the runtime library)
+
+    table = tvm_ffi.get_global_func("byoc_torch.HostCpuFeatures")()
+    known = {str(k): bool(v) for k, v in table.items()}
+    assert {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "amx-tile"} <= set(known)
+    assert set(known) <= set(cpu._host_feature_map())  # LLVM's names
+    assert {name for name, has in known.items() if has} == set(known) & cpu.host_features()
+
+
+LOAD_AND_CALL = """
+import sys, torch, byoc_torch
+model = torch.jit.load(sys.argv[1])
+try:
+    model(torch.randn(8, 16))
+    print("ran")
+except Exception as err:
+    print(type(err).__name__)
+    print(err)
+"""
+
+
+def test_the_op_refuses_kernels_for_features_this_cpu_lacks_without_running_them(tmp_path):
+    """A compiled part inside a TorchScript archive, run by the C++ kernel in a fresh process,
+    refuses with the CPUFeatureError text of byoc_torch.load when its TVM kernels were built
+    for a CPU with features this one lacks (instead of dying of SIGILL)."""
+    from byoc_torch.testing.processes import fresh_python
+
+    candidates = ["sapphirerapids", "znver4", "graniterapids"]
+    lacking = {
+        name: sorted(
+            set(cpu.requirements(tvm.target.Target({"kind": "llvm", "mcpu": name}))["features"])
+            - cpu.host_features()
+        )
+        for name in candidates
+    }
+    mcpu = next(name for name in candidates if lacking[name])
+    model = Lambda(lambda t: t * 2 + 1)
+    compiled = byoc_torch.compile(
+        model,
+        (torch.randn(8, 16),),
+        {"kind": "llvm", "mcpu": mcpu},
+        placement="tvm",
+        verify=False,
+        torch_executor="torchscript",
+    )
+    parent = torch.nn.Sequential(torch.nn.Identity(), compiled)
+    torch.jit.save(torch.jit.script(parent), tmp_path / "scripted.pt")  # scripting runs nothing
+    script = tmp_path / "run.py"
+    script.write_text(LOAD_AND_CALL)
+    proc = fresh_python(str(script), str(tmp_path / "scripted.pt"))
+    assert proc.returncode == 0, proc.stderr
+    kind, *message = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert kind == "RuntimeError"  # TorchScript's interpreter puts its trace before the text
+    known = set(tvm_ffi.get_global_func("byoc_torch.HostCpuFeatures")())
+    assert message[-1] == (  # the interpreter's last line: the op's error
+        "RuntimeError: CPUFeatureError: byoc_torch: this artifact was compiled for CPU "
+        f"'{mcpu}' and uses instruction-set features this CPU lacks: "
+        f"{', '.join(f for f in lacking[mcpu] if f in known)}. Compile it on this machine, or "
+        "with a target for a CPU it has (e.g. target={'kind': 'llvm'} for any x86-64)."
+    )
+
+
 def test_an_unknown_target_string_is_tvms_error():
     with pytest.raises(Exception, match="nosuchkind"):
         cpu.resolve_target("nosuchkind")
