@@ -108,9 +108,13 @@ std::vector<at::Tensor> AotiExecutor::Run(const std::vector<at::Tensor>& inputs)
   } catch (const ffi::Error&) {
     throw;
   } catch (const std::exception& e) {
+    // A c10::Error thrown inside the package's own library arrives as a std::exception whose
+    // text carries LibTorch's C++ backtrace after the message: keep the message.
+    std::string text = e.what();
+    size_t backtrace = text.find("\nException raised from ");
     TVM_FFI_THROW(RuntimeError) << "byoc_torch subgraph '" << symbol_
                                 << "' raised inside its AOTInductor package: "
-                                << ValidUtf8(e.what());
+                                << ValidUtf8(text.substr(0, backtrace));
   }
 }
 
