@@ -206,6 +206,8 @@ def _dynamic_dims(ep: torch.export.ExportedProgram) -> list | None:
     by_symbol: dict = {}
     specs = []
     for _, val in _user_inputs(ep):
+        if not isinstance(val, torch.Tensor):  # a specialized enum input (a str is no input)
+            continue
         spec = {}
         for d, size in enumerate(val.shape):
             if not isinstance(size, torch.SymInt):

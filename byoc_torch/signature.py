@@ -7,9 +7,11 @@ it to check inputs and to rebuild the output nesting.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch.utils import _pytree as pytree
@@ -18,6 +20,7 @@ from .errors import ArtifactError, InputError, InputTypeError
 from .threads import check_num_threads
 
 __all__ = [
+    "EnumMember",
     "InputSpec",
     "InputTree",
     "Signature",
@@ -27,8 +30,43 @@ __all__ = [
     "unflatten",
 ]
 
-# The Python scalars torch.export specializes that an artifact can store (JSON values).
+# The Python scalars torch.export specializes that an artifact can store (JSON values), and
+# enum members (stored as their class's qualified name and the member's name).
 CONSTANT_TYPES = (bool, int, float, str, type(None))
+
+
+class EnumMember(NamedTuple):
+    """An enum member input as an artifact stores it: its class (``module.QualName``) and its
+    name. A call's member is the same when both match (the class is not imported on load)."""
+
+    cls: str
+    name: str
+
+    @classmethod
+    def of(cls, value: enum.Enum) -> EnumMember:
+        kind = type(value)
+        return cls(f"{kind.__module__}.{kind.__qualname__}", value.name)
+
+    def __repr__(self) -> str:
+        return f"{self.cls.rpartition('.')[2]}.{self.name}"
+
+
+def _constant_key(value: object) -> tuple:
+    """What makes two specialized inputs the same value: the type and the value (1, 1.0 and
+    True differ), an enum member's class and name."""
+    if isinstance(value, enum.Enum):
+        value = EnumMember.of(value)
+    if isinstance(value, EnumMember):
+        return (EnumMember, value.cls, value.name)
+    return (type(value), value)
+
+
+def constant_repr(value: object) -> str:
+    """A specialized input's value as messages show it (``'cos'``, ``Mode.COS``)."""
+    if isinstance(value, enum.Enum):
+        return repr(EnumMember.of(value))
+    return repr(value)
+
 
 SIGNATURE_VERSION = 1
 
@@ -65,11 +103,11 @@ class InputTree:
         for k, (path, leaf) in enumerate(with_paths):
             if isinstance(leaf, torch.Tensor):
                 continue
-            if not isinstance(leaf, CONSTANT_TYPES):
+            if not isinstance(leaf, (*CONSTANT_TYPES, enum.Enum)):
                 raise InputTypeError(
                     f"byoc_torch.compile: input {_leaf_name(path)} is a {type(leaf).__name__}; "
-                    "inputs are tensors, containers of them (tuple, list, dict) and Python "
-                    "scalars (bool, int, float, str, None)"
+                    "inputs are tensors, containers of them (tuple, list, dict), Python "
+                    "scalars (bool, int, float, str, None) and enum members"
                 )
             constants.append((k, leaf))
         try:
@@ -121,11 +159,12 @@ class InputTree:
                 tensors.append(leaf)
                 continue
             value = constant_at[k]
-            if type(leaf) is not type(value) or leaf != value:
+            if _constant_key(leaf) != _constant_key(value):
+                kind = "enum members" if _constant_key(value)[0] is EnumMember else "Python scalars"
                 raise InputError(
-                    f"byoc_torch: input {self.paths[k]} is {leaf!r}, but the model was compiled "
-                    f"with {self.paths[k]}={value!r} (torch.export specializes Python "
-                    "scalars); compile again with this value, or pass it as a tensor"
+                    f"byoc_torch: input {self.paths[k]} is {constant_repr(leaf)}, but the model "
+                    f"was compiled with {self.paths[k]}={constant_repr(value)} (torch.export "
+                    f"specializes {kind}); compile again with this value, or pass it as a tensor"
                 )
         return tensors
 
@@ -137,14 +176,18 @@ class InputTree:
         return pytree.tree_unflatten(leaves, self.treespec)
 
     def to_dict(self) -> dict:
-        return {"spec": self.spec, "paths": list(self.paths), "constants": self.constants}
+        constants = [
+            [k, {"enum": list(EnumMember.of(v))} if isinstance(v, enum.Enum) else v]
+            for k, v in self.constants
+        ]
+        return {"spec": self.spec, "paths": list(self.paths), "constants": constants}
 
     @classmethod
     def from_dict(cls, data: dict) -> InputTree:
         tree = cls(
             str(data["spec"]),
             tuple(str(p) for p in data["paths"]),
-            tuple((int(k), v) for k, v in data["constants"]),
+            tuple((int(k), _stored_constant(v)) for k, v in data["constants"]),
         )
         try:
             spec = tree.treespec
@@ -158,9 +201,18 @@ class InputTree:
                 f"stored input structure has {spec.num_leaves} leaves, {len(tree.paths)} paths"
             )
         for k, v in tree.constants:
-            if not 0 <= k < len(tree.paths) or not isinstance(v, CONSTANT_TYPES):
+            if not 0 <= k < len(tree.paths) or not isinstance(v, (*CONSTANT_TYPES, EnumMember)):
                 raise ValueError(f"stored input constant {k}={v!r} is not a leaf's scalar")
         return tree
+
+
+def _stored_constant(value: object) -> object:
+    """A constant as :meth:`InputTree.to_dict` stored it (an enum member as ``{"enum": [class,
+    name]}``)."""
+    if isinstance(value, dict):
+        cls, name = value["enum"]
+        return EnumMember(str(cls), str(name))
+    return value
 
 
 def _nesting(spec: pytree.TreeSpec) -> str:

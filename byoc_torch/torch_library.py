@@ -228,7 +228,14 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
     if spec.is_leaf():
         k = next(counter)
         exprs.append(expr)
-        return type(constants[k]).__name__ if k in constants else "Tensor"
+        if k not in constants:
+            return "Tensor"
+        if not isinstance(constants[k], bool | int | float | str | type(None)):
+            raise TypeError(
+                f"byoc_torch: TorchScript cannot take input {expr}, an enum member "
+                f"({constants[k]!r}); call the compiled model from Python"
+            )
+        return type(constants[k]).__name__
     children = spec.children()
     if spec.type is dict:
         types = {

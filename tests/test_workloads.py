@@ -5,6 +5,9 @@ attributes passed as tensors, SymInt outputs), Hugging Face ``generate`` through
 
 from __future__ import annotations
 
+import enum
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -231,6 +234,70 @@ def test_str_bool_none_inputs_are_checked_like_scalars():
         compiled(y, "sin", True, None)
     with pytest.raises(InputError, match=r"args\[2\] is False"):
         compiled(y, "cos", False, None)
+
+
+class Activation(enum.Enum):
+    COS = "cos"
+    SIN = "sin"
+
+
+class ByEnum(nn.Module):
+    def forward(self, x, act: Activation):
+        return x.cos() if act is Activation.COS else x.sin()
+
+
+def test_enum_input_is_checked_at_call_and_after_load(tmp_path):
+    """An enum member torch.export specializes is checked like a str: another member (or
+    another type) is an InputError naming the input, also after loading in a fresh process."""
+    compiled = byoc_torch.compile(ByEnum(), (torch.randn(4), Activation.SIN), placement="tvm")
+    y = torch.randn(4)
+    torch.testing.assert_close(compiled(y, Activation.SIN), ByEnum()(y, Activation.SIN))
+    compiled_with = r"but the model was compiled with args\[1\]=Activation.SIN"
+    with pytest.raises(InputError, match=r"input args\[1\] is Activation.COS, " + compiled_with):
+        compiled(y, Activation.COS)
+    with pytest.raises(InputError, match=r"input args\[1\] is 'sin', " + compiled_with):
+        compiled(y, "sin")
+    with pytest.raises(TypeError, match=r"TorchScript cannot take input arg1, an enum member"):
+        torch.jit.script(compiled)
+    path = compiled.export(tmp_path / "by_enum.so")
+    got = _run_fresh(
+        f"""
+        import sys, torch, byoc_torch
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from test_workloads import Activation
+        model = byoc_torch.load({str(path)!r})
+        y = torch.linspace(-2, 2, 4)
+        same = torch.equal(model(y, Activation.SIN), y.sin())
+        try:
+            model(y, Activation.COS)
+            error = None
+        except byoc_torch.InputError as err:
+            error = str(err)
+        print(json.dumps({{"same": same, "error": error}}))
+        """
+    )
+    assert got["same"] is True
+    assert got["error"].startswith(
+        "byoc_torch: input args[1] is Activation.COS, but the model was compiled with "
+        "args[1]=Activation.SIN"
+    )
+
+
+def _run_fresh(code: str) -> dict:
+    """Run ``code`` in a new Python process (this checkout first on the path); its last line
+    of output, read as JSON."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json\n" + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- sparse buffers -------------------------------------------------------------------------------
