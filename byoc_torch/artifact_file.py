@@ -1,13 +1,15 @@
 """The artifact file: TVM's shared object, sealed with its length and SHA-256, verified before
 the dynamic loader sees it.
 
-Place in the data flow: between :mod:`byoc_torch.compiled` and the disk (or any byte store).
-``CompiledModule.export`` writes TVM's ``export_library`` output and :func:`seal_file` appends a
-trailer; ``byoc_torch.load`` calls :func:`load_file`, which reads the file ONCE, verifies the
-bytes it read, and hands exactly those bytes to TVM through a private copy (a fresh file in a
-new ``0700`` directory), so what is ``dlopen``-ed is what was verified (no time-of-check /
-time-of-use gap on the user's path). :func:`export_bytes` / :func:`load_bytes` do the same for
-artifacts kept in memory (pickling).
+Place in the data flow: between :mod:`byoc_torch.compiled` and the disk (or any byte store),
+the one home of an artifact's bytes. A compiled model is sealed once (:func:`export_bytes`:
+TVM's ``export_library`` output with a trailer) and holds those bytes; ``CompiledModule.export``
+writes them with :func:`write_file` (atomically), pickling carries them. ``byoc_torch.load``
+reads a file ONCE (:func:`read_file`), verifies the bytes it read (one SHA-256 pass; the
+digest the seal records is then the executable's key) and hands exactly those bytes to TVM
+through a private copy (a fresh file in a new ``0700`` directory), so what is ``dlopen``-ed is
+what was verified (no time-of-check / time-of-use gap on the user's path): :func:`load_bytes`,
+:func:`load_file`.
 
 The trailer (version 1, 64 bytes, little-endian) follows the last byte of the shared object;
 ELF loaders ignore trailing bytes, so ``tvm.runtime.load_module`` of a sealed file still works::
@@ -48,10 +50,12 @@ __all__ = [
     "export_bytes",
     "load_bytes",
     "load_file",
+    "read_file",
     "seal_bytes",
     "seal_file",
     "sealed_digest",
     "verify_bytes",
+    "write_file",
 ]
 
 MAGIC = b"\xb7BYOCSL\n"
@@ -93,6 +97,13 @@ def sealed_digest(data: bytes) -> bytes | None:
 def verify_bytes(data: bytes, source: str, *, allow_unsealed: bool = False) -> bytes:
     """The verified payload of ``data`` (what may be ``dlopen``-ed); ``source`` names it in
     errors. Raises :class:`ArtifactError` saying what is wrong."""
+    return _verified(data, source, allow_unsealed)[0]
+
+
+def _verified(data: bytes, source: str, allow_unsealed: bool) -> tuple[bytes, bytes]:
+    """(:func:`verify_bytes` of ``data``, the payload's SHA-256): for a sealed artifact the
+    digest its seal records, checked by the one hashing pass; an unsealed one (allowed) is
+    hashed once."""
     where = f"byoc_torch.load: {source}"
     size = len(data)
     if size >= _TAIL.size and data[-len(MAGIC) :] == MAGIC:
@@ -120,7 +131,7 @@ def verify_bytes(data: bytes, source: str, *, allow_unsealed: bool = False) -> b
         payload = memoryview(data)[:have]
         if hashlib.sha256(payload).digest() != digest:
             raise ArtifactError(f"{where}: checksum mismatch (SHA-256): the file is damaged")
-        return bytes(payload)
+        return bytes(payload), digest
     at = data.rfind(MAGIC)
     if at >= 0:
         end = _complete_trailer_end(data)
@@ -141,7 +152,7 @@ def verify_bytes(data: bytes, source: str, *, allow_unsealed: bool = False) -> b
             "checked then)"
         )
     _check_elf_extent(data, where)
-    return bytes(data)
+    return bytes(data), hashlib.sha256(data).digest()
 
 
 def _complete_trailer_end(data: bytes) -> int | None:
@@ -195,10 +206,10 @@ def load_bytes(
 
     TVM's load_module of a shared library keeps about 130 KB per call alive (measured with
     benchmarks/leaks.py; it happens without byoc_torch's module too), so the executables of the
-    last few artifacts are remembered, keyed by the SHA-256 of the verified bytes.
+    last few artifacts are remembered, keyed by the SHA-256 of the verified bytes (the digest
+    the seal records, checked once: the bytes are hashed once per load).
     """
-    payload = verify_bytes(data, source, allow_unsealed=allow_unsealed)
-    key = hashlib.sha256(payload).digest()
+    payload, key = _verified(data, source, allow_unsealed)
     with _LOADED_LOCK:
         if key in _LOADED:
             _LOADED.move_to_end(key)
@@ -215,11 +226,20 @@ def load_file(
     path: str | os.PathLike, *, allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
 ) -> tvm.runtime.Module:
     """Read the file at ``path`` once, verify it and load the verified bytes (see module doc)."""
+    return load_bytes(read_file(path), source=str(path), allow_unsealed=allow_unsealed)
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the artifact file at ``path``, read once (they are what is verified,
+    loaded and kept). No file there is a FileNotFoundError; an unreadable one an
+    :class:`ArtifactError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
     try:
-        data = Path(path).read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise ArtifactError(f"byoc_torch.load: cannot read {path}: {err}") from err
-    return load_bytes(data, source=str(path), allow_unsealed=allow_unsealed)
 
 
 @quietly
@@ -244,16 +264,26 @@ def _load_private_copy(payload: bytes, source: str) -> tvm.runtime.Module:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@quietly
 def export_file(executable: tvm.runtime.Module, path: str | os.PathLike) -> Path:
-    """Write ``executable`` as a sealed artifact at ``path``: whole or not at all (written
-    beside ``path``, sealed, then renamed over it)."""
+    """Write ``executable`` as a sealed artifact at ``path`` (:func:`export_bytes`, then
+    :func:`write_file`)."""
+    return write_file(export_bytes(executable), path)
+
+
+def write_file(sealed: bytes, path: str | os.PathLike) -> Path:
+    """Write ``sealed`` (an artifact's sealed bytes, :func:`export_bytes`) at ``path``: whole or
+    not at all (written beside ``path``, flushed, then renamed over it). An artifact without a
+    seal is an :class:`ArtifactError` (nothing would load it)."""
+    if sealed_digest(sealed) is None:
+        raise ArtifactError(f"byoc_torch: refusing to write {path}: the bytes carry no seal")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.so")
     try:
-        executable.export_library(str(partial))
-        seal_file(partial)
+        with open(partial, "wb") as fh:
+            fh.write(sealed)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

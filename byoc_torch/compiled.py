@@ -1,10 +1,11 @@
 """The compiled model: torch tensors in, torch tensors out; export to and load from one file.
 
 Place in the data flow: last stage. ``byoc_torch.compile`` builds the Relax VM executable and
-wraps it in :class:`CompiledModule`; ``CompiledModule.export`` writes it with TVM's
-``export_library`` (one shared object holding the native code, the VM bytecode and the torch
-runtime module with its TorchScript) and seals it (:mod:`byoc_torch.artifact_file`);
-:func:`load` verifies the whole file and reads it back in any process.
+wraps it in :class:`CompiledModule`, which seals it once (TVM's ``export_library``: one shared
+object holding the native code, the VM bytecode and the torch runtime module with its
+TorchScript, and a seal, :mod:`byoc_torch.artifact_file`) and holds those bytes;
+``CompiledModule.export`` writes them, pickling carries them, and :func:`load` reads a file
+through :mod:`byoc_torch.artifact_file` (read once, verified, loaded) in any process.
 
 Inputs cross into TVM with DLPack, without a copy (a non-contiguous or unaligned input is
 copied once first: TVM kernels need compact, 64-byte aligned data). Outputs come back with
@@ -444,9 +445,14 @@ class CompiledModule(torch.nn.Module):
     # -- export -------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> Path:
         """Write one self-contained artifact (a shared object, sealed with its length and
-        SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads. The file appears
-        whole or not at all (written beside ``path``, then renamed)."""
-        return artifact_file.export_file(self.executable, path)
+        SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads: the sealed bytes
+        this model holds (made once, when it was compiled or loaded), so a loaded model is
+        written back byte for byte. The file appears whole or not at all (written beside
+        ``path``, then renamed)."""
+        data = torch_library.artifact_of(self.torch_executable)
+        if artifact_file.sealed_digest(data) is None:  # loaded unsealed (allow_unsealed=True)
+            data = artifact_file.seal_bytes(data)
+        return artifact_file.write_file(data, path)
 
     def _exported_bytes(self) -> bytes:
         """The artifact :meth:`export` writes, as bytes (sealed)."""
@@ -605,13 +611,7 @@ def load(
     ``allow_unsealed=True``. Loading runs the TorchScript inside the artifact: load only
     artifacts you trust.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"byoc_torch.load: no artifact at {path}")
-    try:
-        data = path.read_bytes()  # read once: these bytes are verified, loaded and kept
-    except OSError as err:
-        raise ArtifactError(f"byoc_torch.load: cannot read {path}: {err}") from err
+    data = artifact_file.read_file(path)  # read once: these bytes are verified, loaded and kept
     return load_bytes(data, source=str(path), allow_unsealed=allow_unsealed)
 
 

@@ -167,6 +167,84 @@ def test_what_is_loaded_is_what_was_verified(artifact, tmp_path, monkeypatch):
     assert not Path(copy).exists()  # the private copy is removed once mapped
 
 
+def test_export_writes_the_sealed_bytes_the_model_holds(artifact, tmp_path, monkeypatch):
+    """One artifact value: export writes the bytes sealed when the model was made (no second
+    export_library run), so a loaded model is written back byte for byte, and the written
+    file loads in a fresh process on another input."""
+    model, compiled, _, data = artifact
+
+    def no_second_export(*args, **kwargs):
+        raise AssertionError("export ran export_library again")
+
+    monkeypatch.setattr(tvm.runtime.Module, "export_library", no_second_export)
+    again = compiled.export(tmp_path / "again.so")
+    assert again.read_bytes() == data
+    loaded = byoc_torch.load(again)
+    assert loaded.export(tmp_path / "round.so").read_bytes() == data
+    monkeypatch.undo()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch, byoc_torch; m = byoc_torch.load(sys.argv[1]); "
+            "torch.manual_seed(7); x = torch.randn(4, 8); print(m(x).sum().item())",
+            str(tmp_path / "round.so"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    torch.manual_seed(7)
+    want = model(torch.randn(4, 8)).sum().item()
+    assert float(proc.stdout.strip()) == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+def test_a_model_loaded_unsealed_is_exported_sealed(artifact, tmp_path):
+    model, compiled, _, _ = artifact
+    plain = tmp_path / "plain.so"
+    compiled.executable.export_library(str(plain))
+    loaded = byoc_torch.load(plain, allow_unsealed=True)
+    resealed = loaded.export(tmp_path / "resealed.so").read_bytes()
+    assert resealed == seal_bytes(plain.read_bytes())
+    x = torch.randn(4, 8) * 1.5
+    torch.testing.assert_close(byoc_torch.load(tmp_path / "resealed.so")(x), model(x))
+
+
+def test_write_file_refuses_unsealed_bytes(tmp_path):
+    with pytest.raises(ArtifactError, match=r"refusing to write .*x\.so: the bytes carry no seal"):
+        artifact_file.write_file(b"\x7fELF not sealed", tmp_path / "x.so")
+    assert not (tmp_path / "x.so").exists()
+
+
+def test_a_load_reads_the_file_once_through_artifact_file_and_hashes_once(
+    artifact, tmp_path, monkeypatch
+):
+    """byoc_torch.load reads the file with artifact_file.read_file, and the bytes are hashed
+    once (the verification pass; its digest, the seal's, keys the loaded executables)."""
+    model, _, path, data = artifact
+    reads, hashes = [], []
+    real_read, real_sha = artifact_file.read_file, hashlib.sha256
+
+    def read(p):
+        reads.append(Path(p))
+        return real_read(p)
+
+    def sha(*args):
+        hashes.append(len(args[0]) if args else 0)
+        return real_sha(*args)
+
+    monkeypatch.setattr(artifact_file, "read_file", read)
+    monkeypatch.setattr(artifact_file.hashlib, "sha256", sha)
+    artifact_file._LOADED.clear()
+    loaded = byoc_torch.load(path)
+    assert reads == [path]
+    assert hashes == [len(data) - TRAILER_SIZE]
+    x = torch.randn(4, 8) * 0.5
+    torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(FileNotFoundError, match="no artifact at"):
+        byoc_torch.load(tmp_path / "missing.so")
+
+
 def fuzz(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
     """Run the whole-file fuzz harness: (exit code, its JSON summary, its output)."""
     out = tmp_path / "fuzz.json"
