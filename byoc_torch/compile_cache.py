@@ -10,7 +10,13 @@ Place in the data flow: opt-in through ``Options.cache_dir``. It holds
   :mod:`byoc_torch.placement.measure`, keyed by region, shapes, dtypes, target and library
   versions), unless ``placement_cache`` names another file;
 * MetaSchedule tuning records (``tuning/``, the ``tuning_database`` of :mod:`byoc_torch.tuning`)
-  when the compile tunes, unless ``tuning_database`` names another.
+  when the compile tunes, unless ``tuning_database`` names another;
+* whole compiled models (``compiled/<key>.so``, the sealed artifact ``CompiledModule.export``
+  writes, its report inside), keyed by :func:`artifact_key`: the exported program (its code,
+  signature, ranges, every parameter's, buffer's and constant's bytes), the options, the
+  resolved target and this byoc_torch's own code and runtime library. A compile whose key is
+  there only exports the model and loads the artifact (not when it tunes: the tuning
+  database's contents are not in the key).
 
 A second compile of the same model then measures and compiles only what changed. Without
 ``cache_dir``, packages are still kept in memory for the process (:data:`MEMORY`, the most
@@ -21,6 +27,7 @@ is a SHA-256, so a changed input is a different entry (nothing is ever invalidat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -36,7 +43,7 @@ from . import _defaults
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MEMORY", "CompileCache", "MemoryCache", "package_key"]
+__all__ = ["MEMORY", "CompileCache", "MemoryCache", "artifact_key", "code_identity", "package_key"]
 
 
 class MemoryCache:
@@ -73,7 +80,7 @@ MEMORY = MemoryCache(_defaults.AOTI_MEMORY_CACHE_BYTES)
 class CompileCache:
     """A directory of entries, each ``<kind>/<key><suffix>``."""
 
-    SUFFIX = {"aoti": ".pt2"}
+    SUFFIX = {"aoti": ".pt2", "compiled": ".so"}
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -121,9 +128,54 @@ def package_key(
         h.update(f"{x.dtype} {tuple(x.shape)};".encode())
     h.update(repr(_dims_text(dynamic_shapes)).encode())
     for name, value in sorted(module.named_buffers()):
-        value = value.detach().contiguous()
-        h.update(f"{name} {value.dtype} {tuple(value.shape)};".encode())
-        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        _tensor_bytes(h, name, value)
+    return h.hexdigest()
+
+
+def _tensor_bytes(h, name: str, value: torch.Tensor) -> None:
+    value = value.detach().contiguous()
+    h.update(f"{name} {value.dtype} {tuple(value.shape)};".encode())
+    h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+
+
+@functools.cache
+def code_identity() -> str:
+    """A digest of this byoc_torch: its Python sources and its runtime library's bytes (an
+    edited checkout is a different compiler, whatever its version number says)."""
+    from .runtime import library_path
+
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    try:
+        h.update(library_path().read_bytes())
+    except OSError:  # the runtime is loaded by now; a missing file only makes keys unique
+        h.update(b"no runtime library file")
+    return h.hexdigest()
+
+
+def artifact_key(ep: torch.export.ExportedProgram, parts: Sequence[str]) -> str:
+    """The cache key of a whole compiled model of ``ep``: a SHA-256 of its code, graph
+    signature, symbolic ranges, every parameter's, buffer's and constant's name, dtype, shape
+    and bytes, ``parts`` (what else the compile depends on: options, target, inputs), the
+    environment (:func:`_environment`) and :func:`code_identity`."""
+    h = hashlib.sha256()
+    h.update(ep.graph_module.code.encode())
+    h.update(str(ep.graph_signature).encode())
+    h.update(repr(sorted((str(k), str(v)) for k, v in ep.range_constraints.items())).encode())
+    for name, value in sorted(ep.state_dict.items()):
+        _tensor_bytes(h, name, value)
+    for name, value in sorted(ep.constants.items()):
+        if isinstance(value, torch.Tensor):
+            _tensor_bytes(h, name, value)
+        else:  # a script object: only its type is known here
+            h.update(f"{name} {type(value).__name__};".encode())
+    for part in parts:
+        h.update(f"{len(part)}:{part}".encode())
+    h.update(_environment().encode())
+    h.update(code_identity().encode())
     return h.hexdigest()
 
 

@@ -12,7 +12,9 @@ what is to blame to LibTorch, until the model builds and agrees. The result is w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import tempfile
@@ -24,8 +26,10 @@ import tvm
 from tvm import relax
 
 from . import _defaults
-from .compiled import CompiledModule, set_metadata
+from .compile_cache import CompileCache, artifact_key
+from .compiled import CompiledModule, load_bytes, set_metadata
 from .errors import VerificationError
+from .frontend.modules import forced_module_for_op
 from .names import is_relax_op_name
 from .options import Options
 from .partition import PartitionForTorch
@@ -101,7 +105,42 @@ def compile_with_options(
         apply_thread_budget(opts.num_threads)  # verification runs the model too
         program = export(model, example_inputs, kwargs, dynamic_shapes, opts)
         stack.callback(program.release)  # the forced modules' custom ops are not needed after
-        return _compile_program(program, opts)
+        cache, key = _artifact_cache(program, opts)
+        if cache is not None:
+            data = cache.get_bytes("compiled", key)
+            if data is not None:
+                logger.debug("compile: the compiled model from the compile cache (%s)", key[:12])
+                return load_bytes(data, source=f"the compile cache entry compiled/{key}.so")
+        compiled = _compile_program(program, opts)
+        if cache is not None:
+            cache.put_bytes("compiled", key, compiled._exported_bytes())
+        return compiled
+
+
+def _artifact_cache(program: Program, opts: Options) -> tuple[CompileCache | None, str]:
+    """The compile cache and this compile's key there (:func:`compile_cache.artifact_key`),
+    or (None, "") when whole models are not cached: no ``cache_dir``, or a compile that tunes
+    (the database's contents decide its kernels)."""
+    if opts.cache_dir is None or opts.tune_trials or opts.tuning_database is not None:
+        return None, ""
+    settings = {
+        f.name: getattr(opts, f.name)
+        for f in dataclasses.fields(opts)
+        if f.name not in ("_forced", "cache_dir", "placement_cache", "target")
+    }
+    example = program.example or ()
+    parts = [
+        repr(sorted(settings.items())),
+        str(opts.tvm_target()),
+        repr([(str(x.dtype), tuple(x.shape)) for x in example]),
+        repr(program.names),
+        repr(program.tree),
+    ]
+    for node in program.exported.graph.nodes:  # torch_executed_modules: their scripted code
+        forced = forced_module_for_op(node.target) if node.op == "call_function" else None
+        if forced is not None:
+            parts.append(forced.qualname + hashlib.sha256(forced.payload).hexdigest())
+    return CompileCache(opts.cache_dir), artifact_key(program.exported, parts)
 
 
 def _compile_program(program: Program, opts: Options) -> CompiledModule:

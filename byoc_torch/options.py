@@ -102,10 +102,11 @@ class Options:
             costs seconds). Needs a C++ compiler at compile time (not at load). Default:
             ``"auto"``.
         cache_dir: a directory for the content-addressed compile cache
-            (:mod:`byoc_torch.compile_cache`): AOTInductor packages, and, unless their own
-            options name other places, measured placement's timings (``placement.json``)
-            and tuning records (``tuning/``, when tuning). A second compile of the same
-            model reuses them. Default: None (no cache on disk).
+            (:mod:`byoc_torch.compile_cache`): whole compiled models (a compile of the same
+            exported program with the same options, target and byoc_torch loads the stored
+            artifact; not when tuning), AOTInductor packages, and, unless their own options
+            name other places, measured placement's timings (``placement.json``) and tuning
+            records (``tuning/``, when tuning). Default: None (no cache on disk).
     """
 
     target: str | Mapping | object = _defaults.TARGET

@@ -1,0 +1,67 @@
+"""The compile cache's whole compiled models (byoc_torch.compile_cache.artifact_key): a second
+compile of the same program with the same options loads the artifact the first stored, and any
+change to the weights, the options or the inputs' shapes compiles again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import byoc_torch
+from byoc_torch import driver
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.special.erfinv(torch.tanh(self.fc(x)) * 0.9) + x
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """The programs the driver really compiles (not taken from the cache)."""
+    seen = []
+    real = driver._compile_program
+
+    def counting(program, opts):
+        seen.append(program.model_name)
+        return real(program, opts)
+
+    monkeypatch.setattr(driver, "_compile_program", counting)
+    return seen
+
+
+def test_a_second_compile_loads_the_stored_artifact(tmp_path, compiles):
+    model = Net().eval()
+    x = torch.randn(4, 8)
+    options = {"cache_dir": str(tmp_path), "placement": "tvm", "torch_executor": "torchscript"}
+    first = byoc_torch.compile(model, (x,), **options)
+    assert compiles == ["Net"]
+    assert len(list((tmp_path / "compiled").glob("*.so"))) == 1
+    second = byoc_torch.compile(model, (x,), **options)
+    assert compiles == ["Net"]  # not compiled again
+    other = torch.randn(4, 8)
+    torch.testing.assert_close(second(other), model(other))
+    assert second.report().to_dict() == first.report().to_dict()
+    assert second.signature == first.signature
+
+    with torch.no_grad():
+        model.fc.weight[0, 0] += 1.0  # a changed weight is a different program
+    changed = byoc_torch.compile(model, (x,), **options)
+    torch.testing.assert_close(changed(other), model(other))
+    byoc_torch.compile(model, (x,), **options, min_block_size=2)  # another option
+    byoc_torch.compile(model, (torch.randn(2, 8),), **options)  # other shapes
+    assert compiles == ["Net"] * 4
+    assert len(list((tmp_path / "compiled").glob("*.so"))) == 4
+
+
+def test_a_compile_that_tunes_is_not_stored(tmp_path):
+    from byoc_torch import options as options_module
+
+    opts = options_module.Options(cache_dir=str(tmp_path), tuning_database=str(tmp_path / "db"))
+    cache, key = driver._artifact_cache(None, opts)
+    assert (cache, key) == (None, "")
