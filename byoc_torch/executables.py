@@ -22,8 +22,8 @@ from tvm import relax
 from .artifact_file import export_file
 from .compiled import set_metadata
 from .errors import OptionError
+from .options import checked_num_threads
 from .signature import InputSpec, Signature
-from .threads import check_num_threads
 
 __all__ = ["export_executable", "signature_of"]
 
@@ -72,7 +72,7 @@ def signature_of(
         inputs=tuple(specs),
         outputs=_outputs(func.ret_ty, f"'{function}'"),
         device=device,
-        num_threads=check_num_threads(num_threads),
+        num_threads=checked_num_threads(num_threads),
     )
 
 

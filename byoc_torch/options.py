@@ -169,12 +169,7 @@ class Options:
             object.__setattr__(self, "placement_cache", str(self.placement_cache))
         if self.min_block_size < 1:
             raise OptionError(f"min_block_size must be >= 1, got {self.min_block_size}")
-        try:
-            check_num_threads(self.num_threads)
-        except TypeError as err:
-            raise OptionTypeError(str(err)) from None
-        except ValueError as err:
-            raise OptionError(str(err)) from None
+        checked_num_threads(self.num_threads)
         if self.torch_executor not in _defaults.TORCH_EXECUTORS:
             raise OptionError(
                 f"torch_executor must be one of {list(_defaults.TORCH_EXECUTORS)}, got "
@@ -223,6 +218,17 @@ class Options:
             return False
         packet = full.rsplit(".", 1)[0]
         return full in self._forced or packet in self._forced
+
+
+def checked_num_threads(value: object, what: str = "num_threads") -> int | None:
+    """``value`` as the option ``num_threads`` (:func:`byoc_torch.threads.check_num_threads`):
+    a wrong type is an :class:`OptionTypeError`, a number below 1 an :class:`OptionError`."""
+    try:
+        return check_num_threads(value, what)
+    except TypeError as err:
+        raise OptionTypeError(str(err)) from None
+    except ValueError as err:
+        raise OptionError(str(err)) from None
 
 
 def _check_target(target: object) -> None:

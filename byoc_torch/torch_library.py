@@ -190,7 +190,10 @@ def forward_source(signature: Signature) -> str:
         names = [f"arg{i}" for i in range(args_spec.num_children)]
         for key in kwargs_spec.context:
             if not str(key).isidentifier():
-                raise TypeError(f"byoc_torch: keyword input {key!r} is not a Python name")
+                raise ScriptError(
+                    f"byoc_torch: TorchScript cannot take keyword input {key!r}: it is not a "
+                    "Python name; call the compiled model from Python"
+                )
             names.append(str(key))
         counter = iter(range(len(tree.paths)))
         declared, exprs = [], []
@@ -231,7 +234,7 @@ def _input_type(spec, counter, constants: dict, expr: str, exprs: list[str]) -> 
         if k not in constants:
             return "Tensor"
         if not isinstance(constants[k], bool | int | float | str | type(None)):
-            raise TypeError(
+            raise ScriptError(
                 f"byoc_torch: TorchScript cannot take input {expr}, an enum member "
                 f"({constants[k]!r}); call the compiled model from Python"
             )

@@ -239,7 +239,7 @@ class TrialBudget:
 
     def __init__(self, total: int) -> None:
         if total < 0:
-            raise ValueError(f"TrialBudget: total must be >= 0, got {total}")
+            raise OptionError(f"TrialBudget: total must be >= 0, got {total}")
         self.total = total
         self.spent = 0
 

@@ -188,7 +188,7 @@ def time_function(
     vm = relax.VirtualMachine(executable, dev)
     if args is None:
         if not isinstance(mod_or_executable, tvm.IRModule):
-            raise ValueError("time_function: give args when timing an executable")
+            raise InputTypeError("time_function: give args when timing an executable")
         args = random_inputs(mod_or_executable[func_name], dev)
     result = vm.time_evaluator(
         func_name, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms

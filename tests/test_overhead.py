@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from byoc_torch.errors import OptionError
 from byoc_torch.tools import cli, overhead
 
 
@@ -29,6 +30,18 @@ def test_by_type_forces_more_ops_each_step():
     for p in points:
         assert len(p.samples) == 3 and p.min_ms <= p.median_ms <= p.max_ms
         assert p.subgraphs >= 1 and p.crossings >= 2
+
+
+def test_bad_study_arguments_are_option_errors(tmp_path):
+    x = (torch.randn(4, 8),)
+    with pytest.raises(OptionError, match=r"^step must be >= 1, got 0$"):
+        overhead.study(Small(), x, step=0, progress=False)
+    with pytest.raises(OptionError, match=r"^max_k must be >= 0, got -1$"):
+        overhead.study(Small(), x, max_k=-1, progress=False)
+    with pytest.raises(OptionError, match=r"^mode must be 'by_type' or 'random', got 'zigzag'$"):
+        overhead.study(Small(), x, mode="zigzag", max_k=1, warmup=0, repeat=1, progress=False)
+    with pytest.raises(OptionError, match=r"write_results: use a \.csv or \.json path"):
+        overhead.write_results([], tmp_path / "results.txt")
 
 
 def test_random_mode_is_seeded_and_nested():

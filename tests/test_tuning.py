@@ -262,6 +262,16 @@ def test_a_tuned_compile_measures_its_own_whole_model_check(monkeypatch):
     assert len(checks) == 1
 
 
+def test_wrong_tuning_arguments_are_typed_errors():
+    from byoc_torch.errors import InputTypeError, OptionError
+
+    with pytest.raises(OptionError, match=r"^TrialBudget: total must be >= 0, got -1$"):
+        tuning.TrialBudget(-1)
+    ex = relax.build(matmul_gelu_add(), TARGET)
+    with pytest.raises(InputTypeError, match=r"^time_function: give args when timing an exec"):
+        tuning_measure.time_function(ex, TARGET)
+
+
 def test_tune_spends_at_most_what_the_budget_has_left(tmp_path):
     database = tmp_path / "db"
     budget = tuning.TrialBudget(3)

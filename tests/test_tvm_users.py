@@ -74,6 +74,10 @@ def test_export_executable_refuses_what_it_cannot_describe(tmp_path):
         byoc_torch.export_executable(ex, tmp_path / "plain.so", plain)
     with pytest.raises(byoc_torch.OptionError, match=r"the module has no function 'forward'"):
         byoc_torch.export_executable(ex, tmp_path / "plain.so", plain, function="forward")
+    with pytest.raises(byoc_torch.OptionError, match=r"^num_threads must be >= 1, got 0$"):
+        byoc_torch.export_executable(ex, tmp_path / "plain.so", plain, num_threads=0)
+    with pytest.raises(byoc_torch.OptionTypeError, match=r"num_threads must be a positive int"):
+        byoc_torch.export_executable(ex, tmp_path / "plain.so", plain, num_threads="2")
     assert not (tmp_path / "plain.so").exists()
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import byoc_torch
-from byoc_torch import FallbackError, InputError
+from byoc_torch import FallbackError, InputError, ScriptError
 from byoc_torch.dynamo import _Graph
 from byoc_torch.testing import Lambda
 
@@ -257,7 +257,7 @@ def test_enum_input_is_checked_at_call_and_after_load(tmp_path):
         compiled(y, Activation.COS)
     with pytest.raises(InputError, match=r"input args\[1\] is 'sin', " + compiled_with):
         compiled(y, "sin")
-    with pytest.raises(TypeError, match=r"TorchScript cannot take input arg1, an enum member"):
+    with pytest.raises(ScriptError, match=r"TorchScript cannot take input arg1, an enum member"):
         torch.jit.script(compiled)
     path = compiled.export(tmp_path / "by_enum.so")
     got = _run_fresh(

@@ -41,6 +41,7 @@ import torch
 from .. import _defaults
 from ..driver import compile as byoc_compile
 from ..driver import report as byoc_report
+from ..errors import OptionError
 from ..timing import latency_samples
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _variants(
         random.Random(seed).shuffle(order)
         key = "torch_executed_nodes"
     else:
-        raise ValueError(f"mode must be 'by_type' or 'random', got {mode!r}")
+        raise OptionError(f"mode must be 'by_type' or 'random', got {mode!r}")
     limit = len(order) if max_k is None else min(max_k, len(order))
     ks = list(range(0, limit + 1, step))
     if ks[-1] != limit:
@@ -153,9 +154,9 @@ def study(
     With ``check``, every variant's output is compared with eager PyTorch first.
     """
     if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
+        raise OptionError(f"step must be >= 1, got {step}")
     if max_k is not None and max_k < 0:
-        raise ValueError(f"max_k must be >= 0, got {max_k}")
+        raise OptionError(f"max_k must be >= 0, got {max_k}")
     inputs = tuple(example_inputs)
     model = model.eval()
     base = dict(options or {})
@@ -380,7 +381,7 @@ def write_results(
                 row = {name: getattr(p, name, "") for name in _CSV_FIELDS}
                 w.writerow(row | {"variant": "forced", "forced": " ".join(p.forced)})
     else:
-        raise ValueError(f"write_results: use a .csv or .json path, got {path}")
+        raise OptionError(f"write_results: use a .csv or .json path, got {path}")
     return path
 
 
