@@ -11,7 +11,12 @@ examples of :mod:`byoc_torch.models`, random weights), in one process, on the CP
                     runs as an AOTInductor package;
 * ``byoc_ts``       ``torch_executor="torchscript"``: the TorchScript executor alone;
 * ``byoc_warm``     the ``byoc`` compile again with the same ``cache_dir`` (its compile time is
-                    the warm-cache figure; the model is the same as ``byoc``'s).
+                    the warm-cache figure; the model is the same as ``byoc``'s);
+* ``aoti``          AOTInductor's own compile of the whole model, for the compile-time ratio:
+                    ``torch.export`` + ``aoti_compile_and_package`` with ``freezing=True`` +
+                    ``aoti_load_package`` (timed as a peer).
+
+``--only-default`` leaves out ``byoc_aoti`` and ``byoc_ts`` (the compile-time study).
 
 Every contestant's outputs are compared with eager's (``torch.testing.assert_close``, rtol =
 atol = 1e-3) before timing. Latency: :func:`byoc_torch.timing.interleaved_samples`,
@@ -20,6 +25,7 @@ Each line also gives the placement the whole-model check kept and what runs each
 subgraph.
 
     python -m benchmarks.aot_inductor [--models hf_bert,hf_vit] [--threads 1] [--rounds N]
+        [--only-default]
 """
 
 from __future__ import annotations
@@ -69,7 +75,22 @@ def _describe(compiled) -> str:
     return f"{chosen}; {runs}"
 
 
-def bench(name: str, rounds: int, threads: int) -> None:
+def _aoti_own(model, inputs, workdir: str):
+    """AOTInductor's own compile of the whole model (freezing), loaded; and its time."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ep = torch.export.export(model, tuple(inputs))
+        path = torch._inductor.aoti_compile_and_package(
+            ep,
+            package_path=os.path.join(workdir, "model.pt2"),
+            inductor_configs={"freezing": True},
+        )
+    runner = torch._inductor.aoti_load_package(path)
+    runner(*inputs)
+    return runner, time.perf_counter() - t0
+
+
+def bench(name: str, rounds: int, threads: int, only_default: bool = False) -> None:
     torch.set_num_threads(threads)
     model, inputs = _model(name)
     with torch.no_grad():
@@ -79,31 +100,44 @@ def bench(name: str, rounds: int, threads: int) -> None:
     setup: dict[str, float] = {}
     n = {"num_threads": threads}
     compiled["byoc"], setup["byoc"] = _compile(model, inputs, cache_dir=cache, **n)
-    compiled["byoc_aoti"], setup["byoc_aoti"] = _compile(
-        model, inputs, torch_executor="aot_inductor", **n
-    )
-    compiled["byoc_ts"], setup["byoc_ts"] = _compile(
-        model, inputs, torch_executor="torchscript", **n
-    )
+    if not only_default:
+        compiled["byoc_aoti"], setup["byoc_aoti"] = _compile(
+            model, inputs, torch_executor="aot_inductor", **n
+        )
+        compiled["byoc_ts"], setup["byoc_ts"] = _compile(
+            model, inputs, torch_executor="torchscript", **n
+        )
     compile_cache.MEMORY.clear()  # the warm compile reads the disk cache
-    _, setup["byoc_warm"] = _compile(model, inputs, cache_dir=cache, **n)
-    for c in compiled.values():
+    compiled["byoc_warm"], setup["byoc_warm"] = _compile(model, inputs, cache_dir=cache, **n)
+    peer, setup["aoti"] = _aoti_own(model, inputs, cache)
+    for c in [*compiled.values(), peer]:
         torch.testing.assert_close(_flat(c(*inputs)), expected, rtol=1e-3, atol=1e-3)
 
     def eager():
         with torch.no_grad():
             return model(*inputs)
 
-    fns = {"eager": eager, **{k: (lambda c=c: c(*inputs)) for k, c in compiled.items()}}
+    fns = {
+        "eager": eager,
+        **{k: (lambda c=c: c(*inputs)) for k, c in compiled.items()},
+        "aoti": lambda: peer(*inputs),
+    }
     samples, _ = interleaved_samples(fns, rounds)
     ms = {k: statistics.median(v) for k, v in samples.items()}
     print(f"\n{name} (threads {torch.get_num_threads()}, loadavg {os.getloadavg()[0]:.1f})")
     print(f"  {'contestant':<10} {'ms':>9} {'x eager':>8} {'setup s':>8}  placement; executors")
     for key in fns:
         line = f"  {key:<10} {ms[key]:>9.3f} {ms[key] / ms['eager']:>8.2f}"
-        extra = f" {setup[key]:>8.1f}  {_describe(compiled[key])}" if key in compiled else ""
-        print(line + extra)
-    print(f"  byoc_warm  compile with a warm cache_dir: {setup['byoc_warm']:.1f} s", flush=True)
+        if key in compiled:
+            line += f" {setup[key]:>8.1f}  {_describe(compiled[key])}"
+        elif key in setup:
+            line += f" {setup[key]:>8.1f}"
+        print(line)
+    print(
+        f"  compile: byoc cold {setup['byoc']:.1f} s = {setup['byoc'] / setup['aoti']:.2f}x "
+        f"AOTInductor's own ({setup['aoti']:.1f} s); warm cache_dir {setup['byoc_warm']:.1f} s",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="hf_bert,hf_vit")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--only-default", action="store_true", help="byoc default, warm, aoti only")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     for name in args.models.split(","):
-        bench(name, args.rounds, args.threads)
+        bench(name, args.rounds, args.threads, args.only_default)
     return 0
 
 
