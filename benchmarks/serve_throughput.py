@@ -1,4 +1,4 @@
-"""Ray Serve throughput of a compiled model with 1 and 2 replicas (examples/serve_ray.py).
+"""Ray Serve throughput of a compiled model with 1 and 2 replicas (examples/serving.py).
 
 A local Ray cluster with ``--cpus`` CPUs serves an exported artifact (a 256-wide MLP block
 with erfinv, batch dim dynamic), each replica given 1 CPU (its thread budget); ``--clients``
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,11 +26,9 @@ from ray import serve
 from torch.export import Dim
 
 import byoc_torch
+from byoc_torch import serving
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-import serve_ray  # noqa: E402
-
 WIDTH = 256
 PORT = 8765
 URL = f"http://127.0.0.1:{PORT}/"
@@ -58,7 +55,7 @@ def measure(url: str, samples, expected, clients: int, seconds: float) -> tuple[
         i = k
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            got = serve_ray.post(url, [samples[i % len(samples)]])["outputs"][0]
+            got = serving.post(url, [samples[i % len(samples)]])["outputs"][0]
             took = time.perf_counter() - started
             torch.testing.assert_close(torch.tensor(got), expected[i % len(samples)])
             with lock:
@@ -93,7 +90,7 @@ def main() -> int:
     with torch.no_grad():
         expected = model(torch.stack(samples))
     python_path = os.pathsep.join(
-        [str(ROOT), str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]  # this checkout's byoc_torch first
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +105,7 @@ def main() -> int:
             serve.start(http_options={"host": "127.0.0.1", "port": PORT})
             for replicas in (1, 2):
                 serve.run(
-                    serve_ray.app(
+                    serving.app(
                         path,
                         replicas=replicas,
                         cpus_per_replica=1,

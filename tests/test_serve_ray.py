@@ -1,4 +1,4 @@
-"""Ray Serve (examples/serve_ray.py): a local Ray cluster with 2 CPUs runs 2 replicas of an
+"""Ray Serve (examples/serving.py): a local Ray cluster with 2 CPUs runs 2 replicas of an
 exported artifact, each loading it and holding a 1-thread budget; a bounded number of
 concurrent HTTP requests on localhost are batched by ``@serve.batch`` and every answer equals
 eager PyTorch's; both replicas answer; the cluster shuts down before the test ends."""
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +18,9 @@ from ray import serve
 from torch.export import Dim
 
 import byoc_torch
+from byoc_torch import serving
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-import serve_ray  # noqa: E402
-
 REQUESTS = 32
 
 
@@ -55,16 +52,16 @@ def _free_port() -> int:
 def test_batch_range_reads_the_batch_dim(artifact):
     model, path = artifact
     signature = byoc_torch.load(path).signature
-    assert serve_ray.batch_range(signature, 8) == (2, 8)
-    assert serve_ray.batch_range(signature, 100) == (2, 64)
+    assert serving.batch_range(signature, 8) == (2, 8)
+    assert serving.batch_range(signature, 100) == (2, 64)
     static = byoc_torch.compile(model, (torch.randn(4, 16),), placement="tvm").signature
-    assert serve_ray.batch_range(static, 8) is None
+    assert serving.batch_range(static, 8) is None
 
 
 def test_two_replicas_answer_like_eager(artifact):
     model, path = artifact
     python_path = os.pathsep.join(
-        [str(ROOT), str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]  # this checkout's byoc_torch first
     )
     ray.init(
         num_cpus=2,
@@ -75,11 +72,11 @@ def test_two_replicas_answer_like_eager(artifact):
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(serve_ray.app(path, replicas=2, cpus_per_replica=1), route_prefix="/")
+        serve.run(serving.app(path, replicas=2, cpus_per_replica=1), route_prefix="/")
         samples = [torch.randn(16) for _ in range(REQUESTS)]
         with ThreadPoolExecutor(max_workers=8) as pool:
             url = f"http://127.0.0.1:{port}/"
-            answers = list(pool.map(lambda x: serve_ray.post(url, [x]), samples))
+            answers = list(pool.map(lambda x: serving.post(url, [x]), samples))
     finally:
         started = time.perf_counter()
         serve.shutdown()
