@@ -26,7 +26,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import tvm
@@ -42,7 +41,7 @@ from .errors import (
     InputError,
     InputTypeError,
 )
-from .names import dtype_name, torch_dtype
+from .names import dtype_name
 from .records import FallbackRecord, Reason
 from .reporting import Report
 from .runtime.module import TorchRuntime, make_checked_call
@@ -61,7 +60,6 @@ __all__ = ["CompiledModule", "load", "load_bytes"]
 _ARRAY_GET_ITEM = tvm_ffi.get_global_func("ffi.ArrayGetItem")
 
 
-_ALIGNMENT = _defaults.TVM_ALIGNMENT
 _is_tracing = torch._C._is_tracing  # torch.jit.trace is recording
 _is_compiling = torch.compiler.is_compiling  # torch.compile / torch.export is tracing
 _grad_enabled = torch.is_grad_enabled
@@ -70,55 +68,21 @@ _grad_enabled = torch.is_grad_enabled
 _DEVICE_CODES = {"cpu": 1, "cuda": 2}
 
 
+class _Where:
+    """``input k ('name')`` in an error message, formatted only when one is raised (the
+    check runs on every call the C++ check does not accept)."""
+
+    __slots__ = ("k", "name")
+
+    def __init__(self, k: int, name: str) -> None:
+        self.k, self.name = k, name
+
+    def __str__(self) -> str:
+        return f"input {self.k} ('{self.name}')"
+
+
 class _SlowPath(Exception):
     """Raised inside the fast path to hand a call to the slow path."""
-
-
-def _dynamic_shape_ok(
-    shape: torch.Size,
-    rank: int,
-    static_dims: tuple[tuple[int, int], ...],
-    symbol_dims: tuple[tuple[int, str, int, int | None], ...],
-    symbols: dict[str, int],
-) -> bool:
-    """Does a shape with symbolic dims match its spec (each symbol bound once, inside its
-    range), binding symbols in ``symbols``?"""
-    if len(shape) != rank:
-        return False
-    for d, want in static_dims:
-        if shape[d] != want:
-            return False
-    for d, name, lower, upper in symbol_dims:
-        n = shape[d]
-        if symbols.setdefault(name, n) != n or n < lower or (upper is not None and n > upper):
-            return False
-    return True
-
-
-class _InputCheck(NamedTuple):
-    """One input's checks, precomputed from its :class:`InputSpec` for the fast path."""
-
-    dtype: torch.dtype | None  # None: no torch dtype has the spec's name (never passes)
-    static_shape: tuple[int, ...] | None  # the whole shape when every dim is static
-    rank: int
-    static_dims: tuple[tuple[int, int], ...]  # (dim, size) of the static dims
-    # (dim, symbol, min, max) of the dynamic dims; max None when unbounded
-    symbol_dims: tuple[tuple[int, str, int, int | None], ...]
-
-    @classmethod
-    def of(cls, spec: InputSpec, ranges: dict[str, tuple[int, int | None]]) -> _InputCheck:
-        try:
-            dtype = torch_dtype(spec.dtype)
-        except ValueError:
-            dtype = None
-        static = tuple((d, n) for d, n in enumerate(spec.shape) if isinstance(n, int))
-        symbols = tuple(
-            (d, n, *ranges.get(n, (0, None)))
-            for d, n in enumerate(spec.shape)
-            if not isinstance(n, int)
-        )
-        whole = tuple(spec.shape) if not symbols else None
-        return cls(dtype, whole, len(spec.shape), static, symbols)
 
 
 class CompiledModule(torch.nn.Module):
@@ -164,8 +128,6 @@ class CompiledModule(torch.nn.Module):
         self._main_function()  # build the calling thread's VM now, so errors surface here
         self._mutations = signature.mutations
         self._num_outputs = count_leaves(signature.outputs) + len(self._mutations)
-        self._checks = tuple(_InputCheck.of(spec, signature.ranges) for spec in signature.inputs)
-        self._on_cpu = self.device_type == "cpu"
         outputs = signature.outputs
         plain = not self._mutations  # the VM's result is the outputs, nothing after them
         self._single_leaf = plain and is_plain_leaf(outputs)
@@ -248,45 +210,12 @@ class CompiledModule(torch.nn.Module):
         return checked
 
     def _slow_call(self, inputs: Sequence):
-        """The call path for what the checked call does not accept: Python checks (the
-        precise error), then inputs made acceptable (detached, compact, aligned)."""
-        # Every check of _check_inputs, made cheap with what the constructor
-        # precomputed, written inline (a Python call costs as much as several checks). It only
-        # accepts; whatever it does not accept goes to _check_inputs, which raises the precise
-        # error (or prepares inputs it accepts, e.g. tensor subclasses).
-        checks = self._checks
-        args: list | None = None
-        if len(inputs) == len(checks):
-            args = []
-            symbols: dict[str, int] = {}
-            on_cpu = self._on_cpu
-            for x, check in zip(inputs, checks, strict=True):
-                dtype, static_shape, rank, static_dims, symbol_dims = check
-                if type(x) is not torch.Tensor or x.dtype is not dtype:
-                    args = None
-                    break
-                if static_shape is not None:
-                    if x.shape != static_shape:
-                        args = None
-                        break
-                elif not _dynamic_shape_ok(x.shape, rank, static_dims, symbol_dims, symbols):
-                    args = None
-                    break
-                if not (x.is_cpu if on_cpu else x.is_cuda):
-                    args = None
-                    break
-                if x.requires_grad:
-                    if _grad_enabled():
-                        args = None
-                        break
-                    x = x.detach()
-                if not x.is_contiguous() or x.data_ptr() % _ALIGNMENT:
-                    x = x.clone(memory_format=torch.contiguous_format)
-                args.append(x)
-        if args is None:
-            args = self._check_inputs(inputs)
-            if args is None:  # tensors only PyTorch's tracers know (fake, functional)
-                return self._traced_call(inputs)
+        """The call path for what the checked call does not accept: the one Python check
+        (:meth:`_check_inputs`) raises the precise error, or returns the inputs made
+        acceptable (detached, compact, aligned; tensor subclasses as TVM views)."""
+        args = self._check_inputs(inputs)
+        if args is None:  # tensors only PyTorch's tracers know (fake, functional)
+            return self._traced_call(inputs)
         try:
             main = self._local.main
         except AttributeError:
@@ -380,7 +309,7 @@ class CompiledModule(torch.nn.Module):
         args = []
         fake = False
         for k, (x, spec) in enumerate(zip(inputs, specs, strict=True)):
-            where = f"input {k} ('{spec.name}')"
+            where = _Where(k, spec.name)  # formatted only in an error message
             if not isinstance(x, torch.Tensor):
                 raise InputTypeError(
                     f"byoc_torch: {where} must be a torch.Tensor, got {type(x).__name__}"
@@ -430,7 +359,7 @@ class CompiledModule(torch.nn.Module):
                 x = x.detach()
             if not prepare:
                 continue
-            if is_fake(x):
+            if type(x) is not torch.Tensor and is_fake(x):  # fake tensors are subclasses
                 fake = True
                 continue
             # A subclass (e.g. nn.Parameter) crosses as a TVM view, as plain tensors did
