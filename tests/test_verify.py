@@ -73,6 +73,36 @@ def test_consumers_of_a_wrong_node_are_not_blamed(monkeypatch):
     assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
 
 
+@pytest.mark.parametrize("placement", ["tvm", "measured"])
+def test_pytorchs_reference_values_are_computed_once_per_compile(monkeypatch, placement):
+    """Every verification round (and measured placement) reads PyTorch's value of every node
+    from the one computation the compile's pipeline makes."""
+    from byoc_torch import pipeline, verify
+    from byoc_torch import placement as placement_pkg
+
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
+    computed, rounds = [], []
+    real_reference, real_diverging = verify.reference_values, pipeline.diverging_nodes
+
+    def reference(*args, **kwargs):
+        computed.append(args[0])
+        return real_reference(*args, **kwargs)
+
+    def diverging(*args, **kwargs):
+        rounds.append(1)
+        return real_diverging(*args, **kwargs)
+
+    monkeypatch.setattr(verify, "reference_values", reference)
+    monkeypatch.setattr(placement_pkg, "reference_values", reference)
+    monkeypatch.setattr(pipeline, "diverging_nodes", diverging)
+    model = Lambda(lambda x: torch.tanh(nn.functional.selu(x) * 3.0) + 1.0)
+    compiled = compile_and_check(model, (torch.randn(16),), placement=placement)
+    assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
+    if placement == "tvm":
+        assert len(rounds) == 2  # elu blamed, then the model verified again
+    assert len(computed) == 1
+
+
 def test_verification_can_be_turned_off(monkeypatch):
     """Without verification (and with an empty deny-list), TVM's wrong selu comes back
     silently: the reason it is on."""
