@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import math
 
@@ -431,3 +432,30 @@ def test_a_slow_first_call_is_called_again_before_it_is_skipped(monkeypatch):
     assert built == ["searched", "all-libtorch", "all-tvm"]
     assert chosen.name == "all-libtorch" and measured["all-libtorch"] == 1.0
     assert chosen.name == "all-libtorch"
+
+
+def test_regions_are_timed_on_one_thread_and_the_budget_comes_back(monkeypatch):
+    """Region timings run with one LibTorch thread and TVM_NUM_THREADS=1 (measure.one_thread:
+    a busy machine cannot turn a wait for a descheduled OpenMP worker into a region's time);
+    the model's own budget is back afterwards."""
+    from byoc_torch import placement
+
+    seen = []
+    real_torch, real_tvm = placement.time_torch, placement._time_tvm_regions
+
+    def spy_torch(scripts, values):
+        seen.append(("torch", torch.get_num_threads(), os.environ.get("TVM_NUM_THREADS")))
+        return real_torch(scripts, values)
+
+    def spy_tvm(*args):
+        seen.append(("tvm", torch.get_num_threads(), os.environ.get("TVM_NUM_THREADS")))
+        return real_tvm(*args)
+
+    monkeypatch.setattr(placement, "time_torch", spy_torch)
+    monkeypatch.setattr(placement, "_time_tvm_regions", spy_tvm)
+    measure.MeasurementCache.forget()
+    model, x = _MatmulTanh().eval(), torch.randn(4, 16)
+    compiled = byoc_torch.compile(model, (x,), num_threads=2, torch_executor="torchscript")
+    assert seen == [("torch", 1, "1"), ("tvm", 1, "1")]
+    assert torch.get_num_threads() == 2 and os.environ["TVM_NUM_THREADS"] == "2"
+    torch.testing.assert_close(compiled(x), model(x))

@@ -22,6 +22,7 @@ still checks whatever stays in TVM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import operator
@@ -49,6 +50,7 @@ from .measure import (
     MeasurementCache,
     crossing_ms,
     model_key,
+    one_thread,
     region_key,
     time_aot_inductor,
     time_torch,
@@ -129,6 +131,9 @@ def place(
     if todo_tvm or todo_torch:
         values = references() if references is not None else reference_values(imported.ep, inputs)
         var_node = {v: name for name, v in imported.native_vars.items()}
+    # One thread on every side while regions are timed (measure.one_thread), except when
+    # tuning: MetaSchedule tunes for the target's cores and must measure with them.
+    with one_thread() if not tuned else contextlib.nullcontext():
         if todo_torch:
             measured = time_torch(region_scripts(todo_torch), values)
             for r in todo_torch:
@@ -143,17 +148,19 @@ def place(
                 if not tuned:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
 
-    def region_values() -> dict:
-        if values is not None:
-            return values
-        return references() if references is not None else reference_values(imported.ep, inputs)
+        def region_values() -> dict:
+            if values is not None:
+                return values
+            if references is not None:
+                return references()
+            return reference_values(imported.ep, inputs)
 
-    torch_executor = opts.torch_executor
-    compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
-    aoti_ms, aoti_why = _time_aot_inductor_regions(
-        regions, keys, torch_ms, region_values, imported.ep, cache, torch_executor, compile_cache,
-        device,
-    )
+        torch_executor = opts.torch_executor
+        compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
+        aoti_ms, aoti_why = _time_aot_inductor_regions(
+            regions, keys, torch_ms, region_values, imported.ep, cache, torch_executor,
+            compile_cache, device,
+        )
     libtorch_ms = {
         r.index: _libtorch_side(torch_ms[r.index], aoti_ms.get(r.index), torch_executor)
         for r in regions
