@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import itertools
-import os
 import json
 import math
+import os
 
 import pytest
 import torch
