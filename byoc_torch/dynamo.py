@@ -16,6 +16,14 @@ example inputs to the backend. The backend takes the graph as Dynamo gives it:
   compiles another variant (at most ``DYNAMO_MAX_VARIANTS``);
 * SymInt/SymFloat outputs come back as Python numbers.
 
+torch.export may assume more about the sizes than Dynamo guards: tracing on the example values
+it records a relation they happen to satisfy (Mistral's decode step: a slice of the last
+``sliding_window - 1`` cache entries covers the whole cache at one cache length, and the
+slice's contiguity, computed for the node's metadata, becomes the guard ``sliding_window ==
+cache length + 2``), or fixes a dim to its example size. Each variant keeps the sizes it was
+compiled for (:class:`_Fits`); a call whose sizes do not fit them compiles another variant
+(Dynamo does not recompile: its guards still hold).
+
 The graph is exported (non-strict, straight-line FX code), compiled like any model (same
 verification) and run in the graph's place. A graph the backend cannot compile runs in
 PyTorch instead (the graph Dynamo captured, eagerly), with a one-line warning: the user's
@@ -194,7 +202,7 @@ class _Graph:
         self.tensor_at = [k for k, p in enumerate(self.plan) if p.kind == TENSOR]
         self.carrier_at = [k for k, p in enumerate(self.plan) if p.kind == CARRIER]
         self.fixed_at = [k for k, p in enumerate(self.plan) if p.kind == FIXED]
-        self.variants: list[tuple[dict[int, object], Callable]] = []
+        self.variants: list[tuple[dict[int, object], Callable, _Fits]] = []
         self.eager: Callable | None = None  # set when a variant fails to compile
 
     @property
@@ -204,14 +212,18 @@ class _Graph:
 
     @property
     def all_compiled(self) -> list:
-        return [c for _, c in self.variants]
+        return [c for _, c, _ in self.variants]
 
     def __call__(self, *args):
         if self.eager is not None:
             return self.eager(*args)
+        tensors = [args[k] for k in self.tensor_at]
+        tensors += [_carrier(args[k]) for k in self.carrier_at]
         compiled = None
-        for fixed, candidate in self.variants:
-            if all(_same(_value(args[k], self.plan[k]), v) for k, v in fixed.items()):
+        for fixed, candidate, fits in self.variants:
+            if all(_same(_value(args[k], self.plan[k]), v) for k, v in fixed.items()) and fits(
+                tensors
+            ):
                 compiled = candidate
                 break
         if compiled is None:
@@ -229,8 +241,6 @@ class _Graph:
             except Exception as err:
                 self.eager = _eager(self.gm, err)
                 return self.eager(*args)
-        tensors = [args[k] for k in self.tensor_at]
-        tensors += [_carrier(args[k]) for k in self.carrier_at]
         try:
             return compiled(*tensors)
         except InputError:  # the caller's input (one requiring grad, say), named as the user
@@ -270,8 +280,65 @@ class _Graph:
             if isinstance(spec.shape[0], int):
                 fixed[k] = spec.shape[0]
         logger.debug("compiled a dynamo graph (fixed %s): %s", fixed, compiled)
-        self.variants.append((fixed, compiled))
+        self.variants.append((fixed, compiled, _Fits(compiled.signature, self._dynamic)))
         return compiled
+
+    @property
+    def _dynamic(self) -> list[tuple[int, int]]:
+        """(compiled input, dim) of every size Dynamo left symbolic: the carriers' and the
+        tensors' symbolic dims (Dynamo's guards fix the others)."""
+        dims = [
+            (i, d)
+            for i, k in enumerate(self.tensor_at)
+            for d, size in enumerate(self.values[k].shape)
+            if isinstance(size, torch.SymInt)
+        ]
+        return dims + [(len(self.tensor_at) + i, 0) for i in range(len(self.carrier_at))]
+
+
+class _Fits:
+    """Do a call's sizes fit one compiled variant? The compiled program's input dims are
+    torch.export's: a symbol (bound by its first dim, inside its range), an expression of
+    symbols (``s30 + 2``) or a number; only the dims Dynamo left symbolic are checked."""
+
+    def __init__(self, signature, dynamic: list[tuple[int, int]]) -> None:
+        import sympy
+
+        specs = signature.inputs
+        self.binds: list[tuple[int, int, str, int, int | None]] = []
+        self.checks: list[tuple[int, int, Callable, tuple[str, ...]]] = []
+        bound: set[str] = set()
+        for i, spec in enumerate(specs):  # every symbol's first dim binds it
+            for d, want in enumerate(spec.shape):
+                if isinstance(want, str) and want.isidentifier() and want not in bound:
+                    bound.add(want)
+                    self.binds.append((i, d, want, *signature.ranges.get(want, (0, None))))
+        first = {(i, d) for i, d, *_ in self.binds}
+        for i, d in dynamic:
+            want = specs[i].shape[d]
+            if (i, d) in first:
+                continue
+            try:
+                expr = sympy.sympify(want)
+                names = tuple(sorted(str(s) for s in expr.free_symbols))
+                fn = sympy.lambdify(names, expr, modules="math")
+            except (sympy.SympifyError, TypeError, SyntaxError) as err:  # not Python arithmetic:
+                logger.debug("input dim %s is not checked before the call: %s", want, err)
+                continue  # the program's own shape check raises, and the graph runs eagerly
+            if set(names) <= bound:  # (every symbol is some input's dim)
+                self.checks.append((i, d, fn, names))
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> bool:
+        sizes = {}
+        for i, d, name, lower, upper in self.binds:
+            n = tensors[i].shape[d]
+            if n < lower or (upper is not None and n > upper):
+                return False
+            sizes[name] = n
+        for i, d, fn, names in self.checks:
+            if tensors[i].shape[d] != fn(*[sizes[n] for n in names]):
+                return False
+        return True
 
 
 def _plan(placeholders: list[fx.Node], values: list) -> list[_Input]:
