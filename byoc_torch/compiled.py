@@ -108,6 +108,7 @@ class CompiledModule(torch.nn.Module):
         fallbacks: Sequence[FallbackRecord] = (),
         report: Report | None = None,
         artifact: bytes | None = None,
+        state: Sequence[torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.training = False  # a compiled model computes as its model did in eval mode
@@ -127,6 +128,14 @@ class CompiledModule(torch.nn.Module):
         self._local = threading.local()
         self._main_function()  # build the calling thread's VM now, so errors surface here
         self._mutations = signature.mutations
+        # The buffers the model updates in place: its last inputs, passed and updated by every
+        # call (the model's own tensors after a compile, the stored values after a load).
+        self._state = tuple(state) if state is not None else tuple(signature.stored_state())
+        if len(self._state) != len(signature.state):
+            raise CompiledModelError(
+                f"byoc_torch: the compiled model updates buffer(s) {list(signature.state)}, "
+                f"given {len(self._state)} value(s)"
+            )
         self._num_outputs = count_leaves(signature.outputs) + len(self._mutations)
         outputs = signature.outputs
         plain = not self._mutations  # the VM's result is the outputs, nothing after them
@@ -182,7 +191,17 @@ class CompiledModule(torch.nn.Module):
 
     def _mutating_call(self, inputs: Sequence):
         """A call of a model that updates inputs in place: the new values the VM returns after
-        the outputs are copied into the caller's tensors."""
+        the outputs are copied into the caller's tensors (and into the state the model holds,
+        which follows the caller's inputs)."""
+        if self._state:
+            taken = len(self.signature.inputs) - len(self._state)
+            if len(inputs) != taken:
+                names = ", ".join(s.name for s in self.signature.inputs[:taken])
+                raise InputTypeError(
+                    f"byoc_torch: the compiled model takes {taken} input(s) ({names}), got "
+                    f"{len(inputs)}"
+                )
+            inputs = (*inputs, *self._state)
         args = self._check_inputs(inputs)
         if args is None:  # tensors only PyTorch's tracers know (fake, functional)
             return self._traced_call(inputs)
@@ -256,9 +275,9 @@ class CompiledModule(torch.nn.Module):
         if self._mutations:
             names = [self.signature.inputs[k].name for k in self._mutations]
             raise CompiledModelError(
-                f"byoc_torch: this compiled model updates its input(s) {names} in place, which "
-                "the op PyTorch's tracers record (byoc_torch::execute) cannot do: call it "
-                "eagerly, not inside torch.jit, torch.export or torch.compile"
+                f"byoc_torch: this compiled model updates its input(s) or buffer(s) {names} in "
+                "place, which the op PyTorch's tracers record (byoc_torch::execute) cannot do: "
+                "call it eagerly, not inside torch.jit, torch.export or torch.compile"
             )
         if _is_compiling():  # Dynamo and torch.export trace the checks with symbolic sizes
             self._check_inputs(inputs, prepare=False)
@@ -377,11 +396,22 @@ class CompiledModule(torch.nn.Module):
         SHA-256: :mod:`byoc_torch.artifact_file`) that :func:`load` reads: the sealed bytes
         this model holds (made once, when it was compiled or loaded), so a loaded model is
         written back byte for byte. The file appears whole or not at all (written beside
-        ``path``, then renamed)."""
+        ``path``, then renamed). A model that updates buffers in place is written again with
+        the buffers' values of now in its signature."""
+        if self._state:
+            set_metadata(self.executable, self.signature.with_state(self._state).to_json())
+            return artifact_file.write_file(artifact_file.export_bytes(self.executable), path)
         data = torch_library.artifact_of(self.torch_executable)
         if artifact_file.sealed_digest(data) is None:  # loaded unsealed (allow_unsealed=True)
             data = artifact_file.seal_bytes(data)
         return artifact_file.write_file(data, path)
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The buffers the model updates in place, by name: after a compile, the model's own
+        tensors (every call updates them, as ``ep.module()`` does); after a load, the values
+        the artifact stored, held by this module."""
+        return dict(zip(self.signature.state, self._state, strict=True))
 
     def _exported_bytes(self) -> bytes:
         """The artifact :meth:`export` writes, as bytes (sealed)."""
@@ -392,7 +422,10 @@ class CompiledModule(torch.nn.Module):
         them with :func:`load_bytes`, so it runs the artifact's checks and code like
         :func:`load` (unpickle only what you trust); a damaged one fails the unpickling with
         an :class:`ArtifactError` naming the file being read (:func:`_unpickle`)."""
-        return (_unpickle, (torch_library.artifact_of(self.torch_executable),))
+        artifact = torch_library.artifact_of(self.torch_executable)
+        if self._state:  # the state's values of now travel beside the artifact
+            return (_unpickle, (artifact, [t.detach().clone() for t in self._state]))
+        return (_unpickle, (artifact,))
 
     # -- nn.Module ----------------------------------------------------------------------------
     def __prepare_scriptable__(self) -> torch.nn.Module:
@@ -545,18 +578,25 @@ def load(
 
 
 def load_bytes(
-    data: bytes, *, source: str = "<bytes>", allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED
+    data: bytes,
+    *,
+    source: str = "<bytes>",
+    allow_unsealed: bool = _defaults.LOAD_ALLOW_UNSEALED,
+    state: Sequence[torch.Tensor] | None = None,
 ) -> CompiledModule:
     """:func:`load` of an artifact held in memory (``artifact_file.export_bytes`` of a
-    ``CompiledModule.executable``, or a sealed file's bytes); ``source`` names it in errors."""
+    ``CompiledModule.executable``, or a sealed file's bytes); ``source`` names it in errors.
+    ``state``: the tensors of the buffers the model updates in place (default: the values the
+    artifact stores)."""
     executable = artifact_file.load_bytes(data, source=source, allow_unsealed=allow_unsealed)
-    return _from_executable(executable, source, bytes(data))
+    return _from_executable(executable, source, bytes(data), state)
 
 
-def _unpickle(data: bytes) -> CompiledModule:
-    """:func:`load_bytes` of a compiled model being unpickled, its errors naming the file
-    ``torch.load`` or ``pickle.load`` reads (found on the caller's stack)."""
-    return load_bytes(data, source=_unpickling_source())
+def _unpickle(data: bytes, state: list | None = None) -> CompiledModule:
+    """:func:`load_bytes` of a compiled model being unpickled (with the values of the buffers
+    it updates), its errors naming the file ``torch.load`` or ``pickle.load`` reads (found on
+    the caller's stack)."""
+    return load_bytes(data, source=_unpickling_source(), state=state)
 
 
 def _unpickling_source() -> str:
@@ -576,7 +616,7 @@ def _unpickling_source() -> str:
 
 
 def _from_executable(
-    executable: tvm.runtime.Module, source: str, artifact: bytes
+    executable: tvm.runtime.Module, source: str, artifact: bytes, state: list | None = None
 ) -> CompiledModule:
     text = _metadata(executable)
     if text is None:
@@ -587,4 +627,4 @@ def _from_executable(
         )
     signature = Signature.from_json(text)
     check_host(signature.cpu, source)
-    return CompiledModule(executable, signature, artifact=artifact)
+    return CompiledModule(executable, signature, artifact=artifact, state=state)

@@ -110,7 +110,11 @@ def compile_with_options(
             data = cache.get_bytes("compiled", key)
             if data is not None:
                 logger.debug("compile: the compiled model from the compile cache (%s)", key[:12])
-                return load_bytes(data, source=f"the compile cache entry compiled/{key}.so")
+                return load_bytes(
+                    data,
+                    source=f"the compile cache entry compiled/{key}.so",
+                    state=[value for _, value in program.state],  # the model's own buffers
+                )
         compiled = _compile_program(program, opts)
         if cache is not None:
             cache.put_bytes("compiled", key, compiled._exported_bytes())
@@ -206,6 +210,7 @@ def _compile_program(program: Program, opts: Options) -> CompiledModule:
             ir_module=built.lowered,
             fallbacks=imported.records,
             report=report,
+            state=[value for _, value in program.state],
         )
     raise VerificationError(
         f"byoc_torch.compile: verification did not settle after {_defaults.MAX_COMPILE_ROUNDS} "

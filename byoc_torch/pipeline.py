@@ -235,6 +235,7 @@ class Pipeline:
             ops,
             mutations,
             requirements(self.target),
+            tuple(name for name, _ in p.state),
         )
 
 

@@ -32,7 +32,15 @@ from .reporting import Report
 from .signature import InputSpec, InputTree, Signature, output_structure
 from .tensors import random_tensor
 
-__all__ = ["Program", "derived_inputs", "export", "export_program", "flat_program", "signature"]
+__all__ = [
+    "Program",
+    "derived_inputs",
+    "export",
+    "export_program",
+    "flat_program",
+    "mutated_buffers",
+    "signature",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class Program:
     names: tuple[str, ...]  # the tensor inputs' names in the model
     example: tuple[torch.Tensor, ...] | None  # the example's flat tensors, if there is one
     model_name: str
+    # The buffers the model updates in place, by name, with their tensors (the model's own):
+    # the program's last inputs, which the compiled model passes and updates at every call.
+    state: tuple[tuple[str, torch.Tensor], ...] = ()
 
     def release(self) -> None:
         """Drop the forced modules' custom ops (:func:`release_program`)."""
@@ -77,7 +88,90 @@ def export(
         args, kwargs = tuple(example_inputs), dict(kwargs or {})
     ep, tree, names = flat_program(exported, args, kwargs)
     flat = tuple(tree.tensors(args, kwargs)) if tree is not None else tuple(args)
-    return Program(exported, ep, tree, names, _example_inputs(ep, flat), type(model).__name__)
+    example = _example_inputs(ep, flat)
+    state = mutated_buffers(exported)
+    if state:
+        ep = _stateful_program(exported, ep, tree, example, state)
+        names = names + tuple(name for name, _ in state)
+        if example is not None:  # verification and placement run on copies of the state
+            example = example + tuple(value.clone() for _, value in state)
+    return Program(exported, ep, tree, names, example, type(model).__name__, state)
+
+
+def mutated_buffers(ep: torch.export.ExportedProgram) -> tuple[tuple[str, torch.Tensor], ...]:
+    """(name, tensor) of each buffer ``ep`` updates in place (``self.calls.add_(1)``), in
+    output order: the tensors are the model's own (``ep.state_dict`` shares them, as does
+    ``ep.module()``). torch.export's graph keeps in-place ops (its signature lists no buffer
+    mutation before functionalization): a program whose graph writes to a buffer or a view of
+    one is functionalized (no decomposition) to name them."""
+    if not _writes_a_buffer(ep):
+        return ()
+    kinds = torch.export.graph_signature.OutputKind
+    state = []
+    for spec in ep.run_decompositions({}).graph_signature.output_specs:
+        if spec.kind == kinds.BUFFER_MUTATION:
+            name = spec.target
+            value = ep.state_dict[name] if name in ep.state_dict else ep.constants[name]
+            state.append((name, value))
+    return tuple(state)
+
+
+def _writes_a_buffer(ep: torch.export.ExportedProgram) -> bool:
+    """Does a node of ``ep``'s graph write (its schema's alias annotation) to a buffer, or to
+    a view of one (an output its schema says aliases an argument)?"""
+    kinds = torch.export.graph_signature.InputKind
+    aliases = {s.arg.name for s in ep.graph_signature.input_specs if s.kind == kinds.BUFFER}
+    if not aliases:
+        return False
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        schema = getattr(node.target, "_schema", None)
+        if schema is None:  # e.g. operator.getitem of a view op's tuple
+            if any(isinstance(a, torch.fx.Node) and a.name in aliases for a in node.args):
+                aliases.add(node.name)
+            continue
+        given = dict(zip((a.name for a in schema.arguments), node.args, strict=False))
+        given.update(node.kwargs)
+        for arg in schema.arguments:
+            value = given.get(arg.name)
+            info = arg.alias_info
+            if not isinstance(value, torch.fx.Node) or value.name not in aliases or info is None:
+                continue
+            if info.is_write:
+                return True
+            outs = [r.alias_info for r in schema.returns if r.alias_info is not None]
+            if any(out.before_set & info.before_set for out in outs):
+                aliases.add(node.name)
+    return False
+
+
+def _stateful_program(
+    exported: torch.export.ExportedProgram,
+    flat_ep: torch.export.ExportedProgram,
+    tree: InputTree | None,
+    example: tuple[torch.Tensor, ...] | None,
+    state: tuple[tuple[str, torch.Tensor], ...],
+) -> torch.export.ExportedProgram:
+    """``exported`` as a program of flat tensor inputs followed by the buffers it updates,
+    which become inputs it updates in place (what the compiled model passes and updates at
+    every call); the other buffers and the parameters stay the program's own."""
+    inputs = example if example is not None else derived_inputs(flat_ep)
+    if inputs is None:
+        raise FallbackError(
+            f"byoc_torch.compile: the model updates its buffer(s) {[n for n, _ in state]} in "
+            "place; compiling it needs example inputs"
+        )
+    dims = _dynamic_dims(flat_ep)
+    if dims is not None:
+        dims = [*dims, *[None] * len(state)]
+    values = tuple(value.clone() for _, value in state)  # export does not run the model
+    with torch.no_grad():
+        return torch.export.export(
+            _FlatInputs(exported.module(), tree, tuple(name for name, _ in state)),
+            tuple(inputs) + values,
+            dynamic_shapes=(tuple(dims),) if dims else None,
+        )
 
 
 @quietly
@@ -146,17 +240,28 @@ def export_program(
 
 
 class _FlatInputs(torch.nn.Module):
-    """An exported model called with the flat tensors of its ``(args, kwargs)``: what TVM
-    imports when the model takes pytrees, keyword inputs or Python scalars."""
+    """An exported model called with the flat tensors of its ``(args, kwargs)`` (positional
+    tensors when ``tree`` is None), then its buffers named ``state``: what TVM imports when the
+    model takes pytrees, keyword inputs or Python scalars, or updates buffers in place."""
 
-    def __init__(self, module: torch.nn.Module, tree: InputTree) -> None:
+    def __init__(
+        self, module: torch.nn.Module, tree: InputTree | None, state: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         self.module = module
         self.tree = tree
+        self.state = state
 
     def forward(self, *tensors: torch.Tensor):
-        args, kwargs = self.tree.unflatten(tensors)
-        return self.module(*args, **kwargs)
+        n = len(tensors) - len(self.state)
+        if self.tree is not None:
+            args, kwargs = self.tree.unflatten(tensors[:n])
+        else:
+            args, kwargs = tensors[:n], {}
+        if not self.state:
+            return self.module(*args, **kwargs)
+        buffers = dict(zip(self.state, tensors[n:], strict=True))
+        return torch.func.functional_call(self.module, buffers, args, kwargs)
 
 
 def flat_program(
@@ -237,9 +342,11 @@ def signature(
     foreign_ops: tuple[str, ...] = (),
     mutations: tuple[int, ...] = (),
     cpu: dict | None = None,
+    state: tuple[str, ...] = (),
 ) -> Signature:
     """What the compiled ``ep`` takes and returns; ``names`` name its tensor inputs (the
-    original model's, when ``ep`` is its flat re-export)."""
+    original model's, when ``ep`` is its flat re-export); ``state`` the buffers it updates,
+    its last inputs."""
     specs = []
     for input_name, val in _user_inputs(ep):
         if not isinstance(val, torch.Tensor):
@@ -261,6 +368,7 @@ def signature(
         foreign_ops,
         mutations,
         cpu,
+        state,
     )
 
 

@@ -7,8 +7,11 @@ it to check inputs and to rebuild the output nesting.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import enum
 import functools
+import io
 import json
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -274,6 +277,27 @@ class Signature:
     # What the TVM kernels need of a CPU: {"mcpu": name, "features": [...]}
     # (byoc_torch.cpu.requirements); None for other targets and older artifacts.
     cpu: dict | None = None
+    # The buffers the model updates in place (``self.calls.add_(1)``), by name: the last
+    # inputs, which the compiled model holds and passes itself (``mutations`` lists them).
+    state: tuple[str, ...] = ()
+    # Their values when the artifact was written (torch.save, base64), one per ``state``;
+    # empty in the signature of a compile (the model's own tensors are the state then).
+    state_values: tuple[str, ...] = ()
+
+    def with_state(self, tensors) -> Signature:
+        """This signature carrying ``tensors`` as the state's values (what an artifact
+        stores)."""
+        return dataclasses.replace(self, state_values=tuple(encode_tensor(t) for t in tensors))
+
+    def stored_state(self) -> list[torch.Tensor]:
+        """The state's values the artifact stores (ArtifactError when it stores none)."""
+        if len(self.state_values) != len(self.state):
+            raise ArtifactError(
+                f"byoc_torch artifact holds the state of buffer(s) {list(self.state)} without "
+                "their values"
+            )
+        pairs = zip(self.state, self.state_values, strict=True)
+        return [decode_tensor(text, name) for name, text in pairs]
 
     @property
     def op_namespaces(self) -> tuple[str, ...]:
@@ -297,6 +321,8 @@ class Signature:
                 "foreign_ops": list(self.foreign_ops),
                 "mutations": list(self.mutations),
                 "cpu": self.cpu,
+                "state": list(self.state),
+                "state_values": list(self.state_values),
             }
         )
 
@@ -326,6 +352,13 @@ class Signature:
             cpu = data.get("cpu")
             if cpu is not None:
                 cpu = {"mcpu": str(cpu["mcpu"]), "features": [str(f) for f in cpu["features"]]}
+            state = tuple(str(name) for name in data.get("state", []))
+            values = tuple(str(v) for v in data.get("state_values", []))
+            if len(state) > len(inputs) or (values and len(values) != len(state)):
+                raise ValueError(f"state {list(state)} does not match its inputs and values")
+            stateful = range(len(inputs) - len(state), len(inputs))
+            if any(k not in mutations for k in stateful):
+                raise ValueError(f"state {list(state)} is not among the updated inputs")
             return cls(
                 inputs,
                 outputs,
@@ -338,9 +371,31 @@ class Signature:
                 foreign,
                 mutations,
                 cpu,
+                state,
+                values,
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
+
+
+def encode_tensor(tensor: torch.Tensor) -> str:
+    """``tensor`` (detached, on the CPU) as torch.save bytes in base64."""
+    buffer = io.BytesIO()
+    torch.save(tensor.detach().cpu().clone(), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_tensor(text: str, name: str) -> torch.Tensor:
+    """:func:`encode_tensor`'s inverse (tensors only: ``weights_only``)."""
+    try:
+        value = torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
+    except Exception as err:
+        raise ArtifactError(
+            f"byoc_torch artifact: the stored value of {name} is unreadable"
+        ) from err
+    if not isinstance(value, torch.Tensor):
+        raise ArtifactError(f"byoc_torch artifact: the stored value of {name} is no tensor")
+    return value
 
 
 def _spec_dict(spec: InputSpec) -> dict:

@@ -237,9 +237,53 @@ class CountsCalls(nn.Module):
         return x * self.calls
 
 
-def test_buffer_mutation_is_refused_by_name():
-    with pytest.raises(FallbackError, match="updates its buffer calls in place"):
-        byoc_torch.compile(CountsCalls(), (torch.randn(3),), placement="tvm")
+class Stateful(nn.Module):
+    """Buffers updated in place: a submodule's counter, and a non-persistent running sum
+    updated through a view of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter = CountsCalls()
+        self.register_buffer("total", torch.zeros(3), persistent=False)
+
+    def forward(self, x):
+        self.total[:2].add_(x[0, :2])
+        return torch.special.erfinv(torch.tanh(self.counter(x))) + self.total.sum()
+
+
+def test_buffer_mutation_updates_the_models_state(tmp_path):
+    """As ``ep.module()`` does: every call updates the buffers (the model's own tensors,
+    which the compiled model holds); compiling leaves them alone; an exported artifact holds
+    their values of the export and goes on from them after a load in a fresh process."""
+    torch.manual_seed(0)
+    model = Stateful()
+    twin = copy.deepcopy(model)  # run eagerly beside it
+    compiled = byoc_torch.compile(model, (torch.randn(2, 3),), placement="tvm")
+    assert sorted(compiled.state) == ["counter.calls", "total"]
+    assert compiled.state["counter.calls"] is model.counter.calls
+    assert model.counter.calls.item() == 0 and not model.total.any()  # compiling ran nothing
+    for _ in range(3):
+        x = torch.randn(2, 3)
+        torch.testing.assert_close(compiled(x), twin(x))
+        torch.testing.assert_close(model.counter.calls, twin.counter.calls)
+        torch.testing.assert_close(model.total, twin.total)
+    assert model.counter.calls.item() == 3
+    path = compiled.export(tmp_path / "stateful.so")
+    compiled(torch.randn(2, 3))  # after the export: the artifact keeps the export's state
+    ys = [torch.linspace(-1, 1, 6).reshape(2, 3), torch.linspace(0.5, -0.5, 6).reshape(2, 3)]
+    got = _run_fresh(
+        f"""
+        import torch, byoc_torch
+        model = byoc_torch.load({str(path)!r})
+        ys = [torch.linspace(-1, 1, 6).reshape(2, 3), torch.linspace(0.5, -0.5, 6).reshape(2, 3)]
+        outs = [model(y).tolist() for y in ys]
+        state = {{k: v.tolist() for k, v in model.state.items()}}
+        print(json.dumps({{"outs": outs, "state": state}}))
+        """
+    )
+    for y, out in zip(ys, got["outs"], strict=True):
+        torch.testing.assert_close(torch.tensor(out), twin(y))
+    assert got["state"] == {"counter.calls": 5.0, "total": twin.total.tolist()}
 
 
 class SizePlusOne(nn.Module):

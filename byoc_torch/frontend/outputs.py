@@ -88,17 +88,18 @@ def output_leaves(ep: torch.export.ExportedProgram) -> list[dict]:
 
 def mutated_inputs(ep: torch.export.ExportedProgram) -> list[str]:
     """The user inputs ``ep`` updates in place (``x.mul_(2)``), in output order; raises
-    FallbackError for an updated buffer (a compiled model's buffers are constants)."""
+    FallbackError for an updated buffer (the importer binds buffers as constants;
+    ``byoc_torch.compile`` makes such buffers inputs first: :func:`byoc_torch.program.export`)."""
     names = []
     for spec in ep.graph_signature.output_specs:
         if spec.kind == gs.OutputKind.USER_INPUT_MUTATION:
             names.append(spec.target)
         elif spec.kind == gs.OutputKind.BUFFER_MUTATION:
             raise FallbackError(
-                f"the model updates its buffer {spec.target} in place; byoc_torch binds buffers "
-                "into the compiled model as constants: pass the buffer as an input (it is then "
-                "updated like any input), or compile with torch.compile(model, "
-                'backend="byoc_torch"), which passes buffers as inputs'
+                f"the model updates its buffer {spec.target} in place; this importer binds "
+                "buffers into the module as constants: pass the buffer as an input (it is then "
+                "updated like any input), or compile the model with byoc_torch.compile, which "
+                "makes such buffers inputs of the compiled model and holds their state"
             )
     return names
 
