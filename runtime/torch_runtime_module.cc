@@ -136,6 +136,12 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
           [self, this](const ffi::String& symbol, const ffi::Bytes& package,
                        const ffi::Array<int64_t>& inputs) { SetAoti(symbol, package, inputs); });
     }
+    if (key == "__byoc_torch_suspend_aoti__") {
+      // Measurement only: with true, subgraphs holding a package run their TorchScript until
+      // false again (packages stay loaded), so the two executors can be timed in turns.
+      return ffi::Function::FromTyped(
+          [self, this](bool suspended) { return aoti_suspended_.exchange(suspended); });
+    }
     if (key == "__byoc_torch_executors__") {
       return ffi::Function::FromTyped([self, this]() { return Executors(); });
     }
@@ -284,7 +290,8 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       results = Replay(sg, m, inputs);
     } else {
       auto t0 = std::chrono::steady_clock::now();
-      std::shared_ptr<const AotiExecutor> aoti = std::atomic_load(&aoti_[idx]);
+      std::shared_ptr<const AotiExecutor> aoti =
+          aoti_suspended_.load(std::memory_order_acquire) ? nullptr : std::atomic_load(&aoti_[idx]);
       results = aoti != nullptr ? aoti->Run(inputs)
                                 : sg.Run(inputs, fast_path_.load(std::memory_order_acquire));
       auto elapsed = std::chrono::steady_clock::now() - t0;
@@ -327,6 +334,7 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
   std::unordered_map<std::string, size_t> index_;
   std::atomic<int> mode_{static_cast<int>(Mode::kNormal)};
   std::atomic<bool> fast_path_{true};
+  std::atomic<bool> aoti_suspended_{false};  // measurement: run TorchScript despite packages
 };
 
 ffi::Module LoadTorchRuntimeModule(const ffi::Bytes& bytes) {

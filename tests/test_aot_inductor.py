@@ -287,3 +287,54 @@ def test_the_search_costs_libtorch_at_the_executor_it_may_use():
     assert _libtorch_side(0.4, 0.5, "aot_inductor") == 0.5
     assert _libtorch_side(2.0, 0.5, "torchscript") == 2.0
     assert _libtorch_side(2.0, None, "auto") == 2.0
+
+
+class Bag(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(10, 4, mode="sum")
+
+    def forward(self, ids):
+        return self.bag(ids) * 2
+
+
+def test_suspended_packages_run_the_torchscript_and_auto_times_both_in_turns(monkeypatch):
+    """The runtime's measurement switch: while suspended, a subgraph holding a package runs its
+    TorchScript (LibTorch's own error text shows which ran); "auto" times the two executors in
+    alternating rounds."""
+    from byoc_torch.runtime import TorchRuntime
+
+    turns = []
+    real = aot_inductor._per_call_ms
+
+    def spy(modules, run, rounds):
+        turns.append(TorchRuntime(modules[0]).suspend_aoti(True))  # reads, then restores
+        TorchRuntime(modules[0]).suspend_aoti(turns[-1])
+        return real(modules, run, rounds)
+
+    monkeypatch.setattr(aot_inductor, "_per_call_ms", spy)
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+    model = Bag().eval()
+    compiled = byoc_torch.compile(model, (torch.randint(0, 10, (2, 3)),), placement="tvm")
+    rounds = aot_inductor._defaults.AOTI_MEASURE_ROUNDS
+    # First the TorchScript alone (the size threshold), then TorchScript / package in turns.
+    assert turns == [False] + [True, False] * rounds
+    (entry,) = compiled.report().subgraphs
+    assert entry.torchscript_ms is not None and entry.aot_inductor_ms is not None
+
+    forced = byoc_torch.compile(
+        model, (torch.randint(0, 10, (2, 3)),), placement="tvm", torch_executor="aot_inductor"
+    )
+    runtimes = [TorchRuntime(m) for m in running_torch_modules(forced.executable)]
+    bad = torch.tensor([[1, 2, 30], [0, 1, 2]])
+    with pytest.raises(RuntimeError, match="raised inside its AOTInductor package"):
+        forced(bad)
+    assert [m.suspend_aoti(True) for m in runtimes] == [False] * len(runtimes)
+    with pytest.raises(RuntimeError, match="raised inside LibTorch"):
+        forced(bad)
+    for m in runtimes:
+        m.suspend_aoti(False)
+    with pytest.raises(RuntimeError, match="raised inside its AOTInductor package"):
+        forced(bad)
+    ok = torch.tensor([[1, 2, 3], [0, 1, 2]])
+    torch.testing.assert_close(forced(ok), model(ok))

@@ -265,14 +265,14 @@ def time_aot_inductor(
     """Each region's time (ms) as an AOTInductor package (its nodes compiled by
     :func:`byoc_torch.aot_inductor.compile_package`, parameters frozen in) run by byoc_torch's
     C++ runtime in place of its TorchScript (the path an AOTInductor subgraph takes), minus the
-    same empty call as :func:`time_torch`; and, for each region without a time, why. A package
+    runtime's own cost of the call (:func:`_dispatch_ms`); and, for each region without a time,
+    why. A package
     whose outputs differ from the TorchScript's on the region's values gets no time."""
     from ..aot_inductor import Unavailable, agree, compile_package, nodes_program
     from ..runtime import SubgraphSpec, TorchRuntime, make_runtime_module
 
     out: dict[int, float] = {}
     why: dict[int, str] = {}
-    floors: dict[int, float] = {}
     for s in scripts:
         args = [values.get(n.name) for n in s.inputs]
         if any(not isinstance(a, torch.Tensor) for a in args):
@@ -291,6 +291,7 @@ def time_aot_inductor(
                 why[s.index] = "its outputs differ from the TorchScript's"
                 continue
             t = _robust_ms(lambda f=func, a=tvm_args: f(*a))
+            floor = _dispatch_ms(TorchRuntime(module), func, tvm_args)
         except Unavailable as err:
             why[s.index] = f"AOTInductor cannot run it: {err}"
             continue
@@ -299,11 +300,22 @@ def time_aot_inductor(
             why[s.index] = f"AOTInductor cannot compile it: {text[0][:200] if text else err}"
             logger.debug("placement: region %d as AOTInductor: %s", s.index, why[s.index])
             continue
-        k = len(args)
-        if k not in floors:
-            floors[k] = _floor_ms(tvm_args)
-        out[s.index] = max(t - floors[k], 0.0)
+        out[s.index] = max(t - floor, 0.0)
     return out, why
+
+
+def _dispatch_ms(runtime, func: Callable, tvm_args: list) -> float:
+    """The runtime's own cost of one call of ``func`` with these inputs, no executor running:
+    the call replayed (measurement mode "replay": the outputs recorded on the first call
+    stand in for the executor's). A package has no TorchScript interpreter to subtract, so its
+    floor is this rather than :func:`_floor_ms`'s trivial script."""
+    previous = runtime.set_mode("record")
+    try:
+        func(*tvm_args)
+        runtime.set_mode("replay")
+        return _robust_ms(lambda: func(*tvm_args))
+    finally:
+        runtime.set_mode(previous)
 
 
 def _torch_outputs(result) -> list[torch.Tensor]:

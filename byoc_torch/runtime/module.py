@@ -28,6 +28,7 @@ _SET_FAST_PATH = "__byoc_torch_set_fast_path__"
 _STATS = "__byoc_torch_stats__"
 _RESET_STATS = "__byoc_torch_reset_stats__"
 _SET_AOTI = "__byoc_torch_set_aoti__"
+_SUSPEND_AOTI = "__byoc_torch_suspend_aoti__"
 
 
 def make_checked_call(*args) -> tvm_ffi.Function:
@@ -81,6 +82,12 @@ class TorchRuntime:
         """Run subgraph ``symbol`` from this AOTInductor package (its input order ``inputs``);
         an empty package goes back to the TorchScript (:mod:`byoc_torch.aot_inductor`)."""
         self.module[_SET_AOTI](symbol, package, inputs)
+
+    def suspend_aoti(self, suspended: bool) -> bool:
+        """Measurement only: while suspended, every subgraph runs its TorchScript, the
+        installed packages staying loaded (so both executors can be timed in turns). Returns
+        the previous setting."""
+        return bool(self.module[_SUSPEND_AOTI](suspended))
 
 
 def _walk(module: tvm_ffi.Module) -> Iterator[tvm_ffi.Module]:
