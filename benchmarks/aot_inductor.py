@@ -18,6 +18,13 @@ examples of :mod:`byoc_torch.models`, random weights), in one process, on the CP
 
 ``--only-default`` leaves out ``byoc_aoti`` and ``byoc_ts`` (the compile-time study).
 
+Memory, printed after the latencies: the artifact's size against the model's weights (every
+parameter's and buffer's bytes), and the peak resident size of a fresh process that loads the
+artifact and calls it once against one that builds the eager model and calls it once
+(``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` would carry over the benchmark process's
+own peak through fork and exec; both import torch, TVM and byoc_torch, so the difference is
+the model's).
+
 Every contestant's outputs are compared with eager's (``torch.testing.assert_close``, rtol =
 atol = 1e-3) before timing. Latency: :func:`byoc_torch.timing.interleaved_samples`,
 round-robin, the median over rounds of each round's median; ``x eager`` is the ratio to eager.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +98,54 @@ def _aoti_own(model, inputs, workdir: str):
     return runner, time.perf_counter() - t0
 
 
+_PEAK_RSS = """
+import sys, torch, byoc_torch
+from benchmarks.aot_inductor import _model
+inputs = torch.load(sys.argv[3])
+if sys.argv[2] == "eager":
+    model, _ = _model(sys.argv[1])
+else:
+    model = byoc_torch.load(sys.argv[2])
+with torch.no_grad():
+    model(*inputs)
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(int(status.split()[0]))  # kB
+"""
+
+
+def _peak_rss_mb(name: str, what: str, inputs_path: str) -> float:
+    """Peak resident size (MB) of a fresh process running ``what`` ("eager": the model built
+    there, or an artifact path, loaded) once on the inputs saved at ``inputs_path``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, name, what, inputs_path],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def memory(name: str, model, inputs, compiled, workdir: str) -> None:
+    """Artifact size against the weights, and a loaded model's peak RSS against eager's."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    path = compiled.export(os.path.join(workdir, "model.so"))
+    size = os.path.getsize(path)
+    saved = os.path.join(workdir, "inputs.pt")
+    torch.save(tuple(inputs), saved)
+    eager_mb = _peak_rss_mb(name, "eager", saved)
+    loaded_mb = _peak_rss_mb(name, str(path), saved)
+    print(
+        f"  memory: artifact {size / 1e6:.2f} MB = {size / max(weights, 1):.2f}x the weights "
+        f"({weights / 1e6:.2f} MB); peak RSS loaded {loaded_mb:.0f} MB vs eager {eager_mb:.0f} MB "
+        f"({loaded_mb / eager_mb:.2f}x)",
+        flush=True,
+    )
+
+
 def bench(name: str, rounds: int, threads: int, only_default: bool = False) -> None:
     torch.set_num_threads(threads)
     model, inputs = _model(name)
@@ -138,6 +194,7 @@ def bench(name: str, rounds: int, threads: int, only_default: bool = False) -> N
         f"AOTInductor's own ({setup['aoti']:.1f} s); warm cache_dir {setup['byoc_warm']:.1f} s",
         flush=True,
     )
+    memory(name, model, inputs, compiled["byoc"], cache)
 
 
 def main(argv: list[str] | None = None) -> int:
