@@ -42,7 +42,7 @@ from ..frontend.torchscript import output_metas
 from ..names import op_key
 from ..options import Options
 from ..records import FallbackRecord, Reason
-from ..reporting import PlacementResult, RegionDecision, format_ms
+from ..reporting import PlacementResult, RegionDecision
 from ..tensors import target_device_type
 from ..verify import reference_values
 from .measure import (
@@ -200,7 +200,11 @@ def place(
             detail = (
                 f"searched placement; region {r.index}: LibTorch {torch_ms[r.index]:.4f} ms"
                 + (f" (AOTInductor {aoti:.4f} ms)" if aoti is not None else "")
-                + f", TVM {format_ms(tvm_ms[r.index])} ms"
+                + (
+                    f", TVM {tvm_ms[r.index]:.4f} ms"
+                    if not math.isinf(tvm_ms[r.index])
+                    else ", TVM not timed (the region does not build or run in TVM alone)"
+                )
             )
             for n in r.nodes:
                 if n.target is operator.getitem:
