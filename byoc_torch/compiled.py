@@ -153,8 +153,8 @@ class CompiledModule(torch.nn.Module):
         # torch.export finds a module's TorchScript objects before it traces.
         if artifact is None:
             artifact = self._exported_bytes()
-        self.torch_executable = torch_library.executable_object(artifact, signature.to_json())
-        torch_library.remember(artifact, executable)
+        torch_library.remember(artifact, executable)  # before the object reads its signature
+        self.torch_executable = torch_library.executable_object(artifact)
         self._artifact_size = len(artifact)
 
     # -- calling ------------------------------------------------------------------------------
@@ -401,10 +401,7 @@ class CompiledModule(torch.nn.Module):
         if self._state:
             set_metadata(self.executable, self.signature.with_state(self._state).to_json())
             return artifact_file.write_file(artifact_file.export_bytes(self.executable), path)
-        data = torch_library.artifact_of(self.torch_executable)
-        if artifact_file.sealed_digest(data) is None:  # loaded unsealed (allow_unsealed=True)
-            data = artifact_file.seal_bytes(data)
-        return artifact_file.write_file(data, path)
+        return artifact_file.write_file(torch_library.artifact_of(self.torch_executable), path)
 
     @property
     def state(self) -> dict[str, torch.Tensor]:
@@ -627,4 +624,6 @@ def _from_executable(
         )
     signature = Signature.from_json(text)
     check_host(signature.cpu, source)
+    if artifact_file.sealed_digest(artifact) is None:  # loaded unsealed (allow_unsealed=True)
+        artifact = artifact_file.seal_bytes(artifact)  # trusted by the caller: the op runs it
     return CompiledModule(executable, signature, artifact=artifact, state=state)

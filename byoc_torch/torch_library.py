@@ -3,8 +3,9 @@
 Place in the data flow: beside the compiled model. The C++ runtime (runtime/torch_class.cc)
 registers the TorchScript class ``torch.classes.byoc_torch.Executable_import_byoc_torch_to_load``
 (here :data:`CLASS_NAME`; the name is what PyTorch's error shows when a model holding one is
-loaded without ``import byoc_torch``) (the artifact's bytes
-and the signature, pickled by ``def_pickle``) and the op ``torch.ops.byoc_torch.execute``.
+loaded without ``import byoc_torch``), which holds an artifact's sealed bytes (pickled by
+``def_pickle``; its signature is read from the artifact, its one home), and the op
+``torch.ops.byoc_torch.execute``.
 This module adds what only Python can give them:
 
 * the op's fake kernel: output shapes from the stored signature, the output dims being
@@ -48,10 +49,11 @@ __all__ = [
 CLASS_NAME = "Executable_import_byoc_torch_to_load"  # runtime/torch_class.cc
 
 
-def executable_object(artifact: bytes, signature_json: str) -> torch.ScriptObject:
-    """The TorchScript object holding ``artifact`` (an exported artifact's bytes)."""
+def executable_object(artifact: bytes) -> torch.ScriptObject:
+    """The TorchScript object holding ``artifact`` (an exported artifact's sealed bytes, whose
+    runtime module stores the signature: the object reads it from there)."""
     data = torch.frombuffer(bytearray(artifact), dtype=torch.uint8)
-    return getattr(torch.classes.byoc_torch, CLASS_NAME)(signature_json, data)
+    return getattr(torch.classes.byoc_torch, CLASS_NAME)(data)
 
 
 def artifact_of(obj: torch.ScriptObject) -> bytes:

@@ -14,7 +14,6 @@
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/json.h>
-#include <tvm/ffi/extra/structural_equal.h>
 #include <tvm/ffi/reflection/registry.h>
 #include <tvm/ffi/string.h>
 #include <unistd.h>
@@ -302,8 +301,7 @@ void CheckCpu(const json::Object& signature) {
 
 }  // namespace
 
-std::shared_ptr<ArtifactExecutable> ArtifactExecutable::Load(const uint8_t* data, size_t size,
-                                                             const std::string& signature_json) {
+std::shared_ptr<ArtifactExecutable> ArtifactExecutable::Load(const uint8_t* data, size_t size) {
   SealedPayload sealed = VerifySealedArtifact(data, size, kSource);
   std::string digest(sealed.digest.begin(), sealed.digest.end());
   std::optional<ffi::Module> module = Cached(digest);
@@ -316,17 +314,12 @@ std::shared_ptr<ArtifactExecutable> ArtifactExecutable::Load(const uint8_t* data
     TVM_FFI_THROW(ArtifactError) << "byoc_torch.load: " << kSource
                                  << " was not written by byoc_torch (no signature)";
   }
-  if (*stored != signature_json &&
-      !ffi::StructuralEqual::Equal(Parse(*stored), Parse(signature_json))) {
-    TVM_FFI_THROW(ArtifactError)
-        << "byoc_torch: a byoc_torch.Executable's signature differs from its artifact's";
-  }
-  return std::make_shared<ArtifactExecutable>(*module, signature_json);
+  return std::make_shared<ArtifactExecutable>(*module, *std::move(stored));
 }
 
-ArtifactExecutable::ArtifactExecutable(ffi::Module executable, const std::string& signature_json)
-    : executable_(std::move(executable)) {
-  json::Object signature = Parse(signature_json).cast<json::Object>();
+ArtifactExecutable::ArtifactExecutable(ffi::Module executable, std::string signature_json)
+    : executable_(std::move(executable)), signature_json_(std::move(signature_json)) {
+  json::Object signature = Parse(signature_json_).cast<json::Object>();
   std::unordered_map<std::string, size_t> numbers;
   for (const ffi::Any& item : Field(signature, "inputs").cast<json::Array>()) {
     json::Object spec = item.cast<json::Object>();

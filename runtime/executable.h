@@ -3,7 +3,7 @@
  * \brief An artifact run from C++ alone: the kernel of the op `torch.ops.byoc_torch.execute`.
  *
  * Place in the data flow: the TorchScript object torch_class.cc defines holds an artifact's
- * bytes and its signature (JSON); on its first call it makes an ArtifactExecutable, which
+ * bytes; when it is first called or asked its signature it makes an ArtifactExecutable, which
  *   1. verifies the seal (length and SHA-256, sealed_artifact.h) of the bytes;
  *   2. loads the verified payload the way byoc_torch.load does in Python: written to a fresh
  *      file in a new 0700 directory, loaded with tvm-ffi's Module::LoadFromFile (the Relax VM
@@ -11,7 +11,8 @@
  *      an executable this process already holds (the same payload SHA-256: a model compiled or
  *      loaded in Python, which hands its executable over with `byoc_torch.RememberExecutable`,
  *      or another object of the same artifact) is reused instead;
- *   3. checks that the artifact's stored signature is the object's;
+ *   3. reads the signature (JSON) stored in the artifact's `torch` runtime module: the one home
+ *      of a compiled model's signature (inputs, outputs, symbol ranges, device, CPU features);
  *   4. runs calls: the input checks of CompiledModule (count, dtype, shape, symbolic dims and
  *      their ranges, device, grad), inputs made compact and 64-byte aligned, the Relax VM's
  *      `main` (one VM per concurrent caller, from a pool), the results as fresh tensors.
@@ -52,13 +53,15 @@ struct CheckedInput {
 class ArtifactExecutable {
  public:
   /*! \brief Verify, load (or reuse) and check the artifact held in `size` bytes at `data`. */
-  static std::shared_ptr<ArtifactExecutable> Load(const uint8_t* data, size_t size,
-                                                  const std::string& signature_json);
+  static std::shared_ptr<ArtifactExecutable> Load(const uint8_t* data, size_t size);
 
   /*! \brief The flat outputs for the flat inputs (checked; see the file comment). */
   std::vector<at::Tensor> Run(const std::vector<at::Tensor>& inputs);
 
-  ArtifactExecutable(ffi::Module executable, const std::string& signature_json);
+  /*! \brief The signature the artifact stores, as JSON text. */
+  const std::string& signature() const { return signature_json_; }
+
+  ArtifactExecutable(ffi::Module executable, std::string signature_json);
 
  private:
   struct Vm {
@@ -70,6 +73,7 @@ class ArtifactExecutable {
   std::vector<at::Tensor> CheckInputs(const std::vector<at::Tensor>& inputs) const;
 
   ffi::Module executable_;
+  std::string signature_json_;
   std::vector<CheckedInput> inputs_;
   std::vector<std::string> symbols_;                   // symbol k's name
   std::vector<std::pair<int64_t, int64_t>> ranges_;    // symbol k's [min, max]; max -1: none

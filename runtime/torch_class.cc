@@ -5,11 +5,14 @@
  * op `torch.ops.byoc_torch.execute`.
  *
  * Place in the data flow: byoc_torch/torch_library.py makes an Executable from a compiled
- * model's artifact (the exported shared library, as a uint8 tensor) and its signature (JSON),
- * and the nn.Module byoc_torch returns calls `execute(executable, inputs)` whenever PyTorch
- * traces it (torch.export, torch.jit.trace/script, torch.compile). The Executable pickles as
- * (signature, artifact) through def_pickle, so torch.jit.save, torch.export.save and torch.save
- * carry the whole compiled model; loading needs only `import byoc_torch` (which loads this
+ * model's artifact (the exported shared library, as a uint8 tensor), and the nn.Module
+ * byoc_torch returns calls `execute(executable, inputs)` whenever PyTorch traces it
+ * (torch.export, torch.jit.trace/script, torch.compile). The artifact is the one home of the
+ * model's signature (JSON, in its `torch` runtime module): `signature()` reads it from there,
+ * loading the artifact if this process does not hold it yet. The Executable pickles as
+ * ("", artifact) through def_pickle (archives written by earlier versions hold a copy of the
+ * signature in that string; it is ignored on load), so torch.jit.save, torch.export.save and
+ * torch.save carry the whole compiled model; loading needs only `import byoc_torch` (which loads this
  * library and so registers the class and the op). The class's TorchScript name says so, because
  * it is what PyTorch's error names when a model holding one is loaded without byoc_torch
  * ("Unknown type name '__torch__.torch.classes.byoc_torch.Executable_import_byoc_torch_to_load'").
@@ -61,8 +64,7 @@ namespace ffi = tvm::ffi;
 
 class Executable : public torch::CustomClassHolder {
  public:
-  Executable(std::string signature, at::Tensor artifact)
-      : signature_(std::move(signature)), artifact_(std::move(artifact)) {
+  explicit Executable(at::Tensor artifact) : artifact_(std::move(artifact)) {
     TORCH_CHECK(
         artifact_.scalar_type() == at::kByte && artifact_.dim() == 1 && artifact_.device().is_cpu(),
         "byoc_torch.Executable: the artifact must be a 1-D uint8 CPU tensor, got ",
@@ -70,7 +72,14 @@ class Executable : public torch::CustomClassHolder {
     artifact_ = artifact_.contiguous();
   }
 
-  const std::string& signature() const { return signature_; }
+  /*! \brief The signature the artifact stores (loading it on first use). */
+  std::string signature() {
+    try {
+      return Loaded()->signature();
+    } catch (const ffi::Error& err) {
+      RethrowAsTorch(err);
+    }
+  }
   const at::Tensor& artifact() const { return artifact_; }
 
   std::vector<at::Tensor> Run(const std::vector<at::Tensor>& inputs) {
@@ -90,19 +99,19 @@ class Executable : public torch::CustomClassHolder {
       if (loaded_) return loaded_;
     }
     std::shared_ptr<ArtifactExecutable> made = ArtifactExecutable::Load(
-        static_cast<const uint8_t*>(artifact_.data_ptr()), static_cast<size_t>(artifact_.numel()),
-        signature_);
+        static_cast<const uint8_t*>(artifact_.data_ptr()), static_cast<size_t>(artifact_.numel()));
     std::lock_guard<std::mutex> lock(mu_);
     if (!loaded_) loaded_ = std::move(made);
     return loaded_;
   }
 
-  std::string signature_;
   at::Tensor artifact_;  // the sealed artifact, byte for byte
   std::mutex mu_;        // guards loaded_
   std::shared_ptr<ArtifactExecutable> loaded_;
 };
 
+/*! \brief What an Executable pickles as: ("", artifact). The string is kept so that archives
+ * written when it carried a copy of the signature still load. */
 using State = std::tuple<std::string, at::Tensor>;
 
 /*! \brief Check the seal of an artifact being unpickled (torch.jit.load, torch.load,
@@ -132,7 +141,7 @@ TORCH_LIBRARY(byoc_torch, m) {
   // Where the op's fake kernel lives: PyTorch imports it when it needs output shapes.
   m.set_python_module("byoc_torch.torch_library");
   m.class_<Executable>(BYOC_TORCH_CLASS_NAME)
-      .def(torch::init<std::string, at::Tensor>())
+      .def(torch::init<at::Tensor>())
       .def("signature",
            [](const c10::intrusive_ptr<Executable>& self) { return self->signature(); })
       // What torch.export and torch.compile see of the object (the fake class rebuilds from it).
@@ -142,12 +151,11 @@ TORCH_LIBRARY(byoc_torch, m) {
            })
       .def_pickle(
           [](const c10::intrusive_ptr<Executable>& self) -> State {
-            return State(self->signature(), self->artifact());
+            return State(std::string(), self->artifact());
           },
           [](State state) -> c10::intrusive_ptr<Executable> {
             VerifyUnpickled(std::get<1>(state));
-            return c10::make_intrusive<Executable>(std::move(std::get<0>(state)),
-                                                   std::move(std::get<1>(state)));
+            return c10::make_intrusive<Executable>(std::move(std::get<1>(state)));
           });
   m.def("execute(__torch__.torch.classes.byoc_torch." BYOC_TORCH_CLASS_NAME
         " executable, Tensor[] inputs) -> Tensor[]");

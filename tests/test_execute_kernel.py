@@ -22,8 +22,9 @@ from torch.export import Dim
 
 import byoc_torch
 from byoc_torch import torch_library
-from byoc_torch.artifact_file import MAGIC, TRAILER_SIZE, seal_bytes, verify_bytes
+from byoc_torch.artifact_file import MAGIC, TRAILER_SIZE, load_bytes, seal_bytes, verify_bytes
 from byoc_torch.errors import ArtifactError, InputError, InputTypeError
+from byoc_torch.runtime.module import TorchRuntime
 from byoc_torch.testing.concurrency import hammer
 
 _SHA256 = tvm_ffi.get_global_func("byoc_torch.Sha256")
@@ -92,7 +93,7 @@ def test_seal_check_in_cpp_agrees_with_python():
 def test_op_refuses_a_damaged_artifact_before_loading(compiled):
     data = bytearray(torch_library.artifact_of(compiled.torch_executable))
     data[len(data) // 3] ^= 0x01
-    obj = torch_library.executable_object(bytes(data), compiled.signature.to_json())
+    obj = torch_library.executable_object(bytes(data))
     with pytest.raises(
         ValueError,
         match=re.escape("the artifact a byoc_torch.Executable holds: checksum mismatch (SHA-256)"),
@@ -100,13 +101,17 @@ def test_op_refuses_a_damaged_artifact_before_loading(compiled):
         torch.ops.byoc_torch.execute(obj, [torch.randn(4, 8)])
 
 
-def test_op_refuses_a_signature_other_than_its_artifacts(compiled):
-    other = json.loads(compiled.signature.to_json())
-    other["inputs"][0]["name"] = "renamed"
+def test_the_signature_lives_in_the_artifact_alone(compiled):
+    """The object pickles its artifact and no copy of the signature; the signature it reports
+    (what torch.export's fake kernel reads) is the one the artifact's runtime module stores."""
     artifact = torch_library.artifact_of(compiled.torch_executable)
-    obj = torch_library.executable_object(artifact, json.dumps(other))
-    with pytest.raises(ValueError, match="signature differs from its artifact's"):
-        torch.ops.byoc_torch.execute(obj, [torch.randn(4, 8)])
+    obj = torch_library.executable_object(artifact)
+    (text, data), _ = obj.__getstate__()
+    assert text == "" and data.numpy().tobytes() == artifact
+    (runtime,) = TorchRuntime.find(load_bytes(artifact))  # a fresh load of the same bytes
+    stored = runtime.metadata()
+    assert obj.signature() == stored
+    assert json.loads(stored) == json.loads(compiled.signature.to_json())
 
 
 @pytest.mark.parametrize(
@@ -143,9 +148,7 @@ def _loaded_copies() -> set[str]:
 
 def test_op_reuses_the_executable_of_a_model_this_process_holds(compiled):
     before = _loaded_copies()
-    obj = torch_library.executable_object(
-        torch_library.artifact_of(compiled.torch_executable), compiled.signature.to_json()
-    )
+    obj = torch_library.executable_object(torch_library.artifact_of(compiled.torch_executable))
     x = torch.randn(4, 8)
     (out,) = torch.ops.byoc_torch.execute(obj, [x])
     torch.testing.assert_close(out, Erfinv()(x))
