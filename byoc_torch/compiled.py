@@ -45,7 +45,7 @@ from .names import dtype_name
 from .records import FallbackRecord, Reason
 from .reporting import Report
 from .runtime.module import TorchRuntime, make_checked_call
-from .signature import InputSpec, Signature, count_leaves, is_plain_leaf, unflatten
+from .signature import Signature, count_leaves, is_plain_leaf, unflatten
 from .tensors import flatten_tvm, to_tvm, tvm_ready
 from .threads import apply_thread_budget
 
@@ -148,7 +148,7 @@ class CompiledModule(torch.nn.Module):
         # tensors, False = anything else (handled by the general path).
         self._flat_result: bool | None = None
         self._output_indices = range(self._num_outputs)
-        self._call_specs, self._symbol_ranges = _call_specs(signature.inputs, signature.ranges)
+        self._call_specs, self._symbol_ranges = _call_specs(signature)
         # What PyTorch's tracers see (torch.ops.byoc_torch.execute's first argument), made now:
         # torch.export finds a module's TorchScript objects before it traces.
         if artifact is None:
@@ -384,7 +384,20 @@ class CompiledModule(torch.nn.Module):
             # A subclass (e.g. nn.Parameter) crosses as a TVM view, as plain tensors did
             # before the fast path; tvm-ffi exchanges a plain tensor itself.
             args.append(tvm_ready(x) if type(x) is torch.Tensor else to_tvm(x))
+        self._check_derived(symbols)
         return None if fake or not prepare else args
+
+    def _check_derived(self, symbols: dict[str, int]) -> None:
+        """Each derived dim (``s0 + 2``) against the symbol it derives from, both bound."""
+        for dim, (base, a, b) in self.signature.derived.items():
+            if dim in symbols and base in symbols and symbols[dim] != a * symbols[base] + b:
+                k = next(k for k, s in enumerate(self.signature.inputs) if dim in s.shape)
+                where = _Where(k, self.signature.inputs[k].name)
+                raise InputError(
+                    f"byoc_torch: {where} dim {self.signature.inputs[k].shape.index(dim)} "
+                    f"({dim}) is {symbols[dim]}, but {base} is {symbols[base]}, which makes "
+                    f"it {a * symbols[base] + b}"
+                )
 
     @property
     def device_type(self) -> str:
@@ -492,15 +505,14 @@ def _fallbacks_of(report: Report) -> list[FallbackRecord]:
     ]
 
 
-def _call_specs(
-    inputs: Sequence[InputSpec], ranges: dict[str, tuple[int, int | None]]
-) -> tuple[list[list[int]], list[list[int]]]:
+def _call_specs(signature: Signature) -> tuple[list[list[int]], list[list[int]]]:
     """The checked call's input specs (runtime/checked_call.cc): [dtype code, bits, lanes,
     rank, dims...] with a symbolic dim as -(symbol number + 1); and each symbol's allowed
-    [min, max] (max -1: unbounded)."""
+    [min, max] (max -1: unbounded), followed for a derived dim (``s0 + 2``) by [symbol
+    number of s0, a, b] (the dim is a * s0 + b)."""
     symbols: dict[str, int] = {}
     specs = []
-    for spec in inputs:
+    for spec in signature.inputs:
         try:
             dtype = tvm_ffi.dtype(spec.dtype)
             head = [dtype.type_code, dtype.bits, dtype.lanes]
@@ -513,8 +525,11 @@ def _call_specs(
         specs.append([*head, len(dims), *dims])
     bounds = []
     for name in symbols:  # in symbol-number order
-        lower, upper = ranges.get(name, (0, None))
+        lower, upper = signature.ranges.get(name, (0, None))
         bounds.append([lower, -1 if upper is None else upper])
+        if name in signature.derived:
+            base, a, b = signature.derived[name]
+            bounds[-1] += [symbols[base], a, b]
     return specs, bounds
 
 

@@ -7,6 +7,7 @@ it to check inputs and to rebuild the output nesting.
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import enum
@@ -27,6 +28,7 @@ __all__ = [
     "InputSpec",
     "InputTree",
     "Signature",
+    "affine_dim",
     "count_leaves",
     "is_plain_leaf",
     "output_structure",
@@ -299,6 +301,20 @@ class Signature:
         pairs = zip(self.state, self.state_values, strict=True)
         return [decode_tensor(text, name) for name, text in pairs]
 
+    @functools.cached_property
+    def derived(self) -> dict[str, tuple[str, int, int]]:
+        """The input dims that are affine in another input symbol (torch.export's derived
+        dims, ``Dim("n") + 2`` printed ``"s77 + 2"``): dim text -> (that symbol, a, b), the
+        dim being a * symbol + b. Checked at call, so that inconsistent sizes are an
+        InputError, not TVM's shape assertion. Written into the JSON for the C++ checks."""
+        plain = {d for spec in self.inputs for d in spec.shape if isinstance(d, str)}
+        found = {}
+        for dim in sorted(plain):
+            form = affine_dim(dim)
+            if form is not None and form[0] != dim and form[0] in plain:
+                found[dim] = form
+        return found
+
     @property
     def op_namespaces(self) -> tuple[str, ...]:
         """The operator namespaces (other than aten) the artifact needs, sorted."""
@@ -318,6 +334,7 @@ class Signature:
                 if self.output_specs is None
                 else [_spec_dict(o) for o in self.output_specs],
                 "ranges": {k: list(v) for k, v in sorted(self.ranges.items())},
+                "derived": {k: list(v) for k, v in self.derived.items()},
                 "foreign_ops": list(self.foreign_ops),
                 "mutations": list(self.mutations),
                 "cpu": self.cpu,
@@ -376,6 +393,39 @@ class Signature:
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"byoc_torch artifact has an unreadable signature: {err}") from err
+
+
+def affine_dim(text: str) -> tuple[str, int, int] | None:
+    """``(symbol, a, b)`` when the dim ``text`` is ``a * symbol + b`` (integers a != 0 and b,
+    one symbol: ``"s0"``, ``"s0 + 2"``, ``"2*s0 - 1"``), else None."""
+    try:
+        terms = _linear(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError):
+        return None
+    names = [k for k, v in terms.items() if k and v]
+    if len(names) != 1:
+        return None
+    return names[0], terms[names[0]], terms.get("", 0)
+
+
+def _linear(node: ast.AST) -> dict[str, int]:
+    """An integer-linear expression as {symbol: coefficient, "": constant}."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return {"": node.value}
+    if isinstance(node, ast.Name):
+        return {node.id: 1}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return {k: -v for k, v in _linear(node.operand).items()}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        left, right = _linear(node.left), _linear(node.right)
+        sign = 1 if isinstance(node.op, ast.Add) else -1
+        return {k: left.get(k, 0) + sign * right.get(k, 0) for k in {*left, *right}}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        left, right = _linear(node.left), _linear(node.right)
+        for scale, other in ((left, right), (right, left)):
+            if set(scale) == {""}:
+                return {k: scale[""] * v for k, v in other.items()}
+    raise ValueError("not integer-linear")
 
 
 def encode_tensor(tensor: torch.Tensor) -> str:

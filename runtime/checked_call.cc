@@ -13,7 +13,9 @@
  *
  * An input spec is an array of int64: [dtype code, dtype bits, dtype lanes, rank, dim 0, ...],
  * a dim >= 0 static, a dim < 0 the symbol -(dim + 1). Each symbol has a range [min, max]
- * (max -1: unbounded) that torch.export allowed; a size outside it is refused.
+ * (max -1: unbounded) that torch.export allowed; a size outside it is refused. A symbol that
+ * is a derived dim (torch.export's `Dim("n") + 2`, the symbol "s0 + 2") has the range
+ * [min, max, base, a, b]: its size must be a * (the size of symbol base) + b.
  */
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -82,6 +84,11 @@ const DLTensor* AsDLTensor(const ffi::AnyView& arg) {
   return nullptr;
 }
 
+/*! \brief A derived dim: symbol `symbol` is a * (symbol `base`) + b. */
+struct Derived {
+  int64_t symbol, base, a, b;
+};
+
 /*!
  * \brief ``main`` behind the checks of ``specs``.
  * \param main the VM function (one per thread: a VM is not shareable).
@@ -95,9 +102,15 @@ ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>
                               bool unwrap_single) {
   const auto num_symbols = static_cast<int64_t>(symbol_ranges.size());
   std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::vector<Derived> derived;
   for (const ffi::Array<int64_t>& range : symbol_ranges) {
-    TVM_FFI_CHECK(range.size() == 2, ValueError)
-        << "byoc_torch.MakeCheckedCall: a symbol range is [min, max]";
+    TVM_FFI_CHECK(range.size() == 2 || range.size() == 5, ValueError)
+        << "byoc_torch.MakeCheckedCall: a symbol range is [min, max] or [min, max, base, a, b]";
+    if (range.size() == 5) {
+      TVM_FFI_CHECK(range[2] >= 0 && range[2] < num_symbols, ValueError)
+          << "byoc_torch.MakeCheckedCall: symbol " << range[2] << " is out of range";
+      derived.push_back({static_cast<int64_t>(ranges.size()), range[2], range[3], range[4]});
+    }
     ranges.emplace_back(range[0], range[1]);
   }
   std::vector<InputCheck> checks;
@@ -121,7 +134,8 @@ ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>
   }
   auto device = static_cast<DLDeviceType>(device_type);
   return ffi::Function::FromPacked([main, checks = std::move(checks),
-                                    ranges = std::move(ranges), num_symbols, device,
+                                    ranges = std::move(ranges), derived = std::move(derived),
+                                    num_symbols, device,
                                     unwrap_single](ffi::PackedArgs args, ffi::Any* rv) {
     if (args.size() != static_cast<int32_t>(checks.size())) {
       *rv = nullptr;
@@ -145,6 +159,12 @@ ffi::Function MakeCheckedCall(ffi::Function main, ffi::Array<ffi::Array<int64_t>
     for (int64_t k = 0; k < num_symbols; ++k) {
       const auto& [lower, upper] = ranges[static_cast<size_t>(k)];
       if (symbols[k] < lower || (upper >= 0 && symbols[k] > upper)) {
+        *rv = nullptr;
+        return;
+      }
+    }
+    for (const Derived& dim : derived) {
+      if (symbols[dim.symbol] != dim.a * symbols[dim.base] + dim.b) {
         *rv = nullptr;
         return;
       }

@@ -18,6 +18,7 @@
 #include <tvm/ffi/string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -349,6 +350,19 @@ ArtifactExecutable::ArtifactExecutable(ffi::Module executable, std::string signa
       ranges_[k].second = range[1] == nullptr ? -1 : range[1].cast<int64_t>();
     }
   }
+  if (signature.count(ffi::String("derived"))) {  // dim text -> [base symbol, a, b]
+    for (const auto& [key, value] : signature.at(ffi::String("derived")).cast<json::Object>()) {
+      auto dim = numbers.find(std::string(key.cast<ffi::String>()));
+      json::Array form = value.cast<json::Array>();
+      auto base = numbers.find(std::string(form[0].cast<ffi::String>()));
+      if (dim == numbers.end() || base == numbers.end()) {
+        TVM_FFI_THROW(ArtifactError) << "byoc_torch: a byoc_torch.Executable's signature "
+                                        "derives a dim from a symbol no input has";
+      }
+      derived_.push_back({dim->second, base->second, form[1].cast<int64_t>(),
+                          form[2].cast<int64_t>()});
+    }
+  }
   num_outputs_ = CountLeaves(Field(signature, "outputs").cast<json::Object>());
   if (signature.count(ffi::String("device"))) {
     device_text_ = std::string(signature.at(ffi::String("device")).cast<ffi::String>());
@@ -443,6 +457,19 @@ std::vector<at::Tensor> ArtifactExecutable::CheckInputs(
       t = t.clone(at::MemoryFormat::Contiguous);  // a fresh allocation: 64-byte aligned
     }
     ready.push_back(std::move(t));
+  }
+  for (const DerivedDim& dim : derived_) {  // the Python check's message (compiled.py)
+    int64_t want = dim.a * bound[dim.base] + dim.b;
+    if (bound[dim.symbol] == want) continue;
+    auto code = -static_cast<int64_t>(dim.symbol) - 1;
+    for (size_t k = 0; k < inputs_.size(); ++k) {
+      auto at = std::find(inputs_[k].dims.begin(), inputs_[k].dims.end(), code);
+      if (at == inputs_[k].dims.end()) continue;
+      TORCH_CHECK_VALUE(false, "byoc_torch: input ", k, " ('", inputs_[k].name, "') dim ",
+                        at - inputs_[k].dims.begin(), " (", symbols_[dim.symbol], ") is ",
+                        bound[dim.symbol], ", but ", symbols_[dim.base], " is ",
+                        bound[dim.base], ", which makes it ", want);
+    }
   }
   return ready;
 }

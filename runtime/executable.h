@@ -50,6 +50,12 @@ struct CheckedInput {
   std::vector<int64_t> dims;   // >= 0 static; < 0 the symbol -(dim + 1)
 };
 
+/*! \brief A derived dim of the signature: symbol `symbol` is a * (symbol `base`) + b. */
+struct DerivedDim {
+  size_t symbol, base;
+  int64_t a, b;
+};
+
 class ArtifactExecutable {
  public:
   /*! \brief Verify, load (or reuse) and check the artifact held in `size` bytes at `data`. */
@@ -77,6 +83,7 @@ class ArtifactExecutable {
   std::vector<CheckedInput> inputs_;
   std::vector<std::string> symbols_;                   // symbol k's name
   std::vector<std::pair<int64_t, int64_t>> ranges_;    // symbol k's [min, max]; max -1: none
+  std::vector<DerivedDim> derived_;                    // checked after the symbols are bound
   size_t num_outputs_ = 0;
   std::string device_text_ = "cpu";  // as the signature names it
   DLDevice device_{kDLCPU, 0};

@@ -172,6 +172,38 @@ def test_op_checks_dynamic_dims_against_their_range():
         assert str(python.value) in str(cpp.value)
 
 
+class CatsHead(torch.nn.Module):
+    def forward(self, x, y):
+        return torch.cat([x, x[:2]]) * y
+
+
+def test_derived_dims_are_checked_against_their_symbol():
+    """y's dim 0 is torch.export's derived dim n + 2 (the symbol "s.. + 2"): a y that does not
+    fit x is an InputError on both paths (it was TVM's match_cast assertion), naming both
+    sizes; one that fits runs."""
+    n = Dim("n", min=3, max=64)
+    compiled = byoc_torch.compile(
+        CatsHead(),
+        (torch.randn(5, 4), torch.randn(7, 4)),
+        dynamic_shapes={"x": {0: n}, "y": {0: n + 2}},
+        placement="tvm",
+    )
+    (derived,) = compiled.signature.derived.items()
+    base = compiled.signature.inputs[0].shape[0]
+    assert derived == (f"{base} + 2", (base, 1, 2))
+    x, y = torch.randn(9, 4), torch.randn(11, 4)
+    torch.testing.assert_close(compiled(x, y), CatsHead()(x, y))
+    bad = torch.randn(12, 4)
+    with pytest.raises(InputError) as python:
+        compiled(x, bad)
+    with pytest.raises(ValueError) as cpp:
+        torch.ops.byoc_torch.execute(compiled.torch_executable, [x, bad])
+    assert str(python.value) == (
+        f"byoc_torch: input 1 ('y') dim 0 ({base} + 2) is 12, but {base} is 9, which makes it 11"
+    )
+    assert str(python.value) in str(cpp.value)
+
+
 def test_op_calls_from_many_threads_at_once_are_each_right(compiled):
     """Each concurrent call runs on a VM of its own (the kernel's pool): a shared VM's
     registers would mix the threads' answers."""
