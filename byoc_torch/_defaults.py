@@ -60,8 +60,8 @@ TIMING_NOISY_SPREAD = 0.25
 # A sample whose wall/CPU-time ratio is this many times its contestant's usual one was
 # descheduled (another process ran) and is dropped.
 TIMING_DESCHEDULED_FACTOR = 1.5
-# A faster contestant replaces a simpler one only when faster by more than this share (and
-# more than both measured spreads).
+# A faster contestant replaces a simpler one only when its time up to its measured spread is
+# below the simpler one's time less this share (byoc_torch.timing.choose).
 TIMING_MARGIN = 0.05
 
 # -- measured placement ---------------------------------------------------------------------------

@@ -18,9 +18,10 @@ Placement decides on timings taken while other work may share the machine, so it
 * **re-measuring when the spread is high**: while a contestant's spread (its
   ``TIMING_SPREAD_QUANTILE`` over its low quantile) is above ``TIMING_NOISY_SPREAD``, more
   rounds are taken, up to ``TIMING_MAX_ROUNDS``; a contestant still that spread is *noisy*;
-* :func:`choose` keeps the simplest contestant unless another is faster by more than a
-  margin (``_defaults.TIMING_MARGIN``, widened to the measured spread), so a difference
-  inside the noise never changes a choice, and says when noise was too high to trust one.
+* :func:`choose` keeps the simplest contestant unless another is faster beyond the noise:
+  its time up to its own spread still below the simplest's less a margin
+  (``_defaults.TIMING_MARGIN``), so a difference inside the noise never changes a choice,
+  wide spreads never hide a large one, and it says when noise was too high to trust one.
 
 The clocks are a parameter (:class:`Clocks`; default :data:`DEFAULT_CLOCKS`, read at each
 call), so tests inject a noisy timer.
@@ -254,8 +255,11 @@ def choose(
     margin: float = _defaults.TIMING_MARGIN,
 ) -> Choice:
     """The contestant to keep: the first of ``order`` (simplest first) that has a time, unless
-    another is faster than it by more than ``margin`` and than both spreads; among those
-    faster, the fastest (ties: the earlier in ``order``). Deterministic given the timings.
+    another is faster than it beyond the noise: its time up to its own spread (the upper
+    quantile, ``ms * (1 + spread)``) still below the simplest's time less ``margin``. The
+    measured intervals do not overlap then, however wide the spreads (a spread of 200 % on a
+    busy machine does not hide a 3x difference). Among those faster, the fastest (ties: the
+    earlier in ``order``). Deterministic given the timings.
 
     ``timings`` values: :class:`Timing`, a plain time in ms (no spread known), or None
     (not measured: never chosen while another has a time).
@@ -276,12 +280,15 @@ def choose(
     noisy = any(isinstance(timings[n], Timing) and timings[n].noisy for n in timed)
     best, why = base, f"{base} is the simplest"
     inside_noise = []
+    bar = ms(base) * (1 - margin)
     for name in timed[1:]:
-        needed = max(margin, spread(base), spread(name))
-        if ms(name) < ms(base) * (1 - needed) and ms(name) < ms(best):
+        if ms(name) * (1 + spread(name)) < bar and ms(name) < ms(best):
             best = name
-            why = f"{name} faster than {base} by more than {needed:.0%}"
-        elif ms(name) < ms(base) * (1 - margin):
+            why = (
+                f"{name} faster than {base} by {1 - ms(name) / ms(base):.0%}, beyond the "
+                f"{margin:.0%} margin and its {spread(name):.0%} spread"
+            )
+        elif ms(name) < bar:
             inside_noise.append(name)  # faster than the margin, but not than the spread
     if inside_noise and best == base:
         noisy = True

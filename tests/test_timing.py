@@ -78,6 +78,13 @@ def test_choose_keeps_the_simplest_inside_the_margin_and_takes_a_clear_win():
     verdict = choose(spread, order)
     assert verdict.name == "all-libtorch" and verdict.noisy
     assert "searched faster only within the measured spread" in verdict.why
+    # a busy machine's wide spreads do not hide a 3x difference (the intervals do not overlap)
+    busy = {"all-libtorch": Timing(111.0, 2.0), "all-tvm": None, "searched": Timing(34.0, 0.5)}
+    verdict = choose(busy, order)
+    assert verdict.name == "searched"
+    assert verdict.why == (
+        "searched faster than all-libtorch by 69%, beyond the 5% margin and its 50% spread"
+    )
     # not timed: never chosen over one that was
     assert choose({"all-libtorch": None, "all-tvm": 2.0}, order).name == "all-tvm"
 

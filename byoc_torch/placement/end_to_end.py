@@ -11,8 +11,9 @@ sees. So the driver builds "all-libtorch" and each other candidate whose modelle
 within ``_defaults.PLACEMENT_CHECK_FACTOR`` of the best modelled time, times the built models
 round-robin on the example inputs with :func:`byoc_torch.timing.robust_times` (short samples,
 descheduled ones dropped by a CPU-time cross-check, a low quantile, re-measured while the
-spread is high), and keeps the simplest candidate unless another is faster by more than
-``_defaults.TIMING_MARGIN`` and than the measured spreads (:func:`byoc_torch.timing.choose`).
+spread is high), and keeps the simplest candidate unless another is faster beyond the noise:
+its time up to its own measured spread below the simplest's less ``_defaults.TIMING_MARGIN``
+(:func:`byoc_torch.timing.choose`).
 Simplest first: the single-backend candidates (no crossings to wake a pool across), in the
 order of their modelled times, then the searched one. The model compiled in the end is
 therefore never slower, beyond the margin, than the better of the two single-backend
