@@ -1,7 +1,9 @@
-"""What marks byoc_torch's functions in a Relax module, one home for it.
+"""Relax facts the stages share: what marks byoc_torch's functions in a module, and how a
+block builder left mid-function by an exception is closed.
 
 Place in the data flow: the partition pass lifts each torch group into a function with
-``Codegen="torch"``; the codegen, verification and reports find those functions here.
+``Codegen="torch"``; the codegen, verification and reports find those functions here. The
+frontend and placement close the block builders of failed attempts here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-__all__ = ["CODEGEN", "torch_functions"]
+__all__ = ["CODEGEN", "close_blocks", "torch_functions"]
 
 CODEGEN = "torch"  # the Codegen attribute of a torch function (relax.ext.torch)
 
@@ -25,3 +27,15 @@ def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
         ):
             out[gv.name_hint] = f
     return dict(sorted(out.items()))
+
+
+def close_blocks(bb: relax.BlockBuilder) -> None:
+    """End the blocks an exception left open in ``bb``. TVM's BlockBuilder warns on stderr
+    ("BlockBuilder destroyed with remaining blocks!") when it is destroyed with open blocks,
+    and a failed import's builder is often destroyed later, by the garbage collector, outside
+    the section whose C++ log lines byoc_torch captures (byoc_torch.quiet)."""
+    for _ in range(64):  # a function scope opens one block; nested scopes a few
+        try:
+            bb._end_block()
+        except tvm.error.InternalError:  # no block left
+            return

@@ -169,3 +169,27 @@ def test_compile_export_and_load_print_nothing_but_the_log_asked_for(tmp_path):
     loaded = _run(str(script), "load", str(artifact), env={"BYOC_TORCH_LOG": ""})
     assert loaded.returncode == 0, loaded.stderr
     assert (loaded.stdout, loaded.stderr) == ("loaded\n", "")
+
+
+def test_a_failed_import_leaves_no_block_open_to_warn_later(capfd):
+    """TVM's converter raises on this index_put: the importer of that attempt (which a
+    traceback or a reference cycle can keep alive past the captured section) has its block
+    builder closed, so destroying it later writes nothing to stderr. Without
+    ``ir.close_blocks`` TVM writes "BlockBuilder destroyed with remaining blocks!"."""
+    import torch
+
+    from byoc_torch.frontend.importer import _ConverterRaised, _FallbackImporter, _import_once
+    from byoc_torch.options import Options
+    from byoc_torch.testing import Lambda
+
+    model = Lambda(lambda x: x.index_put((torch.tensor([0]),), torch.tensor(1.0)) * 2)
+    ep = torch.export.export(model, (torch.randn(2, 9),))
+    importer = _FallbackImporter(Options(), {})
+    with pytest.raises(_ConverterRaised):
+        _import_once(ep, importer)
+    capfd.readouterr()
+    del importer
+    import gc
+
+    gc.collect()
+    assert "remaining blocks" not in capfd.readouterr().err

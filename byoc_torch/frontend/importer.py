@@ -60,6 +60,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 import relay_ext
 
 from ..errors import FallbackError, FullCompilationError
+from ..ir import close_blocks
 from ..names import dtype_name, op_key
 from ..options import Options
 from ..records import FallbackRecord, Reason
@@ -334,13 +335,7 @@ class ImportResult:
 
 def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
     try:
-        return importer.from_exported_program(
-            ep,
-            keep_params_as_input=importer.options.keep_params_as_input,
-            unwrap_unit_return_tuple=False,
-            no_bind_return_tuple=False,
-            custom_convert_map=None,
-        )
+        return _import_or_close(ep, importer)
     except _ConverterRaised:
         raise
     except Exception:
@@ -351,6 +346,23 @@ def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) 
                     f"model output {node.name} is a scalar computed in LibTorch; byoc_torch "
                     "returns tensors only"
                 ) from None
+        raise
+
+
+def _import_or_close(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
+    """TVM's import of ``ep``; when it raises, the importer's block builder is closed first
+    (:func:`byoc_torch.ir.close_blocks`: the importer may outlive this call in the traceback)."""
+    try:
+        return importer.from_exported_program(
+            ep,
+            keep_params_as_input=importer.options.keep_params_as_input,
+            unwrap_unit_return_tuple=False,
+            no_bind_return_tuple=False,
+            custom_convert_map=None,
+        )
+    except BaseException:
+        if importer.block_builder is not None:
+            close_blocks(importer.block_builder)
         raise
 
 

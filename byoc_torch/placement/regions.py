@@ -30,6 +30,7 @@ import relay_ext
 
 from ..errors import FallbackError
 from ..frontend.torchscript import output_metas, script_for_nodes
+from ..ir import close_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def region_module(
                 bb.emit_func_output(out)
         except Exception as err:  # a region TVM cannot express alone is not measured
             logger.debug("placement: region %d has no Relax form: %s", region.index, err)
+            close_blocks(bb)
             continue
         made.append(RegionFunction(region.index, name, inputs))
     return bb.get(), made
