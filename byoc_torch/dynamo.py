@@ -159,6 +159,11 @@ def compile_graph(
         opts = Options.from_kwargs(options)
     elif options:
         opts = opts.replace(**options)
+    if opts.num_threads is None:
+        # The process's threads as the user set them: Dynamo asserts that torch's global
+        # thread count is unchanged by a compile ("Global num_threads state changed while
+        # dynamo tracing"), and the torch.compile user keeps the settings of the process.
+        opts = opts.replace(num_threads=torch.get_num_threads())
     try:
         graph = _Graph(gm, example_inputs, opts)
         graph.variant(list(example_inputs))  # the first variant, compiled now

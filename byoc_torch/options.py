@@ -90,7 +90,8 @@ class Options:
             it calls ``torch.set_num_threads`` and sets ``TVM_NUM_THREADS`` for the whole
             process, and the model created last wins (see :mod:`byoc_torch.threads`).
             Default: None, the cores available to this process
-            (``len(os.sched_getaffinity(0))``).
+            (``len(os.sched_getaffinity(0))``); for the ``torch.compile`` backend,
+            ``torch.get_num_threads()`` (the process's setting is left as it is).
         torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
             subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters

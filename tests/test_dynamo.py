@@ -81,6 +81,22 @@ def test_dynamic_batch_compiles_once(how):
     assert shape[1] == 8 or how == "dynamic"  # dynamic=True makes every dim dynamic
 
 
+def test_the_process_thread_setting_is_kept():
+    """A user who set torch's threads compiles without Dynamo's "Global num_threads state
+    changed while dynamo tracing" (the backend used to apply its own budget: the cores), and
+    the setting stays."""
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    torch.set_num_threads(other)
+    try:
+        fn = torch.compile(lambda x: torch.special.erfinv(x.tanh()) * 2, backend="byoc_torch")
+        x = torch.randn(8)
+        torch.testing.assert_close(fn(x), torch.special.erfinv(x.tanh()) * 2)
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_guard_failure_recompiles():
     backend = Counting()
     compiled = torch.compile(scaled, backend=backend, dynamic=False)
@@ -162,7 +178,8 @@ def test_torch_compile_options_dict_reaches_the_backend(monkeypatch):
     x = torch.randn(4, 8)
     got = torch.compile(scaled, backend="byoc_torch", options=options)(x)
     torch.testing.assert_close(got, scaled(x))
-    assert seen == [byoc_torch.Options(**options)]
+    # num_threads: the process's own, which the backend leaves as it is
+    assert seen == [byoc_torch.Options(**options, num_threads=torch.get_num_threads())]
     assert "aten.tanh.default" in made[0].torch_ops  # forced to LibTorch by the option
     torch._dynamo.reset()
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as info:
