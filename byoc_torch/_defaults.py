@@ -91,6 +91,12 @@ TORCH_EXECUTORS = ("auto", "aot_inductor", "torchscript")
 # "auto" compiles no package for a subgraph whose TorchScript takes less than this (ms per call):
 # an AOTInductor compile costs seconds, and below this a faster kernel gains little.
 AOTI_MIN_SUBGRAPH_MS = 0.5
+# Measured placement builds the whole model as one AOTInductor package (the "all-aot-inductor"
+# candidate) when all-LibTorch is modelled at this or more. Far below the models it pays for:
+# at 0.5 ms the built-in cnn (modelled 0.49 ms on a quiet machine, more under load) got the
+# candidate only while the machine was busy, and placements flipped between 0.33x and 0.67x
+# eager (benchmarks/placement_stability.py).
+AOTI_MIN_MODEL_MS = 0.1
 # Runs of the built model per executor when "auto" compares them (the least per-call time).
 AOTI_MEASURE_ROUNDS = 5
 # Measured placement compiles at most this many regions (the slowest in LibTorch, each at

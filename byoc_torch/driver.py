@@ -302,7 +302,7 @@ def _aoti_candidate_skipped(
     if missing is not None:
         return missing
     all_torch = result.all_torch_ms
-    threshold = _defaults.AOTI_MIN_SUBGRAPH_MS
+    threshold = _defaults.AOTI_MIN_MODEL_MS
     if opts.torch_executor == "auto" and (all_torch is None or all_torch < threshold):
         return f"all-LibTorch modelled {format_ms(all_torch)} ms, under {threshold} ms"
     return None
