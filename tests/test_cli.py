@@ -49,7 +49,7 @@ def test_demo_and_its_export_and_load_print_nothing_unasked(tmp_path):
     """The demo in a fresh process (compile, verification, placement, export): its stdout is
     its report and stderr is empty (TVM printed 'Scope Saving:' lines here); loading the
     artifact in another fresh process prints nothing either, and BYOC_TORCH_LOG=debug shows
-    TVM's 'Scope Loaded:' lines through logging."""
+    byoc_torch's debug lines through logging."""
     path = tmp_path / "demo.so"
     demo = _python("-m", "byoc_torch.tools.cli", "demo", "--warmup", "0", "--repeat", "1",
                    "--export", str(path))  # fmt: skip
@@ -62,7 +62,10 @@ def test_demo_and_its_export_and_load_print_nothing_unasked(tmp_path):
     assert (quiet_load.returncode, quiet_load.stdout, quiet_load.stderr) == (0, "loaded\n", "")
     shown = _python(str(script), str(path), BYOC_TORCH_LOG="debug")
     assert shown.returncode == 0, shown.stderr
-    assert re.search(r"^DEBUG byoc_torch\.tvm: \[.*Scope Loaded", shown.stderr, re.MULTILINE)
+    # What loading logs depends on the demo's placement (a TorchScript subgraph makes TVM log
+    # 'Scope Loaded:', an AOTInductor package does not); the thread budget is always logged.
+    # TVM's own lines reaching logging: tests/test_quiet.py.
+    assert re.search(r"^DEBUG byoc_torch\.threads: thread budget applied", shown.stderr, re.M)
     assert not [line for line in shown.stderr.splitlines() if not line.startswith("DEBUG ")]
 
 

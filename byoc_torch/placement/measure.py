@@ -58,7 +58,7 @@ __all__ = [
     "time_tvm",
 ]
 
-CACHE_VERSION = 2  # 2: regions timed on one thread (one_thread)
+CACHE_VERSION = 3  # 2: regions timed on one thread (one_thread); 3: whole candidates too
 
 
 @contextlib.contextmanager
@@ -69,8 +69,8 @@ def one_thread() -> Iterator[None]:
     wait for a descheduled worker into its time: with OpenMP's default wait policy (torch
     imported before byoc_torch, so ``OMP_WAIT_POLICY=PASSIVE`` came too late), a 0.02 ms
     TorchScript region timed 24 ms per call at 2 threads while two busy processes held the two
-    cores. The whole-model check (:mod:`.end_to_end`) times whole candidates at the model's own
-    thread budget. Both settings are restored afterwards."""
+    cores. The whole-model check (:mod:`.end_to_end`, run by the driver) times whole candidates
+    on one thread too. Both settings are restored afterwards."""
     threads = torch.get_num_threads()
     tvm_threads = os.environ.get("TVM_NUM_THREADS")
     torch.set_num_threads(1)
