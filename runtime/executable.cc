@@ -368,7 +368,12 @@ ArtifactExecutable::ArtifactExecutable(ffi::Module executable, std::string signa
     device_text_ = std::string(signature.at(ffi::String("device")).cast<ffi::String>());
   }
   device_ = ParseDevice(device_text_);
-  CheckCpu(signature);
+  try {  // refused at the first run, not here: reading the signature runs no kernel
+    CheckCpu(signature);
+  } catch (const ffi::Error& err) {
+    if (err.kind() != "CPUFeatureError") throw;
+    cpu_error_ = err;
+  }
 }
 
 
@@ -475,6 +480,7 @@ std::vector<at::Tensor> ArtifactExecutable::CheckInputs(
 }
 
 std::vector<at::Tensor> ArtifactExecutable::Run(const std::vector<at::Tensor>& inputs) {
+  if (cpu_error_.has_value()) throw *cpu_error_;
   std::vector<at::Tensor> ready = CheckInputs(inputs);
   std::vector<ffi::Tensor> args;
   args.reserve(ready.size());

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,6 +85,7 @@ class ArtifactExecutable {
   std::vector<std::string> symbols_;                   // symbol k's name
   std::vector<std::pair<int64_t, int64_t>> ranges_;    // symbol k's [min, max]; max -1: none
   std::vector<DerivedDim> derived_;                    // checked after the symbols are bound
+  std::optional<ffi::Error> cpu_error_;  // CPUFeatureError: thrown by Run, not by the load
   size_t num_outputs_ = 0;
   std::string device_text_ = "cpu";  // as the signature names it
   DLDevice device_{kDLCPU, 0};
