@@ -338,6 +338,8 @@ def bench_model(
             print(f"  {name:<10} {contestant:<12} setup {shown:>8}  {prep.status}", flush=True)
         if "eager" not in ready:
             raise RuntimeError(f"{name}: eager itself does not run: {row['latency_ms']}")
+        # What LibTorch-based contestants ran at (a compile can set the process's threads).
+        row["torch_threads_timed"] = torch.get_num_threads()
         per_round, calls = interleaved_samples(ready, rounds, warmup=warmup, budget_s=budget_s)
     for contestant in entrants:
         if contestant in ready:

@@ -16,7 +16,7 @@ REQUIRE_FULL_COMPILATION = False
 VERIFY = True
 RUN_DECOMPOSITIONS = True
 KEEP_PARAMS_AS_INPUT = False
-# None = the cores available to this process, len(os.sched_getaffinity(0)) (byoc_torch.threads).
+# None = torch.get_num_threads(), capped by the cores available (threads.default_threads).
 NUM_THREADS = None
 
 # Random inputs (verification without example inputs, Dynamo's fake inputs, tuning's timing

@@ -237,8 +237,7 @@ def nodes_program(
         new[node] = graph.node_copy(node, value_of)
     graph.output(
         tuple(
-            new[n] if k is None else graph.call_function(_getitem, (new[n], k))
-            for n, k in outputs
+            new[n] if k is None else graph.call_function(_getitem, (new[n], k)) for n, k in outputs
         )
     )
     return SubgraphProgram(fx.GraphModule(root, graph), example, dynamic, taken)

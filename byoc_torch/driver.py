@@ -98,9 +98,7 @@ def compile_with_options(
         if opts.tune_trials and opts.tuning_database is None:
             # One database for the whole compile: the kernels tuned while placement times the
             # regions are not tuned again for the whole-model check or the final build.
-            database = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="byoc_torch_tuning_")
-            )
+            database = stack.enter_context(tempfile.TemporaryDirectory(prefix="byoc_torch_tuning_"))
             opts = opts.replace(tuning_database=database)
         apply_thread_budget(opts.num_threads)  # verification runs the model too
         program = export(model, example_inputs, kwargs, dynamic_shapes, opts)
@@ -346,7 +344,6 @@ def _cached_check(cache, result, options):
         ms = cache.get(result.model_key, f"whole:{c.name}")
         measured[c.name] = None if ms is None or math.isinf(ms) else ms
     return options[int(index)], measured, {}
-
 
 
 @quietly

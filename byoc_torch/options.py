@@ -89,9 +89,10 @@ class Options:
             ``load`` (the value is stored in the artifact). Process-wide and not restored:
             it calls ``torch.set_num_threads`` and sets ``TVM_NUM_THREADS`` for the whole
             process, and the model created last wins (see :mod:`byoc_torch.threads`).
-            Default: None, the cores available to this process
-            (``len(os.sched_getaffinity(0))``); for the ``torch.compile`` backend,
-            ``torch.get_num_threads()`` (the process's setting is left as it is).
+            Default: None, the process's ``torch.get_num_threads()`` capped by the cores
+            available to it (its affinity mask and cgroup CPU quota), so a compile never
+            raises the threads the user chose; the ``torch.compile`` backend keeps
+            ``torch.get_num_threads()`` exactly (Dynamo refuses a change).
         torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
             subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters

@@ -259,7 +259,7 @@ class Signature:
     device: str = "cpu"
     report: dict | None = None  # Report.to_dict() of the compile that made the artifact
     # Options.num_threads, applied again on load; None (also for artifacts written before
-    # the field existed) = the cores available (byoc_torch.threads).
+    # the field existed) = the default budget (byoc_torch.threads.default_threads).
     num_threads: int | None = None
     # None: the inputs are the flat positional tensors ``inputs`` (no pytrees, no kwargs).
     input_tree: InputTree | None = None

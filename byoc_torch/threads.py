@@ -24,9 +24,11 @@ applied wins, and nothing is restored.
   but never grow: a thread whose pool was created under a smaller budget keeps it.
 * LibTorch's OpenMP workers wait passively at barriers (``OMP_WAIT_POLICY=PASSIVE``), set by
   :mod:`byoc_torch._env` when byoc_torch is imported before torch and the user set no policy.
-* The cores available: the process's affinity mask (``os.sched_getaffinity``), capped by a
-  cgroup CPU quota (``cpu.max``, as containers set it), so a container limited to 2 CPUs on a
-  64-core host gets 2 threads, not 64.
+* The default budget (``num_threads=None``) is the process's own ``torch.get_num_threads()``
+  (so ``torch.set_num_threads(1)`` before a compile or a load is kept), capped by the cores
+  available: the process's affinity mask (``os.sched_getaffinity``) and a cgroup CPU quota
+  (``cpu.max``, as containers set it), so a container limited to 2 CPUs on a 64-core host
+  gets 2 threads, not 64.
 * TVM's idle workers spin-yield for ``TVM_THREAD_POOL_SPIN_COUNT`` rounds (default 300000)
   before they sleep, read once when the first pool starts, so only the environment can set it;
   and a new pool pins its threads, the caller's included, to cores unless
@@ -72,7 +74,7 @@ _AFFINITY_BIG = 1
 class ThreadBudget:
     """What :func:`apply_thread_budget` applied."""
 
-    requested: int | None  # the option's value (None: the cores available)
+    requested: int | None  # the option's value (None: threads.default_threads)
     torch_threads: int  # torch.get_num_threads() afterwards
     tvm_threads: int  # threads a TVM parallel kernel launched by the applying thread uses
 
@@ -96,6 +98,16 @@ def check_num_threads(value: object, what: str = "num_threads") -> int | None:
     if value < 1:
         raise ValueError(f"{what} must be >= 1, got {value}")
     return value
+
+
+def default_threads() -> int:
+    """The budget of ``num_threads=None``: the process's own LibTorch thread count
+    (``torch.get_num_threads()``, which a user's ``torch.set_num_threads(1)`` or
+    ``OMP_NUM_THREADS`` set), capped by :func:`available_cores` (torch counts the host's
+    cores, not a container's quota). A compile never raises the threads the process chose:
+    with 2 threads it made every model of a one-thread process wait on woken OpenMP
+    workers, eager PyTorch code included."""
+    return max(1, min(torch.get_num_threads(), available_cores()))
 
 
 def available_cores() -> int:
@@ -123,13 +135,13 @@ def cgroup_cpu_quota(path: str) -> float | None:
 
 
 def apply_thread_budget(num_threads: int | None) -> ThreadBudget:
-    """Give LibTorch and TVM ``num_threads`` threads each (None: :func:`available_cores`).
+    """Give LibTorch and TVM ``num_threads`` threads each (None: :func:`default_threads`).
 
     Process-wide and not undone (see the module docstring).
     """
     n = check_num_threads(num_threads)
     if n is None:
-        n = available_cores()
+        n = default_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     os.environ["TVM_NUM_THREADS"] = str(n)

@@ -145,8 +145,6 @@ def tuning_summary(
     return TuningSummary(str(paths.records), tuple(summaries))
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Measuring what tuning gains
 

@@ -261,10 +261,32 @@ def test_num_threads_one_sets_both_pools():
     assert compiled.thread_budget.tvm_threads == 1
     assert last_applied() == compiled.thread_budget
     assert compiled.signature.num_threads == 1
-    # the default (None) gives each pool the cores available to the process
-    default = byoc_torch.compile(ErfinvPlus(), (torch.rand(2, 3), torch.rand(2, 3)))
-    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
-    assert default.thread_budget.requested is None
+
+
+def test_default_budget_keeps_the_processs_threads_up_to_the_cores_available():
+    """num_threads=None: torch.get_num_threads() as the user set it, capped by the cores
+    (a compile used to raise a one-thread process to every core, eager code included)."""
+    got = _run_fresh(
+        """
+        import json, os, torch
+        import byoc_torch
+        class ErfinvPlus(torch.nn.Module):
+            def forward(self, x, y):
+                return torch.special.erfinv(x) + y
+        cores = len(os.sched_getaffinity(0))
+        x = (torch.rand(2, 3), torch.rand(2, 3))
+        torch.set_num_threads(1)
+        one = byoc_torch.compile(ErfinvPlus(), x)
+        after_one = torch.get_num_threads()
+        torch.set_num_threads(cores + 3)
+        capped = byoc_torch.compile(ErfinvPlus(), x)
+        print(json.dumps({"cores": cores, "one": [after_one, one.thread_budget.torch_threads,
+                          one.thread_budget.requested], "capped": [torch.get_num_threads(),
+                          capped.thread_budget.tvm_threads]}))
+        """
+    )
+    assert got["one"] == [1, 1, None]
+    assert got["capped"] == [got["cores"], got["cores"]]
 
 
 def test_signature_without_num_threads_loads_as_default():

@@ -297,6 +297,7 @@ def test_non_contiguous_input_is_handled(erfinv_model):
 def test_torch_exception_names_subgraph_and_keeps_working(executor, inside):
     """A LibTorch error inside a subgraph is raised naming the subgraph and what ran it, with
     LibTorch's message and without its C++ backtrace; the model keeps working."""
+
     class M(nn.Module):
         def __init__(self):
             super().__init__()

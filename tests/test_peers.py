@@ -24,6 +24,7 @@ def _compiler_caches_restored():
     with torch.compiler.config.patch(force_disable_caches=before):
         yield
 
+
 # Small variants of the benchmark configurations (sequence 16), to keep the tests quick.
 SMALL: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]] = {
     "hf_bert": lambda: hf_models.hf_bert(seq=16, hidden=64, layers=1, heads=2, intermediate=128),

@@ -158,8 +158,15 @@ def place(
         torch_executor = opts.torch_executor
         compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
         aoti_ms, aoti_why = _time_aot_inductor_regions(
-            regions, keys, torch_ms, region_values, imported.ep, cache, torch_executor,
-            compile_cache, device,
+            regions,
+            keys,
+            torch_ms,
+            region_values,
+            imported.ep,
+            cache,
+            torch_executor,
+            compile_cache,
+            device,
         )
     libtorch_ms = {
         r.index: _libtorch_side(torch_ms[r.index], aoti_ms.get(r.index), torch_executor)
@@ -170,9 +177,7 @@ def place(
 
     units, edges = _units_and_edges(imported, regions, tvm_ms, libtorch_ms, crossing)
     movable = [
-        r
-        for r in regions
-        if not (math.isinf(tvm_ms[r.index]) and math.isinf(libtorch_ms[r.index]))
+        r for r in regions if not (math.isinf(tvm_ms[r.index]) and math.isinf(libtorch_ms[r.index]))
     ]
     index_of = {r.index: k for k, r in enumerate(movable)}
     unit_list = [units[r.index] for r in movable]

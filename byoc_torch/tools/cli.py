@@ -293,7 +293,10 @@ def _shared(parser: argparse.ArgumentParser, *, threads: bool = False) -> None:
             type=_count(1),
             default=None,
             metavar="N",
-            help="threads for TVM's pool and LibTorch (default: the cores available)",
+            help=(
+                "threads for TVM's pool and LibTorch (default: torch's thread count, capped "
+                "by the cores available)"
+            ),
         )
 
 
