@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -187,12 +188,21 @@ class Pipeline:
 
     def builds(self, records: dict[str, FallbackRecord], names: list[str]) -> bool:
         """Does the model build (untuned) with ``names`` and ``records`` moved to LibTorch?"""
+        return self._probe(records, names, schedules.build)
+
+    def lowers(self, records: dict[str, FallbackRecord], names: list[str]) -> bool:
+        """Does the model get through the first half of a build, legalization and fusion
+        (:func:`byoc_torch.schedules.lower`), with ``names`` and ``records`` moved to LibTorch?
+        The culprit search's probe when a build fails there already, for half the cost."""
+        return self._probe(records, names, schedules.lower)
+
+    def _probe(self, records: dict, names: list[str], step: Callable) -> bool:
         forced = dict(records)
         for name in names:
             forced.setdefault(name, FallbackRecord(name, name, Reason.BUILD))
         try:
             mod = self.partitioned(self.imported(forced))
-            schedules.build(LowerTorchFunctions()(mod), self.target)
+            step(LowerTorchFunctions()(mod), self.target)
         except Exception:  # any failure counts as "does not build"
             return False
         return True

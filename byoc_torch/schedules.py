@@ -223,12 +223,24 @@ def build(mod: tvm.IRModule, target: Target | str | dict) -> tvm.runtime.Executa
     ``mod``: a lowered Relax module (LibTorch calls as ``call_pure_packed``), untuned or as
     :func:`byoc_torch.tuning.tune` returns it.
     """
+    target = resolve_target(target)
+    if target.kind.name != "llvm":
+        return relax.build(mod, target=target)
+    return relax.build(schedule_module(lower(mod, target), target), target=target)
+
+
+def lower(mod: tvm.IRModule, target: Target | str | dict) -> tvm.IRModule:
+    """The first half of :func:`build` on the CPU: ``mod`` legalized and fused as TVM's CPU
+    pipeline does (with the fast float32 math), not yet scheduled or compiled: where an op
+    TVM cannot lower fails, in about half a build's time (the culprit search's probe,
+    :meth:`byoc_torch.pipeline.Pipeline.lowers`). A module that has PrimFuncs is lowered
+    already (tuned, or hand-built), and a module for another target is left to
+    ``relax.build``: both are returned as they are."""
     from .tuning import lower_for_tuning  # the default CPU pipeline's legalize and fuse
 
     target = resolve_target(target)
     if target.kind.name != "llvm":
-        return relax.build(mod, target=target)
-    if not any(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
-        # else lowered already (tuned, or hand-built)
-        mod = lower_for_tuning(FastMath()(mod), target)
-    return relax.build(schedule_module(mod, target), target=target)
+        return mod
+    if any(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
+        return mod
+    return lower_for_tuning(FastMath()(mod), target)

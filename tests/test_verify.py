@@ -162,6 +162,28 @@ def test_build_failure_falls_back_per_op(unbuildable_sinh):
     assert "TVM build failed" in compiled.report().to_text()
 
 
+def test_a_failure_in_lowering_is_searched_by_lowering_only(unbuildable_sinh, monkeypatch):
+    """The culprit search's probes stop where the failure is: a legalization failure is
+    searched with legalization and fusion only, never TVM's code generation, and the model is
+    compiled once, when it builds."""
+    from byoc_torch import driver
+
+    real = driver.relax.build
+    compiled_kernels: list[int] = []
+
+    def counted(mod, target):
+        compiled_kernels.append(1)
+        return real(mod, target=target)
+
+    monkeypatch.setattr(driver.relax, "build", counted)
+    model = Lambda(lambda x: torch.sinh(torch.tanh(x)) + torch.cos(x) * torch.exp(x))
+    compiled = byoc_torch.compile(model, (torch.randn(5),), placement="tvm", verify=False)
+    assert [r.op for r in compiled.fallbacks] == ["aten.sinh.default"]
+    assert len(compiled_kernels) == 1
+    x = torch.randn(5)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
 def _nodes(*names: str) -> list[fx.Node]:
     graph = fx.Graph()
     x = graph.placeholder("x")
