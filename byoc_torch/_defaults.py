@@ -110,6 +110,10 @@ AOTI_MEMORY_CACHE_BYTES = 256 << 20
 # A kernel runs its outer loop in parallel only from this many elements on: below it, waking
 # the thread pool costs more than the work it shares.
 SCHEDULE_PARALLEL_MIN_ELEMENTS = 1 << 14
+# A block is inlined into its consumer only while the merged expression, Let-bound values
+# counted in full where used (what TVM's analyzer walks), stays this small: tanh(tanh(x)) of
+# fast_math is about 1e6 (0.24 s of LLVM codegen), tanh(tanh(tanh(x))) 3e8 (83 s).
+SCHEDULE_INLINE_MAX_SIZE = 2_000_000
 
 # -- tuning ---------------------------------------------------------------------------------------
 # MetaSchedule trials spent on the TVM kernels; 0 = no tuning (a database is still applied).

@@ -8,16 +8,19 @@ or region is built (the driver's builds, verification, placement's region timing
 ``relax.build(mod, target="llvm")`` neither fuses nor schedules on CPU: every op becomes its
 own naive loop nest (one scalar, single-threaded loop per element), so a six-op elementwise
 chain ran 3x slower than eager PyTorch. :func:`build` rewrites exp, tanh and sigmoid into
-vectorizable arithmetic (:mod:`byoc_torch.fast_math`), lowers the way TVM's default CPU
+vectorizable arithmetic (:mod:`byoc_torch.fast_math`), boolean multiply / add and float ``!=``
+into what LLVM codegen gets right (:mod:`byoc_torch.bool_arith`), lowers the way TVM's CPU
 pipeline does (legalize, fuse, ``FuseTIR``: ``tuning.lower_for_tuning``), then applies the
 rules below, in the style of TVM's dlight (``tvm.s_tir.dlight``), through dlight's own
 ``ApplyDefaultSchedule`` pass, which leaves alone every PrimFunc already marked scheduled --
 tuned kernels keep their MetaSchedule schedules:
 
 * :class:`Injective` (byoc_torch's): every block of an elementwise / broadcast / layout kernel
-  inlined into its consumer, the innermost loop split to the vector width and vectorized, the
-  loops above it fused into one loop that runs in parallel when the kernel is large enough
-  (a parallel launch costs a thread-pool wake-up, more than a small kernel's whole work);
+  inlined into its consumer (within a size budget: fast_math's Let-bound polynomials nested
+  three deep made LLVM codegen take minutes), the innermost loop split to the vector width
+  and vectorized, the loops above it fused into one loop that runs in parallel when the
+  kernel is large enough (a parallel launch costs a thread-pool wake-up, more than a small
+  kernel's whole work);
 * ``dlight.cpu.Reduction`` (TVM's): softmax, layer / RMS norm and other kernels that mix
   reductions with elementwise blocks over shared leading spatial axes;
 * :class:`SpatialReduction` (byoc_torch's): any other kernel whose blocks start with spatial
@@ -37,11 +40,11 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
-from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
 from . import _defaults
+from .bool_arith import BoolArithmetic
 from .cpu import resolve_target
 from .fast_math import FastMath
 
@@ -134,8 +137,9 @@ def _parallel_outer(
 class Injective(CPUScheduleRule):
     """Elementwise, broadcast and layout kernels: inline, vectorize inside, parallel outside.
 
-    Applies when every block of the PrimFunc is spatial (no reduction axis) and, after
-    inlining, one block is left.
+    Applies when every block of the PrimFunc is spatial (no reduction axis). Blocks are
+    inlined into their consumers within a size budget (:func:`_inline_within_budget`); each
+    block left is vectorized and run in parallel on its own loop nest.
     """
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
@@ -145,14 +149,100 @@ class Injective(CPUScheduleRule):
         infos = normalize_prim_func(sch)
         if not infos or not all(info.is_injective() for info in infos):
             return None
-        infos = try_inline(sch, infos)
-        if len(infos) != 1 or not sch.get_loops(infos[0].block_rv):
+        infos = _inline_within_budget(sch, infos)
+        if not any(sch.get_loops(info.block_rv) for info in infos):
             return None
-        block = infos[0].block_rv
-        elements = _work(sch, sch.get_loops(block))
-        above = _vectorize_innermost(sch, block, vector_lanes(target, _output_dtype(sch, block)))
-        _parallel_outer(sch, above, elements)
+        for info in infos:
+            block = info.block_rv
+            if not sch.get_loops(block):
+                continue
+            elements = _work(sch, sch.get_loops(block))
+            lanes = vector_lanes(target, _output_dtype(sch, block))
+            _parallel_outer(sch, _vectorize_innermost(sch, block, lanes), elements)
         return sch
+
+
+def _operands(expr: tirx.PrimExpr) -> list[tirx.PrimExpr]:
+    out: list[tirx.PrimExpr] = []
+    for field in ("a", "b", "value", "condition", "true_value", "false_value", "args", "indices"):
+        child = getattr(expr, field, None)
+        if isinstance(child, tvm.ir.expr.Expr):
+            out.append(child)
+        elif child is not None and not isinstance(child, str) and hasattr(child, "__len__"):
+            out.extend(c for c in child if isinstance(c, tvm.ir.expr.Expr))
+    return out
+
+
+def _expanded_size(expr: tirx.PrimExpr, loads: dict[tirx.Var, int]) -> float:
+    """The size of ``expr`` as TVM's arithmetic analyzer sees it: a tree in which every
+    Let-bound variable stands for its whole value (LLVM codegen binds each Let in the
+    analyzer, which substitutes it and then walks the result as a tree), and every load of a
+    buffer of ``loads`` counts as the size given."""
+    bound: dict[tirx.Var, int] = {}
+
+    def size(e: tirx.PrimExpr) -> int:
+        if isinstance(e, tirx.Var):
+            return bound.get(e, 1)
+        if isinstance(e, tirx.Let):
+            bound[e.var] = size(e.value)
+            return bound[e.var] + size(e.body)
+        if isinstance(e, tvm.ir.expr.TensorLoad) and e.source in loads:  # a buffer load
+            return loads[e.source]
+        return 1 + sum(size(c) for c in _operands(e))
+
+    try:
+        return size(expr)
+    except RecursionError:
+        return math.inf
+
+
+def _stored(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> tirx.BufferStore | None:
+    body = sch.get(block).body
+    return body if isinstance(body, tirx.BufferStore) else None
+
+
+def _inline_within_budget(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> list[SBlockInfo]:
+    """Inline blocks into their consumers (or a consumer into its producer) as dlight's
+    ``try_inline`` does, except where the merged expression would exceed
+    ``_defaults.SCHEDULE_INLINE_MAX_SIZE`` (:func:`_expanded_size`). The vectorizable
+    exp / tanh / sigmoid of :mod:`byoc_torch.fast_math` bind their intermediates with Let;
+    three of them in a row (tanh(silu(tanh(x))), or logaddexp -> selu -> tanh) grow past 1e8
+    that way and LLVM codegen took minutes on a 24-element kernel; a block kept apart costs
+    one more pass over memory. Returns the blocks left."""
+    limit = _defaults.SCHEDULE_INLINE_MAX_SIZE
+
+    def merged(producer: s_tir.schedule.SBlockRV, consumer: s_tir.schedule.SBlockRV) -> float:
+        made, used = _stored(sch, producer), _stored(sch, consumer)
+        if made is None or used is None:
+            return 0  # not a plain store: let the schedule primitive decide
+        return _expanded_size(used.value, {made.buffer: _expanded_size(made.value, {})})
+
+    def forward(block: s_tir.schedule.SBlockRV) -> None:
+        if any(merged(block, c) > limit for c in sch.get_consumers(block)):
+            raise ValueError("over the inline budget")
+        sch.compute_inline(block)
+
+    def backward(block: s_tir.schedule.SBlockRV) -> None:
+        if any(merged(p, block) > limit for p in sch.get_producers(block)):
+            raise ValueError("over the inline budget")
+        sch.reverse_compute_inline(block)
+
+    left = list(infos)
+    progress = True
+    while progress:
+        progress = False
+        for step in (forward, backward):
+            for k, info in enumerate(left):
+                try:
+                    step(info.block_rv)
+                except Exception:  # over budget, or the primitive refuses (as dlight's)
+                    continue
+                left.pop(k)
+                progress = True
+                break
+            if progress:
+                break
+    return left
 
 
 class SpatialReduction(CPUScheduleRule):
@@ -201,7 +291,7 @@ def _leading_spatial(info: SBlockInfo) -> int:
 def _inline_spatial(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> list[SBlockInfo]:
     """Inline the injective blocks that can be, keep the rest in order."""
     injective = [info for info in infos if info.is_injective()]
-    left = set(id(i) for i in try_inline(sch, list(injective)))
+    left = set(id(i) for i in _inline_within_budget(sch, list(injective)))
     return [info for info in infos if not info.is_injective() or id(info) in left]
 
 
@@ -243,4 +333,4 @@ def lower(mod: tvm.IRModule, target: Target | str | dict) -> tvm.IRModule:
         return mod
     if any(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
         return mod
-    return lower_for_tuning(FastMath()(mod), target)
+    return lower_for_tuning(FastMath()(BoolArithmetic()(mod)), target)

@@ -12,7 +12,7 @@ from tvm import relax, te, tirx
 from tvm.relax.frontend.torch import from_exported_program
 
 import byoc_torch
-from byoc_torch import _defaults, cpu, fast_math, schedules, tuning
+from byoc_torch import _defaults, bool_arith, cpu, fast_math, schedules, tuning
 from byoc_torch.testing import Lambda
 
 HOST = cpu.resolve_target(cpu.HOST)
@@ -21,9 +21,7 @@ HOST = cpu.resolve_target(cpu.HOST)
 def _kernels(fn, *inputs) -> dict[str, tirx.PrimFunc]:
     """The scheduled PrimFuncs schedules.build would compile for ``fn`` on ``inputs``."""
     mod = from_exported_program(torch.export.export(Lambda(fn), inputs))
-    lowered = schedules.schedule_module(
-        tuning.lower_for_tuning(fast_math.FastMath()(mod), HOST), HOST
-    )
+    lowered = schedules.schedule_module(schedules.lower(mod, HOST), HOST)
     return {g.name_hint: f for g, f in lowered.functions.items() if isinstance(f, tirx.PrimFunc)}
 
 
@@ -241,3 +239,55 @@ def test_untuned_build_of_a_non_cpu_target_is_relax_build(monkeypatch):
     monkeypatch.setattr(relax, "build", lambda mod, target: seen.append(target.kind.name))
     schedules.build(tvm.IRModule(), {"kind": "c"})
     assert seen == ["c"]
+
+
+def test_boolean_multiply_and_add_become_logical_and_or_and_float_ne_sees_nan():
+    """TVM's LLVM codegen cannot compile a boolean multiply that is a kernel's output, and
+    compiles a float ``!=`` as an ordered comparison (false for NaN); its simplifier folds
+    ``x != x`` to false."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            a: R.Tensor((4,), "bool"), b: R.Tensor((4,), "bool"), x: R.Tensor((4,), "float32")
+        ):
+            m = R.multiply(a, b)
+            s = R.add(a, b)
+            y = R.multiply(x, x)  # not boolean: left as it is
+            n = R.not_equal(x, y)
+            u = R.not_equal(x, x)  # x is NaN
+            v = R.equal(x, x)  # x is not NaN
+            return (m, s, y, n, u, v)
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(
+            a: R.Tensor((4,), "bool"), b: R.Tensor((4,), "bool"), x: R.Tensor((4,), "float32")
+        ):
+            m = R.logical_and(a, b)
+            s = R.logical_or(a, b)
+            y = R.multiply(x, x)
+            e = R.equal(x, y)
+            n = R.logical_not(e)
+            u = R.isnan(x)
+            w = R.isnan(x)
+            v = R.logical_not(w)
+            return (m, s, y, n, u, v)
+
+    tvm.ir.assert_structural_equal(bool_arith.BoolArithmetic()(Before), Expected)
+
+
+def test_a_boolean_product_as_an_output_builds_in_tvm():
+    """``isfinite`` decomposes to a product of two comparisons; as the model's output it is a
+    kernel of its own, which TVM failed to build (the op was moved to LibTorch); its
+    ``abs(a) != inf`` was false for NaN in TVM (verification moved that op)."""
+    model = Lambda(lambda a: (torch.isfinite(a), (a > 0) + (a < -1)))
+    a = torch.tensor([[1.0, float("inf"), float("nan"), -2.0]]).repeat(3, 1)
+    compiled = byoc_torch.compile(model, (a,), placement="tvm")
+    assert compiled.fallbacks == ()
+    for got, want in zip(compiled(a * -1), model(a * -1), strict=True):
+        torch.testing.assert_close(got, want)
