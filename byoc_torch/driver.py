@@ -169,11 +169,12 @@ def _compile_program(program: Program, opts: Options) -> CompiledModule:
             # When lowering (legalize, fuse) already fails, the search probes that half of a
             # build only (T5's decode graphs: 38 probes, 54 of a first generate's 115 s as
             # full builds, 32 s as lowerings).
-            probe = pipeline.builds if pipeline.lowers(extra, []) else pipeline.lowers
+            lowers = pipeline.lowers(extra, [])
             records = find_build_culprits(
                 build_candidates(pipeline.imported(extra)),
-                functools.partial(probe, dict(extra)),
+                functools.partial(pipeline.builds if lowers else pipeline.lowers, dict(extra)),
                 err,
+                fails_unmoved=not lowers,  # that lowering was the search's first probe
             )
             for record in records:
                 logger.debug("build failure blamed on %s: %s", record.node, record.detail)

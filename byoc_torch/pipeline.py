@@ -222,7 +222,12 @@ class Pipeline:
     def diverging(self, built: Built) -> dict[str, FallbackRecord]:
         """The nodes of ``built`` whose TVM value first differs from PyTorch's."""
         return diverging_nodes(
-            built.imported, built.partitioned, self.checked, self.target, self.references()
+            built.imported,
+            built.partitioned,
+            self.checked,
+            self.target,
+            self.references(),
+            built.executable,
         )
 
     # -- what the compiled model says about itself --------------------------------------------

@@ -10,7 +10,8 @@ agrees with PyTorch:
   explains (the model builds with nothing moved, or fails with everything moved) is raised as
   :class:`BuildFailure` with the original error.
 * **Wrong values** (:func:`diverging_nodes`): ONE instrumented build returns, besides the
-  model's outputs, the value of every tensor TVM computes for an FX node; an FX interpreter
+  model's outputs, the value of every tensor TVM computes for an FX node (halves of them when
+  TVM cannot build one of those values on its own, :func:`_observed_values`); an FX interpreter
   computes PyTorch's value for the same nodes on the example inputs. A node whose value differs
   (the tolerance of :mod:`byoc_torch.tolerances`, grown with the size of a reduction) is blamed
   when PyTorch's op applied to *TVM's* inputs of the node still disagrees with TVM: a wrong node
@@ -123,21 +124,69 @@ def _to_host(value: object) -> object:
     return value
 
 
+def _observed_values(
+    partitioned: tvm.IRModule,
+    names: list[str],
+    inputs: Sequence[torch.Tensor],
+    target,
+    unobservable: list[str],
+) -> dict[str, object]:
+    """TVM's value of each var of ``partitioned``'s main named in ``names`` (those it can
+    reach), on ``inputs`` after the verification seed; the names whose value could not be
+    built are appended to ``unobservable``.
+
+    One instrumented build returns them all. Returning a value moves the boundary of the
+    fused kernels around it, and TVM may fail to compile a kernel that it compiles inside
+    another (``R.multiply`` of two boolean tensors, from the decompositions of ``logaddexp``
+    and ``isclose``, trips LLVM codegen's ``CreateMul`` check once it is a kernel's output).
+    Then the names are split in halves and each half is built and run alone, down to single
+    values, so verification sees every value TVM can return instead of none; the model's
+    outputs cover the rest (:func:`diverging_nodes`)."""
+    if not names:
+        return {}
+    mod, kept = _instrument(partitioned, names)
+    try:
+        ex = schedules.build(LowerTorchFunctions()(mod), target)
+    except Exception as err:  # the model itself built: returning some value breaks it
+        if len(names) == 1:
+            logger.debug("verification: %s cannot be observed: %s", names[0], err)
+            unobservable.append(names[0])
+            return {}
+        half = len(names) // 2
+        logger.debug("verification: %d values do not build together, halved", len(names))
+        return {
+            **_observed_values(partitioned, names[:half], inputs, target, unobservable),
+            **_observed_values(partitioned, names[half:], inputs, target, unobservable),
+        }
+    with _seeded():  # a failure to run is the model's, not the instrumentation's: raised
+        result = run_on_target(ex, inputs, target)
+    return {name: result[1 + k] for k, name in enumerate(kept)}
+
+
 def diverging_nodes(
     imported: ImportResult,
     partitioned: tvm.IRModule,
     inputs: Sequence[torch.Tensor],
     target,
     expected: dict | None = None,
+    executable: tvm.runtime.Module | None = None,
 ) -> dict[str, FallbackRecord]:
     """The TVM-converted nodes whose value first differs from PyTorch's (see module doc).
-    ``expected``: :func:`seeded_references` of ``imported.ep`` on ``inputs``, if at hand."""
+    ``expected``: :func:`seeded_references` of ``imported.ep`` on ``inputs``, if at hand;
+    ``executable``: the model's own build, if at hand.
+
+    A node whose value could not be observed (:func:`_observed_values`) is not compared, nor
+    are the nodes that consume it (what they were given is unknown). When nothing is blamed,
+    the outputs of the model's own build are compared too: returning a value moves the
+    boundaries of TVM's fused kernels, and a fused kernel can compute what its parts do not
+    (``nanmean``'s count of non-NaN values came out whole in TVM's fused kernel and right
+    value by value). If they differ, the nodes not observed -- or, when all were, every TVM
+    node -- are blamed, and the driver keeps the fewest whose move makes the outputs agree."""
     var_to_node = {v.name: node for node, v in imported.native_vars.items()}
-    mod, kept = _instrument(partitioned, list(var_to_node))
-    ex = schedules.build(LowerTorchFunctions()(mod), target)
-    with _seeded():
-        result = run_on_target(ex, inputs, target)
-    got = {var_to_node[name]: result[1 + k] for k, name in enumerate(kept)}
+    unobservable_vars: list[str] = []
+    observed = _observed_values(partitioned, list(var_to_node), inputs, target, unobservable_vars)
+    got = {var_to_node[name]: value for name, value in observed.items()}
+    unobserved = {var_to_node[name] for name in unobservable_vars}
     if expected is None:
         expected = seeded_references(imported.ep, inputs)
     nodes = {n.name: n for n in imported.graph.nodes}
@@ -151,12 +200,16 @@ def diverging_nodes(
         if detail is not None:
             differs[name] = detail
     blamed: dict[str, FallbackRecord] = {}
+    undecided: list[str] = []  # differs, but takes a value that could not be observed
     for name, detail in differs.items():
         node = nodes[name]
         if name in drawn and any(
             p.name in drawn and p.name not in got for p in node.all_input_nodes
         ):
             continue  # an input drawn in LibTorch: its reference value may be another draw
+        if any(p.name in unobserved for p in node.all_input_nodes):
+            undecided.append(name)
+            continue
         # Blame the node when PyTorch's op, given TVM's own inputs, disagrees with TVM: the op
         # itself is wrong, not what it was given. When the op cannot be re-run here, blame it
         # only if no input differs (a wrong node makes its consumers differ too) and it does
@@ -170,7 +223,26 @@ def diverging_nodes(
             continue
         node = forcible(node)
         blamed[node.name] = FallbackRecord(node.name, op_key(node.target), Reason.DIFFERS, detail)
-    logger.debug("verification: %d differing node(s), %d blamed", len(differs), len(blamed))
+    if not blamed and (unobserved or executable is not None):
+        if not outputs_agree(imported, partitioned, inputs, target, expected, executable):
+            order = {name: k for k, name in enumerate(nodes)}
+            if unobserved:
+                suspects = sorted(unobserved, key=order.__getitem__) + undecided
+                detail = "the model's outputs differ; TVM cannot return this value alone"
+            else:
+                suspects = sorted(got, key=order.__getitem__)
+                detail = "the model's outputs differ in TVM's fused kernels"
+            for name in suspects:
+                node = forcible(nodes[name])
+                blamed[node.name] = FallbackRecord(
+                    node.name, op_key(node.target), Reason.DIFFERS, detail
+                )
+    logger.debug(
+        "verification: %d differing node(s), %d not observable, %d blamed",
+        len(differs),
+        len(unobserved),
+        len(blamed),
+    )
     return blamed
 
 
@@ -232,11 +304,15 @@ def outputs_agree(
     inputs: Sequence[torch.Tensor],
     target,
     expected: dict | None = None,
+    executable: tvm.runtime.Module | None = None,
 ) -> bool:
-    """Do the model's outputs, built from ``partitioned``, agree with PyTorch's on
-    ``inputs``? Both sides run after the same seed, so outputs that depend on a random draw
-    are compared too. ``expected`` as for :func:`diverging_nodes`."""
-    ex = schedules.build(LowerTorchFunctions()(partitioned), target)
+    """Do the model's outputs, built from ``partitioned`` (or ``executable``, its build at
+    hand), agree with PyTorch's on ``inputs``? Both sides run after the same seed, so outputs
+    that depend on a random draw are compared too. ``expected`` as for
+    :func:`diverging_nodes`."""
+    ex = executable
+    if ex is None:
+        ex = schedules.build(LowerTorchFunctions()(partitioned), target)
     device_type = target_device_type(target)
     vm = relax.VirtualMachine(ex, tvm.device(device_type))
     with _seeded():
@@ -312,7 +388,10 @@ def _compare(
 
 
 def find_build_culprits(
-    candidates: list[fx.Node], builds: Callable[[list[str]], bool], error: BaseException
+    candidates: list[fx.Node],
+    builds: Callable[[list[str]], bool],
+    error: BaseException,
+    fails_unmoved: bool = False,
 ) -> list[FallbackRecord]:
     """The TVM-side nodes whose move to LibTorch is shown to make the build succeed.
 
@@ -323,9 +402,10 @@ def find_build_culprits(
     builds. Every node returned is needed by that search, and moving them together was built.
     When the model builds with nothing moved, or still fails with everything moved, no node is
     to blame: :class:`BuildFailure` carries the original error (chained as its cause).
+    ``fails_unmoved``: the caller has just seen ``builds([])`` fail (not asked again).
     """
     names = [n.name for n in candidates]
-    results: dict[frozenset[str], bool] = {}
+    results: dict[frozenset[str], bool] = {frozenset(): False} if fails_unmoved else {}
 
     def try_build(moved: list[str]) -> bool:
         key = frozenset(moved)

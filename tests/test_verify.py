@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 import tvm
@@ -9,7 +11,7 @@ from torch import fx, nn
 from tvm import ir, relax
 
 import byoc_torch
-from byoc_torch import verify
+from byoc_torch import bool_arith, schedules, verify
 from byoc_torch.errors import BuildFailure
 from byoc_torch.frontend.deny_list import load_deny_list
 from byoc_torch.tensors import target_device_type
@@ -71,6 +73,49 @@ def test_consumers_of_a_wrong_node_are_not_blamed(monkeypatch):
     model = Lambda(lambda x: torch.tanh(nn.functional.selu(x) * 3.0) + 1.0)
     compiled = compile_and_check(model, (torch.randn(16),))
     assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
+
+
+def test_values_tvm_cannot_return_do_not_blind_verification(monkeypatch, caplog):
+    """Returning an intermediate value moves the boundaries of TVM's fused kernels, and TVM
+    may fail to build the new kernels (a boolean multiply as a kernel's output did, from
+    logaddexp's decomposition). Here no intermediate value builds at all: verification still
+    catches selu's wrong elu, from the model's outputs."""
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
+
+    def build(mod, target):
+        ret = mod["main"].ret_ty
+        if isinstance(ret, relax.TupleType) and len(ret.fields) > 1:  # returns intermediates
+            raise tvm.error.InternalError("Check failed: (t.MatchesCode(kDLFloat)) is false")
+        return schedules.build(mod, target)
+
+    monkeypatch.setattr(verify, "schedules", types.SimpleNamespace(build=build))
+    model = Lambda(lambda a, b: torch.tanh(nn.functional.selu(torch.logaddexp(a, b)) * 3.0))
+    with caplog.at_level("DEBUG", logger="byoc_torch.verify"):
+        compiled = compile_and_check(model, (torch.randn(4, 6), torch.randn(4, 6)))
+    assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
+    assert any("cannot be observed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fused_kernel_that_differs_from_its_parts_is_caught(monkeypatch):
+    """Without byoc_torch's NaN test, TVM folds nanmean's ``x != x`` to false
+    inside the fused kernel, while every value built apart (verification's instrumented
+    build) is right: only the model's own outputs show it."""
+    monkeypatch.setattr(bool_arith, "_nan_test", lambda x, equal, builder: None)
+    model = Lambda(lambda x: torch.nanmean(torch.where(x > 1, float("nan"), x), 1))
+    torch.manual_seed(0)
+    compiled = compile_and_check(model, (torch.randn(4, 6),))
+    assert [(r.op, r.detail) for r in compiled.fallbacks] == [
+        ("aten.ne.Tensor", "the model's outputs differ in TVM's fused kernels")
+    ]
+
+
+def test_logaddexp_and_isclose_compile_and_agree():
+    """Their decompositions multiply booleans, which escaped verification's build as TVM's
+    InternalError."""
+    a, b = torch.randn(4, 6), torch.randn(4, 6)
+    b[0] = a[0]
+    compile_and_check(Lambda(lambda a, b: torch.logaddexp(a, b)), (a, b))
+    compile_and_check(Lambda(lambda a, b: (a > b, torch.isclose(a, b))), (a, b))
 
 
 @pytest.mark.parametrize("placement", ["tvm", "measured"])
@@ -176,10 +221,19 @@ def test_a_failure_in_lowering_is_searched_by_lowering_only(unbuildable_sinh, mo
         return real(mod, target=target)
 
     monkeypatch.setattr(driver.relax, "build", counted)
+    lowers = driver.Pipeline.lowers
+    probes: list[list[str]] = []
+
+    def recorded(self, records, names):
+        probes.append(list(names))
+        return lowers(self, records, names)
+
+    monkeypatch.setattr(driver.Pipeline, "lowers", recorded)
     model = Lambda(lambda x: torch.sinh(torch.tanh(x)) + torch.cos(x) * torch.exp(x))
     compiled = byoc_torch.compile(model, (torch.randn(5),), placement="tvm", verify=False)
     assert [r.op for r in compiled.fallbacks] == ["aten.sinh.default"]
     assert len(compiled_kernels) == 1
+    assert probes.count([]) == 1  # the model as it is, lowered once
     x = torch.randn(5)
     torch.testing.assert_close(compiled(x), model(x))
 
