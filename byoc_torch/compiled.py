@@ -20,6 +20,7 @@ so the traced program calls the compiled model instead of baking in its answer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -363,6 +364,11 @@ class CompiledModule(torch.nn.Module):
                             f"byoc_torch: {where} dim {d} ({want}) is {got}, outside the range "
                             f"the model was exported for ({allowed})"
                         )
+                    if not want.isidentifier() and not _reachable(want, got):
+                        raise InputError(
+                            f"byoc_torch: {where} dim {d} is {got}, but the model was exported "
+                            f"for a dim of {want}: no whole value of its symbol gives {got}"
+                        )
             if x.device.type != self.device_type:
                 raise InputError(
                     f"byoc_torch: {where} is on {x.device}, the model was compiled for "
@@ -531,6 +537,29 @@ def _call_specs(signature: Signature) -> tuple[list[list[int]], list[list[int]]]
             base, a, b = signature.derived[name]
             bounds[-1] += [symbols[base], a, b]
     return specs, bounds
+
+
+@functools.cache
+def _linear_dim(expr: str) -> tuple[int, int] | None:
+    """(a, b) when the dim ``expr`` (torch's text of it, e.g. ``2*s39 + 1``) is ``a*s + b``
+    of one symbol with whole a >= 1 and b, else None (not checked beyond its range)."""
+    import sympy
+
+    parsed = sympy.sympify(expr)
+    symbols = list(parsed.free_symbols)
+    if len(symbols) != 1:
+        return None
+    poly = sympy.Poly(parsed, symbols[0])
+    if poly.degree() != 1 or not all(c.is_integer for c in poly.all_coeffs()):
+        return None
+    a, b = (int(c) for c in poly.all_coeffs())
+    return (a, b) if a >= 1 else None
+
+
+def _reachable(expr: str, got: int) -> bool:
+    """Is ``got`` a value of the dim ``expr`` for a whole value of its symbol?"""
+    linear = _linear_dim(expr)
+    return linear is None or (got - linear[1]) % linear[0] == 0
 
 
 def _shape_str(shape: Sequence[int | str]) -> str:

@@ -227,6 +227,29 @@ def test_dynamic_dims_out_of_range_are_refused():
             compiled(torch.randn(n, 3))
 
 
+class _PoolTwice(nn.Module):
+    def forward(self, t):
+        return F.max_pool2d(F.avg_pool2d(t, 2, ceil_mode=True), 2)
+
+
+@pytest.mark.parametrize(
+    "forced", [(), ("aten.avg_pool2d.default", "aten.max_pool2d_with_indices.default")]
+)
+def test_an_input_dim_sized_by_an_expression_builds_and_is_checked(forced):
+    """A dim exported as ``2*h`` failed the build even with every op in LibTorch (TVM's VM
+    cannot solve h from it); it builds, runs at other sizes, and refuses an odd one."""
+    shapes = {"t": {2: 2 * Dim("h", min=4, max=32)}}
+    compiled = byoc_torch.compile(
+        _PoolTwice(), (torch.randn(1, 2, 8, 8),), dynamic_shapes=shapes, torch_executed_ops=forced
+    )
+    assert sorted(r.op for r in compiled.fallbacks) == sorted(forced)
+    for h in (12, 64):
+        t = torch.randn(1, 2, h, 8)
+        torch.testing.assert_close(compiled(t), _PoolTwice()(t))
+    with pytest.raises(InputError, match=r"dim 2 is 11, but .* a dim of 2\*\w+: no whole value"):
+        compiled(torch.randn(1, 2, 11, 8))
+
+
 # -- boundary cases ------------------------------------------------------------------------------
 def test_zero_size_libtorch_result_transposed_into_tvm():
     compile_and_check(Lambda(lambda x: torch.special.erfinv(x).t() + 1), (torch.randn(0, 3),))

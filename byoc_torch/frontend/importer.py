@@ -350,20 +350,78 @@ def _import_once(ep: torch.export.ExportedProgram, importer: _FallbackImporter) 
 
 
 def _import_or_close(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
-    """TVM's import of ``ep``; when it raises, the importer's block builder is closed first
+    """TVM's import of ``ep`` (inputs sized by an expression given dims of their own,
+    :func:`_own_input_dims`); when it raises, the importer's block builder is closed first
     (:func:`byoc_torch.ir.close_blocks`: the importer may outlive this call in the traceback)."""
     try:
-        return importer.from_exported_program(
-            ep,
-            keep_params_as_input=importer.options.keep_params_as_input,
-            unwrap_unit_return_tuple=False,
-            no_bind_return_tuple=False,
-            custom_convert_map=None,
-        )
+        return _own_input_dims(_translate(ep, importer))
     except BaseException:
         if importer.block_builder is not None:
             close_blocks(importer.block_builder)
         raise
+
+
+def _own_input_dims(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` whose main takes every input sized by an expression with a dim of its own.
+
+    ``dynamic_shapes={2: 2 * Dim("h")}`` makes an input dim ``2*h``. TVM's importer types the
+    parameter ``R.Tensor((1, 2, 2*h, 8))``, and the VM cannot recover ``h`` from it ("PrimExpr
+    T.int64(2) * s39 is not computed"): the build failed even with every op in LibTorch. The
+    parameter gets a fresh dim instead; main starts by solving ``h`` from it (``match_cast``
+    of a shape value, for ``a*h + b`` of one symbol no other input gives) and casting the
+    parameter back to its exported type, which checks at run time that the dim is ``2*h``.
+    """
+    main = mod["main"]
+
+    def tensor_dims(var: relax.Var) -> list | None:
+        ty = var.ty
+        if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
+            return None
+        return list(ty.shape.values)
+
+    plain = (tirx.IntImm, tirx.Var)
+    defined = {d for p in main.params for d in (tensor_dims(p) or []) if isinstance(d, tirx.Var)}
+    params, prelude = [], []
+    for param in main.params:
+        dims = tensor_dims(param)
+        if dims is None or all(isinstance(d, plain) for d in dims):
+            params.append(param)
+            continue
+        own = [
+            d if isinstance(d, plain) else tirx.Var(f"{param.name}_dim{k}", "int64")
+            for k, d in enumerate(dims)
+        ]
+        given = relax.Var(param.name, relax.TensorType(own, param.ty.dtype))
+        params.append(given)
+        for fresh, expr in zip(own, dims, strict=True):
+            symbols = [v for v in tirx.analysis.undefined_vars(expr) if v not in defined]
+            if fresh.same_as(expr) or len(symbols) != 1:
+                continue  # a plain dim, or one the other inputs give (checked by the cast)
+            coef, base = tvm.sym.detect_linear_equation(expr, symbols)
+            if not isinstance(coef, tirx.IntImm) or coef.value < 1:
+                continue
+            solved = relax.Var(f"{param.name}_dims", relax.ShapeType(symbols))
+            value = relax.ShapeExpr([tirx.floordiv(fresh - base, coef)])
+            prelude.append(relax.MatchCast(solved, value, relax.ShapeType(symbols)))
+            defined.add(symbols[0])
+        prelude.append(relax.MatchCast(param, given, param.ty))
+    if not prelude:
+        return mod
+    body = relax.SeqExpr([relax.BindingBlock(prelude), *main.body.blocks], main.body.body)
+    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    out["main"] = relax.Function(params, body, main.ret_ty, main.is_pure, main.attrs)
+    return out
+
+
+def _translate(ep: torch.export.ExportedProgram, importer: _FallbackImporter) -> tvm.IRModule:
+    """TVM's own import of ``ep`` (through the routed convert map)."""
+    return importer.from_exported_program(
+        ep,
+        keep_params_as_input=importer.options.keep_params_as_input,
+        unwrap_unit_return_tuple=False,
+        no_bind_return_tuple=False,
+        custom_convert_map=None,
+    )
 
 
 # The program as the importer takes it, per program and decomposition flag: a compile imports
