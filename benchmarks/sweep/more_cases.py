@@ -118,7 +118,7 @@ def class_cases() -> list[Case]:
             c,
             lambda: Fn(lambda t: (t.cos(), t.shape[0] + 1)),
             _x(4, 3),
-            dynamic_shapes=({0: Dim("b", min=2)},),
+            dynamic_shapes=(({0: Dim("b", min=2)},),),  # Fn.forward takes *xs
             make_alt_inputs=_x(9, 3),
         ),
         Case("cls_str_input", c, lambda: Fn(_by_mode), lambda: (torch.randn(4, 3), "cos")),
