@@ -8,24 +8,5 @@ Relax, is the graph IR here. So ``torchop`` is registered as the Relax operator
 """
 
 from . import script  # noqa: F401  (R.torchop in TVMScript)
-from .torchop import (
-    OP_NAME,
-    TorchOpTypeError,
-    get_op,
-    infer_type,
-    is_torchop,
-    script_lines,
-    script_text,
-    torchop,
-)
-
-__all__ = [
-    "OP_NAME",
-    "TorchOpTypeError",
-    "get_op",
-    "infer_type",
-    "is_torchop",
-    "script_lines",
-    "script_text",
-    "torchop",
-]
+from .torchop import *  # noqa: F403  (the public names, listed once: torchop.__all__)
+from .torchop import __all__  # noqa: F401
