@@ -28,6 +28,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .ir import rewrite_tvm_functions
+
 __all__ = ["BoolArithmetic"]
 
 _LOGICAL = {
@@ -79,10 +81,4 @@ class BoolArithmetic:
     doc says, in every Relax function that is not external (``Codegen``)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function) and not (
-                func.attrs is not None and "Codegen" in func.attrs
-            ):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_tvm_functions(mod, _Rewriter(mod))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
+from .ir import rewrite_tvm_functions
+
 __all__ = ["FastMath", "fast_exp", "fast_sigmoid", "fast_tanh"]
 
 _LOG2E = 1.44269504088896341
@@ -145,10 +147,4 @@ class FastMath:
     external (``Codegen``) into vectorizable kernels (see module doc)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function) and not (
-                func.attrs is not None and "Codegen" in func.attrs
-            ):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_tvm_functions(mod, _Rewriter(mod))

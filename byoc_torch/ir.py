@@ -11,7 +11,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-__all__ = ["CODEGEN", "close_blocks", "torch_functions"]
+__all__ = ["CODEGEN", "close_blocks", "rewrite_tvm_functions", "torch_functions"]
 
 CODEGEN = "torch"  # the Codegen attribute of a torch function (relax.ext.torch)
 
@@ -27,6 +27,18 @@ def torch_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
         ):
             out[gv.name_hint] = f
     return dict(sorted(out.items()))
+
+
+def rewrite_tvm_functions(mod: tvm.IRModule, rewriter: relax.PyExprMutator) -> tvm.IRModule:
+    """``mod`` with each Relax function TVM compiles rewritten by ``rewriter`` (a mutator
+    built over ``mod``); external functions (those with a ``Codegen`` attribute, torch's
+    among them) are left as they are. The module-level body of byoc_torch's Relax passes."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function) and not (
+            func.attrs is not None and "Codegen" in func.attrs
+        ):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
 
 
 def close_blocks(bb: relax.BlockBuilder) -> None:

@@ -4,8 +4,7 @@ inside torch.compile'd code."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 import textwrap
 import tomllib
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import nn
 
 import byoc_torch
 from byoc_torch import FullCompilationError
+from byoc_torch.testing.processes import fresh_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,9 +224,8 @@ def test_entry_point_works_without_importing_byoc_torch(tmp_path):
     lines = [f"{name} = {target}" for name, target in entry_points["torch_dynamo_backends"].items()]
     (dist / "entry_points.txt").write_text("[torch_dynamo_backends]\n" + "\n".join(lines) + "\n")
     script = textwrap.dedent(
-        f"""
+        """
         import sys
-        sys.path.insert(0, {str(tmp_path)!r})
         import torch
 
         def f(x):
@@ -239,8 +238,7 @@ def test_entry_point_works_without_importing_byoc_torch(tmp_path):
         print("ok")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
+    # the distribution is found where an installed one would be: on the path
+    proc = fresh_python("-c", script, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"

@@ -6,11 +6,7 @@ attributes passed as tensors, SymInt outputs), Hugging Face ``generate`` through
 from __future__ import annotations
 
 import copy
-import enum
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -24,6 +20,8 @@ import byoc_torch
 from byoc_torch import FallbackError, InputError, ScriptError
 from byoc_torch.dynamo import _Graph
 from byoc_torch.testing import Lambda
+from byoc_torch.testing.modules import Activation
+from byoc_torch.testing.processes import fresh_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -333,11 +331,6 @@ def test_str_bool_none_inputs_are_checked_like_scalars():
         compiled(y, "cos", False, None)
 
 
-class Activation(enum.Enum):
-    COS = "cos"
-    SIN = "sin"
-
-
 class ByEnum(nn.Module):
     def forward(self, x, act: Activation):
         return x.cos() if act is Activation.COS else x.sin()
@@ -359,9 +352,8 @@ def test_enum_input_is_checked_at_call_and_after_load(tmp_path):
     path = compiled.export(tmp_path / "by_enum.so")
     got = _run_fresh(
         f"""
-        import sys, torch, byoc_torch
-        sys.path.insert(0, {str(ROOT / "tests")!r})
-        from test_workloads import Activation
+        import torch, byoc_torch
+        from byoc_torch.testing.modules import Activation
         model = byoc_torch.load({str(path)!r})
         y = torch.linspace(-2, 2, 4)
         same = torch.equal(model(y, Activation.SIN), y.sin())
@@ -383,16 +375,7 @@ def test_enum_input_is_checked_at_call_and_after_load(tmp_path):
 def _run_fresh(code: str) -> dict:
     """Run ``code`` in a new Python process (this checkout first on the path); its last line
     of output, read as JSON."""
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import json\n" + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env=env,
-    )
+    proc = fresh_python("-c", "import json\n" + textwrap.dedent(code))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -435,9 +418,7 @@ SPARSE_SCRIPT = textwrap.dedent(
 
 def test_sparse_csr_buffer_never_aborts():
     """In a subprocess: an abort (SIGABRT) would kill the test runner otherwise."""
-    proc = subprocess.run(
-        [sys.executable, "-c", SPARSE_SCRIPT], capture_output=True, text=True, timeout=900, cwd=ROOT
-    )
+    proc = fresh_python("-c", SPARSE_SCRIPT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "ok"
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["Lambda", "compile_and_check"]
+__all__ = ["Activation", "Lambda", "compile_and_check"]
+
+
+class Activation(enum.Enum):
+    """An enum a model takes as an input (torch.export specializes it like a str); importable
+    by name in a fresh process, where a loaded model checks it."""
+
+    COS = "cos"
+    SIN = "sin"
 
 
 class Lambda(torch.nn.Module):
