@@ -103,6 +103,14 @@ AOTI_MEASURE_ROUNDS = 5
 # least AOTI_MIN_SUBGRAPH_MS) into AOTInductor packages to time them as a third executor: a
 # package costs seconds to compile (cached by key afterwards).
 AOTI_MAX_REGIONS = 2
+# Whether float32 matrices multiplied by mm / addmm / linear are frozen into AOTInductor packages
+# with the other parameters. Frozen, inductor packs them for oneDNN's _linear_pointwise (in AOT
+# mode it cannot use MKL's packed sgemm, which it prefers for float32 on x86); left as inputs of
+# the package, the multiplies stay MKL's sgemm. Measured (2-core AMD EPYC, torch 2.13, interleaved
+# medians, x eager): HF BERT 1.11 frozen vs 0.83 as inputs at one thread, 0.94 vs 0.72 at two;
+# GPT-2 1.06 vs 0.88; ViT 0.87 vs 0.71, at two threads 0.62 vs 0.56. Convolution weights stay
+# frozen (their oneDNN prepacking is what makes the CNNs fast: HF ResNet 0.33 frozen, 0.57 not).
+AOTI_FREEZE_MATMUL_WEIGHTS = False
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20
 

@@ -99,14 +99,54 @@ class ExecutorChoice:
 
 
 def _frozen_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
-    """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep``."""
+    """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep`` that
+    is frozen into packages: all of them but the matrices :func:`_matmul_weights` names."""
     sig = ep.graph_signature
     values: dict[str, torch.Tensor] = {}
     for name, fqn in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items():
         values[name] = ep.state_dict[fqn] if fqn in ep.state_dict else ep.constants[fqn]
     for name, fqn in sig.inputs_to_lifted_tensor_constants.items():
         values[name] = ep.constants[fqn]
+    if not _defaults.AOTI_FREEZE_MATMUL_WEIGHTS and torch.backends.mkl.is_available():
+        for name in _matmul_weights(ep, values):
+            del values[name]
     return values
+
+
+_aten = torch.ops.aten
+# Ops between a weight and the multiply that reads it (a linear's weight.t(), a reshape).
+_WEIGHT_VIEWS = frozenset(
+    {
+        _aten.permute.default,
+        _aten.t.default,
+        _aten.transpose.int,
+        _aten.view.default,
+        _aten.reshape.default,
+        _aten._unsafe_view.default,
+        _aten.expand.default,
+    }
+)
+_MATMULS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.linear.default})
+
+
+def _matmul_weights(ep: torch.export.ExportedProgram, values: dict[str, torch.Tensor]) -> list[str]:
+    """The float32 2-d constants of ``values`` (by placeholder name) that a matrix multiply
+    of ``ep`` reads, directly or through views: frozen, inductor would pack them for oneDNN,
+    slower here than MKL's sgemm on the unpacked matrix (``_defaults``)."""
+    found = []
+    for node in ep.graph.nodes:
+        value = values.get(node.name) if node.op == "placeholder" else None
+        if value is None or value.dim() != 2 or value.dtype != torch.float32:
+            continue
+        seen, stack = set(), [node]
+        while stack:
+            users = [u for u in stack.pop().users if u not in seen]
+            seen.update(users)
+            if any(u.target in _MATMULS for u in users):
+                found.append(node.name)
+                break
+            stack.extend(u for u in users if u.target in _WEIGHT_VIEWS)
+    return found
 
 
 def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> SubgraphProgram:

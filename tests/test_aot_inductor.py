@@ -7,6 +7,7 @@ Each AOTInductor compile costs 10-40 s on a loaded machine: the module compiles 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import torch
 import byoc_torch
 from byoc_torch import aot_inductor, compile_cache
 from byoc_torch.compiled import running_torch_modules
+from byoc_torch.testing.processes import fresh_python
 
 BATCH = torch.export.Dim("batch", min=1, max=64)
 
@@ -338,3 +340,82 @@ def test_suspended_packages_run_the_torchscript_and_auto_times_both_in_turns(mon
         forced(bad)
     ok = torch.tensor([[1, 2, 3], [0, 1, 2]])
     torch.testing.assert_close(forced(ok), model(ok))
+
+
+class ConvThenLinear(torch.nn.Module):
+    """A convolution, a linear layer on its flattened output, a matrix product with a
+    parameter of a 3-d value, and a 2-d parameter used elementwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = torch.nn.Linear(3 * 4 * 4, 6)
+        self.proj = torch.nn.Parameter(torch.randn(6, 5))
+        self.scale = torch.nn.Parameter(torch.rand(4, 5) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.special.erfinv(torch.tanh(self.conv(x))).flatten(1))
+        return (h.unsqueeze(1).expand(-1, 4, -1) @ self.proj) * self.scale
+
+
+def _whole_program(model: torch.nn.Module, x: torch.Tensor):
+    ep = torch.export.export(model, (x,)).run_decompositions()
+    inputs = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
+    (out,) = next(n for n in ep.graph.nodes if n.op == "output").args[0]
+    program = aot_inductor.nodes_program(nodes, inputs, [(out, None)], ep)
+    sig = ep.graph_signature
+    fqn = {**sig.inputs_to_parameters, **{n: n for n in sig.user_inputs}}
+    return program, [fqn[inputs[k].name] for k in program.inputs]
+
+
+def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monkeypatch):
+    """Frozen, a float32 matrix of mm / addmm would be packed for oneDNN, slower here than
+    MKL's sgemm (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS): the linear weight and the matrix of
+    ``@`` stay inputs of the package; the convolution's weight, the biases and the matrix used
+    elementwise are frozen in. The program still computes the model."""
+    model = ConvThenLinear().eval()
+    x = torch.randn(2, 2, 4, 4)
+    program, taken = _whole_program(model, x)
+    assert sorted(taken) == ["fc.weight", "proj", "x"]
+    frozen = {b.shape for b in program.module.buffers()}
+    assert frozen == {(3, 2, 3, 3), (3,), (6,), (4, 5)}
+    params = dict(model.named_parameters())
+    args = [x if name == "x" else params[name].detach() for name in taken]
+    with torch.no_grad():
+        torch.testing.assert_close(program.module(*args)[0], model(x))
+
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    program, taken = _whole_program(model, x)
+    assert taken == ["x"]
+    assert len(list(program.module.buffers())) == 6
+
+
+def test_subgraph_with_matmul_weight_inputs_runs_as_aot_inductor_after_load(tmp_path):
+    """The linear layer and the matrix product run inside the LibTorch subgraph's package,
+    their weights passed by the runtime at each call; in a fresh process, on another input."""
+    model = ConvThenLinear().eval()
+    forced = ["aten.convolution", "aten.tanh", "aten.permute", "aten.addmm", "aten.view"]
+    forced += ["aten.unsqueeze", "aten.expand", "aten.clone", "aten.mm", "aten.mul"]
+    compiled = byoc_torch.compile(
+        model,
+        (torch.randn(2, 2, 4, 4),),
+        torch_executed_ops=forced,
+        torch_executor="aot_inductor",
+        placement="tvm",
+    )
+    assert [s.executor for s in compiled.report().subgraphs] == ["aot_inductor"]
+    path = compiled.export(tmp_path / "conv_linear.so")
+    x = torch.linspace(-2, 2, 64).reshape(2, 2, 4, 4)
+    with torch.no_grad():
+        expected = model(x)
+    script = f"""
+        import json, torch, byoc_torch
+        model = byoc_torch.load({str(path)!r})
+        x = torch.linspace(-2, 2, 64).reshape(2, 2, 4, 4)
+        print(json.dumps(model(x).tolist()))
+    """
+    proc = fresh_python("-c", textwrap.dedent(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
