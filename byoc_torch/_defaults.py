@@ -111,6 +111,11 @@ AOTI_MAX_REGIONS = 2
 # GPT-2 1.06 vs 0.88; ViT 0.87 vs 0.71, at two threads 0.62 vs 0.56. Convolution weights stay
 # frozen (their oneDNN prepacking is what makes the CNNs fast: HF ResNet 0.33 frozen, 0.57 not).
 AOTI_FREEZE_MATMUL_WEIGHTS = False
+# Constants of this many bytes or more that no convolution reads (embedding tables) are inputs of
+# AOTInductor packages, not frozen in: frozen, they would live twice (the model's constants and
+# the package) for no gain (freezing folds batch norms into convolutions and prepacks weights;
+# it does nothing to a gather). HF BERT's word embeddings are 31 MB.
+AOTI_FROZEN_MAX_BYTES = 256 << 10
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20
 

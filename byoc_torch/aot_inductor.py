@@ -100,21 +100,20 @@ class ExecutorChoice:
 
 def _frozen_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
     """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep`` that
-    is frozen into packages: all of them but the matrices :func:`_matmul_weights` names."""
+    is frozen into packages: all of them but those :func:`_package_inputs` names."""
     sig = ep.graph_signature
     values: dict[str, torch.Tensor] = {}
     for name, fqn in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items():
         values[name] = ep.state_dict[fqn] if fqn in ep.state_dict else ep.constants[fqn]
     for name, fqn in sig.inputs_to_lifted_tensor_constants.items():
         values[name] = ep.constants[fqn]
-    if not _defaults.AOTI_FREEZE_MATMUL_WEIGHTS and torch.backends.mkl.is_available():
-        for name in _matmul_weights(ep, values):
-            del values[name]
+    for name in _package_inputs(ep, values):
+        del values[name]
     return values
 
 
 _aten = torch.ops.aten
-# Ops between a weight and the multiply that reads it (a linear's weight.t(), a reshape).
+# Ops between a weight and the op that reads it (a linear's weight.t(), a reshape).
 _WEIGHT_VIEWS = frozenset(
     {
         _aten.permute.default,
@@ -127,26 +126,52 @@ _WEIGHT_VIEWS = frozenset(
     }
 )
 _MATMULS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.linear.default})
+_CONVOLUTIONS = frozenset({_aten.convolution.default})
 
 
-def _matmul_weights(ep: torch.export.ExportedProgram, values: dict[str, torch.Tensor]) -> list[str]:
-    """The float32 2-d constants of ``values`` (by placeholder name) that a matrix multiply
-    of ``ep`` reads, directly or through views: frozen, inductor would pack them for oneDNN,
-    slower here than MKL's sgemm on the unpacked matrix (``_defaults``)."""
+def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Tensor]) -> list[str]:
+    """The constants of ``values`` (by placeholder name) that packages take as inputs rather
+    than frozen in: the runtime passes them at each call from the one copy the model holds.
+
+    * Float32 matrices a matrix multiply reads (directly or through views): frozen, inductor
+      would pack them for oneDNN, slower here than MKL's sgemm on the unpacked matrix
+      (``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``).
+    * Any other constant of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (an embedding table):
+      frozen, it would live twice, in the model's constants and in the package, for nothing
+      freezing does to a gather.
+
+    Convolution weights stay frozen whatever their size: oneDNN's prepacking of them, and
+    the batch norms folded into them, are what make convolutions fast."""
+    mkl = torch.backends.mkl.is_available()
+    unpacked_matmuls = mkl and not _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
     found = []
     for node in ep.graph.nodes:
         value = values.get(node.name) if node.op == "placeholder" else None
-        if value is None or value.dim() != 2 or value.dtype != torch.float32:
+        if value is None:
             continue
-        seen, stack = set(), [node]
-        while stack:
-            users = [u for u in stack.pop().users if u not in seen]
-            seen.update(users)
-            if any(u.target in _MATMULS for u in users):
-                found.append(node.name)
-                break
-            stack.extend(u for u in users if u.target in _WEIGHT_VIEWS)
+        readers = _readers(node)
+        if readers & _CONVOLUTIONS:
+            continue
+        matrix = value.dim() == 2 and value.dtype == torch.float32
+        if unpacked_matmuls and matrix and readers & _MATMULS:
+            found.append(node.name)
+        elif value.numel() * value.element_size() >= _defaults.AOTI_FROZEN_MAX_BYTES:
+            found.append(node.name)
     return found
+
+
+def _readers(node: fx.Node) -> set:
+    """The targets of the ops that read ``node``'s value, directly or through views."""
+    targets, seen, stack = set(), set(), [node]
+    while stack:
+        for user in stack.pop().users:
+            if user in seen:
+                continue
+            seen.add(user)
+            targets.add(user.target)
+            if user.target in _WEIGHT_VIEWS:
+                stack.append(user)
+    return targets
 
 
 def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> SubgraphProgram:

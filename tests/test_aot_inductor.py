@@ -419,3 +419,20 @@ def test_subgraph_with_matmul_weight_inputs_runs_as_aot_inductor_after_load(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_large_constants_stay_package_inputs_unless_a_convolution_reads_them(monkeypatch):
+    """Past _defaults.AOTI_FROZEN_MAX_BYTES a constant is an input of the package (it lives
+    once, in the model's constants), except a convolution's weight, which freezing prepacks.
+    Here the bound is 64 bytes: the 4x5 elementwise matrix (80 bytes) becomes an input, the
+    216-byte convolution weight stays frozen, as do the biases (12 and 24 bytes)."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_MAX_BYTES", 64)
+    model = ConvThenLinear().eval()
+    x = torch.randn(2, 2, 4, 4)
+    program, taken = _whole_program(model, x)
+    assert sorted(taken) == ["fc.weight", "proj", "scale", "x"]
+    assert {b.shape for b in program.module.buffers()} == {(3, 2, 3, 3), (3,), (6,)}
+    params = dict(model.named_parameters())
+    args = [x if name == "x" else params[name].detach() for name in taken]
+    with torch.no_grad():
+        torch.testing.assert_close(program.module(*args)[0], model(x))
