@@ -389,11 +389,13 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
             if store is not MEMORY:
                 MEMORY.put_bytes("aoti", key, cached)
             return cached
-    with torch.no_grad():
+    # Under no_grad, export and compile both: inductor freezes only when grad is disabled
+    # (compile_fx); with grad enabled, freezing=True is silently ignored and the package runs
+    # unfolded batch norms and unpacked convolutions (HF ResNet 0.44x eager instead of 0.33x).
+    with torch.no_grad(), tempfile.TemporaryDirectory(prefix="byoc_torch_aoti_") as tmp:
         exported = torch.export.export(
             program.module, program.example, dynamic_shapes=program.dynamic_shapes, strict=False
         )
-    with tempfile.TemporaryDirectory(prefix="byoc_torch_aoti_") as tmp:
         path = Path(tmp) / "subgraph.pt2"
         torch._inductor.aoti_compile_and_package(
             exported, package_path=str(path), inductor_configs={"freezing": True}

@@ -7,10 +7,12 @@ Each AOTInductor compile costs 10-40 s on a loaded machine: the module compiles 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
@@ -436,3 +438,33 @@ def test_large_constants_stay_package_inputs_unless_a_convolution_reads_them(mon
     args = [x if name == "x" else params[name].detach() for name in taken]
     with torch.no_grad():
         torch.testing.assert_close(program.module(*args)[0], model(x))
+
+
+class ConvBatchNorm(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="prepacking needs oneDNN")
+def test_packages_are_frozen_even_when_grad_is_enabled():
+    """Inductor freezes only with grad disabled; compile_package must not depend on the
+    caller's grad mode. Frozen, the convolution is prepacked for oneDNN (its batch norm folded
+    in): the package's wrapper calls oneDNN's convolution, not ATen's."""
+    model = ConvBatchNorm().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.1, 0.1)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 8, 8)
+    program, _ = _whole_program(model, x)
+    assert torch.is_grad_enabled()
+    data = aot_inductor.compile_package(program)
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        (wrapper,) = [n for n in package.namelist() if n.endswith("wrapper.cpp")]
+        source = package.read(wrapper).decode()
+    assert "mkldnn__convolution_pointwise" in source
+    assert "aoti_torch_cpu_convolution(" not in source
