@@ -96,12 +96,13 @@ class Options:
         torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
             subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters
-            frozen in, dynamic dims kept), compiled at compile time, carried inside the
-            artifact and run from C++; a subgraph it cannot compile, or whose outputs differ
-            from the TorchScript's, keeps the TorchScript and the report says why. ``"auto"``:
-            both are timed inside the built model on the example inputs and the faster runs;
-            subgraphs whose TorchScript takes less than 0.5 ms are not compiled (a compile
-            costs seconds). Needs a C++ compiler at compile time (not at load). Default:
+            frozen in but for matrix-multiply weights and large non-convolution constants, which
+            the package takes as inputs; dynamic dims kept), compiled at compile time, carried
+            inside the artifact and run from C++; a subgraph it cannot compile, or whose outputs
+            differ from the TorchScript's, keeps the TorchScript and the report says why.
+            ``"auto"``: both are timed inside the built model on the example inputs and the
+            faster runs; subgraphs whose TorchScript takes less than 0.5 ms are not compiled (a
+            compile costs seconds). Needs a C++ compiler at compile time (not at load). Default:
             ``"auto"``.
         cache_dir: a directory for the content-addressed compile cache
             (:mod:`byoc_torch.compile_cache`): whole compiled models (a compile of the same
