@@ -32,6 +32,7 @@ import tempfile
 import torch
 
 from byoc_torch import _defaults, aot_inductor
+from byoc_torch.testing.packages import whole_program
 from byoc_torch.timing import interleaved_samples
 
 DEFAULT_MODELS = "hf_bert,hf_gpt2,hf_vit,hf_resnet"
@@ -47,26 +48,6 @@ def _model(name: str):
     return get_example(name)
 
 
-def _whole_program(model: torch.nn.Module, inputs: tuple):
-    """The model's decomposed program as one byoc_torch package program, and the tensors of
-    its inputs in order (the model's inputs and the weights the program takes)."""
-    ep = torch.export.export(model, inputs).run_decompositions()
-    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
-    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
-    outs = next(n for n in ep.graph.nodes if n.op == "output").args[0]
-    program = aot_inductor.nodes_program(nodes, placeholders, [(o, None) for o in outs], ep)
-    sig = ep.graph_signature
-    user = dict(zip(sig.user_inputs, inputs, strict=True))
-    state = {**ep.state_dict, **ep.constants}
-    fqn = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    fqn.update(sig.inputs_to_lifted_tensor_constants)
-    args = []
-    for k in program.inputs:
-        name = placeholders[k].name
-        args.append(user[name] if name in user else state[fqn[name]])
-    return program, tuple(args)
-
-
 def _load(data: bytes, workdir: str, name: str):
     path = os.path.join(workdir, f"{name}.pt2")
     with open(path, "wb") as f:
@@ -80,12 +61,12 @@ def _packages(model, inputs, workdir: str) -> dict[str, tuple]:
     saved = (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES)
     try:
         _defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = True, math.inf
-        program, args = _whole_program(model, inputs)
+        program, _, args = whole_program(model, inputs)
         data = aot_inductor.compile_package(program)
         found["frozen"] = (_load(data, workdir, "frozen"), args, len(data))
     finally:
         _defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = saved
-    program, args = _whole_program(model, inputs)
+    program, _, args = whole_program(model, inputs)
     data = aot_inductor.compile_package(program)
     found["byoc"] = (_load(data, workdir, "byoc"), args, len(data))
     ep = torch.export.export(model, inputs)

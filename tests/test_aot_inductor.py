@@ -20,6 +20,7 @@ import torch
 import byoc_torch
 from byoc_torch import aot_inductor, compile_cache
 from byoc_torch.compiled import running_torch_modules
+from byoc_torch.testing.packages import whole_program
 from byoc_torch.testing.processes import fresh_python
 
 BATCH = torch.export.Dim("batch", min=1, max=64)
@@ -360,17 +361,6 @@ class ConvThenLinear(torch.nn.Module):
         return (h.unsqueeze(1).expand(-1, 4, -1) @ self.proj) * self.scale
 
 
-def _whole_program(model: torch.nn.Module, x: torch.Tensor):
-    ep = torch.export.export(model, (x,)).run_decompositions()
-    inputs = [n for n in ep.graph.nodes if n.op == "placeholder"]
-    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
-    (out,) = next(n for n in ep.graph.nodes if n.op == "output").args[0]
-    program = aot_inductor.nodes_program(nodes, inputs, [(out, None)], ep)
-    sig = ep.graph_signature
-    fqn = {**sig.inputs_to_parameters, **{n: n for n in sig.user_inputs}}
-    return program, [fqn[inputs[k].name] for k in program.inputs]
-
-
 def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monkeypatch):
     """Frozen, a float32 matrix of mm / addmm would be packed for oneDNN, slower here than
     MKL's sgemm (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS): the linear weight and the matrix of
@@ -378,7 +368,7 @@ def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monk
     elementwise are frozen in. The program still computes the model."""
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
-    program, taken = _whole_program(model, x)
+    program, taken, _ = whole_program(model, (x,))
     assert sorted(taken) == ["fc.weight", "proj", "x"]
     frozen = {b.shape for b in program.module.buffers()}
     assert frozen == {(3, 2, 3, 3), (3,), (6,), (4, 5)}
@@ -388,7 +378,7 @@ def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monk
         torch.testing.assert_close(program.module(*args)[0], model(x))
 
     monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
-    program, taken = _whole_program(model, x)
+    program, taken, _ = whole_program(model, (x,))
     assert taken == ["x"]
     assert len(list(program.module.buffers())) == 6
 
@@ -431,7 +421,7 @@ def test_large_constants_stay_package_inputs_unless_a_convolution_reads_them(mon
     monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_MAX_BYTES", 64)
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
-    program, taken = _whole_program(model, x)
+    program, taken, _ = whole_program(model, (x,))
     assert sorted(taken) == ["fc.weight", "proj", "scale", "x"]
     assert {b.shape for b in program.module.buffers()} == {(3, 2, 3, 3), (3,), (6,)}
     params = dict(model.named_parameters())
@@ -460,7 +450,7 @@ def test_packages_are_frozen_even_when_grad_is_enabled():
         model.bn.running_mean.uniform_(-0.1, 0.1)
         model.bn.running_var.uniform_(0.5, 1.5)
     x = torch.randn(1, 3, 8, 8)
-    program, _ = _whole_program(model, x)
+    program, _, _ = whole_program(model, (x,))
     assert torch.is_grad_enabled()
     data = aot_inductor.compile_package(program)
     with zipfile.ZipFile(io.BytesIO(data)) as package:

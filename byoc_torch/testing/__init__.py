@@ -10,7 +10,9 @@
 * ``custom_ops.py`` -- a ``torch.library`` custom op (``byoc_torch_testing::scale_shift``)
   for ``call_torch``'s tests and docs;
 * ``hf_models.py`` -- Hugging Face models built from configs with random weights (no
-  downloads), for the peers benchmark and its tests.
+  downloads), for the peers benchmark and its tests;
+* ``packages.py`` -- a whole model as one AOTInductor package program, for the executor's
+  tests and the freezing benchmark.
 """
 
 from .modules import Lambda, compile_and_check
