@@ -72,6 +72,12 @@ PLACEMENTS = ("measured", "tvm")
 # than this many ms: differences inside timing noise keep TVM's placement.
 PLACEMENT_MARGIN = 0.05
 PLACEMENT_MARGIN_MS = 0.0005
+# A region whose TVM kernels take, at the best of two calls, this many times its LibTorch time and
+# at least PLACEMENT_HOPELESS_MS is not timed further in TVM: no crossing saved can make up for it,
+# and timing it fully costs seconds (HF GPT-2's untuned TVM addmm, 96 ms against 0.7 ms in
+# LibTorch, was 5.8 of the 12 s its regions took to time).
+PLACEMENT_HOPELESS_FACTOR = 10.0
+PLACEMENT_HOPELESS_MS = 1.0
 # The whole-model check (byoc_torch.placement.end_to_end): candidates modelled within this
 # factor of the best are built and timed end to end, robustly (byoc_torch.timing), in at least
 # this many interleaved rounds.

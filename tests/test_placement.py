@@ -107,7 +107,7 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     calls = {"tvm": 0, "torch": 0}
     measure.MeasurementCache.forget()
 
-    def fake_tvm(imported, regions, var_node, values, target, device, tuning=None):
+    def fake_tvm(imported, regions, var_node, values, target, device, tuning=None, torch_ms=None):
         calls["tvm"] += 1
         return {r.index: tvm_ms([str(n.target) for n in r.nodes]) for r in regions}
 
@@ -326,6 +326,37 @@ def test_a_candidate_modelled_far_slower_is_not_built_except_all_libtorch(monkey
     assert chosen.name == "all-libtorch"
 
 
+def test_all_tvm_without_an_estimate_is_not_built_when_its_timed_regions_alone_are_too_slow(
+    monkeypatch,
+):
+    """A region TVM cannot run alone leaves all-TVM without an estimate; the regions it did time
+    still bound it from below, and a bound over the factor skips the build (HF GPT-2: TVM's
+    regions sum to ~600 ms against 44 ms modelled)."""
+    result = _result(
+        (["mm"], ["aten.mm.default"], 30.0, 0.5, "torch"),
+        (["weird"], ["aten.weird.default"], None, 0.1, "torch"),  # TVM cannot run it alone
+    )
+    result.all_tvm_ms = None
+    searched = {"mm": FallbackRecord("mm", "aten.mm.default", Reason.PLACEMENT)}
+    found = end_to_end.candidates(searched, result)
+    assert [(c.name, c.modelled_ms, c.floor_ms) for c in found] == [
+        ("searched", 2.0, None),
+        ("all-libtorch", 4.0, None),
+        ("all-tvm", None, 30.0),
+    ]
+    build, built = _fake_whole_model(monkeypatch, {"searched": 2.0, "all-libtorch": 1.0})
+    chosen, _, skipped = end_to_end.choose(found, build, factor=3.0)
+    assert chosen.name == "all-libtorch"
+    assert built == ["searched", "all-libtorch"]
+    assert skipped == {"all-tvm": "its regions alone take 30.000 ms, over 3x the best (2.000 ms)"}
+    # Under the factor it is built and timed as before.
+    build, built = _fake_whole_model(
+        monkeypatch, {"searched": 2.0, "all-libtorch": 1.0, "all-tvm": 3.0}
+    )
+    end_to_end.choose(found, build, factor=20.0)
+    assert built == ["searched", "all-libtorch", "all-tvm"]
+
+
 def test_a_candidate_that_fails_to_build_loses(monkeypatch):
     _, _ = _fake_whole_model(monkeypatch, {"searched": 1.0, "all-libtorch": 2.0, "all-tvm": 3.0})
 
@@ -459,3 +490,39 @@ def test_regions_are_timed_on_one_thread_and_the_budget_comes_back(monkeypatch):
     assert seen == [("torch", 1, "1"), ("tvm", 1, "1")]
     assert torch.get_num_threads() == 2 and os.environ["TVM_NUM_THREADS"] == "2"
     torch.testing.assert_close(compiled(x), model(x))
+
+
+class _BigMatmul(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(384, 384) / 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ self.w)
+
+
+@pytest.mark.parametrize("hopeless_factor", [10.0, math.inf])
+def test_a_region_hopeless_in_tvm_is_not_timed_further(monkeypatch, hopeless_factor):
+    """Untuned TVM takes many times LibTorch's time on a 384-square matmul: after the best of
+    two calls it is not timed robustly (seconds saved per compile on real models); with the
+    factor at infinity every region is timed in full. Either way the matmul goes to LibTorch."""
+    from byoc_torch.placement import measure as measure_module
+
+    fully_timed = []
+    real = measure_module._evaluator_timing
+
+    def spy(timer, args):
+        fully_timed.append(tuple(tuple(int(d) for d in a.shape) for a in args))
+        return real(timer, args)
+
+    monkeypatch.setattr(measure_module, "_evaluator_timing", spy)
+    monkeypatch.setattr(measure_module._defaults, "PLACEMENT_HOPELESS_FACTOR", hopeless_factor)
+    measure.MeasurementCache.forget()
+    model, x = _BigMatmul().eval(), torch.randn(384, 384)
+    compiled = byoc_torch.compile(model, (x,), torch_executor="torchscript")
+    regions = compiled.report().placement.regions
+    (mm,) = regions  # mm and tanh, the weight bound inside the region's function
+    assert mm.ops == ["aten.mm.default", "aten.tanh.default"]
+    assert mm.side == TORCH and mm.tvm_ms > 10 * mm.torch_ms
+    assert fully_timed == ([((384, 384),)] if math.isinf(hopeless_factor) else [])
+    torch.testing.assert_close(compiled(x * 0.5), model(x * 0.5), rtol=1e-4, atol=1e-4)

@@ -35,7 +35,7 @@ import tvm
 from torch import fx
 
 from .. import _defaults
-from ..aot_inductor import AOT_INDUCTOR, TORCHSCRIPT, compiler_missing
+from ..aot_inductor import AOT_INDUCTOR, TORCHSCRIPT, compiler_missing, nothing_to_gain
 from ..compile_cache import CompileCache
 from ..frontend import ImportResult
 from ..frontend.torchscript import output_metas
@@ -102,7 +102,9 @@ def place(
 
     ``opts.torch_executor``: unless ``"torchscript"``, a region's LibTorch side may also be an
     AOTInductor package — the regions whose TorchScript takes at least
-    ``_defaults.AOTI_MIN_SUBGRAPH_MS``, the slowest ``_defaults.AOTI_MAX_REGIONS`` first, are
+    ``_defaults.AOTI_MIN_SUBGRAPH_MS`` and with something a package can gain
+    (:func:`byoc_torch.aot_inductor.nothing_to_gain`), the slowest
+    ``_defaults.AOTI_MAX_REGIONS`` first, are
     compiled (through the compile cache of ``opts.cache_dir``) and timed, and the LibTorch side
     costs the faster of the two (``"auto"``) or the package's (``"aot_inductor"``).
     """
@@ -141,7 +143,7 @@ def place(
                 cache.put(keys[r.index], TORCH, torch_ms[r.index])
         if todo_tvm:
             measured = _time_tvm_regions(
-                imported, todo_tvm, var_node, values, opts, device, tuning_budget
+                imported, todo_tvm, var_node, values, opts, device, tuning_budget, torch_ms
             )
             for r in todo_tvm:
                 tvm_ms[r.index] = measured.get(r.index, math.inf)
@@ -251,19 +253,20 @@ def _time_aot_inductor_regions(
         return {}, {}
     if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
         return {}, {r.index: "packages are compiled for the CPU" for r in regions}
+    why: dict[int, str] = {}
+    for r in regions:
+        pointless = nothing_to_gain(r.nodes)
+        if torch_ms[r.index] < _defaults.AOTI_MIN_SUBGRAPH_MS:
+            why[r.index] = f"not compiled: LibTorch under {_defaults.AOTI_MIN_SUBGRAPH_MS} ms"
+        elif pointless is not None:
+            why[r.index] = f"not compiled: {pointless}"
     worth = sorted(
-        (r for r in regions if _defaults.AOTI_MIN_SUBGRAPH_MS <= torch_ms[r.index] < math.inf),
+        (r for r in regions if r.index not in why and torch_ms[r.index] < math.inf),
         key=lambda r: (-torch_ms[r.index], r.index),
     )[: _defaults.AOTI_MAX_REGIONS]
-    why = {
-        r.index: (
-            f"not compiled: LibTorch under {_defaults.AOTI_MIN_SUBGRAPH_MS} ms"
-            if torch_ms[r.index] < _defaults.AOTI_MIN_SUBGRAPH_MS
-            else f"not compiled: {_defaults.AOTI_MAX_REGIONS} slower regions were"
-        )
-        for r in regions
-        if r not in worth
-    }
+    for r in regions:
+        if r not in worth and r.index not in why:
+            why[r.index] = f"not compiled: {_defaults.AOTI_MAX_REGIONS} slower regions were"
     out: dict[int, float] = {}
     todo = []
     for r in worth:
@@ -298,9 +301,11 @@ def _total(units: list[Unit], edges: list, crossing: float, side: str) -> float 
 
 
 def _time_tvm_regions(
-    imported, regions, var_node, values, opts: Options, device, budget=None
+    imported, regions, var_node, values, opts: Options, device, budget=None, torch_ms=None
 ) -> dict[int, float]:
-    """TVM's time of each region, its kernels tuned as ``opts`` says (within ``budget``)."""
+    """TVM's time of each region, its kernels tuned as ``opts`` says (within ``budget``);
+    a region hopeless against its LibTorch time in ``torch_ms`` is timed briefly
+    (:func:`.measure.time_tvm`)."""
     main = imported.mod["main"]
     target = opts.tvm_target()
 
@@ -318,14 +323,14 @@ def _time_tvm_regions(
 
     mod, functions = region_module(main, regions, var_node)
     try:
-        return time_tvm(tuned(mod), functions, value_of, target, device)
+        return time_tvm(tuned(mod), functions, value_of, target, device, torch_ms)
     except Exception as err:  # one region breaks the joint build: build them one by one
         logger.debug("placement: joint region build failed (%s); building one by one", err)
     out: dict[int, float] = {}
     for r in regions:
         mod, functions = region_module(main, [r], var_node)
         try:
-            out.update(time_tvm(tuned(mod), functions, value_of, target, device))
+            out.update(time_tvm(tuned(mod), functions, value_of, target, device, torch_ms))
         except Exception as err:
             logger.debug("placement: region %d does not build alone: %s", r.index, err)
     return out

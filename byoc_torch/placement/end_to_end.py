@@ -57,6 +57,8 @@ class Candidate:
     records: dict[str, FallbackRecord]
     modelled_ms: float | None  # None: the region timings give no estimate
     executor: str = TORCHSCRIPT
+    # Without an estimate, a least time the region timings still prove (None: none).
+    floor_ms: float | None = None
 
 
 def _records(
@@ -91,7 +93,10 @@ def candidates(
     ]
     if aot_inductor:  # no region timing models it: always built and timed
         found.append(Candidate(ALL_AOTI, all_torch, None, AOT_INDUCTOR))
-    found.append(Candidate(ALL_TVM, {}, result.all_tvm_ms))
+    # Some region cannot be timed in TVM alone (so no estimate); those that can bound it.
+    tvm_times = [r.tvm_ms for r in result.regions if r.tvm_ms is not None]
+    floor = sum(tvm_times) if result.all_tvm_ms is None and tvm_times else None
+    found.append(Candidate(ALL_TVM, {}, result.all_tvm_ms, floor_ms=floor))
     unique: list[Candidate] = []
     for c in found:
         if all((set(c.records), c.executor) != (set(u.records), u.executor) for u in unique):
@@ -127,11 +132,12 @@ def choose(
     first_ms: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for c in options:
-        too_slow = c.modelled_ms is not None and c.modelled_ms > factor * best_estimate
+        estimate = c.modelled_ms if c.modelled_ms is not None else c.floor_ms
+        too_slow = estimate is not None and estimate > factor * best_estimate
         if too_slow and c.name != ALL_TORCH:
+            what = "modelled" if c.modelled_ms is not None else "its regions alone take"
             skipped[c.name] = (
-                f"modelled {c.modelled_ms:.3f} ms, over {factor:g}x the best "
-                f"({best_estimate:.3f} ms)"
+                f"{what} {estimate:.3f} ms, over {factor:g}x the best ({best_estimate:.3f} ms)"
             )
             continue
         try:
