@@ -51,7 +51,8 @@ if what == "aoti":
         runner(*inputs)
     extra = ""
 else:
-    compiled = byoc_torch.compile(model, inputs, cache_dir=sys.argv[4], num_threads=int(sys.argv[3]))
+    threads = int(sys.argv[3])
+    compiled = byoc_torch.compile(model, inputs, cache_dir=sys.argv[4], num_threads=threads)
     compiled(*inputs)
     report = compiled.report()
     chosen = report.placement.chosen if report.placement is not None else "-"

@@ -40,7 +40,7 @@ from .records import FallbackRecord
 from .reporting import Report, format_ms, report_from_ir
 from .tensors import tvm_ready
 from .threads import apply_thread_budget
-from .verify import build_candidates, find_build_culprits, minimal_blame
+from .verify import build_candidates, find_build_culprits, minimal_blame, shapeless
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +169,22 @@ def _compile_program(program: Program, opts: Options) -> CompiledModule:
             # When lowering (legalize, fuse) already fails, the search probes that half of a
             # build only (T5's decode graphs: 38 probes, 54 of a first generate's 115 s as
             # full builds, 32 s as lowerings).
+            # Values of unknown shape are probed first (TVM's legalization needs shapes).
             lowers = pipeline.lowers(extra, [])
+            imported = pipeline.imported(extra)
+            candidates = build_candidates(imported)
+            suspects = shapeless(imported, candidates)
+            logger.debug(
+                "build failed: %d of %d candidate(s) have values of unknown shape",
+                len(suspects),
+                len(candidates),
+            )
             records = find_build_culprits(
-                build_candidates(pipeline.imported(extra)),
+                candidates,
                 functools.partial(pipeline.builds if lowers else pipeline.lowers, dict(extra)),
                 err,
                 fails_unmoved=not lowers,  # that lowering was the search's first probe
+                suspects=suspects,
             )
             for record in records:
                 logger.debug("build failure blamed on %s: %s", record.node, record.detail)

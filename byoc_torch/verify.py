@@ -366,6 +366,25 @@ def build_candidates(imported: ImportResult) -> list[fx.Node]:
     return list(seen.values())
 
 
+def shapeless(imported: ImportResult, candidates: Sequence[fx.Node]) -> list[fx.Node]:
+    """The ``candidates`` (:func:`build_candidates`) whose TVM value has a tensor of unknown
+    shape: TVM's legalization lowers an op through tensor expressions, which need shapes, so
+    these are the usual suspects when a build fails there (T5's decode graphs: a concat of a
+    cache of unknown length)."""
+
+    def unknown(ty) -> bool:
+        if isinstance(ty, tvm.ir.TupleType):
+            return any(unknown(f) for f in ty.fields)
+        return isinstance(ty, relax.TensorType) and ty.shape is None
+
+    found = []
+    for node in candidates:
+        var = imported.native_vars.get(node.name)
+        if var is not None and unknown(var.ty):
+            found.append(node)
+    return found
+
+
 def _compare(
     got: torch.Tensor, ref: torch.Tensor, k: int = 1, magnitude: float = 1.0
 ) -> str | None:
@@ -392,6 +411,7 @@ def find_build_culprits(
     builds: Callable[[list[str]], bool],
     error: BaseException,
     fails_unmoved: bool = False,
+    suspects: Sequence[fx.Node] = (),
 ) -> list[FallbackRecord]:
     """The TVM-side nodes whose move to LibTorch is shown to make the build succeed.
 
@@ -403,6 +423,9 @@ def find_build_culprits(
     When the model builds with nothing moved, or still fails with everything moved, no node is
     to blame: :class:`BuildFailure` carries the original error (chained as its cause).
     ``fails_unmoved``: the caller has just seen ``builds([])`` fail (not asked again).
+    ``suspects`` (a few of the candidates, e.g. :func:`shapeless`): when moving them alone
+    builds, the search runs over them only (T5's decode graphs: a handful of suspects among
+    hundreds of candidates, a few probes instead of dozens).
     """
     names = [n.name for n in candidates]
     results: dict[frozenset[str], bool] = {frozenset(): False} if fails_unmoved else {}
@@ -417,6 +440,9 @@ def find_build_culprits(
         raise _unexplained(
             error, "the same model builds again with no node moved, so no node is to blame"
         ) from error
+    suspected = [n.name for n in suspects]
+    if suspected and len(suspected) < len(names) and try_build(suspected):
+        names = [name for name in names if name in set(suspected)]
     if not names or not try_build(names):
         raise _unexplained(
             error, "moving every TVM op to LibTorch does not help, so no node is to blame"

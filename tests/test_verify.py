@@ -275,6 +275,49 @@ def test_build_culprits_are_exactly_the_nodes_whose_move_fixes_the_build(needed)
 ERR = RuntimeError("legalization failed\n  at some TVM pass\n  more context")
 
 
+@pytest.mark.parametrize(
+    ("needed", "suspects", "most_calls"),
+    [({"f"}, "f", 2), ({"b", "f"}, "bf", 4), ({"f"}, "ef", 4), ({"c"}, "f", 9)],
+    ids=str,
+)
+def test_build_culprits_are_searched_among_the_suspects_when_moving_them_builds(
+    needed, suspects, most_calls
+):
+    """Suspects whose move builds narrow the search to them (a few probes instead of
+    2*log2(N) per culprit); wrong suspects cost one probe and the full search runs."""
+    calls: list[list[str]] = []
+    nodes = _nodes(*"abcdefgh")
+    by_name = {n.name: n for n in nodes}
+    records = find_build_culprits(
+        nodes, _builds_when(needed, calls), ERR, suspects=[by_name[s] for s in suspects]
+    )
+    assert [r.node for r in records] == sorted(needed)
+    assert len(calls) <= most_calls
+    assert len(calls) == len({frozenset(c) for c in calls})
+
+
+def test_shapeless_names_the_values_of_unknown_shape():
+    """Values whose TVM type has no shape (T5's decode graphs: the key/value cache concat),
+    alone or inside a tuple, are the suspects; known and symbolic shapes are not."""
+    from types import SimpleNamespace
+
+    from tvm import relax
+
+    from byoc_torch.verify import shapeless
+
+    unknown = relax.TensorType(ndim=3, dtype="float32")
+    n = tvm.tirx.Var("n", "int64")
+    types = {
+        "a": relax.TensorType([2, 3], dtype="float32"),
+        "b": unknown,
+        "c": relax.TensorType([n, 3], dtype="float32"),  # symbolic: still a shape
+        "d": tvm.ir.TupleType([relax.TensorType([2], dtype="float32"), unknown]),
+    }
+    imported = SimpleNamespace(native_vars={k: relax.Var(k, t) for k, t in types.items()})
+    nodes = _nodes(*"abcde")  # e has no TVM value
+    assert [x.name for x in shapeless(imported, nodes)] == ["b", "d"]
+
+
 def test_nothing_is_blamed_when_the_model_builds_with_nothing_moved():
     """The build failed once but builds with no node moved: no innocent node is moved, the
     original error is raised with its context."""
