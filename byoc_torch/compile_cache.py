@@ -5,7 +5,8 @@ Place in the data flow: opt-in through ``Options.cache_dir``. It holds
 * AOTInductor packages of LibTorch subgraphs (``aoti/<key>.pt2``, :mod:`byoc_torch.aot_inductor`),
   keyed by :func:`package_key`: the subgraph's graph, its inputs' shapes, dtypes and dynamic
   ranges, its frozen constants' bytes, and what the package's code depends on (the torch
-  version, the CPU capability inductor compiles for, the thread count it compiles in);
+  version, the CPU capability inductor compiles for; not the thread count: packages take theirs
+  at run time);
 * measured placement's region timings (``placement.json``, the ``placement_cache`` file of
   :mod:`byoc_torch.placement.measure`, keyed by region, shapes, dtypes, target and library
   versions), unless ``placement_cache`` names another file;
@@ -110,9 +111,11 @@ class CompileCache:
 
 
 def _environment() -> str:
-    """What a package's code depends on besides the graph."""
+    """What a package's code depends on besides the graph: the torch version and the CPU
+    capability inductor compiles for (not the thread count: packages are compiled with
+    inductor's ``cpp.dynamic_threads``, :func:`byoc_torch.aot_inductor.compile_package`)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"torch {torch.__version__}; cpu {capability}; threads {torch.get_num_threads()}"
+    return f"torch {torch.__version__}; cpu {capability}"
 
 
 def package_key(
@@ -175,6 +178,7 @@ def artifact_key(ep: torch.export.ExportedProgram, parts: Sequence[str]) -> str:
     for part in parts:
         h.update(f"{len(part)}:{part}".encode())
     h.update(_environment().encode())
+    h.update(f"threads {torch.get_num_threads()}".encode())  # what placement measured at
     h.update(code_identity().encode())
     return h.hexdigest()
 

@@ -65,3 +65,24 @@ def test_a_compile_that_tunes_is_not_stored(tmp_path):
     opts = options_module.Options(cache_dir=str(tmp_path), tuning_database=str(tmp_path / "db"))
     cache, key = driver._artifact_cache(None, opts)
     assert (cache, key) == (None, "")
+
+
+def test_a_package_serves_every_thread_count_so_its_key_has_none():
+    """Packages are compiled with inductor's cpp.dynamic_threads: the one compiled while the
+    whole-model check times on one thread is the one the model runs at its own budget, not
+    compiled again (a second whole-model compile at two threads before)."""
+    from byoc_torch import aot_inductor
+    from byoc_torch.compile_cache import package_key
+
+    assert aot_inductor._INDUCTOR_CONFIGS["cpp.dynamic_threads"] is True
+    module = torch.fx.symbolic_trace(nn.Linear(4, 4))
+    example = [torch.randn(2, 4)]
+    before = torch.get_num_threads()
+    try:
+        keys = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            keys.append(package_key(module, example, None))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0] == keys[1]
