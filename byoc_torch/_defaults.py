@@ -111,12 +111,26 @@ AOTI_MEASURE_ROUNDS = 5
 AOTI_MAX_REGIONS = 2
 # Whether float32 matrices multiplied by mm / addmm / linear are frozen into AOTInductor packages
 # with the other parameters. Frozen, inductor packs them for oneDNN's _linear_pointwise (in AOT
-# mode it cannot use MKL's packed sgemm, which it prefers for float32 on x86); left as inputs of
-# the package, the multiplies stay MKL's sgemm. Measured (2-core AMD EPYC, torch 2.13, interleaved
-# medians, x eager): HF BERT 1.11 frozen vs 0.83 as inputs at one thread, 0.94 vs 0.72 at two;
-# GPT-2 1.06 vs 0.88; ViT 0.87 vs 0.71, at two threads 0.62 vs 0.56. Convolution weights stay
-# frozen (their oneDNN prepacking is what makes the CNNs fast: HF ResNet 0.33 frozen, 0.57 not).
-AOTI_FREEZE_MATMUL_WEIGHTS = False
+# mode it cannot use MKL's packed sgemm); left as inputs of the package, the multiplies are MKL's
+# sgemm on the unpacked matrix. Which is faster depends on the CPU (benchmarks/aoti_freezing.py,
+# x eager, interleaved medians): on a Zen 3 host (AVX2) frozen was slower, HF BERT 1.11 frozen
+# against 0.83 as inputs at one thread; on a Zen 4 host (AVX-512) it is faster, HF BERT 0.64
+# against 0.74 at one thread and 0.62 against 0.77 at two, ViT 0.51 against 0.81 at two.
+# None: measured on this CPU on the model's own multiplies (aot_inductor.matmul_weights_frozen);
+# True / False force it.
+AOTI_FREEZE_MATMUL_WEIGHTS: bool | None = None
+# A frozen weight lives twice (TVM's constants keep it for the TorchScript every subgraph carries,
+# the package holds its packed copy), so matrices are frozen only while everything frozen stays
+# within this share of the model's constant bytes: issue 19's bound on an artifact is 1.5x the
+# weights. HF BERT and GPT-2 (matrices 28 % and 20 % of their weights) stay within it; HF ViT
+# (80 %) does not and keeps them as inputs.
+AOTI_FROZEN_SHARE_MAX = 0.5
+# The measurement of oneDNN's packed multiplies against MKL's sgemm times the model's most
+# frequent multiply shapes, rows capped at this (the rows of a batch of 128 tokens), ...
+AOTI_MATMUL_PROBE_ROWS = 128
+# ... while their floating-point operations per round stay within this (about 10 ms at one
+# thread here; the first shape is always timed).
+AOTI_MATMUL_PROBE_FLOPS = 1e9
 # Constants of this many bytes or more that no convolution reads (embedding tables) are inputs of
 # AOTInductor packages, not frozen in: frozen, they would live twice (the model's constants and
 # the package) for no gain (freezing folds batch norms into convolutions and prepacks weights;

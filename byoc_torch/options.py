@@ -96,8 +96,10 @@ class Options:
         torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
             subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters
-            frozen in but for matrix-multiply weights and large non-convolution constants, which
-            the package takes as inputs; dynamic dims kept), compiled at compile time, carried
+            frozen in but for large non-convolution constants and, unless oneDNN's packed
+            multiplies are measured faster on this CPU and the copies stay within half the
+            weights, matrix-multiply weights, which the package takes as inputs; dynamic dims
+            kept), compiled at compile time, carried
             inside the artifact and run from C++; a subgraph it cannot compile, or whose outputs
             differ from the TorchScript's, keeps the TorchScript and the report says why.
             ``"auto"``: both are timed inside the built model on the example inputs and the

@@ -39,9 +39,11 @@ applied wins, and nothing is restored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +59,7 @@ __all__ = [
     "apply_thread_budget",
     "check_num_threads",
     "last_applied",
+    "one_thread",
     "set_env_defaults",
 ]
 
@@ -167,3 +170,28 @@ def tvm_num_threads() -> int:
 def last_applied() -> ThreadBudget | None:
     """The budget this process applied last, if any."""
     return _last
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run timings on one thread on every side: LibTorch's intra-op pool (so also
+    AOTInductor's kernels) and TVM's kernels (``TVM_NUM_THREADS``, which TVM reads at every
+    launch). A region costs what its work costs, and other processes cannot turn a kernel's
+    wait for a descheduled worker into its time: with OpenMP's default wait policy (torch
+    imported before byoc_torch, so ``OMP_WAIT_POLICY=PASSIVE`` came too late), a 0.02 ms
+    TorchScript region timed 24 ms per call at 2 threads while two busy processes held the two
+    cores. Measured placement times its regions and its whole-model candidates so
+    (:mod:`byoc_torch.placement.measure`), and :mod:`byoc_torch.aot_inductor` its matrix
+    multiplies. Both settings are restored afterwards."""
+    threads = torch.get_num_threads()
+    tvm_threads = os.environ.get("TVM_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["TVM_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if tvm_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = tvm_threads

@@ -362,10 +362,11 @@ class ConvThenLinear(torch.nn.Module):
 
 
 def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monkeypatch):
-    """Frozen, a float32 matrix of mm / addmm would be packed for oneDNN, slower here than
-    MKL's sgemm (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS): the linear weight and the matrix of
-    ``@`` stay inputs of the package; the convolution's weight, the biases and the matrix used
-    elementwise are frozen in. The program still computes the model."""
+    """Where matrix-multiply weights are not frozen (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS;
+    measured by default), the linear weight and the matrix of ``@`` stay inputs of the
+    package; the convolution's weight, the biases and the matrix used elementwise are frozen
+    in. The program still computes the model."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", False)
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
     program, taken, _ = whole_program(model, (x,))
@@ -418,6 +419,7 @@ def test_large_constants_stay_package_inputs_unless_a_convolution_reads_them(mon
     once, in the model's constants), except a convolution's weight, which freezing prepacks.
     Here the bound is 64 bytes: the 4x5 elementwise matrix (80 bytes) becomes an input, the
     216-byte convolution weight stays frozen, as do the biases (12 and 24 bytes)."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", False)
     monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_MAX_BYTES", 64)
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
@@ -493,3 +495,105 @@ def test_a_package_is_not_compiled_where_it_has_nothing_to_gain(body, expected):
         assert why is None
     else:
         assert why is not None and why.startswith(expected)
+
+
+class Mlp(torch.nn.Module):
+    """Two linear layers after an embedding table; the table's share of the weights decides
+    whether freezing the layers' matrices stays within _defaults.AOTI_FROZEN_SHARE_MAX."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, 64)
+        self.up = torch.nn.Linear(64, 256)
+        self.down = torch.nn.Linear(256, 64)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(self.emb(ids))))
+
+
+def _probe(monkeypatch, verdict: bool) -> list:
+    """Replaces the timed comparison of packed and unpacked multiplies by ``verdict``; the
+    list records the shapes it was asked about."""
+    asked: list = []
+
+    def fake(shapes):
+        asked.append(shapes)
+        return verdict
+
+    monkeypatch.setattr(aot_inductor, "_packed_matmuls_faster", fake)
+    return asked
+
+
+@pytest.mark.parametrize("packed_faster", [True, False])
+def test_matmul_weights_are_frozen_where_packed_multiplies_are_measured_faster(
+    monkeypatch, packed_faster
+):
+    """By default (AOTI_FREEZE_MATMUL_WEIGHTS None) the measurement decides: frozen when
+    oneDNN's packed multiplies win on this CPU, package inputs when MKL's sgemm does. It is
+    asked about the model's own multiplies (rows, inner, columns: 2x8 tokens, 64 -> 256 and
+    256 -> 64). The embedding table (4000x64, past AOTI_FROZEN_MAX_BYTES) stays an input
+    either way, which keeps the frozen share under half the weights."""
+    asked = _probe(monkeypatch, packed_faster)
+    model = Mlp(vocab=4000).eval()
+    ids = torch.randint(0, 4000, (2, 8))
+    program, taken, _ = whole_program(model, (ids,))
+    assert asked == [((16, 64, 256), (16, 256, 64))]
+    if packed_faster:
+        assert sorted(taken) == ["emb.weight", "ids"]
+    else:
+        assert sorted(taken) == ["down.weight", "emb.weight", "ids", "up.weight"]
+    params = dict(model.named_parameters())
+    args = [ids if name == "ids" else params[name].detach() for name in taken]
+    with torch.no_grad():
+        torch.testing.assert_close(program.module(*args)[0], model(ids))
+
+
+def test_matmul_weights_stay_inputs_when_freezing_them_would_double_most_weights(monkeypatch):
+    """With a small embedding table the two matrices are most of the weights (33k of 42k
+    values): frozen, the artifact would hold them twice, past AOTI_FROZEN_SHARE_MAX. They stay
+    inputs without a measurement, however fast packed multiplies are."""
+    asked = _probe(monkeypatch, True)
+    model = Mlp(vocab=100).eval()
+    ids = torch.randint(0, 100, (2, 8))
+    _, taken, _ = whole_program(model, (ids,))
+    assert sorted(taken) == ["down.weight", "ids", "up.weight"]
+    assert asked == []
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_SHARE_MAX", 1.0)
+    _, taken, _ = whole_program(model, (ids,))
+    assert taken == ["ids"]
+
+
+def test_the_measured_shapes_are_the_frequent_ones_within_a_budget(monkeypatch):
+    """Rows are capped at AOTI_MATMUL_PROBE_ROWS; shapes are taken most frequent first while
+    their work fits AOTI_MATMUL_PROBE_FLOPS (the first always), and come back sorted."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_PROBE_ROWS", 128)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_PROBE_FLOPS", 2 * 128 * 64 * 64 * 2.5)
+    import collections
+
+    shapes = collections.Counter({(4096, 64, 64): 3, (100, 64, 64): 2, (8, 4096, 4096): 1})
+    assert aot_inductor._timed_shapes(shapes) == ((100, 64, 64), (128, 64, 64))
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_PROBE_FLOPS", 1.0)
+    assert aot_inductor._timed_shapes(shapes) == ((128, 64, 64),)
+
+
+@pytest.mark.parametrize(
+    ("sgemm_ms", "packed_ms", "frozen"),
+    [(1.0, 0.8, True), (1.0, 0.98, False), (1.0, 1.3, False)],
+)
+def test_packed_multiplies_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, frozen):
+    """The verdict is timing.choose's over the two timings, MKL's sgemm the simpler: packed
+    multiplies 20 % faster freeze the weights; 2 % faster (inside the 5 % margin) or slower do
+    not. Both callables are real: each runs its multiplies once before its timing is faked."""
+    from byoc_torch.timing import Timing
+
+    def fake_times(fns):
+        for fn in fns.values():
+            fn()
+        return {"sgemm": Timing(sgemm_ms, 0.02), "packed": Timing(packed_ms, 0.02)}
+
+    monkeypatch.setattr(aot_inductor, "robust_times", fake_times)
+    aot_inductor._packed_matmuls_faster.cache_clear()
+    try:
+        assert aot_inductor._packed_matmuls_faster(((16, 64, 256),)) is frozen
+    finally:
+        aot_inductor._packed_matmuls_faster.cache_clear()

@@ -24,14 +24,13 @@ only what is new.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -44,6 +43,7 @@ from .. import _defaults, schedules
 from ..compile_cache import CompileCache
 from ..names import op_key
 from ..tensors import to_tvm
+from ..threads import one_thread
 from ..timing import Timing, robust_time, robust_times, summarize
 from .regions import Region, RegionFunction, RegionScript
 
@@ -60,30 +60,6 @@ __all__ = [
 ]
 
 CACHE_VERSION = 3  # 2: regions timed on one thread (one_thread); 3: whole candidates too
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run region timings on one thread on every side: LibTorch's intra-op pool (so also
-    AOTInductor's kernels) and TVM's kernels (``TVM_NUM_THREADS``, which TVM reads at every
-    launch). A region costs what its work costs, and other processes cannot turn a kernel's
-    wait for a descheduled worker into its time: with OpenMP's default wait policy (torch
-    imported before byoc_torch, so ``OMP_WAIT_POLICY=PASSIVE`` came too late), a 0.02 ms
-    TorchScript region timed 24 ms per call at 2 threads while two busy processes held the two
-    cores. The whole-model check (:mod:`.end_to_end`, run by the driver) times whole candidates
-    on one thread too. Both settings are restored afterwards."""
-    threads = torch.get_num_threads()
-    tvm_threads = os.environ.get("TVM_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["TVM_NUM_THREADS"] = "1"
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        if tvm_threads is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = tvm_threads
 
 
 def _describe(value: object) -> object:
