@@ -8,15 +8,18 @@ are timed against eager:
                      AOTInductor's users compile it;
 * ``byoc``           what byoc_torch compiles (:func:`byoc_torch.aot_inductor.nodes_program`
                      over the whole program, then ``compile_package``): frozen too, but the
-                     float32 matrices of matrix multiplies and the large constants no
-                     convolution reads are inputs of the package (``_defaults``);
+                     large constants no convolution reads are inputs of the package, and the
+                     float32 matrices of matrix multiplies unless byoc_torch measures oneDNN's
+                     packed multiplies faster on this CPU within its memory bound (``_defaults``);
+* ``inputs``         as ``byoc`` with the matrices always inputs (MKL's sgemm runs them);
 * ``not_frozen``     no freezing: every weight an input, no constant folding or prepacking.
 
 In AOT mode inductor packs a frozen linear weight for oneDNN's ``_linear_pointwise`` (it cannot
-use MKL's packed sgemm there); ``byoc`` keeps such weights unpacked so MKL's sgemm runs them,
-and keeps convolution weights frozen (oneDNN prepacking and batch-norm folding). Also printed:
-each package's size. Latency: :func:`byoc_torch.timing.interleaved_samples`, round-robin,
-median of per-round medians; every package is first checked against eager.
+use MKL's packed sgemm there); whether that beats MKL's sgemm on the unpacked matrix depends on
+the CPU. Convolution weights stay frozen in all but ``not_frozen`` (oneDNN prepacking and
+batch-norm folding). Also printed: each package's size. Latency:
+:func:`byoc_torch.timing.interleaved_samples`, round-robin, median of per-round medians; every
+package is first checked against eager.
 
     python -m benchmarks.aoti_freezing [--models hf_bert,hf_resnet] [--threads 1] [--rounds 7]
 """
@@ -69,6 +72,14 @@ def _packages(model, inputs, workdir: str) -> dict[str, tuple]:
     program, _, args = whole_program(model, inputs)
     data = aot_inductor.compile_package(program)
     found["byoc"] = (_load(data, workdir, "byoc"), args, len(data))
+    saved = _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
+    try:
+        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS = False
+        program, _, args = whole_program(model, inputs)
+        data = aot_inductor.compile_package(program)
+        found["inputs"] = (_load(data, workdir, "inputs"), args, len(data))
+    finally:
+        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS = saved
     ep = torch.export.export(model, inputs)
     path = os.path.join(workdir, "not_frozen.pt2")
     with torch.no_grad():
