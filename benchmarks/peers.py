@@ -86,6 +86,7 @@ class Prepared:
     fn: Callable[[], object] | None
     setup_s: float | None
     status: str = "ok"
+    placement: str | None = None  # byoc_torch: the whole-model check's choice; executors
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -283,11 +284,20 @@ def prepare_tvm(model: torch.nn.Module, inputs: Inputs, expected: list) -> Prepa
 def prepare_byoc(
     model: torch.nn.Module, inputs: Inputs, expected: list, options: dict[str, Any]
 ) -> Prepared:
+    made = []
+
     def make():
         compiled = byoc_torch.compile(model, inputs, **options)
+        made.append(compiled)
         return (lambda: compiled(*inputs)), _leaves
 
-    return _checked(make, expected)
+    prepared = _checked(make, expected)
+    if made:
+        report = made[0].report()
+        chosen = report.placement.chosen if report.placement is not None else "-"
+        runs = ",".join(s.executor for s in report.subgraphs) or "no subgraph"
+        prepared = dataclasses.replace(prepared, placement=f"{chosen}; {runs}")
+    return prepared
 
 
 def prepare(
@@ -325,7 +335,13 @@ def bench_model(
     with torch.no_grad():
         expected = _leaves(model(*inputs))
     ready: dict[str, Callable[[], object]] = {}
-    row: dict[str, Any] = {"latency_ms": {}, "x_eager": {}, "setup_s": {}, "calls_per_round": {}}
+    row: dict[str, Any] = {
+        "latency_ms": {},
+        "x_eager": {},
+        "setup_s": {},
+        "calls_per_round": {},
+        "placement": {},
+    }
     with tempfile.TemporaryDirectory(prefix="peers_") as tmp:
         for contestant, options in entrants.items():
             prep = prepare(contestant, options, model, inputs, expected, Path(tmp), threads)
@@ -335,7 +351,13 @@ def bench_model(
             else:
                 ready[contestant] = prep.fn
             shown = f"{prep.setup_s:.1f} s" if prep.setup_s is not None else "-"
-            print(f"  {name:<10} {contestant:<12} setup {shown:>8}  {prep.status}", flush=True)
+            kept = ""
+            if prep.placement is not None:
+                row["placement"][contestant] = prep.placement
+                kept = f" ({prep.placement})"
+            print(
+                f"  {name:<10} {contestant:<12} setup {shown:>8}  {prep.status}{kept}", flush=True
+            )
         if "eager" not in ready:
             raise RuntimeError(f"{name}: eager itself does not run: {row['latency_ms']}")
         # What LibTorch-based contestants ran at (a compile can set the process's threads).

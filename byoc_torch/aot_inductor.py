@@ -321,15 +321,20 @@ def _packed_matmuls_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
     the unpacked matrix (MKL's sgemm) on this CPU, beyond :func:`byoc_torch.timing.choose`'s
     margin. Timed on one thread, interleaved; once per process for a set of shapes. Which wins
     depends on the CPU (docs/performance.md)."""
+    shapes = tuple(s for s in shapes if min(s) > 0)
     if not shapes or not torch.backends.mkldnn.is_available():
         return False
     gen = torch.Generator().manual_seed(0)
     cases = []
-    for rows, inner, cols in shapes:
-        x = torch.randn(rows, inner, generator=gen)
-        w = torch.randn(cols, inner, generator=gen)
-        b = torch.randn(cols, generator=gen)
-        cases.append((x, w, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
+    try:
+        for rows, inner, cols in shapes:
+            x = torch.randn(rows, inner, generator=gen)
+            w = torch.randn(cols, inner, generator=gen)
+            b = torch.randn(cols, generator=gen)
+            cases.append((x, w, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
+    except (RuntimeError, AttributeError) as err:  # this build cannot pack: nothing to gain
+        logger.debug("oneDNN cannot pack float32 matrices here: %s", _first_line(err))
+        return False
 
     def sgemm() -> None:
         for x, w, b, _ in cases:
