@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 
 from . import (
-    _env,  # noqa: F401  (OMP_WAIT_POLICY, before anything loads torch)
+    _env,  # noqa: F401  (GOMP_SPINCOUNT, before anything loads torch)
     runtime,  # noqa: F401  (loads the C++ runtime first)
 )
 from . import quiet as _quiet

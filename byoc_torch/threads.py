@@ -22,8 +22,9 @@ applied wins, and nothing is restored.
   inline, with no pool). :func:`apply_thread_budget` sets that variable for every thread and
   sizes the calling thread's pool with TVM's ``runtime.config_threadpool``. A pool can shrink
   but never grow: a thread whose pool was created under a smaller budget keeps it.
-* LibTorch's OpenMP workers wait passively at barriers (``OMP_WAIT_POLICY=PASSIVE``), set by
-  :mod:`byoc_torch._env` when byoc_torch is imported before torch and the user set no policy.
+* LibTorch's idle OpenMP workers spin briefly at barriers, then sleep (``GOMP_SPINCOUNT=3000``),
+  set by :mod:`byoc_torch._env` when byoc_torch is imported before torch and the user set no
+  wait policy or spin count.
 * The default budget (``num_threads=None``) is the process's own ``torch.get_num_threads()``
   (so ``torch.set_num_threads(1)`` before a compile or a load is kept), capped by the cores
   available: the process's affinity mask (``os.sched_getaffinity``) and a cgroup CPU quota
@@ -178,7 +179,7 @@ def one_thread() -> Iterator[None]:
     AOTInductor's kernels) and TVM's kernels (``TVM_NUM_THREADS``, which TVM reads at every
     launch). A region costs what its work costs, and other processes cannot turn a kernel's
     wait for a descheduled worker into its time: with OpenMP's default wait policy (torch
-    imported before byoc_torch, so ``OMP_WAIT_POLICY=PASSIVE`` came too late), a 0.02 ms
+    imported before byoc_torch, so its short spin count came too late), a 0.02 ms
     TorchScript region timed 24 ms per call at 2 threads while two busy processes held the two
     cores. Measured placement times its regions and its whole-model candidates so
     (:mod:`byoc_torch.placement.measure`), and :mod:`byoc_torch.aot_inductor` its matrix

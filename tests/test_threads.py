@@ -30,7 +30,7 @@ def _fresh(code: str, env: dict | None = None) -> str:
     import subprocess
     import sys
 
-    full = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    full = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     full.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=full
@@ -39,14 +39,16 @@ def _fresh(code: str, env: dict | None = None) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_openmp_waits_passively_unless_the_user_chose_or_torch_came_first():
+def test_openmp_spins_briefly_unless_the_user_chose_or_torch_came_first():
     show = (
         "import os, byoc_torch\n"
-        "print(os.environ.get('OMP_WAIT_POLICY'), byoc_torch._env.OMP_POLICY_SET)"
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'),"
+        " byoc_torch._env.OMP_POLICY_SET)"
     )
-    assert _fresh(show) == "PASSIVE True"
-    assert _fresh(show, {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE False"
-    assert _fresh("import torch\n" + show) == "None False"
+    assert _fresh(show) == "3000 None True"
+    assert _fresh(show, {"OMP_WAIT_POLICY": "PASSIVE"}) == "None PASSIVE False"
+    assert _fresh(show, {"GOMP_SPINCOUNT": "INFINITY"}) == "INFINITY None False"
+    assert _fresh("import torch\n" + show) == "None None False"
 
 
 def test_available_cores_follow_affinity_and_a_cgroup_quota(tmp_path, monkeypatch):
