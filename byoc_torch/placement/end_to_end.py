@@ -69,9 +69,13 @@ def _records(
     for r in result.regions:
         if side_of(r) != TORCH:
             continue
-        detail = (
-            f"{candidate} placement; region {r.index}: LibTorch {format_ms(r.torch_ms)} ms, "
+        tvm = (
             f"TVM {format_ms(r.tvm_ms)} ms"
+            if r.tvm_ms is not None
+            else "TVM not timed (the region does not build or run in TVM alone)"
+        )
+        detail = (
+            f"{candidate} placement; region {r.index}: LibTorch {format_ms(r.torch_ms)} ms, {tvm}"
         )
         for name, op in zip(r.nodes, r.ops, strict=True):
             if op == "getitem":
@@ -92,7 +96,8 @@ def candidates(
         Candidate(ALL_TORCH, all_torch, result.all_torch_ms),
     ]
     if aot_inductor:  # no region timing models it: always built and timed
-        found.append(Candidate(ALL_AOTI, all_torch, None, AOT_INDUCTOR))
+        all_aoti = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_AOTI)
+        found.append(Candidate(ALL_AOTI, all_aoti, None, AOT_INDUCTOR))
     # Some region cannot be timed in TVM alone (so no estimate); those that can bound it.
     tvm_times = [r.tvm_ms for r in result.regions if r.tvm_ms is not None]
     floor = sum(tvm_times) if result.all_tvm_ms is None and tvm_times else None
