@@ -204,13 +204,13 @@ def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Te
     return sorted(set(large) | set(matrices), key=list(values).index)
 
 
-def matmul_weights_frozen(ep: torch.export.ExportedProgram) -> bool:
+def matmul_weights_frozen(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
     """Whether packages of ``ep``'s subgraphs freeze the float32 matrices its matrix multiplies
     read (``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``; by default measured on this CPU, see
-    :func:`_freeze_matmuls`)."""
+    :func:`_matmul_verdict`), and why, for the report ("" when it reads none)."""
     values = _constant_values(ep)
     matrices = _matmul_matrices(ep, values)
-    return _freeze_matmuls(values, matrices, _large_constants(ep, values, matrices))
+    return _matmul_verdict(values, matrices, _large_constants(ep, values, matrices))
 
 
 def _matmul_matrices(
@@ -276,7 +276,17 @@ def _freeze_matmuls(
     matrices: dict[str, list[tuple[int, int, int]]],
     large: Sequence[str],
 ) -> bool:
-    """Whether to freeze the matrix-multiply weights ``matrices`` into packages.
+    """Whether to freeze the matrix-multiply weights ``matrices`` into packages
+    (:func:`_matmul_verdict`)."""
+    return _matmul_verdict(values, matrices, large)[0]
+
+
+def _matmul_verdict(
+    values: dict[str, torch.Tensor],
+    matrices: dict[str, list[tuple[int, int, int]]],
+    large: Sequence[str],
+) -> tuple[bool, str]:
+    """Whether to freeze the matrix-multiply weights ``matrices`` into packages, and why.
 
     ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise: only while
     everything frozen stays within ``_defaults.AOTI_FROZEN_SHARE_MAX`` of the constants' bytes
@@ -284,17 +294,26 @@ def _freeze_matmuls(
     carries), and only when oneDNN's packed multiplies, which inductor makes of frozen weights,
     are measured faster on this CPU than MKL's sgemm on the same multiplies
     (:func:`_packed_matmuls_faster`)."""
+    frozen_in, inputs = (
+        "matrix-multiply weights frozen in",
+        "matrix-multiply weights package inputs",
+    )
     setting = _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
-    if isinstance(setting, bool):
-        return setting
     if not matrices:
-        return False
+        return (setting is True), ""
+    if isinstance(setting, bool):
+        return setting, f"{frozen_in if setting else inputs} (AOTI_FREEZE_MATMUL_WEIGHTS)"
     nbytes = {name: v.numel() * v.element_size() for name, v in values.items()}
-    frozen = sum(b for name, b in nbytes.items() if name not in large)
-    if frozen > _defaults.AOTI_FROZEN_SHARE_MAX * sum(nbytes.values()):
-        return False
+    share = sum(b for name, b in nbytes.items() if name not in large) / sum(nbytes.values())
+    if share > _defaults.AOTI_FROZEN_SHARE_MAX:
+        return False, (
+            f"{inputs}: frozen, {share:.0%} of the weights would live twice "
+            f"(at most {_defaults.AOTI_FROZEN_SHARE_MAX:.0%})"
+        )
     shapes = collections.Counter(s for found in matrices.values() for s in found)
-    return _packed_matmuls_faster(_timed_shapes(shapes))
+    if _packed_matmuls_faster(_timed_shapes(shapes)):
+        return True, f"{frozen_in}: oneDNN's packed multiplies measured faster here than MKL's"
+    return False, f"{inputs}: MKL's sgemm measured as fast as oneDNN's packed multiplies here"
 
 
 def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ...]:
@@ -611,6 +630,10 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
     return data
 
 
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
 def _first_line(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}".strip().splitlines()
     return text[0][:300] if text else type(err).__name__
@@ -775,12 +798,15 @@ def _choose(
         ts_ms, aoti_ms = _interleaved_ms(modules, run, rounds)
     else:
         aoti_ms = {}
+    weights = matmul_weights_frozen(ep)[1]
     for symbol in installed:
         ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
         if mode == AOT_INDUCTOR:
-            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why_aot_inductor, ts, ai)
+            why = _joined(why_aot_inductor, weights)
+            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
         elif ts is not None and ai is not None and ai < ts:
-            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, "measured faster", ts, ai)
+            why = _joined("measured faster", weights)
+            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
         else:
             install(symbol, b"", [])
             choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, "measured slower", ts, ai)

@@ -75,7 +75,10 @@ def test_aot_inductor_subgraph_agrees_with_eager_on_other_sizes(net):
     assert [s.executor for s in report.subgraphs] == ["aot_inductor"]
     assert list(_executors(compiled).values()) == ["aot_inductor"]
     assert report.subgraphs[0].aot_inductor_ms is not None
-    assert "runs:    aot_inductor (torch_executor='aot_inductor')" in report.to_text()
+    # The reason, then what became of the subgraph's matrix (frozen in or a package input).
+    assert "runs:    aot_inductor (torch_executor='aot_inductor'; matrix-multiply weights" in (
+        report.to_text()
+    )
     for batch in (3, 8, 33):
         x = torch.randn(batch, 16)
         with torch.no_grad():
@@ -597,3 +600,39 @@ def test_packed_multiplies_must_win_beyond_the_margin(monkeypatch, sgemm_ms, pac
         assert aot_inductor._packed_matmuls_faster(((16, 64, 256),)) is frozen
     finally:
         aot_inductor._packed_matmuls_faster.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("share_max", "packed_faster", "said"),
+    [
+        (0.5, True, "matrix-multiply weights package inputs: frozen, 100% of the weights would"),
+        (1.0, True, "matrix-multiply weights frozen in: oneDNN's packed multiplies measured"),
+        (1.0, False, "matrix-multiply weights package inputs: MKL's sgemm measured as fast"),
+    ],
+)
+def test_the_report_says_whether_matrix_weights_were_frozen_and_why(
+    monkeypatch, share_max, packed_faster, said
+):
+    """ConvThenLinear's constants are all small, so freezing the matrices would put every
+    weight in the package as well: past the default bound of half, they stay inputs without a
+    measurement; within a bound of all, the measurement decides. The subgraph's executor
+    reason in the report says which."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_SHARE_MAX", share_max)
+    asked = _probe(monkeypatch, packed_faster)
+    model = ConvThenLinear().eval()
+    forced = ["aten.convolution", "aten.tanh", "aten.permute", "aten.addmm", "aten.view"]
+    forced += ["aten.unsqueeze", "aten.expand", "aten.clone", "aten.mm", "aten.mul"]
+    compiled = byoc_torch.compile(
+        model,
+        (torch.randn(2, 2, 4, 4),),
+        torch_executed_ops=forced,
+        torch_executor="aot_inductor",
+        placement="tvm",
+    )
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "aot_inductor"
+    assert said in entry.executor_reason
+    assert bool(asked) == (share_max == 1.0)
+    x = torch.linspace(-2, 2, 64).reshape(2, 2, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
