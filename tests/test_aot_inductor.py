@@ -364,6 +364,19 @@ class ConvThenLinear(torch.nn.Module):
         return (h.unsqueeze(1).expand(-1, 4, -1) @ self.proj) * self.scale
 
 
+def _one_aot_inductor_subgraph(model: ConvThenLinear):
+    """``model`` compiled with all its ops in one LibTorch subgraph run by AOTInductor."""
+    forced = ["aten.convolution", "aten.tanh", "aten.permute", "aten.addmm", "aten.view"]
+    forced += ["aten.unsqueeze", "aten.expand", "aten.clone", "aten.mm", "aten.mul"]
+    return byoc_torch.compile(
+        model,
+        (torch.randn(2, 2, 4, 4),),
+        torch_executed_ops=forced,
+        torch_executor="aot_inductor",
+        placement="tvm",
+    )
+
+
 def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monkeypatch):
     """Where matrix-multiply weights are not frozen (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS;
     measured by default), the linear weight and the matrix of ``@`` stay inputs of the
@@ -391,15 +404,7 @@ def test_subgraph_with_matmul_weight_inputs_runs_as_aot_inductor_after_load(tmp_
     """The linear layer and the matrix product run inside the LibTorch subgraph's package,
     their weights passed by the runtime at each call; in a fresh process, on another input."""
     model = ConvThenLinear().eval()
-    forced = ["aten.convolution", "aten.tanh", "aten.permute", "aten.addmm", "aten.view"]
-    forced += ["aten.unsqueeze", "aten.expand", "aten.clone", "aten.mm", "aten.mul"]
-    compiled = byoc_torch.compile(
-        model,
-        (torch.randn(2, 2, 4, 4),),
-        torch_executed_ops=forced,
-        torch_executor="aot_inductor",
-        placement="tvm",
-    )
+    compiled = _one_aot_inductor_subgraph(model)
     assert [s.executor for s in compiled.report().subgraphs] == ["aot_inductor"]
     path = compiled.export(tmp_path / "conv_linear.so")
     x = torch.linspace(-2, 2, 64).reshape(2, 2, 4, 4)
@@ -620,15 +625,7 @@ def test_the_report_says_whether_matrix_weights_were_frozen_and_why(
     monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_SHARE_MAX", share_max)
     asked = _probe(monkeypatch, packed_faster)
     model = ConvThenLinear().eval()
-    forced = ["aten.convolution", "aten.tanh", "aten.permute", "aten.addmm", "aten.view"]
-    forced += ["aten.unsqueeze", "aten.expand", "aten.clone", "aten.mm", "aten.mul"]
-    compiled = byoc_torch.compile(
-        model,
-        (torch.randn(2, 2, 4, 4),),
-        torch_executed_ops=forced,
-        torch_executor="aot_inductor",
-        placement="tvm",
-    )
+    compiled = _one_aot_inductor_subgraph(model)
     (entry,) = compiled.report().subgraphs
     assert entry.executor == "aot_inductor"
     assert said in entry.executor_reason
