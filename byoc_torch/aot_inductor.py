@@ -167,7 +167,7 @@ def nothing_to_gain(nodes: Sequence[fx.Node]) -> str | None:
     alone; on one matrix multiply with at most one op after it, it gains at most the packing of
     a frozen weight (:func:`matmul_weights_frozen`; 10-20 % of the multiply where oneDNN's
     packed multiplies win), which does not pay for a compile of seconds per region (HF BERT's
-    cold compile took 44 s instead of 29 s compiling two such regions), while the whole-model
+    cold compile took 43-44 s instead of 36 s compiling two such regions), while the whole-model
     candidate and the final subgraphs' packages get it anyway. Unfrozen, such a region runs
     MKL's sgemm either way (HF BERT's addmm + gelu regions: 0.80-0.90 ms as packages, 0.79 ms
     as TorchScript; GPT-2's addmm regions 0.87 against 0.71)."""
