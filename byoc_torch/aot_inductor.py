@@ -27,10 +27,7 @@ subgraph that keeps its TorchScript gets a reason in the report.
 
 from __future__ import annotations
 
-import collections
-import functools
 import logging
-import math
 import operator
 import shutil
 import tempfile
@@ -51,11 +48,16 @@ from .compile_cache import MEMORY, CompileCache, package_key
 from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
 from .frontend.modules import forced_module_for_op
 from .frontend.torchscript import is_scalar_node, script_for_node
+from .frozen_weights import (
+    CONVOLUTIONS,
+    MATMULS,
+    WEIGHT_VIEWS,
+    frozen_values,
+    matmul_weights_frozen,
+)
 from .names import op_key
 from .partition.transform import torch_functions
 from .runtime.module import TorchRuntime
-from .threads import one_thread
-from .timing import choose, robust_times
 from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
@@ -107,45 +109,11 @@ class ExecutorChoice:
     aot_inductor_ms: float | None = None
 
 
-def _constant_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
-    """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep``."""
-    sig = ep.graph_signature
-    values: dict[str, torch.Tensor] = {}
-    for name, fqn in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items():
-        values[name] = ep.state_dict[fqn] if fqn in ep.state_dict else ep.constants[fqn]
-    for name, fqn in sig.inputs_to_lifted_tensor_constants.items():
-        values[name] = ep.constants[fqn]
-    return values
-
-
-def _frozen_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
-    """Placeholder name -> the tensor of every parameter, buffer and constant of ``ep`` that
-    is frozen into packages: all of them but those :func:`_package_inputs` names."""
-    values = _constant_values(ep)
-    for name in _package_inputs(ep, values):
-        del values[name]
-    return values
-
-
 _aten = torch.ops.aten
-# Ops between a weight and the op that reads it (a linear's weight.t(), a reshape).
-_WEIGHT_VIEWS = frozenset(
-    {
-        _aten.permute.default,
-        _aten.t.default,
-        _aten.transpose.int,
-        _aten.view.default,
-        _aten.reshape.default,
-        _aten._unsafe_view.default,
-        _aten.expand.default,
-    }
-)
-_MATMULS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.linear.default})
-_CONVOLUTIONS = frozenset({_aten.convolution.default})
 
 
 # Ops that only reshape, slice or copy a value: no arithmetic for AOTInductor to fuse.
-_LAYOUT_OPS = _WEIGHT_VIEWS | {
+_LAYOUT_OPS = WEIGHT_VIEWS | {
     operator.getitem,
     _aten.slice.Tensor,
     _aten.select.int,
@@ -174,219 +142,15 @@ def nothing_to_gain(nodes: Sequence[fx.Node]) -> str | None:
     computing = [n for n in nodes if n.op == "call_function" and n.target not in _LAYOUT_OPS]
     if not computing:
         return "only views and copies"
-    if any(n.target in _CONVOLUTIONS for n in computing):
+    if any(n.target in CONVOLUTIONS for n in computing):
         return None
-    matmuls = [n for n in computing if n.target in _MATMULS | {_aten.bmm.default}]
+    matmuls = [n for n in computing if n.target in MATMULS | {_aten.bmm.default}]
     rest = [n for n in computing if n not in matmuls]
     if len(matmuls) == 1 and len(rest) <= 1:
         return f"one matrix multiply ({op_key(matmuls[0].target)}), nothing to fuse into it"
     if len(computing) == 1:
         return f"one op ({op_key(computing[0].target)}), nothing to fuse"
     return None
-
-
-def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Tensor]) -> list[str]:
-    """The constants of ``values`` (by placeholder name) that packages take as inputs rather
-    than frozen in: the runtime passes them at each call from the one copy the model holds.
-
-    * Float32 matrices a matrix multiply reads (directly or through views), unless
-      :func:`matmul_weights_frozen` freezes them (inductor packs them for oneDNN then).
-    * Any other constant of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (an embedding table):
-      frozen, it would live twice, in the model's constants and in the package, for nothing
-      freezing does to a gather.
-
-    Convolution weights stay frozen whatever their size: oneDNN's prepacking of them, and
-    the batch norms folded into them, are what make convolutions fast."""
-    matrices = _matmul_matrices(ep, values)
-    large = _large_constants(ep, values, matrices)
-    if _freeze_matmuls(values, matrices, large):
-        return large
-    return sorted(set(large) | set(matrices), key=list(values).index)
-
-
-def matmul_weights_frozen(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
-    """Whether packages of ``ep``'s subgraphs freeze the float32 matrices its matrix multiplies
-    read (``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``; by default measured on this CPU, see
-    :func:`_matmul_verdict`), and why, for the report ("" when it reads none)."""
-    values = _constant_values(ep)
-    matrices = _matmul_matrices(ep, values)
-    return _matmul_verdict(values, matrices, _large_constants(ep, values, matrices))
-
-
-def _matmul_matrices(
-    ep: torch.export.ExportedProgram, values: dict[str, torch.Tensor]
-) -> dict[str, list[tuple[int, int, int]]]:
-    """The float32 matrices of ``values`` that a matrix multiply reads (directly or through
-    views) and no convolution, by placeholder name, in graph order, each with the (rows, inner,
-    columns) of the multiplies that read it (rows from the example's sizes; a multiply whose
-    sizes are unknown is left out of the list)."""
-    found: dict[str, list[tuple[int, int, int]]] = {}
-    for node in ep.graph.nodes:
-        value = values.get(node.name) if node.op == "placeholder" else None
-        if value is None or value.dim() != 2 or value.dtype != torch.float32:
-            continue
-        readers = _reader_nodes(node)
-        if any(r.target in _CONVOLUTIONS for r in readers):
-            continue
-        matmuls = [r for r in readers if r.target in _MATMULS]
-        if matmuls:
-            found[node.name] = [s for r in matmuls if (s := _gemm_shape(r, value)) is not None]
-    return found
-
-
-def _gemm_shape(matmul: fx.Node, weight: torch.Tensor) -> tuple[int, int, int] | None:
-    """(rows, inner, columns) of ``matmul`` multiplying by ``weight``, from its output's sizes
-    (a symbolic size by its example value); None when they are unknown."""
-    out = matmul.meta.get("val")
-    if not isinstance(out, torch.Tensor) or out.dim() < 1:
-        return None
-    sizes = []
-    for d in out.shape:
-        size = d if isinstance(d, int) else getattr(getattr(d, "node", None), "hint", None)
-        if not isinstance(size, int):
-            return None
-        sizes.append(size)
-    cols = sizes[-1]
-    if cols == 0 or weight.numel() % cols:
-        return None
-    return math.prod(sizes[:-1]), weight.numel() // cols, cols
-
-
-def _large_constants(
-    ep: torch.export.ExportedProgram,
-    values: dict[str, torch.Tensor],
-    matrices: dict[str, list[tuple[int, int, int]]],
-) -> list[str]:
-    """The constants other than ``matrices`` of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more
-    that no convolution reads, by placeholder name, in graph order."""
-    found = []
-    for node in ep.graph.nodes:
-        value = values.get(node.name) if node.op == "placeholder" else None
-        if value is None or node.name in matrices:
-            continue
-        if any(r.target in _CONVOLUTIONS for r in _reader_nodes(node)):
-            continue
-        if value.numel() * value.element_size() >= _defaults.AOTI_FROZEN_MAX_BYTES:
-            found.append(node.name)
-    return found
-
-
-def _freeze_matmuls(
-    values: dict[str, torch.Tensor],
-    matrices: dict[str, list[tuple[int, int, int]]],
-    large: Sequence[str],
-) -> bool:
-    """Whether to freeze the matrix-multiply weights ``matrices`` into packages
-    (:func:`_matmul_verdict`)."""
-    return _matmul_verdict(values, matrices, large)[0]
-
-
-def _matmul_verdict(
-    values: dict[str, torch.Tensor],
-    matrices: dict[str, list[tuple[int, int, int]]],
-    large: Sequence[str],
-) -> tuple[bool, str]:
-    """Whether to freeze the matrix-multiply weights ``matrices`` into packages, and why.
-
-    ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise: only while
-    everything frozen stays within ``_defaults.AOTI_FROZEN_SHARE_MAX`` of the constants' bytes
-    (a frozen weight lives twice: TVM's constants keep it for the TorchScript every subgraph
-    carries), and only when oneDNN's packed multiplies, which inductor makes of frozen weights,
-    are measured faster on this CPU than MKL's sgemm on the same multiplies
-    (:func:`_packed_matmuls_faster`)."""
-    frozen_in, inputs = (
-        "matrix-multiply weights frozen in",
-        "matrix-multiply weights package inputs",
-    )
-    setting = _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
-    if not matrices:
-        return (setting is True), ""
-    if isinstance(setting, bool):
-        return setting, f"{frozen_in if setting else inputs} (AOTI_FREEZE_MATMUL_WEIGHTS)"
-    nbytes = {name: v.numel() * v.element_size() for name, v in values.items()}
-    share = sum(b for name, b in nbytes.items() if name not in large) / sum(nbytes.values())
-    if share > _defaults.AOTI_FROZEN_SHARE_MAX:
-        return False, (
-            f"{inputs}: frozen, {share:.0%} of the weights would live twice "
-            f"(at most {_defaults.AOTI_FROZEN_SHARE_MAX:.0%})"
-        )
-    shapes = collections.Counter(s for found in matrices.values() for s in found)
-    if _packed_matmuls_faster(_timed_shapes(shapes)):
-        return True, f"{frozen_in}: oneDNN's packed multiplies measured faster here than MKL's"
-    return False, f"{inputs}: MKL's sgemm measured as fast as oneDNN's packed multiplies here"
-
-
-def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ...]:
-    """The multiplies :func:`_packed_matmuls_faster` times for a model: its most frequent
-    shapes, rows capped at ``_defaults.AOTI_MATMUL_PROBE_ROWS``, while their work stays within
-    ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the first always), sorted."""
-    chosen, flops = [], 0
-    for (rows, inner, cols), _ in sorted(shapes.items(), key=lambda kv: (-kv[1], kv[0])):
-        shape = (min(rows, _defaults.AOTI_MATMUL_PROBE_ROWS), inner, cols)
-        cost = 2 * math.prod(shape)
-        if chosen and flops + cost > _defaults.AOTI_MATMUL_PROBE_FLOPS:
-            break
-        if shape not in chosen:
-            chosen.append(shape)
-            flops += cost
-    return tuple(sorted(chosen))
-
-
-@functools.cache
-def _packed_matmuls_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
-    """Whether oneDNN's packed float32 multiplies (``mkldnn._linear_pointwise`` on a weight
-    ``mkldnn._reorder_linear_weight`` packed, what inductor makes of a frozen linear weight in
-    AOT mode) run ``shapes`` (rows, inner, columns; with a bias) faster than ``aten.addmm`` on
-    the unpacked matrix (MKL's sgemm) on this CPU, beyond :func:`byoc_torch.timing.choose`'s
-    margin. Timed on one thread, interleaved; once per process for a set of shapes. Which wins
-    depends on the CPU (docs/performance.md)."""
-    shapes = tuple(s for s in shapes if min(s) > 0)
-    if not shapes or not torch.backends.mkldnn.is_available():
-        return False
-    gen = torch.Generator().manual_seed(0)
-    cases = []
-    try:
-        for rows, inner, cols in shapes:
-            x = torch.randn(rows, inner, generator=gen)
-            w = torch.randn(cols, inner, generator=gen)
-            b = torch.randn(cols, generator=gen)
-            cases.append((x, w, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
-    except (RuntimeError, AttributeError) as err:  # this build cannot pack: nothing to gain
-        logger.debug("oneDNN cannot pack float32 matrices here: %s", _first_line(err))
-        return False
-
-    def sgemm() -> None:
-        for x, w, b, _ in cases:
-            torch.addmm(b, x, w.t())
-
-    def packed() -> None:
-        for x, _, b, p in cases:
-            torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
-
-    with torch.no_grad(), one_thread():
-        timings = robust_times({"sgemm": sgemm, "packed": packed})
-    choice = choose(timings, ["sgemm", "packed"])
-    logger.debug(
-        "float32 matrix multiplies %s, one thread: MKL sgemm %s, oneDNN packed %s: %s",
-        shapes,
-        timings["sgemm"].describe(),
-        timings["packed"].describe(),
-        "weights frozen" if choice.name == "packed" else "weights stay package inputs",
-    )
-    return choice.name == "packed"
-
-
-def _reader_nodes(node: fx.Node) -> set[fx.Node]:
-    """The ops that read ``node``'s value, directly or through views."""
-    readers, stack = set(), [node]
-    while stack:
-        for user in stack.pop().users:
-            if user in readers:
-                continue
-            readers.add(user)
-            if user.target in _WEIGHT_VIEWS:
-                stack.append(user)
-    return readers
 
 
 def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> SubgraphProgram:
@@ -471,7 +235,7 @@ def _bind_inputs(
     ``new``): a parameter, buffer or constant of ``ep`` becomes a buffer of ``root`` (frozen
     in), any other a placeholder. Returns which inputs are placeholders (indices), example
     tensors for them and their torch.export ``dynamic_shapes`` (None: all static)."""
-    frozen = _frozen_values(ep)
+    frozen = frozen_values(ep)
     taken: list[int] = []
     example: list[torch.Tensor] = []
     shapes: list[dict | None] = []

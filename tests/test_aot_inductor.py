@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import byoc_torch
-from byoc_torch import aot_inductor, compile_cache
+from byoc_torch import aot_inductor, compile_cache, frozen_weights
 from byoc_torch.compiled import running_torch_modules
 from byoc_torch.testing.packages import whole_program
 from byoc_torch.testing.processes import fresh_python
@@ -528,7 +528,7 @@ def _probe(monkeypatch, verdict: bool) -> list:
         asked.append(shapes)
         return verdict
 
-    monkeypatch.setattr(aot_inductor, "_packed_matmuls_faster", fake)
+    monkeypatch.setattr(frozen_weights, "_packed_matmuls_faster", fake)
     return asked
 
 
@@ -579,9 +579,9 @@ def test_the_measured_shapes_are_the_frequent_ones_within_a_budget(monkeypatch):
     import collections
 
     shapes = collections.Counter({(4096, 64, 64): 3, (100, 64, 64): 2, (8, 4096, 4096): 1})
-    assert aot_inductor._timed_shapes(shapes) == ((100, 64, 64), (128, 64, 64))
+    assert frozen_weights._timed_shapes(shapes) == ((100, 64, 64), (128, 64, 64))
     monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_PROBE_FLOPS", 1.0)
-    assert aot_inductor._timed_shapes(shapes) == ((128, 64, 64),)
+    assert frozen_weights._timed_shapes(shapes) == ((128, 64, 64),)
 
 
 @pytest.mark.parametrize(
@@ -599,12 +599,12 @@ def test_packed_multiplies_must_win_beyond_the_margin(monkeypatch, sgemm_ms, pac
             fn()
         return {"sgemm": Timing(sgemm_ms, 0.02), "packed": Timing(packed_ms, 0.02)}
 
-    monkeypatch.setattr(aot_inductor, "robust_times", fake_times)
-    aot_inductor._packed_matmuls_faster.cache_clear()
+    monkeypatch.setattr(frozen_weights, "robust_times", fake_times)
+    frozen_weights._packed_matmuls_faster.cache_clear()
     try:
-        assert aot_inductor._packed_matmuls_faster(((16, 64, 256),)) is frozen
+        assert frozen_weights._packed_matmuls_faster(((16, 64, 256),)) is frozen
     finally:
-        aot_inductor._packed_matmuls_faster.cache_clear()
+        frozen_weights._packed_matmuls_faster.cache_clear()
 
 
 @pytest.mark.parametrize(
