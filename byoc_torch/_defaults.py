@@ -118,15 +118,10 @@ AOTI_MAX_REGIONS = 2
 # x eager, interleaved medians): on a Zen 3 host (AVX2) frozen was slower, HF BERT 1.11 frozen
 # against 0.83 as inputs at one thread; on a Zen 4 host (AVX-512) it is faster, HF BERT 0.64
 # against 0.74 at one thread and 0.62 against 0.77 at two, ViT 0.51 against 0.81 at two.
-# None: measured on this CPU on the model's own multiplies (aot_inductor.matmul_weights_frozen);
-# True / False force it.
+# None: measured on this CPU on the model's own multiplies (frozen_weights.matmul_weights_frozen);
+# True / False force it. A frozen weight lives once: TVM's copy is dropped from the calls of the
+# subgraphs whose packages run (codegen.weights_in_packages_only).
 AOTI_FREEZE_MATMUL_WEIGHTS: bool | None = None
-# A frozen weight lives twice (TVM's constants keep it for the TorchScript every subgraph carries,
-# the package holds its packed copy), so matrices are frozen only while everything frozen stays
-# within this share of the model's constant bytes: issue 19's bound on an artifact is 1.5x the
-# weights. HF BERT and GPT-2 (matrices 28 % and 20 % of their weights) stay within it; HF ViT
-# (80 %) does not and keeps them as inputs.
-AOTI_FROZEN_SHARE_MAX = 0.5
 # The measurement of oneDNN's packed multiplies against MKL's sgemm times the model's most
 # frequent multiply shapes, rows capped at this (the rows of a batch of 128 tokens), ...
 AOTI_MATMUL_PROBE_ROWS = 128
@@ -134,9 +129,9 @@ AOTI_MATMUL_PROBE_ROWS = 128
 # thread here; the first shape is always timed).
 AOTI_MATMUL_PROBE_FLOPS = 1e9
 # Constants of this many bytes or more that no convolution reads (embedding tables) are inputs of
-# AOTInductor packages, not frozen in: frozen, they would live twice (the model's constants and
-# the package) for no gain (freezing folds batch norms into convolutions and prepacks weights;
-# it does nothing to a gather). HF BERT's word embeddings are 31 MB.
+# AOTInductor packages, not frozen in: freezing gains them nothing (it folds batch norms into
+# convolutions and prepacks weights; it does nothing to a gather), and one shared with the rest of
+# the model (a tied embedding) would live twice. HF BERT's word embeddings are 31 MB.
 AOTI_FROZEN_MAX_BYTES = 256 << 10
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20

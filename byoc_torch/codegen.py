@@ -8,12 +8,17 @@ Place in the data flow: after the partition pass. Two ways in:
   that own LibTorch's memory: no copy in either direction.
 * TVM's stock ``relax.transform.RunCodegen()`` also works: it calls the same global function
   and emits destination-passing calls, which the runtime serves by copying into TVM's outputs.
+
+After the executors are chosen, :func:`weights_in_packages_only` rewrites a lowered module so
+that a subgraph running an AOTInductor package that froze constants is called with the
+package's inputs alone: those constants then live only in the package, not also among TVM's.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 
 import tvm
 import tvm_ffi
@@ -26,7 +31,12 @@ from .runtime import SubgraphSpec, make_runtime_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LowerTorchFunctions", "build_runtime_module", "torch_codegen"]
+__all__ = [
+    "LowerTorchFunctions",
+    "build_runtime_module",
+    "torch_codegen",
+    "weights_in_packages_only",
+]
 
 
 def _num_outputs(func: relax.Function) -> tuple[int, bool]:
@@ -117,3 +127,93 @@ class LowerTorchFunctions:
         external = list(out.attrs.get("external_mods", [])) if out.attrs is not None else []
         out = out.with_attr("external_mods", external + modules)
         return relax.transform.Normalize()(out)
+
+
+_CALL_PURE_PACKED = tvm.ir.Op.get("relax.call_pure_packed")
+
+
+def _symbol_called(call: relax.Call) -> str | None:
+    """The symbol ``call`` calls by value (``call_pure_packed`` of an extern function), or None."""
+    if call.op != _CALL_PURE_PACKED or not isinstance(call.args[0], relax.ExternFunc):
+        return None
+    return str(call.args[0].global_symbol)
+
+
+def weights_in_packages_only(
+    lowered: tvm.IRModule, specs: Sequence[SubgraphSpec], metadata: str
+) -> tuple[tvm.IRModule, list[str]]:
+    """``lowered`` (as :class:`LowerTorchFunctions` made it) with every subgraph of ``specs``
+    that runs an AOTInductor package leaving out some of its inputs made package-only: its
+    calls pass the package's inputs alone, and a new torch runtime module (carrying
+    ``metadata``) holds specs saying so. The inputs left out are the constants the package
+    froze in; dropped from the calls, TVM keeps no copy of them (a weight lives once). A
+    subgraph qualifies only when at each of its calls every input left out is a constant.
+
+    Returns the module and the symbols made package-only (none: ``lowered`` as it is)."""
+    candidates = {
+        str(spec.symbol): spec
+        for spec in specs
+        if len(spec.aoti_package) and not spec.package_only
+        if len(spec.aoti_inputs) < int(spec.num_inputs)
+    }
+
+    @relax.expr_functor.visitor
+    class _Check(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:
+            super().visit_call_(call)
+            symbol = _symbol_called(call)
+            spec = candidates.get(symbol) if symbol is not None else None
+            if spec is None:
+                return
+            args = list(call.args[1:])
+            kept = {int(k) for k in spec.aoti_inputs}
+            left_out = [a for k, a in enumerate(args) if k not in kept]
+            if len(args) != int(spec.num_inputs) or not all(
+                isinstance(a, tvm.ir.expr.Constant) for a in left_out
+            ):
+                del candidates[symbol]
+
+    funcs = [f for f in lowered.functions.values() if isinstance(f, relax.Function)]
+    for func in funcs:
+        _Check().visit_expr(func)
+    if not candidates:
+        return lowered, []
+
+    @relax.expr_functor.mutator
+    class _Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = super().visit_call_(call)
+            symbol = _symbol_called(call)
+            if symbol not in candidates:
+                return call
+            inputs = [call.args[1 + int(k)] for k in candidates[symbol].aoti_inputs]
+            return relax.op.call_pure_packed(symbol, *inputs, ty_args=call.ty)
+
+    new_specs = [
+        _package_only(candidates[str(s.symbol)]) if str(s.symbol) in candidates else s
+        for s in specs
+    ]
+    out = tvm.IRModule({}, attrs=lowered.attrs)
+    for gv, f in lowered.functions.items():
+        out[gv] = _Rewrite().visit_expr(f) if isinstance(f, relax.Function) else f
+    external = [m for m in lowered.attrs["external_mods"] if m.kind != "torch"]
+    out = out.with_attr("external_mods", [*external, make_runtime_module(new_specs, metadata)])
+    symbols = sorted(candidates)
+    logger.debug("subgraph(s) %s run only as their AOTInductor packages", ", ".join(symbols))
+    return relax.transform.Normalize()(out), symbols
+
+
+def _package_only(spec: SubgraphSpec) -> SubgraphSpec:
+    """``spec`` called with its package's inputs alone."""
+    n = len(spec.aoti_inputs)
+    return SubgraphSpec(
+        str(spec.symbol),
+        str(spec.script),
+        num_inputs=n,
+        num_outputs=int(spec.num_outputs),
+        returns_tuple=bool(spec.returns_tuple),
+        modules=dict(zip(spec.module_names, spec.module_payloads, strict=True)),
+        aoti_package=bytes(spec.aoti_package),
+        aoti_inputs=range(n),
+        package_only=True,
+    )

@@ -211,6 +211,11 @@ def _compile_program(program: Program, opts: Options) -> CompiledModule:
                 extra.update(blamed)
                 continue
         choices = _choose_executors(pipeline, built, inputs, placement)
+        built, package_only = pipeline.weights_once(built)
+        for symbol in package_only:
+            choice = choices[symbol]
+            reason = f"{choice.reason}; the weights it froze live only in the package"
+            choices[symbol] = dataclasses.replace(choice, reason=reason)
         report = pipeline.report(imported, built.partitioned)
         report.placement = placement
         report.subgraphs = [s.with_executor(choices.get(s.symbol)) for s in report.subgraphs]

@@ -9,7 +9,8 @@ class of constant:
 * convolution weights are always frozen (oneDNN prepacks them and batch norms fold into them);
 * float32 matrices of matrix multiplies are frozen when oneDNN's packed multiplies, which
   inductor makes of them, are measured faster on this CPU than MKL's sgemm
-  (:func:`matmul_weights_frozen`, ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``);
+  (:func:`matmul_weights_frozen`, ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``); frozen, TVM keeps
+  no copy of them (:func:`byoc_torch.codegen.weights_in_packages_only`);
 * other constants of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (embedding tables) stay
   inputs: freezing gains a gather nothing.
 """
@@ -20,7 +21,6 @@ import collections
 import functools
 import logging
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import fx
@@ -84,14 +84,14 @@ def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Te
     * Float32 matrices a matrix multiply reads (directly or through views), unless
       :func:`matmul_weights_frozen` freezes them (inductor packs them for oneDNN then).
     * Any other constant of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (an embedding table):
-      frozen, it would live twice, in the model's constants and in the package, for nothing
-      freezing does to a gather.
+      freezing does nothing for a gather, and an input may be shared with the rest of the
+      model (a tied embedding) where a frozen copy would live twice.
 
     Convolution weights stay frozen whatever their size: oneDNN's prepacking of them, and
     the batch norms folded into them, are what make convolutions fast."""
     matrices = _matmul_matrices(ep, values)
     large = _large_constants(ep, values, matrices)
-    if _matmul_verdict(values, matrices, large)[0]:
+    if _matmul_verdict(matrices)[0]:
         return large
     return sorted(set(large) | set(matrices), key=list(values).index)
 
@@ -100,9 +100,7 @@ def matmul_weights_frozen(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
     """Whether packages of ``ep``'s subgraphs freeze the float32 matrices its matrix multiplies
     read (``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``; by default measured on this CPU, see
     :func:`_matmul_verdict`), and why, for the report ("" when it reads none)."""
-    values = _constant_values(ep)
-    matrices = _matmul_matrices(ep, values)
-    return _matmul_verdict(values, matrices, _large_constants(ep, values, matrices))
+    return _matmul_verdict(_matmul_matrices(ep, _constant_values(ep)))
 
 
 def _matmul_matrices(
@@ -163,19 +161,15 @@ def _large_constants(
     return found
 
 
-def _matmul_verdict(
-    values: dict[str, torch.Tensor],
-    matrices: dict[str, list[tuple[int, int, int]]],
-    large: Sequence[str],
-) -> tuple[bool, str]:
+def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[bool, str]:
     """Whether to freeze the matrix-multiply weights ``matrices`` into packages, and why.
 
-    ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise: only while
-    everything frozen stays within ``_defaults.AOTI_FROZEN_SHARE_MAX`` of the constants' bytes
-    (a frozen weight lives twice: TVM's constants keep it for the TorchScript every subgraph
-    carries), and only when oneDNN's packed multiplies, which inductor makes of frozen weights,
-    are measured faster on this CPU than MKL's sgemm on the same multiplies
-    (:func:`_packed_matmuls_faster`)."""
+    ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise they are
+    frozen when oneDNN's packed multiplies, which inductor makes of frozen weights, are
+    measured faster on this CPU than MKL's sgemm on the same multiplies
+    (:func:`_packed_matmuls_faster`). Frozen, a weight lives once: the driver drops TVM's copy
+    of it from the calls of the subgraphs whose packages run
+    (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
     frozen_in, inputs = (
         "matrix-multiply weights frozen in",
         "matrix-multiply weights package inputs",
@@ -185,13 +179,6 @@ def _matmul_verdict(
         return (setting is True), ""
     if isinstance(setting, bool):
         return setting, f"{frozen_in if setting else inputs} (AOTI_FREEZE_MATMUL_WEIGHTS)"
-    nbytes = {name: v.numel() * v.element_size() for name, v in values.items()}
-    share = sum(b for name, b in nbytes.items() if name not in large) / sum(nbytes.values())
-    if share > _defaults.AOTI_FROZEN_SHARE_MAX:
-        return False, (
-            f"{inputs}: frozen, {share:.0%} of the weights would live twice "
-            f"(at most {_defaults.AOTI_FROZEN_SHARE_MAX:.0%})"
-        )
     shapes = collections.Counter(s for found in matrices.values() for s in found)
     if _packed_matmuls_faster(_timed_shapes(shapes)):
         return True, f"{frozen_in}: oneDNN's packed multiplies measured faster here than MKL's"

@@ -25,7 +25,7 @@ import tvm
 from tvm import relax
 
 from . import schedules
-from .codegen import LowerTorchFunctions
+from .codegen import LowerTorchFunctions, weights_in_packages_only
 from .compiled import running_torch_modules
 from .cpu import requirements
 from .frontend import ImportResult, import_with_records
@@ -35,6 +35,7 @@ from .partition import PartitionForTorch
 from .program import Program, foreign_ops, signature
 from .records import FallbackRecord, Reason
 from .reporting import Report, build_report
+from .runtime.module import TorchRuntime
 from .signature import Signature
 from .tensors import target_device_type, tvm_ready
 from .verify import diverging_nodes, outputs_agree, seeded_references
@@ -160,6 +161,21 @@ class Pipeline:
             self.device,
             why,
         )
+
+    def weights_once(self, built: Built) -> tuple[Built, list[str]]:
+        """``built`` rebuilt so that the constants its installed AOTInductor packages froze
+        live only in the packages (:func:`byoc_torch.codegen.weights_in_packages_only`), and
+        the symbols of the subgraphs that now run only as their packages; ``built`` itself
+        when there are none. The rebuild costs one more build of the lowered module."""
+        runtimes = TorchRuntime.find(built.executable)
+        if not runtimes:
+            return built, []
+        own = runtimes[0]
+        lowered, symbols = weights_in_packages_only(built.lowered, own.specs(), own.metadata())
+        if not symbols:
+            return built, []
+        executable = schedules.build(lowered, self.target)
+        return dataclasses.replace(built, lowered=lowered, executable=executable), symbols
 
     def _tuned(self, lowered: tvm.IRModule) -> tvm.IRModule:
         """``lowered`` with the tuning options applied, or as it is; a tuning failure leaves

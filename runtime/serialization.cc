@@ -16,8 +16,9 @@ namespace byoc_torch {
 namespace {
 
 constexpr char kMagic[8] = {'B', 'Y', 'O', 'C', 'T', 'R', 'C', 'H'};
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
 // Version 1 (before AOTInductor packages) is still read: its subgraphs run their TorchScript.
+// Version 2 has packages but no package-only flag (every subgraph could run its TorchScript).
 constexpr uint32_t kOldestReadableVersion = 1;
 // A well-formed artifact never reaches this; it stops a corrupt count from looping for long.
 constexpr uint64_t kMaxFunctions = 1u << 20;
@@ -118,6 +119,7 @@ ffi::Bytes SerializeArtifact(const std::string& metadata, const ffi::Array<Subgr
     PutStr(&body, spec->aoti_package.data(), spec->aoti_package.size());
     PutU32(&body, static_cast<uint32_t>(spec->aoti_inputs.size()));
     for (int64_t index : spec->aoti_inputs) PutU32(&body, static_cast<uint32_t>(index));
+    body.push_back(spec->package_only ? 1 : 0);
   }
   std::string out(kMagic, sizeof(kMagic));
   PutU32(&out, kFormatVersion);
@@ -174,12 +176,15 @@ Artifact DeserializeArtifact(const ffi::Bytes& bytes) {
         package_inputs.push_back(r.U32("AOTInductor input index"));
       }
     }
+    uint8_t package_only = version >= 3 ? r.U8("package-only flag") : 0;
+    TVM_FFI_CHECK(package_only <= 1, ValueError)
+        << "corrupt byoc_torch artifact: bad package-only flag " << int(package_only);
     // The spec validates arity, the tuple flag against the output count, and the package's
-    // input indices.
+    // input indices (all of them, in order, when it runs only as its package).
     artifact.specs.push_back(SubgraphSpec(std::move(symbol), std::move(script), num_inputs,
                                           num_outputs, returns_tuple == 1, std::move(names),
                                           std::move(payloads), std::move(package),
-                                          std::move(package_inputs)));
+                                          std::move(package_inputs), package_only == 1));
   }
   TVM_FFI_CHECK(r.remaining() == 0, ValueError)
       << "corrupt byoc_torch artifact: " << r.remaining() << " trailing bytes";

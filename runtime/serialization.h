@@ -12,9 +12,10 @@
  *   str metadata | u32 function count | per function:
  *   str symbol | u32 num_inputs | u32 num_outputs | u8 returns_tuple | str torchscript_source |
  *   u32 submodule count | per submodule: str name | str torch.jit.save bytes |
- *   str AOTInductor package (.pt2 bytes, empty when none) | u32 count | per: u32 input index
+ *   str AOTInductor package (.pt2 bytes, empty when none) | u32 count | per: u32 input index |
+ *   u8 package_only
  * where `str` is a u64 length followed by that many bytes. Version 2 added the AOTInductor
- * fields; version 1 (without them) is still read.
+ * fields, version 3 the package-only flag; versions 1 and 2 (without them) are still read.
  *
  * The reader checks every length and count before use and refuses damaged input with a
  * ValueError naming byoc_torch (docs/security.md).

@@ -30,12 +30,17 @@ CompiledSubgraph::CompiledSubgraph(SubgraphSpec spec)
         << "byoc_torch: TorchScript of subgraph '" << symbol_ << "' defines no forward";
     int64_t arity = static_cast<int64_t>(
         module.get_method("forward").function().getSchema().arguments().size() - 1);
-    TVM_FFI_CHECK(arity == spec_->num_inputs, ValueError)
+    // A package-only subgraph is called without the constants its package froze in, which
+    // its TorchScript takes besides (it never runs; the module refuses to, see Invoke).
+    TVM_FFI_CHECK(arity == spec_->num_inputs || (spec_->package_only && arity > spec_->num_inputs),
+                  ValueError)
         << "byoc_torch: subgraph '" << symbol_ << "' is declared with " << spec_->num_inputs
         << " inputs but its TorchScript forward takes " << arity;
     module.eval();
-    single_op_ =
-        FindSingleOpPath(module, spec_->num_inputs, spec_->num_outputs, spec_->returns_tuple);
+    if (!spec_->package_only) {
+      single_op_ =
+          FindSingleOpPath(module, spec_->num_inputs, spec_->num_outputs, spec_->returns_tuple);
+    }
     module_ = std::move(module);
   } catch (const ffi::Error&) {
     throw;

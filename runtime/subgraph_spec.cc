@@ -16,7 +16,8 @@ SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t
                                  int64_t num_outputs, bool returns_tuple,
                                  ffi::Array<ffi::String> module_names,
                                  ffi::Array<ffi::Bytes> module_payloads,
-                                 ffi::Bytes aoti_package, ffi::Array<int64_t> aoti_inputs)
+                                 ffi::Bytes aoti_package, ffi::Array<int64_t> aoti_inputs,
+                                 bool package_only)
     : symbol(std::move(symbol)),
       script(std::move(script)),
       num_inputs(num_inputs),
@@ -25,7 +26,8 @@ SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t
       module_names(std::move(module_names)),
       module_payloads(std::move(module_payloads)),
       aoti_package(std::move(aoti_package)),
-      aoti_inputs(std::move(aoti_inputs)) {
+      aoti_inputs(std::move(aoti_inputs)),
+      package_only(package_only) {
   const ffi::String& sym = this->symbol;
   TVM_FFI_CHECK(!sym.empty(), ValueError) << "byoc_torch: empty subgraph symbol";
   TVM_FFI_CHECK(num_inputs >= 0 && num_outputs >= 0, ValueError)
@@ -51,29 +53,42 @@ SubgraphSpecObj::SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t
         << "byoc_torch: subgraph '" << sym << "' gives its AOTInductor package input " << index
         << ", but it has " << num_inputs << " inputs";
   }
+  if (package_only) {
+    TVM_FFI_CHECK(this->aoti_package.size() > 0, ValueError)
+        << "byoc_torch: subgraph '" << sym
+        << "' runs only as its AOTInductor package, and has none (its TorchScript cannot run "
+           "without the weights the package froze in)";
+    bool in_order = static_cast<int64_t>(this->aoti_inputs.size()) == num_inputs;
+    for (int64_t k = 0; in_order && k < num_inputs; ++k) in_order = this->aoti_inputs[k] == k;
+    TVM_FFI_CHECK(in_order, ValueError)
+        << "byoc_torch: subgraph '" << sym
+        << "' runs only as its AOTInductor package, so the package must take its " << num_inputs
+        << " inputs in order";
+  }
 }
 
 SubgraphSpec::SubgraphSpec(ffi::String symbol, ffi::String script, int64_t num_inputs,
                            int64_t num_outputs, bool returns_tuple,
                            ffi::Array<ffi::String> module_names,
                            ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package,
-                           ffi::Array<int64_t> aoti_inputs)
+                           ffi::Array<int64_t> aoti_inputs, bool package_only)
     : ffi::ObjectRef(ffi::make_object<SubgraphSpecObj>(
           std::move(symbol), std::move(script), num_inputs, num_outputs, returns_tuple,
           std::move(module_names), std::move(module_payloads), std::move(aoti_package),
-          std::move(aoti_inputs))) {}
+          std::move(aoti_inputs), package_only)) {}
 
 SubgraphSpec SubgraphSpec::WithAotiPackage(ffi::Bytes package, ffi::Array<int64_t> inputs) const {
   const SubgraphSpecObj* s = get();
   return SubgraphSpec(s->symbol, s->script, s->num_inputs, s->num_outputs, s->returns_tuple,
-                      s->module_names, s->module_payloads, std::move(package), std::move(inputs));
+                      s->module_names, s->module_payloads, std::move(package), std::move(inputs),
+                      s->package_only);
 }
 
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::ObjectDef<SubgraphSpecObj>()
       .def(refl::init<ffi::String, ffi::String, int64_t, int64_t, bool, ffi::Array<ffi::String>,
-                      ffi::Array<ffi::Bytes>, ffi::Bytes, ffi::Array<int64_t>>())
+                      ffi::Array<ffi::Bytes>, ffi::Bytes, ffi::Array<int64_t>, bool>())
       .def_ro("symbol", &SubgraphSpecObj::symbol, "function name the Relax VM calls")
       .def_ro("script", &SubgraphSpecObj::script, "TorchScript source (forward and helpers)")
       .def_ro("num_inputs", &SubgraphSpecObj::num_inputs, "number of input tensors")
@@ -85,7 +100,9 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def_ro("aoti_package", &SubgraphSpecObj::aoti_package,
               "AOTInductor package bytes (empty: the TorchScript runs)")
       .def_ro("aoti_inputs", &SubgraphSpecObj::aoti_inputs,
-              "indices of the inputs the AOTInductor package takes");
+              "indices of the inputs the AOTInductor package takes")
+      .def_ro("package_only", &SubgraphSpecObj::package_only,
+              "runs only as its package (the weights it froze are kept nowhere else)");
 }
 
 }  // namespace byoc_torch

@@ -48,12 +48,19 @@ class SubgraphSpecObj : public ffi::Object {
   /*! \brief Which of the subgraph's inputs the package takes, in its order (its parameters
    * are frozen into the package, so the constants TVM passes are not among them). */
   ffi::Array<int64_t> aoti_inputs;
+  /*!
+   * \brief The subgraph runs only as its package: the constants the package froze in are kept
+   * nowhere else (a weight lives once), so the call passes the package's inputs alone and the
+   * TorchScript, which takes them all, cannot run. Requires a package taking every input, in
+   * order.
+   */
+  bool package_only = false;
 
   /*! \brief Construct and validate; throws ValueError naming the subgraph on bad input. */
   SubgraphSpecObj(ffi::String symbol, ffi::String script, int64_t num_inputs, int64_t num_outputs,
                   bool returns_tuple, ffi::Array<ffi::String> module_names,
                   ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package = ffi::Bytes(),
-                  ffi::Array<int64_t> aoti_inputs = {});
+                  ffi::Array<int64_t> aoti_inputs = {}, bool package_only = false);
 
   TVM_FFI_DECLARE_OBJECT_INFO_FINAL("byoc_torch.SubgraphSpec", SubgraphSpecObj, ffi::Object);
 };
@@ -64,7 +71,7 @@ class SubgraphSpec : public ffi::ObjectRef {
   SubgraphSpec(ffi::String symbol, ffi::String script, int64_t num_inputs, int64_t num_outputs,
                bool returns_tuple, ffi::Array<ffi::String> module_names,
                ffi::Array<ffi::Bytes> module_payloads, ffi::Bytes aoti_package = ffi::Bytes(),
-               ffi::Array<int64_t> aoti_inputs = {});
+               ffi::Array<int64_t> aoti_inputs = {}, bool package_only = false);
 
   /*! \brief This spec with `package` (and the inputs it takes) as its AOTInductor package. */
   SubgraphSpec WithAotiPackage(ffi::Bytes package, ffi::Array<int64_t> inputs) const;

@@ -142,6 +142,12 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       return ffi::Function::FromTyped(
           [self, this](bool suspended) { return aoti_suspended_.exchange(suspended); });
     }
+    if (key == "__byoc_torch_specs__") {
+      return ffi::Function::FromTyped([self, this]() {
+        std::lock_guard<std::mutex> lock(metadata_mutex_);
+        return specs_;  // the specs as they would be saved (packages installed included)
+      });
+    }
     if (key == "__byoc_torch_executors__") {
       return ffi::Function::FromTyped([self, this]() { return Executors(); });
     }
@@ -158,7 +164,10 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
     for (const SubgraphSpec& spec : specs_) {
       os << "# subgraph " << spec->symbol << " (" << spec->num_inputs << " inputs, "
          << spec->num_outputs << " outputs"
-         << (spec->aoti_package.size() > 0 ? ", runs its AOTInductor package" : "") << ")\n"
+         << (spec->package_only            ? ", runs only as its AOTInductor package"
+             : spec->aoti_package.size() > 0 ? ", runs its AOTInductor package"
+                                              : "")
+         << ")\n"
          << spec->script << "\n";
     }
     return os.str();
@@ -292,6 +301,10 @@ class TorchRuntimeModuleObj : public ffi::ModuleObj {
       auto t0 = std::chrono::steady_clock::now();
       std::shared_ptr<const AotiExecutor> aoti =
           aoti_suspended_.load(std::memory_order_acquire) ? nullptr : std::atomic_load(&aoti_[idx]);
+      TVM_FFI_CHECK(aoti != nullptr || !sg.spec()->package_only, RuntimeError)
+          << "byoc_torch subgraph '" << symbol
+          << "' runs only as its AOTInductor package (the weights it froze in are kept nowhere "
+             "else), and the package is not running";
       results = aoti != nullptr ? aoti->Run(inputs)
                                 : sg.Run(inputs, fast_path_.load(std::memory_order_acquire));
       auto elapsed = std::chrono::steady_clock::now() - t0;

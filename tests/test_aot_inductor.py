@@ -16,6 +16,8 @@ import zipfile
 
 import pytest
 import torch
+import tvm
+from tvm import relax
 
 import byoc_torch
 from byoc_torch import aot_inductor, compile_cache, frozen_weights
@@ -330,22 +332,53 @@ def test_suspended_packages_run_the_torchscript_and_auto_times_both_in_turns(mon
     (entry,) = compiled.report().subgraphs
     assert entry.torchscript_ms is not None and entry.aot_inductor_ms is not None
 
-    forced = byoc_torch.compile(
-        model, (torch.randint(0, 10, (2, 3)),), placement="tvm", torch_executor="aot_inductor"
-    )
+    # The table an input, so the package freezes nothing and the TorchScript can still run.
+    table = model.bag.weight.detach().clone()
+    bag = BagOf().eval()
+    ids = torch.randint(0, 10, (2, 3))
+    forced = byoc_torch.compile(bag, (ids, table), placement="tvm", torch_executor="aot_inductor")
     runtimes = [TorchRuntime(m) for m in running_torch_modules(forced.executable)]
     bad = torch.tensor([[1, 2, 30], [0, 1, 2]])
     with pytest.raises(RuntimeError, match="raised inside its AOTInductor package"):
-        forced(bad)
+        forced(bad, table)
     assert [m.suspend_aoti(True) for m in runtimes] == [False] * len(runtimes)
     with pytest.raises(RuntimeError, match="raised inside LibTorch"):
-        forced(bad)
+        forced(bad, table)
     for m in runtimes:
         m.suspend_aoti(False)
     with pytest.raises(RuntimeError, match="raised inside its AOTInductor package"):
-        forced(bad)
+        forced(bad, table)
     ok = torch.tensor([[1, 2, 3], [0, 1, 2]])
-    torch.testing.assert_close(forced(ok), model(ok))
+    torch.testing.assert_close(forced(ok, table), model(ok))
+
+
+class BagOf(torch.nn.Module):
+    """Bag with its table passed in."""
+
+    def forward(self, ids, table):
+        return torch.nn.functional.embedding_bag(ids, table, mode="sum") * 2
+
+
+def test_a_package_only_subgraph_refuses_to_run_its_torchscript():
+    """Bag's package froze the table, so the subgraph is called with the ids alone; with its
+    package suspended it cannot fall back to its TorchScript, and says so."""
+    from byoc_torch.runtime import TorchRuntime
+
+    model = Bag().eval()
+    ids = torch.randint(0, 10, (2, 3))
+    compiled = byoc_torch.compile(model, (ids,), placement="tvm", torch_executor="aot_inductor")
+    runtimes = [TorchRuntime(m) for m in running_torch_modules(compiled.executable)]
+    (spec,) = runtimes[0].specs()
+    assert spec.package_only and list(spec.aoti_inputs) == list(range(spec.num_inputs))
+    for m in runtimes:
+        m.suspend_aoti(True)
+    try:
+        with pytest.raises(RuntimeError, match="'torch_main_0' runs only as its AOTInductor"):
+            compiled(ids)
+    finally:
+        for m in runtimes:
+            m.suspend_aoti(False)
+    torch.testing.assert_close(compiled(ids), model(ids))
 
 
 class ConvThenLinear(torch.nn.Module):
@@ -506,8 +539,7 @@ def test_a_package_is_not_compiled_where_it_has_nothing_to_gain(body, expected):
 
 
 class Mlp(torch.nn.Module):
-    """Two linear layers after an embedding table; the table's share of the weights decides
-    whether freezing the layers' matrices stays within _defaults.AOTI_FROZEN_SHARE_MAX."""
+    """Two linear layers after an embedding table."""
 
     def __init__(self, vocab: int) -> None:
         super().__init__()
@@ -540,7 +572,7 @@ def test_matmul_weights_are_frozen_where_packed_multiplies_are_measured_faster(
     oneDNN's packed multiplies win on this CPU, package inputs when MKL's sgemm does. It is
     asked about the model's own multiplies (rows, inner, columns: 2x8 tokens, 64 -> 256 and
     256 -> 64). The embedding table (4000x64, past AOTI_FROZEN_MAX_BYTES) stays an input
-    either way, which keeps the frozen share under half the weights."""
+    either way."""
     asked = _probe(monkeypatch, packed_faster)
     model = Mlp(vocab=4000).eval()
     ids = torch.randint(0, 4000, (2, 8))
@@ -556,19 +588,67 @@ def test_matmul_weights_are_frozen_where_packed_multiplies_are_measured_faster(
         torch.testing.assert_close(program.module(*args)[0], model(ids))
 
 
-def test_matmul_weights_stay_inputs_when_freezing_them_would_double_most_weights(monkeypatch):
-    """With a small embedding table the two matrices are most of the weights (33k of 42k
-    values): frozen, the artifact would hold them twice, past AOTI_FROZEN_SHARE_MAX. They stay
-    inputs without a measurement, however fast packed multiplies are."""
-    asked = _probe(monkeypatch, True)
-    model = Mlp(vocab=100).eval()
-    ids = torch.randint(0, 100, (2, 8))
-    _, taken, _ = whole_program(model, (ids,))
-    assert sorted(taken) == ["down.weight", "ids", "up.weight"]
-    assert asked == []
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_SHARE_MAX", 1.0)
-    _, taken, _ = whole_program(model, (ids,))
-    assert taken == ["ids"]
+class Wide(torch.nn.Module):
+    """Four 512x512 linear layers: 4 MB of weights, more than the code of their package."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(4)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.layers(x))
+
+
+def _constants(mod) -> list:
+    """The Relax constants of every function of ``mod``."""
+    from tvm import relax
+
+    found = []
+
+    @relax.expr_functor.visitor
+    class _Visit(relax.PyExprVisitor):
+        def visit_constant_(self, const) -> None:
+            found.append(const)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            _Visit().visit_expr(func)
+    return found
+
+
+def test_a_weight_frozen_into_a_package_lives_only_there(monkeypatch, tmp_path):
+    """The package froze the four matrices and biases, so TVM keeps none of them: the lowered
+    module has no constants left, the artifact holds the weights once (1.5x would be a second
+    copy), the report says so, and the artifact runs in a fresh process on another input."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    model = Wide().eval()
+    compiled = byoc_torch.compile(
+        model,
+        (torch.randn(8, 512),),
+        placement="tvm",
+        torch_executor="aot_inductor",
+        torch_executed_ops=["aten.addmm", "aten.tanh"],
+    )
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "aot_inductor"
+    assert entry.executor_reason.endswith("the weights it froze live only in the package")
+    assert _constants(compiled.ir_module) == []
+    path = compiled.export(tmp_path / "wide.so")
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert path.stat().st_size < 1.5 * weights
+    x = torch.linspace(-1, 1, 8 * 512).reshape(8, 512)  # not the example input
+    with torch.no_grad():
+        expected = model(x)
+    script = f"""
+        import json, torch, byoc_torch
+        model = byoc_torch.load({str(path)!r})
+        x = torch.linspace(-1, 1, 8 * 512).reshape(8, 512)
+        print(json.dumps(model(x).tolist()))
+    """
+    proc = fresh_python("-c", textwrap.dedent(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_measured_shapes_are_the_frequent_ones_within_a_budget(monkeypatch):
@@ -608,28 +688,79 @@ def test_packed_multiplies_must_win_beyond_the_margin(monkeypatch, sgemm_ms, pac
 
 
 @pytest.mark.parametrize(
-    ("share_max", "packed_faster", "said"),
+    ("packed_faster", "said"),
     [
-        (0.5, True, "matrix-multiply weights package inputs: frozen, 100% of the weights would"),
-        (1.0, True, "matrix-multiply weights frozen in: oneDNN's packed multiplies measured"),
-        (1.0, False, "matrix-multiply weights package inputs: MKL's sgemm measured as fast"),
+        (True, "matrix-multiply weights frozen in: oneDNN's packed multiplies measured"),
+        (False, "matrix-multiply weights package inputs: MKL's sgemm measured as fast"),
     ],
 )
 def test_the_report_says_whether_matrix_weights_were_frozen_and_why(
-    monkeypatch, share_max, packed_faster, said
+    monkeypatch, packed_faster, said
 ):
-    """ConvThenLinear's constants are all small, so freezing the matrices would put every
-    weight in the package as well: past the default bound of half, they stay inputs without a
-    measurement; within a bound of all, the measurement decides. The subgraph's executor
-    reason in the report says which."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_SHARE_MAX", share_max)
+    """The measurement decides whether ConvThenLinear's matrices are frozen; the subgraph's
+    executor reason in the report says which, and that what the package froze lives only
+    there."""
     asked = _probe(monkeypatch, packed_faster)
     model = ConvThenLinear().eval()
     compiled = _one_aot_inductor_subgraph(model)
     (entry,) = compiled.report().subgraphs
     assert entry.executor == "aot_inductor"
     assert said in entry.executor_reason
-    assert bool(asked) == (share_max == 1.0)
+    assert "the weights it froze live only in the package" in entry.executor_reason
+    assert asked
     x = torch.linspace(-2, 2, 64).reshape(2, 2, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+class Scale(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.linspace(1, 2, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
+def _calling(*args_of) -> tvm.IRModule:
+    """``main(x)`` returning ``call_pure_packed("torch_s", *args)``, args made from x."""
+    x = relax.Var("x", relax.TensorType((4,), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        ty = relax.TensorType((4,), "float32")
+        out = bb.emit(relax.op.call_pure_packed("torch_s", *[a(x) for a in args_of], ty_args=ty))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_weights_in_packages_only_drops_the_frozen_constants_from_the_call():
+    """Before: the call passes the weight (a constant) and x; the package froze the weight and
+    takes x alone. Expected: the call passes x alone, and the new runtime module's spec is
+    package-only. A weight that reaches the call as a variable is left as it is."""
+    from byoc_torch.codegen import weights_in_packages_only
+    from byoc_torch.runtime import SubgraphSpec, TorchRuntime, make_runtime_module
+
+    model = Scale().eval()
+    program, taken, _ = whole_program(model, (torch.ones(4),))
+    assert taken == ["x"] and program.inputs == (1,)
+    package = aot_inductor.compile_package(program)
+    script = "def forward(self, a0: Tensor, a1: Tensor) -> Tensor:\n    return a1 * a0\n"
+    spec = SubgraphSpec("torch_s", script, 2, aoti_package=package, aoti_inputs=[1])
+    runtime = make_runtime_module([spec], "meta")
+    weight = relax.const(model.w.detach().numpy())
+    before = _calling(lambda x: weight, lambda x: x).with_attr("external_mods", [runtime])
+
+    after, symbols = weights_in_packages_only(before, [spec], "meta")
+    assert symbols == ["torch_s"]
+    tvm.ir.assert_structural_equal(after["main"], _calling(lambda x: x)["main"])
+    (new,) = after.attrs["external_mods"]
+    (made,) = TorchRuntime(new).specs()
+    assert (made.package_only, made.num_inputs, list(made.aoti_inputs)) == (True, 1, [0])
+    assert TorchRuntime(new).metadata() == "meta"
+    x = torch.linspace(-1, 1, 4)
+    got = torch.from_dlpack(new["torch_s"](tvm.runtime.from_dlpack(x)))
+    torch.testing.assert_close(got, model(x).detach())
+
+    unchanged = _calling(lambda x: relax.op.add(x, x), lambda x: x)
+    same, none = weights_in_packages_only(unchanged, [spec], "meta")
+    assert none == [] and same is unchanged

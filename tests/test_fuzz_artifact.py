@@ -99,7 +99,7 @@ def test_valid_artifact_still_loads():
     assert sorted(str(s) for s in mod["__byoc_torch_symbols__"]()) == ["f", "g"]
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])  # 1 and 2 are read
+@pytest.mark.parametrize("version", [0, 4, 255])  # 1 to 3 are read
 def test_other_format_versions_are_refused(version):
     data = bytearray(VALID)
     struct.pack_into("<I", data, 8, version)

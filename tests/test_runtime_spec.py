@@ -76,7 +76,7 @@ def test_bad_spec_is_refused_at_construction(args, kwargs, message):
 def test_names_and_payloads_must_pair_up():
     with pytest.raises(ValueError, match=r"subgraph 'f' has 2 submodule names but 1 payloads"):
         SubgraphSpec.__new__(SubgraphSpec).__ffi_init__(
-            "f", CLONE, 1, 1, False, ["a", "b"], [b""], b"", []
+            "f", CLONE, 1, 1, False, ["a", "b"], [b""], b"", [], False
         )
 
 
@@ -85,6 +85,17 @@ def test_aoti_inputs_must_name_inputs_of_a_package():
         SubgraphSpec("f", CLONE, 1, aoti_package=b"pt2", aoti_inputs=[3])
     with pytest.raises(ValueError, match=r"subgraph 'f' names AOTInductor inputs but has no pa"):
         SubgraphSpec("f", CLONE, 1, aoti_inputs=[0])
+
+
+def test_a_package_only_spec_needs_a_package_taking_every_input_in_order():
+    with pytest.raises(ValueError, match=r"subgraph 'f' runs only as its AOTInductor package, an"):
+        SubgraphSpec("f", CLONE, 1, package_only=True)
+    with pytest.raises(ValueError, match=r"so the package must take its 2 inputs in order"):
+        SubgraphSpec("f", CLONE, 2, aoti_package=b"pt2", aoti_inputs=[1, 0], package_only=True)
+    with pytest.raises(ValueError, match=r"so the package must take its 2 inputs in order"):
+        SubgraphSpec("f", CLONE, 2, aoti_package=b"pt2", aoti_inputs=[0], package_only=True)
+    spec = SubgraphSpec("f", CLONE, 1, aoti_package=b"pt2", aoti_inputs=[0], package_only=True)
+    assert spec.package_only and not SubgraphSpec("f", CLONE, 1).package_only
 
 
 def test_a_package_that_does_not_load_is_a_value_error():

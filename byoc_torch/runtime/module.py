@@ -29,6 +29,7 @@ _STATS = "__byoc_torch_stats__"
 _RESET_STATS = "__byoc_torch_reset_stats__"
 _SET_AOTI = "__byoc_torch_set_aoti__"
 _SUSPEND_AOTI = "__byoc_torch_suspend_aoti__"
+_SPECS = "__byoc_torch_specs__"
 
 
 def make_checked_call(*args) -> tvm_ffi.Function:
@@ -82,6 +83,11 @@ class TorchRuntime:
         """Run subgraph ``symbol`` from this AOTInductor package (its input order ``inputs``);
         an empty package goes back to the TorchScript (:mod:`byoc_torch.aot_inductor`)."""
         self.module[_SET_AOTI](symbol, package, inputs)
+
+    def specs(self) -> list:
+        """The subgraph specs as the module would save them (installed packages included),
+        :class:`~byoc_torch.runtime.spec.SubgraphSpec` objects in symbol order of creation."""
+        return list(self.module[_SPECS]())
 
     def suspend_aoti(self, suspended: bool) -> bool:
         """Measurement only: while suspended, every subgraph runs its TorchScript, the

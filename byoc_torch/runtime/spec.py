@@ -25,9 +25,12 @@ class SubgraphSpec(tvm_ffi.Object):
     ``modules`` maps the attribute names ``forward`` calls as ``self.<name>(...)`` to the
     ``torch.jit.save`` bytes of each submodule. ``aoti_package`` is the bytes of a ``.pt2``
     AOTInductor package (empty: the TorchScript runs) taking the inputs ``aoti_inputs``
-    (indices of the subgraph's inputs; its parameters are frozen inside). Raises
+    (indices of the subgraph's inputs; its parameters are frozen inside). ``package_only``:
+    the constants the package froze are kept nowhere else, so the call passes the package's
+    inputs alone (all of them, in order) and the TorchScript cannot run. Raises
     ``ValueError`` on an inconsistent description (empty symbol, negative or implausible arity,
-    no outputs, several outputs without ``returns_tuple``, package inputs out of range).
+    no outputs, several outputs without ``returns_tuple``, package inputs out of range,
+    ``package_only`` without a package taking every input in order).
     """
 
     # Read-only fields, provided by the C++ reflection registration.
@@ -40,6 +43,7 @@ class SubgraphSpec(tvm_ffi.Object):
     module_payloads: Sequence[bytes]
     aoti_package: bytes
     aoti_inputs: Sequence[int]
+    package_only: bool
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class SubgraphSpec(tvm_ffi.Object):
         modules: Mapping[str, bytes] | None = None,
         aoti_package: bytes = b"",
         aoti_inputs: Sequence[int] = (),
+        package_only: bool = False,
     ) -> None:
         names = sorted(modules or {})
         payloads = [bytes(modules[n]) for n in names] if modules else []
@@ -64,6 +69,7 @@ class SubgraphSpec(tvm_ffi.Object):
             payloads,
             bytes(aoti_package),
             [int(i) for i in aoti_inputs],
+            bool(package_only),
         )
 
 
