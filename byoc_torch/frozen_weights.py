@@ -7,8 +7,8 @@ runtime passes at each call from the one copy the model holds. The decision is p
 class of constant:
 
 * convolution weights are always frozen (oneDNN prepacks them and batch norms fold into them);
-* float32 matrices of matrix multiplies are frozen when oneDNN's packed multiplies, which
-  inductor makes of them, are measured faster on this CPU than MKL's sgemm
+* float32 matrices of matrix multiplies are frozen unless MKL's sgemm is measured faster on
+  this CPU than oneDNN's packed multiplies, which inductor makes of them
   (:func:`matmul_weights_frozen`, ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``); frozen, TVM keeps
   no copy of them (:func:`byoc_torch.codegen.weights_in_packages_only`);
 * other constants of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (embedding tables) stay
@@ -165,11 +165,13 @@ def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[bo
     """Whether to freeze the matrix-multiply weights ``matrices`` into packages, and why.
 
     ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise they are
-    frozen when oneDNN's packed multiplies, which inductor makes of frozen weights, are
-    measured faster on this CPU than MKL's sgemm on the same multiplies
-    (:func:`_packed_matmuls_faster`). Frozen, a weight lives once: the driver drops TVM's copy
-    of it from the calls of the subgraphs whose packages run
-    (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
+    frozen unless MKL's sgemm is measured faster on this CPU than oneDNN's packed multiplies,
+    which inductor makes of frozen weights, on the same multiplies (:func:`_sgemm_faster`).
+    Packed is the default a tie keeps: frozen, the package also fuses a multiply's bias and
+    activation into oneDNN's call, which the lone multiplies timed do not show (HF ViT's
+    shapes time as a tie, and the whole frozen model ran 0.64x eager against 0.75x).
+    Frozen, a weight lives once: the driver drops TVM's copy of it from the calls of the
+    subgraphs whose packages run (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
     frozen_in, inputs = (
         "matrix-multiply weights frozen in",
         "matrix-multiply weights package inputs",
@@ -180,13 +182,13 @@ def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[bo
     if isinstance(setting, bool):
         return setting, f"{frozen_in if setting else inputs} (AOTI_FREEZE_MATMUL_WEIGHTS)"
     shapes = collections.Counter(s for found in matrices.values() for s in found)
-    if _packed_matmuls_faster(_timed_shapes(shapes)):
-        return True, f"{frozen_in}: oneDNN's packed multiplies measured faster here than MKL's"
-    return False, f"{inputs}: MKL's sgemm measured as fast as oneDNN's packed multiplies here"
+    if _sgemm_faster(_timed_shapes(shapes)):
+        return False, f"{inputs}: MKL's sgemm measured faster here than oneDNN's packed multiplies"
+    return True, f"{frozen_in}: MKL's sgemm not measured faster here than oneDNN's packed ones"
 
 
 def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ...]:
-    """The multiplies :func:`_packed_matmuls_faster` times for a model: its most frequent
+    """The multiplies :func:`_sgemm_faster` times for a model: its most frequent
     shapes, rows capped at ``_defaults.AOTI_MATMUL_PROBE_ROWS``, while their work stays within
     ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the first always), sorted."""
     chosen, flops = [], 0
@@ -202,16 +204,19 @@ def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ..
 
 
 @functools.cache
-def _packed_matmuls_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
-    """Whether oneDNN's packed float32 multiplies (``mkldnn._linear_pointwise`` on a weight
-    ``mkldnn._reorder_linear_weight`` packed, what inductor makes of a frozen linear weight in
-    AOT mode) run ``shapes`` (rows, inner, columns; with a bias) faster than ``aten.addmm`` on
-    the unpacked matrix (MKL's sgemm) on this CPU, beyond :func:`byoc_torch.timing.choose`'s
-    margin. Timed on one thread, interleaved; once per process for a set of shapes. Which wins
-    depends on the CPU (docs/performance.md)."""
+def _sgemm_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
+    """Whether ``aten.addmm`` on the unpacked matrix (MKL's sgemm) runs ``shapes`` (rows,
+    inner, columns; with a bias) faster on this CPU than oneDNN's packed float32 multiplies
+    (``mkldnn._linear_pointwise`` on a weight ``mkldnn._reorder_linear_weight`` packed, what
+    inductor makes of a frozen linear weight in AOT mode), beyond
+    :func:`byoc_torch.timing.choose`'s margin. Timed on one thread, interleaved; once per
+    process for a set of shapes. Which wins depends on the CPU (docs/performance.md). True
+    when this torch cannot pack (nothing to gain from freezing then)."""
     shapes = tuple(s for s in shapes if min(s) > 0)
-    if not shapes or not torch.backends.mkldnn.is_available():
+    if not shapes:
         return False
+    if not torch.backends.mkldnn.is_available():
+        return True
     gen = torch.Generator().manual_seed(0)
     cases = []
     try:
@@ -222,7 +227,7 @@ def _packed_matmuls_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
             cases.append((x, w, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
     except (RuntimeError, AttributeError) as err:  # this build cannot pack: nothing to gain
         logger.debug("oneDNN cannot pack float32 matrices here: %s", err)
-        return False
+        return True
 
     def sgemm() -> None:
         for x, w, b, _ in cases:
@@ -234,15 +239,15 @@ def _packed_matmuls_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
 
     with torch.no_grad(), one_thread():
         timings = robust_times({"sgemm": sgemm, "packed": packed})
-    choice = choose(timings, ["sgemm", "packed"])
+    choice = choose(timings, ["packed", "sgemm"])  # packed, inductor's own, kept on a tie
     logger.debug(
         "float32 matrix multiplies %s, one thread: MKL sgemm %s, oneDNN packed %s: %s",
         shapes,
         timings["sgemm"].describe(),
         timings["packed"].describe(),
-        "weights frozen" if choice.name == "packed" else "weights stay package inputs",
+        "weights stay package inputs" if choice.name == "sgemm" else "weights frozen",
     )
-    return choice.name == "packed"
+    return choice.name == "sgemm"
 
 
 def _reader_nodes(node: fx.Node) -> set[fx.Node]:
