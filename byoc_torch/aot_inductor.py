@@ -47,7 +47,7 @@ from . import _defaults
 from .compile_cache import MEMORY, CompileCache, package_key
 from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
 from .frontend.modules import forced_module_for_op
-from .frontend.torchscript import is_scalar_node, script_for_node
+from .frontend.torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
 from .frozen_weights import (
     CONVOLUTIONS,
     MATMULS,
@@ -172,10 +172,10 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
                 continue
             if not relay_ext.is_torchop(value):
                 raise Unavailable(f"{binding.var.name} is not a torchop")
-            node = _member_node(value, by_name)
-            inputs = script_for_node(node).inputs
+            nodes = _member_nodes(value, by_name)
+            inputs = _member_inputs(nodes)
             if len(inputs) != len(value.args):
-                raise Unavailable(f"{node.name}'s inputs do not match its torchop's arguments")
+                raise Unavailable(f"{nodes[-1].name}'s inputs do not match its torchop's arguments")
             for fx_input, arg in zip(inputs, value.args, strict=True):
                 if arg in param_index:
                     k = param_index[arg]
@@ -183,7 +183,7 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
                         raise Unavailable(f"input {k} stands for two FX values")
                 else:
                     arg_var[fx_input] = arg
-            members.append((binding.var, node, inputs))
+            members.append((binding.var, nodes))
 
     for k in range(len(params)):
         if k not in param_fx:
@@ -214,10 +214,18 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
             return new[n]
         raise Unavailable(f"{n.name} is not among the subgraph's inputs")
 
-    for var, node, _ in members:
-        copied = graph.node_copy(node, value_of)
-        new[node] = copied
-        var_node[var] = copied
+    for var, nodes in members:
+        for node in nodes:
+            new[node] = graph.node_copy(node, value_of)
+        if len(nodes) == 1:
+            var_node[var] = new[nodes[0]]
+            continue
+        # A cluster's torchop returns a tuple of its sink's outputs (frontend.importer).
+        outs = [
+            new[n] if k is None else graph.call_function(_getitem, (new[n], k))
+            for n, k in _cluster_outputs(nodes[-1])
+        ]
+        var_node[var] = graph.call_function(_tuple, tuple(outs))
     ret = func.body.body
     outs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
     graph.output(tuple(value_of_var(o) for o in outs))
@@ -291,20 +299,42 @@ def _getitem(value, index: int):
     return value[index]
 
 
-def _member_node(call: relax.Call, by_name: dict[str, fx.Node]) -> fx.Node:
+def _tuple(*values):
+    return values
+
+
+def _member_nodes(call: relax.Call, by_name: dict[str, fx.Node]) -> list[fx.Node]:
+    """The FX nodes of ``ep`` a torchop runs: one, or a cluster of complex-valued nodes and
+    the sink that turns them real (:mod:`byoc_torch.frontend.complex`), in graph order."""
     names = [str(n) for n in (call.attrs.get("nodes") or [])]
     op = str(call.attrs["op_name"])
-    if len(names) != 1:
-        what = "no FX node (it was built in Relax)" if not names else "several FX nodes at once"
-        raise Unavailable(f"its torchop {op} runs {what}")
-    node = by_name.get(names[0])
-    if node is None or node.op != "call_function":
+    if not names:
+        raise Unavailable(f"its torchop {op} runs no FX node (it was built in Relax)")
+    nodes = [by_name.get(name) for name in names]
+    if any(node is None or node.op != "call_function" for node in nodes):
         raise Unavailable(f"its torchop {op} names no FX node of the imported program")
-    if forced_module_for_op(node.target) is not None:
-        raise Unavailable(f"{node.name} is a scripted submodule (torch_executed_modules)")
-    if node.target in HIGHER_ORDER_SCRIPTS:
-        raise Unavailable(f"{node.name} is a {op} loop, kept as a TorchScript loop")
-    return node
+    for node in nodes:
+        if forced_module_for_op(node.target) is not None:
+            raise Unavailable(f"{node.name} is a scripted submodule (torch_executed_modules)")
+        if node.target in HIGHER_ORDER_SCRIPTS:
+            raise Unavailable(f"{node.name} is a {op} loop, kept as a TorchScript loop")
+    return nodes
+
+
+def _cluster_outputs(sink: fx.Node) -> list[tuple[fx.Node, int | None]]:
+    """What a cluster's torchop returns, as the importer made it: the sink's value, or each
+    element of it."""
+    if isinstance(sink.meta.get("val"), torch.Tensor):
+        return [(sink, None)]
+    return [(sink, k) for k in range(len(output_metas(sink) or []))]
+
+
+def _member_inputs(nodes: list[fx.Node]) -> list[fx.Node]:
+    """The FX values a torchop running ``nodes`` takes, in its arguments' order (its
+    TorchScript's inputs)."""
+    if len(nodes) == 1:
+        return script_for_node(nodes[0]).inputs
+    return script_for_nodes(nodes, _cluster_outputs(nodes[-1])).inputs
 
 
 def _example_and_dims(node: fx.Node, ep: torch.export.ExportedProgram, dims: dict):

@@ -765,3 +765,48 @@ def test_weights_in_packages_only_drops_the_frozen_constants_from_the_call():
     unchanged = _calling(lambda x: relax.op.add(x, x), lambda x: x)
     same, none = weights_in_packages_only(unchanged, [spec], "meta")
     assert none == [] and same is unchanged
+
+
+class Rotary(torch.nn.Module):
+    """A linear layer, then a rotary embedding with complex numbers (a cluster torchop: the
+    complex-valued nodes and the view_as_real that turns them real, one LibTorch call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = torch.arange(16, dtype=torch.float32).reshape(4, 4) * 0.1
+        rope = torch.polar(torch.ones(4, 4), angles)
+        xc = torch.view_as_complex(self.lin(x).reshape(2, 4, 4, 2))
+        return torch.view_as_real(xc * rope).flatten(2) + 1
+
+
+def test_a_complex_cluster_runs_as_an_aot_inductor_package(tmp_path):
+    """The torchop of a complex cluster runs several FX nodes; its package rebuilds them all
+    and returns the sink's value as the torchop's tuple, so the subgraph runs AOTInductor and
+    agrees with eager, also in a fresh process on another input."""
+    model = Rotary().eval()
+    x = torch.randn(2, 4, 8)
+    compiled = byoc_torch.compile(
+        model,
+        (x,),
+        placement="tvm",
+        torch_executor="aot_inductor",
+        torch_executed_ops=["aten.addmm"],
+    )
+    (entry,) = [s for s in compiled.report().subgraphs if "view_as_real" in " ".join(s.ops)]
+    assert entry.executor == "aot_inductor", entry.executor_reason
+    path = compiled.export(tmp_path / "rotary.so")
+    x2 = torch.linspace(-1, 1, 64).reshape(2, 4, 8)
+    with torch.no_grad():
+        expected = model(x2)
+    script = f"""
+        import json, torch, byoc_torch
+        model = byoc_torch.load({str(path)!r})
+        print(json.dumps(model(torch.linspace(-1, 1, 64).reshape(2, 4, 8)).tolist()))
+    """
+    proc = fresh_python("-c", textwrap.dedent(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
