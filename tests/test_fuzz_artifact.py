@@ -105,3 +105,19 @@ def test_other_format_versions_are_refused(version):
     struct.pack_into("<I", data, 8, version)
     with pytest.raises(ValueError, match=f"format version {version}"):
         load_bytes(bytes(data))
+
+
+def test_a_format_2_artifact_still_loads():
+    """Format 2 is format 3 without the package-only byte that ends each function's record
+    (here the last byte before g's symbol, and the last byte of all): rewritten that way and
+    resealed, it loads, and its subgraphs are not package-only."""
+    g_symbol = struct.pack("<Q", 1) + b"g"
+    at = VALID.index(g_symbol)
+    assert VALID[at - 1] == 0 and VALID[-1] == 0  # the two package-only flags
+    older = bytearray(VALID[: at - 1] + VALID[at:-1])
+    struct.pack_into("<I", older, 8, 2)
+    mod = load_bytes(reseal(bytes(older)))
+    specs = list(mod["__byoc_torch_specs__"]())
+    assert [(str(s.symbol), s.package_only) for s in specs] == [("f", False), ("g", False)]
+    with pytest.raises(ValueError, match="trailing bytes"):
+        load_bytes(reseal(bytes(older) + b"\x00"))  # a format-2 record has no flag to read
