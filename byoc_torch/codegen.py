@@ -190,7 +190,7 @@ def weights_in_packages_only(
             return relax.op.call_pure_packed(symbol, *inputs, ty_args=call.ty)
 
     new_specs = [
-        _package_only(candidates[str(s.symbol)]) if str(s.symbol) in candidates else s
+        candidates[str(s.symbol)].package_only_copy() if str(s.symbol) in candidates else s
         for s in specs
     ]
     out = tvm.IRModule({}, attrs=lowered.attrs)
@@ -201,19 +201,3 @@ def weights_in_packages_only(
     symbols = sorted(candidates)
     logger.debug("subgraph(s) %s run only as their AOTInductor packages", ", ".join(symbols))
     return relax.transform.Normalize()(out), symbols
-
-
-def _package_only(spec: SubgraphSpec) -> SubgraphSpec:
-    """``spec`` called with its package's inputs alone."""
-    n = len(spec.aoti_inputs)
-    return SubgraphSpec(
-        str(spec.symbol),
-        str(spec.script),
-        num_inputs=n,
-        num_outputs=int(spec.num_outputs),
-        returns_tuple=bool(spec.returns_tuple),
-        modules=dict(zip(spec.module_names, spec.module_payloads, strict=True)),
-        aoti_package=bytes(spec.aoti_package),
-        aoti_inputs=range(n),
-        package_only=True,
-    )

@@ -84,8 +84,23 @@ SubgraphSpec SubgraphSpec::WithAotiPackage(ffi::Bytes package, ffi::Array<int64_
                       s->package_only);
 }
 
+SubgraphSpec SubgraphSpec::PackageOnly() const {
+  const SubgraphSpecObj* s = get();
+  TVM_FFI_CHECK(s->aoti_package.size() > 0, ValueError)
+      << "byoc_torch: subgraph '" << s->symbol
+      << "' has no AOTInductor package, so it cannot run as one alone";
+  const int64_t n = static_cast<int64_t>(s->aoti_inputs.size());
+  ffi::Array<int64_t> in_order;
+  for (int64_t k = 0; k < n; ++k) in_order.push_back(k);
+  return SubgraphSpec(s->symbol, s->script, n, s->num_outputs, s->returns_tuple, s->module_names,
+                      s->module_payloads, s->aoti_package, std::move(in_order),
+                      /*package_only=*/true);
+}
+
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
+  refl::GlobalDef().def("byoc_torch.SubgraphSpecPackageOnly",
+                        [](SubgraphSpec spec) { return spec.PackageOnly(); });
   refl::ObjectDef<SubgraphSpecObj>()
       .def(refl::init<ffi::String, ffi::String, int64_t, int64_t, bool, ffi::Array<ffi::String>,
                       ffi::Array<ffi::Bytes>, ffi::Bytes, ffi::Array<int64_t>, bool>())

@@ -76,6 +76,12 @@ class SubgraphSpec : public ffi::ObjectRef {
   /*! \brief This spec with `package` (and the inputs it takes) as its AOTInductor package. */
   SubgraphSpec WithAotiPackage(ffi::Bytes package, ffi::Array<int64_t> inputs) const;
 
+  /*!
+   * \brief This spec called with its package's inputs alone, the package the only executor
+   * (the constants it froze kept nowhere else). Throws ValueError if it has no package.
+   */
+  SubgraphSpec PackageOnly() const;
+
   TVM_FFI_DEFINE_OBJECT_REF_METHODS_NOTNULLABLE(SubgraphSpec, ffi::ObjectRef, SubgraphSpecObj);
 };
 

@@ -98,6 +98,28 @@ def test_a_package_only_spec_needs_a_package_taking_every_input_in_order():
     assert spec.package_only and not SubgraphSpec("f", CLONE, 1).package_only
 
 
+def test_package_only_copy_takes_the_package_inputs_alone():
+    spec = SubgraphSpec(
+        "f",
+        CLONE,
+        3,
+        num_outputs=2,
+        returns_tuple=True,
+        modules={"m": b"jit"},
+        aoti_package=b"pt2",
+        aoti_inputs=[2, 0],
+    )
+    only = spec.package_only_copy()
+    assert only.package_only and not spec.package_only
+    assert (str(only.symbol), str(only.script), int(only.num_inputs)) == ("f", CLONE, 2)
+    assert list(only.aoti_inputs) == [0, 1]
+    assert (int(only.num_outputs), bool(only.returns_tuple)) == (2, True)
+    assert bytes(only.aoti_package) == b"pt2"
+    assert list(only.module_names) == ["m"] and bytes(only.module_payloads[0]) == b"jit"
+    with pytest.raises(ValueError, match=r"subgraph 'g' has no AOTInductor package, so it can"):
+        SubgraphSpec("g", CLONE, 1).package_only_copy()
+
+
 def test_a_package_that_does_not_load_is_a_value_error():
     with pytest.raises(ValueError, match=r"subgraph 'f': its AOTInductor package does not load"):
         make_runtime_module([SubgraphSpec("f", CLONE, 1, aoti_package=b"not a zip")])

@@ -72,6 +72,11 @@ class SubgraphSpec(tvm_ffi.Object):
             bool(package_only),
         )
 
+    def package_only_copy(self) -> SubgraphSpec:
+        """This subgraph called with its package's inputs alone (all of them, in order), the
+        package its only executor. Raises ``ValueError`` if it has no package."""
+        return _ffi_api.SubgraphSpecPackageOnly(self)
+
 
 def make_runtime_module(specs: Sequence[SubgraphSpec], metadata: str = "") -> tvm_ffi.Module:
     """A ``torch`` runtime module running ``specs`` (possibly none), carrying ``metadata``.
