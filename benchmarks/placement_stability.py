@@ -57,6 +57,20 @@ def choice(compiled) -> str:
     return f"{chosen}; LibTorch ops {moved}; {executors}"
 
 
+def why(compiled) -> str:
+    """The whole-model check's evidence for a compile's choice: each candidate's measured
+    end-to-end time, why a candidate was not timed, and the noise the report flagged."""
+    placement = compiled.report().placement
+    if placement is None:
+        return "no measured placement"
+    timed = ", ".join(
+        f"{k} {'-' if v is None else f'{v:.4f} ms'}"
+        for k, v in sorted(placement.checked_ms.items())
+    )
+    skipped = "; ".join(f"{k}: {v}" for k, v in sorted(placement.check_skipped.items()))
+    return f"timed: {timed or '-'}; not timed: {skipped or '-'}; noise: {placement.noise or '-'}"
+
+
 def bench(name: str, compiles: int, busy: int, rounds: int) -> None:
     model, inputs = _model(name)
     model = model.eval()
@@ -77,6 +91,7 @@ def bench(name: str, compiles: int, busy: int, rounds: int) -> None:
             compiled = byoc_torch.compile(model, inputs)
             made.append((loaded, time.perf_counter() - t0, compiled))
             print(f"  {name} compile {k + 1} (busy: {loaded}): {choice(compiled)}", flush=True)
+            print(f"    {why(compiled)}", flush=True)
     finally:
         for hog in hogs:
             hog.kill()

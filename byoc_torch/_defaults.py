@@ -60,8 +60,9 @@ TIMING_NOISY_SPREAD = 0.25
 # A sample whose wall/CPU-time ratio is this many times its contestant's usual one was
 # descheduled (another process ran) and is dropped.
 TIMING_DESCHEDULED_FACTOR = 1.5
-# A faster contestant replaces a simpler one only when its time up to its measured spread is
-# below the simpler one's time less this share (byoc_torch.timing.choose).
+# A faster contestant replaces a simpler one only when its best samples (in both halves of the
+# rounds), or its time up to its measured spread, are below the simpler one's less this share
+# (byoc_torch.timing.choose).
 TIMING_MARGIN = 0.05
 
 # -- measured placement ---------------------------------------------------------------------------
@@ -83,6 +84,11 @@ PLACEMENT_HOPELESS_MS = 1.0
 # this many interleaved rounds.
 PLACEMENT_CHECK_FACTOR = 3.0
 PLACEMENT_CHECK_ROUNDS = 15
+# ... in this many passes, this many seconds apart: on a busy host, load that slowed one
+# candidate through a whole pass (the built-in demo's package 30 % over its quiet time for
+# one compile's check, the next compiles' checks not) rarely covers every pass.
+PLACEMENT_CHECK_PASSES = 3
+PLACEMENT_CHECK_PAUSE_S = 0.1
 # A candidate whose first call is this many times slower than another's, and slower than
 # PLACEMENT_CHECK_SLOW_MS, is not timed further (faster calls cost little to time, and a
 # single call of a fast model is too noisy on a busy machine to rule it out).

@@ -12,7 +12,8 @@ within ``_defaults.PLACEMENT_CHECK_FACTOR`` of the best modelled time, times the
 round-robin on the example inputs with :func:`byoc_torch.timing.robust_times` (short samples,
 descheduled ones dropped by a CPU-time cross-check, a low quantile, re-measured while the
 spread is high), and keeps the simplest candidate unless another is faster beyond the noise:
-its time up to its own measured spread below the simplest's less ``_defaults.TIMING_MARGIN``
+its best samples below the simplest's less ``_defaults.TIMING_MARGIN`` in both halves of the
+rounds, or its time up to its own measured spread below the simplest's less the margin
 (:func:`byoc_torch.timing.choose`).
 Simplest first: the single-backend candidates (no crossings to wake a pool across), in the
 order of their modelled times, then the searched one. The model compiled in the end is
@@ -210,9 +211,15 @@ def time_candidates(
     runs: Mapping[str, Callable[[], object]], options: list[Candidate], rounds: int
 ) -> dict[str, Timing | float]:
     """End-to-end robust latency of each built candidate (:func:`byoc_torch.timing.
-    robust_times`, at least ``rounds`` rounds). The seam tests replace with a fake cost model
+    robust_times`, at least ``rounds`` rounds in each of ``_defaults.PLACEMENT_CHECK_PASSES``
+    passes). The seam tests replace with a fake cost model
     (hence ``options``, which real timing ignores); a fake may return plain ms."""
-    return robust_times(runs, rounds=max(rounds, _defaults.TIMING_ROUNDS))
+    return robust_times(
+        runs,
+        rounds=max(rounds, _defaults.TIMING_ROUNDS),
+        passes=_defaults.PLACEMENT_CHECK_PASSES,
+        pause_s=_defaults.PLACEMENT_CHECK_PAUSE_S,
+    )
 
 
 def _summary(measured: Mapping[str, float | None], skipped: Mapping[str, str]) -> str:
