@@ -503,6 +503,39 @@ def test_packages_are_frozen_even_when_grad_is_enabled():
     assert "aoti_torch_cpu_convolution(" not in source
 
 
+class TanhGelu(torch.nn.Module):
+    """GPT-2's tanh-approximated GELU, and a bare tanh."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inner = 0.7978845608 * (x + 0.044715 * x.pow(3))
+        return 0.5 * x * (1.0 + torch.tanh(inner)), torch.tanh(x)
+
+
+def test_packages_compute_tanh_from_exp_and_still_agree_with_eager(tmp_path):
+    """Packages are compiled with inductor's cpp.use_decompose_tanh (Sleef's tanh took 8 % of
+    HF GPT-2's package): their kernels call exp, not tanh, and still agree with eager within
+    the float32 tolerance from -30 to 30 and near 0, on an input other than the example."""
+    from byoc_torch.tolerances import tolerance
+
+    model = TanhGelu()
+    program, _, _ = whole_program(model, (torch.randn(6000),))
+    data = aot_inductor.compile_package(program)
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        cpp = [n for n in package.namelist() if n.endswith(".cpp")]
+        source = "".join(package.read(n).decode() for n in cpp)
+    assert ".tanh()" not in source and ".exp()" in source
+    path = tmp_path / "tanh.pt2"
+    path.write_bytes(data)
+    runner = torch._inductor.aoti_load_package(str(path))
+    tiny = torch.logspace(-8, 0, 1000)
+    x = torch.cat([torch.linspace(-30, 30, 4000), tiny, -tiny])
+    rtol, atol = tolerance(torch.float32)
+    with torch.no_grad():
+        got, want = runner(x), model(x)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
