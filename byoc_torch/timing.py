@@ -22,9 +22,10 @@ Placement decides on timings taken while other work may share the machine, so it
   its best sample below the simplest's less a margin (``_defaults.TIMING_MARGIN``) in both
   halves of the rounds, or its time up to its own spread still below the simplest's less the
   margin. Load only adds time, and hits some kernels harder than others (beside two busy
-  processes on the 2-core host, the built-in demo as one AOTInductor package timed 40 % above
-  its quiet low quantile, all-tvm 10 %, and a placement 1.45x slower on a quiet machine was
-  kept); the best samples are what load disturbs least. A difference inside the noise never
+  processes on the 2-core host, the built-in demo as one AOTInductor package timed 30-40 %
+  above its quiet low quantile through a whole check, all-tvm 4-10 %, and a placement
+  1.36-1.45x slower on a quiet machine was kept); the best samples are what load disturbs
+  least. A difference inside the noise never
   changes a choice, wide spreads never hide a large one, and it says when noise was too high
   to trust one.
 
