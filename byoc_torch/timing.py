@@ -25,9 +25,8 @@ Placement decides on timings taken while other work may share the machine, so it
   processes on the 2-core host, the built-in demo as one AOTInductor package timed 30-40 %
   above its quiet low quantile through a whole check, all-tvm 4-10 %, and a placement
   1.36-1.45x slower on a quiet machine was kept); the best samples are what load disturbs
-  least. A difference inside the noise never
-  changes a choice, wide spreads never hide a large one, and it says when noise was too high
-  to trust one.
+  least. A difference inside the noise never changes a choice, wide spreads never hide a
+  large one, and it says when noise was too high to trust one.
 
 The clocks are a parameter (:class:`Clocks`; default :data:`DEFAULT_CLOCKS`, read at each
 call), so tests inject a noisy timer.
@@ -180,19 +179,22 @@ def summarize(wall: Sequence[float], cpu: Sequence[float] | None = None) -> Timi
     """A :class:`Timing` from per-call samples (ms), one per round: descheduled samples dropped
     when CPU times are given, then the low quantile, the spread and the two halves' best of
     the rest."""
+
+    def kept_in(values: Sequence[float], mask: Sequence[bool]) -> list[float]:
+        return [v for v, k in zip(values, mask, strict=True) if k]
+
     keep = [True] * len(wall)
     if cpu is not None:
         drop = _descheduled(wall, cpu)
         if not all(drop):
             keep = [not d for d in drop]
-    kept = [w for w, k in zip(wall, keep, strict=True) if k]
-    kept_cpu = [c for c, k in zip(cpu, keep, strict=True) if k] if cpu is not None else None
+    kept = kept_in(wall, keep)
+    kept_cpu = kept_in(cpu, keep) if cpu is not None else None
     low = _quantile(kept, _defaults.TIMING_QUANTILE)
     high = _quantile(kept, _defaults.TIMING_SPREAD_QUANTILE)
     spread = (high - low) / low if low > 0 else 0.0
     cpu_ms = _quantile(kept_cpu, _defaults.TIMING_QUANTILE) if kept_cpu else None
-    even = [w for i, (w, k) in enumerate(zip(wall, keep, strict=True)) if k and i % 2 == 0]
-    odd = [w for i, (w, k) in enumerate(zip(wall, keep, strict=True)) if k and i % 2 == 1]
+    even, odd = kept_in(wall[0::2], keep[0::2]), kept_in(wall[1::2], keep[1::2])
     halves = (min(even), min(odd)) if even and odd else None
     noisy = spread > _defaults.TIMING_NOISY_SPREAD
     return Timing(low, spread, cpu_ms, len(kept), len(wall), noisy, halves)
@@ -315,15 +317,23 @@ def choose(
     base = timed[0]
     bar = ms(base) * (1 - margin)
 
+    def best_below(name: str) -> list[bool]:
+        """Per half of the rounds, whether ``name``'s best sample beats the base's by the
+        margin (empty without halves on both sides)."""
+        mine, theirs = halves(name), halves(base)
+        if mine is None or theirs is None:
+            return []
+        return [m < t * (1 - margin) for m, t in zip(mine, theirs, strict=True)]
+
     def win(name: str) -> tuple[float, str] | None:
         """(the time ``name`` wins with, how) if faster than the base beyond the noise."""
-        mine, theirs = halves(name), halves(base)
-        if mine is not None and theirs is not None:
-            if all(m < t * (1 - margin) for m, t in zip(mine, theirs, strict=True)):
-                return max(mine), (
-                    f"{name} faster than {base} by {1 - max(mine) / max(theirs):.0%} in its "
-                    f"best samples, beyond the {margin:.0%} margin in both halves of the rounds"
-                )
+        below = best_below(name)
+        if below and all(below):
+            mine, theirs = max(halves(name)), max(halves(base))
+            return mine, (
+                f"{name} faster than {base} by {1 - mine / theirs:.0%} in its best samples, "
+                f"beyond the {margin:.0%} margin in both halves of the rounds"
+            )
         if ms(name) * (1 + spread(name)) < bar:
             return ms(name), (
                 f"{name} faster than {base} by {1 - ms(name) / ms(base):.0%}, beyond the "
@@ -331,21 +341,13 @@ def choose(
             )
         return None
 
-    def by_margin(name: str) -> bool:
-        """Faster than the base by the margin on some measure (the typical or a best sample)."""
-        mine, theirs = halves(name), halves(base)
-        if mine is not None and theirs is not None:
-            if any(m < t * (1 - margin) for m, t in zip(mine, theirs, strict=True)):
-                return True
-        return ms(name) < bar
-
     noisy = any(isinstance(timings[n], Timing) and timings[n].noisy for n in timed)
     best, best_low, why = base, math.inf, f"{base} is the simplest"
     inside_noise = []
     for name in timed[1:]:
         won = win(name)
         if won is None:
-            if by_margin(name):
+            if any(best_below(name)) or ms(name) < bar:
                 inside_noise.append(name)  # faster by the margin, but not beyond the noise
         elif won[0] < best_low:
             best_low, why = won
