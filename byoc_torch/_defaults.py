@@ -128,6 +128,15 @@ AOTI_MAX_REGIONS = 2
 # True / False force it. A frozen weight lives once: TVM's copy is dropped from the calls of the
 # subgraphs whose packages run (codegen.weights_in_packages_only).
 AOTI_FREEZE_MATMUL_WEIGHTS: bool | None = None
+# Whether multiplies that read the same input (an attention's query, key and value projections)
+# and whose matrices are frozen become one multiply by the concatenated matrices in AOTInductor
+# packages (inductor's cpp.enable_concat_linear, off in inductor by default: not faster for
+# every shape and CPU). One call instead of three saves ATen's per-call setup of a oneDNN
+# multiply (about 14 us a call on the Zen 4 host) and gives oneDNN a wider matrix; HF ViT's
+# package went from 0.65x to 0.63x eager at one thread, 0.51x to 0.48x at two.
+# None: measured on this CPU on the model's own groups (frozen_weights.concat_multiplies);
+# True / False force it.
+AOTI_CONCAT_MULTIPLIES: bool | None = None
 # The measurement of oneDNN's packed multiplies against MKL's sgemm times the model's most
 # frequent multiply shapes, rows capped at this (the rows of a batch of 128 tokens), ...
 AOTI_MATMUL_PROBE_ROWS = 128

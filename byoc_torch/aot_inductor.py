@@ -52,6 +52,7 @@ from .frozen_weights import (
     CONVOLUTIONS,
     MATMULS,
     WEIGHT_VIEWS,
+    concat_multiplies,
     frozen_values,
     matmul_weights_frozen,
 )
@@ -88,13 +89,19 @@ class Unavailable(Exception):
 @dataclass(frozen=True)
 class SubgraphProgram:
     """A subgraph as a program AOTInductor compiles: the graph module (constants frozen in as
-    buffers), example inputs, torch.export's ``dynamic_shapes`` for them, and which of the
-    subgraph's runtime inputs they are (indices)."""
+    buffers), example inputs, torch.export's ``dynamic_shapes`` for them, which of the
+    subgraph's runtime inputs they are (indices), and whether multiplies of one input by
+    frozen matrices are concatenated (:func:`byoc_torch.frozen_weights.concat_multiplies`)."""
 
     module: fx.GraphModule
     example: tuple[torch.Tensor, ...]
     dynamic_shapes: tuple | None
     inputs: tuple[int, ...]
+    concat_multiplies: bool = False
+
+    def inductor_configs(self) -> dict[str, object]:
+        """The inductor settings its package is compiled with."""
+        return {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
 
 
 @dataclass(frozen=True)
@@ -229,7 +236,8 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
     ret = func.body.body
     outs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
     graph.output(tuple(value_of_var(o) for o in outs))
-    return SubgraphProgram(fx.GraphModule(root, graph), example, dynamic, taken)
+    module = fx.GraphModule(root, graph)
+    return SubgraphProgram(module, example, dynamic, taken, concat_multiplies(ep)[0])
 
 
 def _bind_inputs(
@@ -292,7 +300,8 @@ def nodes_program(
             new[n] if k is None else graph.call_function(_getitem, (new[n], k)) for n, k in outputs
         )
     )
-    return SubgraphProgram(fx.GraphModule(root, graph), example, dynamic, taken)
+    module = fx.GraphModule(root, graph)
+    return SubgraphProgram(module, example, dynamic, taken, concat_multiplies(ep)[0])
 
 
 def _getitem(value, index: int):
@@ -408,7 +417,8 @@ _INDUCTOR_CONFIGS = {
 def compile_package(program: SubgraphProgram, cache: CompileCache | None = None) -> bytes:
     """``program`` as AOTInductor package bytes (parameters frozen), from the process's memory
     or ``cache`` when they hold them; raises what export or AOTInductor raise."""
-    key = package_key(program.module, program.example, program.dynamic_shapes)
+    configs = program.inductor_configs()
+    key = package_key(program.module, program.example, program.dynamic_shapes, configs)
     for store in (MEMORY, cache):
         cached = store.get_bytes("aoti", key) if store is not None else None
         if cached is not None:
@@ -425,7 +435,7 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
         )
         path = Path(tmp) / "subgraph.pt2"
         torch._inductor.aoti_compile_and_package(
-            exported, package_path=str(path), inductor_configs=_INDUCTOR_CONFIGS
+            exported, package_path=str(path), inductor_configs=configs
         )
         data = path.read_bytes()
     MEMORY.put_bytes("aoti", key, data)
@@ -602,7 +612,7 @@ def _choose(
         ts_ms, aoti_ms = _interleaved_ms(modules, run, rounds)
     else:
         aoti_ms = {}
-    weights = matmul_weights_frozen(ep)[1]
+    weights = _joined(matmul_weights_frozen(ep)[1], concat_multiplies(ep)[1])
     for symbol in installed:
         ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
         if mode == AOT_INDUCTOR:

@@ -35,7 +35,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -119,13 +119,18 @@ def _environment() -> str:
 
 
 def package_key(
-    module: torch.fx.GraphModule, example: Sequence[torch.Tensor], dynamic_shapes
+    module: torch.fx.GraphModule,
+    example: Sequence[torch.Tensor],
+    dynamic_shapes,
+    configs: Mapping[str, object],
 ) -> str:
-    """The cache key of an AOTInductor package of ``module``: a SHA-256 of its code, its
-    inputs' dtypes, shapes and dynamic dims (with ranges), its constants' names, dtypes, shapes
-    and bytes, and the environment (:func:`_environment`)."""
+    """The cache key of an AOTInductor package of ``module`` compiled with the inductor
+    settings ``configs``: a SHA-256 of its code, the settings, its inputs' dtypes, shapes and
+    dynamic dims (with ranges), its constants' names, dtypes, shapes and bytes, and the
+    environment (:func:`_environment`)."""
     h = hashlib.sha256()
     h.update(module.code.encode())
+    h.update(repr(sorted(configs.items())).encode())
     h.update(_environment().encode())
     for x in example:
         h.update(f"{x.dtype} {tuple(x.shape)};".encode())

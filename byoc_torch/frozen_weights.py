@@ -13,6 +13,12 @@ class of constant:
   no copy of them (:func:`byoc_torch.codegen.weights_in_packages_only`);
 * other constants of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (embedding tables) stay
   inputs: freezing gains a gather nothing.
+
+It also decides one thing about how frozen matrices are multiplied: whether multiplies that
+read the same input (an attention's query, key and value projections) become one multiply by
+their concatenated matrices (:func:`concat_multiplies`, inductor's ``cpp.enable_concat_linear``,
+``_defaults.AOTI_CONCAT_MULTIPLIES``): one call instead of three saves ATen's setup of each
+oneDNN call, but a wider multiply is not faster on every CPU and shape, so it is measured.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import collections
 import functools
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import fx
@@ -35,6 +42,7 @@ __all__ = [
     "CONVOLUTIONS",
     "MATMULS",
     "WEIGHT_VIEWS",
+    "concat_multiplies",
     "frozen_values",
     "matmul_weights_frozen",
 ]
@@ -74,6 +82,7 @@ WEIGHT_VIEWS = frozenset(
     }
 )
 MATMULS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.linear.default})
+_RESHAPES = frozenset({_aten.view.default, _aten.reshape.default, _aten._unsafe_view.default})
 CONVOLUTIONS = frozenset({_aten.convolution.default})
 
 
@@ -191,15 +200,35 @@ def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ..
     """The multiplies :func:`_sgemm_faster` times for a model: its most frequent
     shapes, rows capped at ``_defaults.AOTI_MATMUL_PROBE_ROWS``, while their work stays within
     ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the first always), sorted."""
-    chosen, flops = [], 0
-    for (rows, inner, cols), _ in sorted(shapes.items(), key=lambda kv: (-kv[1], kv[0])):
-        shape = (min(rows, _defaults.AOTI_MATMUL_PROBE_ROWS), inner, cols)
-        cost = 2 * math.prod(shape)
+    capped = collections.Counter()
+    for shape, count in shapes.items():
+        capped[_capped(shape)] += count
+    return _frequent_within_budget(capped)
+
+
+def _capped(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    rows, inner, cols = shape
+    return min(rows, _defaults.AOTI_MATMUL_PROBE_ROWS), inner, cols
+
+
+def _flops(item) -> float:
+    """Floating-point operations of a multiply (rows, inner, columns) or of a group of them."""
+    if isinstance(item[0], int):
+        return 2.0 * math.prod(item)
+    return sum(_flops(shape) for shape in item)
+
+
+def _frequent_within_budget(counts: collections.Counter) -> tuple:
+    """The items of ``counts`` (multiplies or groups of them), most frequent first (ties in
+    sorted order), while their work stays within ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the
+    first always), sorted."""
+    chosen, flops = [], 0.0
+    for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        cost = _flops(item)
         if chosen and flops + cost > _defaults.AOTI_MATMUL_PROBE_FLOPS:
             break
-        if shape not in chosen:
-            chosen.append(shape)
-            flops += cost
+        chosen.append(item)
+        flops += cost
     return tuple(sorted(chosen))
 
 
@@ -237,17 +266,128 @@ def _sgemm_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
         for x, _, b, p in cases:
             torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
 
-    with torch.no_grad(), one_thread():
-        timings = robust_times({"sgemm": sgemm, "packed": packed})
-    choice = choose(timings, ["packed", "sgemm"])  # packed, inductor's own, kept on a tie
-    logger.debug(
-        "float32 matrix multiplies %s, one thread: MKL sgemm %s, oneDNN packed %s: %s",
-        shapes,
-        timings["sgemm"].describe(),
-        timings["packed"].describe(),
-        "weights stay package inputs" if choice.name == "sgemm" else "weights frozen",
+    # packed, inductor's own, is what a tie keeps
+    return _faster_beyond_margin(f"float32 matrix multiplies {shapes}", packed, sgemm)
+
+
+def concat_multiplies(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
+    """Whether packages of ``ep``'s subgraphs concatenate the frozen matrices of multiplies that
+    read the same input into one multiply (inductor's ``cpp.enable_concat_linear``), and why,
+    for the report ("" when no frozen multiplies share an input).
+
+    ``_defaults.AOTI_CONCAT_MULTIPLIES`` decides when it is a bool. Otherwise they are
+    concatenated when one multiply by the concatenated matrix is measured faster on this CPU
+    than the separate ones, on the model's own groups (:func:`_concat_faster`); apart is what a
+    tie keeps (inductor's default). Only frozen matrices concatenate: weights that are package
+    inputs (:func:`matmul_weights_frozen`) are multiplied where they are."""
+    values = _constant_values(ep)
+    matrices = _matmul_matrices(ep, values)
+    groups = _sibling_multiplies(ep, values, matrices)
+    if not groups or not _matmul_verdict(matrices)[0]:
+        return False, ""
+    joined, apart = (
+        "multiplies sharing an input concatenated",
+        "multiplies sharing an input kept apart",
     )
-    return choice.name == "sgemm"
+    setting = _defaults.AOTI_CONCAT_MULTIPLIES
+    if isinstance(setting, bool):
+        return setting, f"{joined if setting else apart} (AOTI_CONCAT_MULTIPLIES)"
+    capped = collections.Counter()
+    for group in groups:
+        capped[tuple(_capped(shape) for shape in group)] += 1
+    if _concat_faster(_frequent_within_budget(capped)):
+        return True, f"{joined}: one wider multiply measured faster here"
+    return False, f"{apart}: one wider multiply not measured faster here"
+
+
+def _sibling_multiplies(
+    ep: torch.export.ExportedProgram,
+    values: dict[str, torch.Tensor],
+    matrices: dict[str, list[tuple[int, int, int]]],
+) -> list[tuple[tuple[int, int, int], ...]]:
+    """The groups of two or three multiplies of ``ep`` that read the same input, each by a
+    matrix of ``matrices`` (the frozen-matrix candidates; ``values`` holds them) from the
+    right, all with the same inner size: what inductor's concatenation matches. Each group as
+    its multiplies' (rows, inner, columns), in graph order."""
+    weight_of: dict[fx.Node, torch.Tensor] = {}
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in matrices:
+            continue
+        path = _reader_nodes(node) | {node}
+        for reader in path:
+            if reader.target in MATMULS and _weight_operand(reader) in path:
+                weight_of[reader] = values[node.name]
+    by_input: dict[fx.Node, list[tuple[int, int, int]]] = {}
+    for node in ep.graph.nodes:
+        if node not in weight_of:
+            continue
+        operand = node.args[1] if node.target is _aten.addmm.default else node.args[0]
+        # A linear of a 3-d input multiplies its own 2-d view of it (inductor merges the views)
+        while isinstance(operand, fx.Node) and operand.target in _RESHAPES:
+            operand = operand.args[0]
+        shape = _gemm_shape(node, weight_of[node])
+        if isinstance(operand, fx.Node) and shape is not None:
+            by_input.setdefault(operand, []).append(shape)
+    groups = []
+    for shapes in by_input.values():
+        if 2 <= len(shapes) <= 3 and len({(rows, inner) for rows, inner, _ in shapes}) == 1:
+            groups.append(tuple(shapes))
+    return groups
+
+
+def _weight_operand(matmul: fx.Node):
+    """The operand of ``matmul`` (mm, addmm or linear) that multiplies from the right."""
+    return matmul.args[2] if matmul.target is _aten.addmm.default else matmul.args[1]
+
+
+@functools.cache
+def _concat_faster(groups: tuple[tuple[tuple[int, int, int], ...], ...]) -> bool:
+    """Whether each of ``groups`` (multiplies of one input: rows, inner, columns; with
+    biases) runs faster on this CPU as one oneDNN packed multiply by the concatenated matrix,
+    its output split, than as separate packed multiplies, beyond
+    :func:`byoc_torch.timing.choose`'s margin. Timed on one thread, interleaved; once per
+    process for a set of groups. False when this torch cannot pack."""
+    if not groups or not torch.backends.mkldnn.is_available():
+        return False
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    try:
+        for group in groups:
+            rows, inner, _ = group[0]
+            x = torch.randn(rows, inner, generator=gen)
+            weights = [torch.randn(cols, inner, generator=gen) for _, _, cols in group]
+            biases = [torch.randn(cols, generator=gen) for _, _, cols in group]
+            pack = torch.ops.mkldnn._reorder_linear_weight
+            separate = [(pack(w, rows), b) for w, b in zip(weights, biases, strict=True)]
+            whole = (pack(torch.cat(weights), rows), torch.cat(biases))
+            cases.append((x, separate, whole, [cols for _, _, cols in group]))
+    except (RuntimeError, AttributeError) as err:  # this build cannot pack
+        logger.debug("oneDNN cannot pack float32 matrices here: %s", err)
+        return False
+
+    def apart() -> None:
+        for x, separate, _, _ in cases:
+            for p, b in separate:
+                torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
+
+    def joined() -> None:
+        for x, _, (p, b), cols in cases:
+            torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "").split(cols, dim=-1)
+
+    # apart, inductor's default, is what a tie keeps
+    return _faster_beyond_margin(f"multiplies sharing an input {groups}", apart, joined)
+
+
+def _faster_beyond_margin(subject: str, default: Callable[[], None], challenger) -> bool:
+    """Whether ``challenger`` runs faster than ``default`` beyond
+    :func:`byoc_torch.timing.choose`'s margin (the default kept on a tie), both timed on one
+    thread, interleaved, by their function names; said at debug level with ``subject``."""
+    with torch.no_grad(), one_thread():
+        timings = robust_times({default.__name__: default, challenger.__name__: challenger})
+    choice = choose(timings, [default.__name__, challenger.__name__])
+    said = ", ".join(f"{name} {t.describe()}" for name, t in timings.items())
+    logger.debug("%s, one thread: %s: %s kept", subject, said, choice.name)
+    return choice.name == challenger.__name__
 
 
 def _reader_nodes(node: fx.Node) -> set[fx.Node]:

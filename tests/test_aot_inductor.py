@@ -843,3 +843,129 @@ def test_a_complex_cluster_runs_as_an_aot_inductor_package(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+class QKV(torch.nn.Module):
+    """An attention's three projections of one (3-d) input, and a fourth linear of another
+    value: the three form one group of multiplies sharing an input, the fourth none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(32, 32) for _ in range(3))
+        self.out = torch.nn.Linear(32, 48)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+        return self.out(attn @ v)
+
+
+def _linear_calls(package: bytes) -> int:
+    """How many oneDNN multiplies the package's wrapper calls."""
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        (wrapper,) = [n for n in archive.namelist() if n.endswith("wrapper.cpp")]
+        source = archive.read(wrapper).decode()
+    return source.count("aoti_torch_cpu__linear_pointwise(")
+
+
+def test_the_multiplies_sharing_an_input_are_found_through_the_views_of_it():
+    """QKV's q, k and v read one input, each through its own 2-d view of x (rows 2 x 5 = 10,
+    inner 32, 32 columns each): one group; out reads another value and makes none."""
+    x = torch.randn(2, 5, 32)
+    ep = torch.export.export(QKV().eval(), (x,)).run_decompositions()
+    values = frozen_weights._constant_values(ep)
+    matrices = frozen_weights._matmul_matrices(ep, values)
+    assert len(matrices) == 4
+    groups = frozen_weights._sibling_multiplies(ep, values, matrices)
+    assert groups == [((10, 32, 32), (10, 32, 32), (10, 32, 32))]
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_packages_concatenate_multiplies_sharing_an_input_where_measured_faster(
+    monkeypatch, joined
+):
+    """With matrices frozen, the measurement decides (AOTI_CONCAT_MULTIPLIES None): faster
+    joined, the package multiplies q, k and v in one oneDNN call (two calls in all, with
+    out's), else in three (four in all); the probe is asked about QKV's one group; the
+    package agrees with eager on another input either way."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    asked: list = []
+
+    def fake(groups):
+        asked.append(groups)
+        return joined
+
+    monkeypatch.setattr(frozen_weights, "_concat_faster", fake)
+    model = QKV().eval()
+    program, _, _ = whole_program(model, (torch.randn(2, 5, 32),))
+    assert program.concat_multiplies is joined
+    assert asked == [(((10, 32, 32), (10, 32, 32), (10, 32, 32)),)]
+    package = aot_inductor.compile_package(program)
+    assert _linear_calls(package) == (2 if joined else 4)
+    runner = aot_inductor_runner(package)
+    x = torch.linspace(-3, 3, 2 * 5 * 32).reshape(2, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x)[0], model(x), rtol=1e-4, atol=1e-4)
+
+
+def aot_inductor_runner(package: bytes):
+    """The package loaded by torch's own loader, from a temporary file."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.pt2"
+        path.write_bytes(package)
+        return torch._inductor.aoti_load_package(str(path))
+
+
+@pytest.mark.parametrize(
+    ("setting", "frozen", "expected"),
+    [
+        (
+            None,
+            True,
+            (
+                True,
+                "multiplies sharing an input concatenated: one wider multiply measured faster here",
+            ),
+        ),
+        (False, True, (False, "multiplies sharing an input kept apart (AOTI_CONCAT_MULTIPLIES)")),
+        (True, False, (False, "")),
+    ],
+)
+def test_only_frozen_matrices_concatenate_and_the_setting_forces_it(
+    monkeypatch, setting, frozen, expected
+):
+    """The verdict and the report's words: measured (the probe faked faster), forced apart by
+    the setting, and none at all when the matrices are package inputs (nothing to join)."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_CONCAT_MULTIPLIES", setting)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", frozen)
+    monkeypatch.setattr(frozen_weights, "_concat_faster", lambda groups: True)
+    ep = torch.export.export(QKV().eval(), (torch.randn(2, 5, 32),)).run_decompositions()
+    assert frozen_weights.concat_multiplies(ep) == expected
+
+
+@pytest.mark.parametrize(
+    ("apart_ms", "joined_ms", "joined"),
+    [(1.0, 0.8, True), (1.0, 0.97, False), (1.0, 1.2, False)],
+)
+def test_a_concatenated_multiply_must_win_beyond_the_margin(
+    monkeypatch, apart_ms, joined_ms, joined
+):
+    """timing.choose decides, apart (inductor's default) kept on a tie: joined only when
+    faster beyond the 5 % margin. Both callables are real: each runs once before its timing
+    is faked."""
+    from byoc_torch.timing import Timing
+
+    def fake_times(fns):
+        for fn in fns.values():
+            fn()
+        return {"apart": Timing(apart_ms, 0.02), "joined": Timing(joined_ms, 0.02)}
+
+    monkeypatch.setattr(frozen_weights, "robust_times", fake_times)
+    frozen_weights._concat_faster.cache_clear()
+    try:
+        assert frozen_weights._concat_faster((((16, 64, 64), (16, 64, 64)),)) is joined
+    finally:
+        frozen_weights._concat_faster.cache_clear()

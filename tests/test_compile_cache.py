@@ -82,7 +82,27 @@ def test_a_package_serves_every_thread_count_so_its_key_has_none():
         keys = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            keys.append(package_key(module, example, None))
+            keys.append(package_key(module, example, None, aot_inductor._INDUCTOR_CONFIGS))
     finally:
         torch.set_num_threads(before)
     assert keys[0] == keys[1]
+
+
+def test_a_package_compiled_with_other_inductor_settings_has_another_key():
+    """A package's key covers the inductor settings it is compiled with: a package whose
+    multiplies are concatenated is not served for one whose are not."""
+    from byoc_torch.aot_inductor import SubgraphProgram
+    from byoc_torch.compile_cache import package_key
+
+    module = torch.fx.symbolic_trace(nn.Linear(4, 4))
+    example = (torch.randn(2, 4),)
+    keys = {
+        package_key(
+            module,
+            example,
+            None,
+            SubgraphProgram(module, example, None, (0,), c).inductor_configs(),
+        )
+        for c in (False, True)
+    }
+    assert len(keys) == 2
