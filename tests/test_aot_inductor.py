@@ -969,3 +969,35 @@ def test_a_concatenated_multiply_must_win_beyond_the_margin(
         assert frozen_weights._concat_faster((((16, 64, 64), (16, 64, 64)),)) is joined
     finally:
         frozen_weights._concat_faster.cache_clear()
+
+
+def test_a_concatenated_package_keeps_its_batch_dynamic(monkeypatch):
+    """QKV with a dynamic batch, its multiplies concatenated (forced), in one AOTInductor
+    subgraph: the report says they were, and the model agrees with eager at batches other than
+    the example's 2."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_CONCAT_MULTIPLIES", True)
+    model = QKV().eval()
+    forced = ["aten.addmm", "aten.view", "aten.permute", "aten.bmm", "aten.expand"]
+    forced += ["aten.clone", "aten._softmax", "aten._unsafe_view", "aten.transpose", "aten.t"]
+    compiled = byoc_torch.compile(
+        model,
+        (torch.randn(2, 5, 32),),
+        dynamic_shapes=({0: BATCH},),
+        torch_executed_ops=forced,
+        torch_executor="aot_inductor",
+        placement="tvm",
+    )
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "aot_inductor"
+    assert "multiplies sharing an input concatenated (AOTI_CONCAT_MULTIPLIES)" in (
+        entry.executor_reason
+    )
+    from byoc_torch.runtime import TorchRuntime
+
+    (spec,) = TorchRuntime(running_torch_modules(compiled.executable)[0]).specs()
+    assert _linear_calls(bytes(spec.aoti_package)) == 2  # q, k, v as one; out
+    for batch in (1, 3, 7):
+        x = torch.linspace(-2, 2, batch * 5 * 32).reshape(batch, 5, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
