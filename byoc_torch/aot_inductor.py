@@ -199,7 +199,7 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
     root = torch.nn.Module()
     new: dict[fx.Node, fx.Node] = {}
     ordered = [param_fx[k] for k in range(len(params))]
-    taken, example, dynamic = _bind_inputs(ordered, ep, graph, root, new)
+    bound = _bind_inputs(ordered, ep, graph, root, new)
     var_node: dict[relax.Var, fx.Node] = {}
 
     def value_of_var(var: relax.Var) -> fx.Node:
@@ -236,6 +236,13 @@ def subgraph_program(func: relax.Function, ep: torch.export.ExportedProgram) -> 
     ret = func.body.body
     outs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
     graph.output(tuple(value_of_var(o) for o in outs))
+    return _program(root, graph, bound, ep)
+
+
+def _program(root: torch.nn.Module, graph: fx.Graph, bound, ep) -> SubgraphProgram:
+    """The program of ``graph`` over ``root``'s frozen buffers, its inputs as
+    :func:`_bind_inputs` bound them (``bound``), compiled as ``ep``'s multiplies call for."""
+    taken, example, dynamic = bound
     module = fx.GraphModule(root, graph)
     return SubgraphProgram(module, example, dynamic, taken, concat_multiplies(ep)[0])
 
@@ -283,7 +290,7 @@ def nodes_program(
     graph = fx.Graph()
     root = torch.nn.Module()
     new: dict[fx.Node, fx.Node] = {}
-    taken, example, dynamic = _bind_inputs(inputs, ep, graph, root, new)
+    bound = _bind_inputs(inputs, ep, graph, root, new)
 
     def value_of(n: fx.Node) -> fx.Node:
         if n in new:
@@ -300,8 +307,7 @@ def nodes_program(
             new[n] if k is None else graph.call_function(_getitem, (new[n], k)) for n, k in outputs
         )
     )
-    module = fx.GraphModule(root, graph)
-    return SubgraphProgram(module, example, dynamic, taken, concat_multiplies(ep)[0])
+    return _program(root, graph, bound, ep)
 
 
 def _getitem(value, index: int):

@@ -697,6 +697,19 @@ def test_the_measured_shapes_are_the_frequent_ones_within_a_budget(monkeypatch):
     assert frozen_weights._timed_shapes(shapes) == ((128, 64, 64),)
 
 
+def _fake_probe_times(monkeypatch, **ms: float) -> None:
+    """The probes' timings replaced by ``ms`` (name -> ms); each timed callable, real, still
+    runs once."""
+    from byoc_torch.timing import Timing
+
+    def fake_times(fns):
+        for fn in fns.values():
+            fn()
+        return {name: Timing(value, 0.02) for name, value in ms.items()}
+
+    monkeypatch.setattr(frozen_weights, "robust_times", fake_times)
+
+
 @pytest.mark.parametrize(
     ("sgemm_ms", "packed_ms", "frozen"),
     [(1.0, 0.8, True), (1.0, 0.98, True), (1.0, 1.03, True), (1.0, 1.3, False)],
@@ -706,14 +719,7 @@ def test_sgemm_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, froz
     inductor does with frozen weights) the default: only MKL's sgemm faster beyond the 5 %
     margin (23 % here) keeps the weights inputs; a tie either way freezes them. Both callables
     are real: each runs its multiplies once before its timing is faked."""
-    from byoc_torch.timing import Timing
-
-    def fake_times(fns):
-        for fn in fns.values():
-            fn()
-        return {"sgemm": Timing(sgemm_ms, 0.02), "packed": Timing(packed_ms, 0.02)}
-
-    monkeypatch.setattr(frozen_weights, "robust_times", fake_times)
+    _fake_probe_times(monkeypatch, sgemm=sgemm_ms, packed=packed_ms)
     frozen_weights._sgemm_faster.cache_clear()
     try:
         assert frozen_weights._sgemm_faster(((16, 64, 256),)) is not frozen
@@ -956,14 +962,7 @@ def test_a_concatenated_multiply_must_win_beyond_the_margin(
     """timing.choose decides, apart (inductor's default) kept on a tie: joined only when
     faster beyond the 5 % margin. Both callables are real: each runs once before its timing
     is faked."""
-    from byoc_torch.timing import Timing
-
-    def fake_times(fns):
-        for fn in fns.values():
-            fn()
-        return {"apart": Timing(apart_ms, 0.02), "joined": Timing(joined_ms, 0.02)}
-
-    monkeypatch.setattr(frozen_weights, "robust_times", fake_times)
+    _fake_probe_times(monkeypatch, apart=apart_ms, joined=joined_ms)
     frozen_weights._concat_faster.cache_clear()
     try:
         assert frozen_weights._concat_faster((((16, 64, 64), (16, 64, 64)),)) is joined
