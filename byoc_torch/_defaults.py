@@ -137,6 +137,17 @@ AOTI_FREEZE_MATMUL_WEIGHTS: bool | None = None
 # None: measured on this CPU on the model's own groups (frozen_weights.concat_multiplies);
 # True / False force it.
 AOTI_CONCAT_MULTIPLIES: bool | None = None
+# Whether AOTInductor packages run float32 2-d convolutions through the runtime's own oneDNN op
+# (torch.ops.byoc_torch.conv2d_onednn: primitive and packed weight built once) instead of ATen's
+# mkldnn._convolution_pointwise, which pays oneDNN's setup on every call (about 25 us on the
+# Zen 4 host). HF ResNet's package (one thread, interleaved, batch norms folded either way):
+# 1.10 -> 0.87 ms, at two threads 0.75 -> 0.51 ms; the built-in cnn 0.099 -> 0.068 ms.
+# None: measured on this CPU on the model's own convolutions (onednn_convolutions.onednn_verdict);
+# True / False force it. Needs a runtime built with oneDNN (the onednn-cpu-gomp wheel).
+AOTI_ONEDNN_CONVOLUTIONS: bool | None = None
+# That measurement times the model's most frequent convolution shapes while their floating-point
+# operations per round stay within this (the first shape is always timed).
+AOTI_CONV_PROBE_FLOPS = 2e8
 # The measurement of oneDNN's packed multiplies against MKL's sgemm times the model's most
 # frequent multiply shapes, rows capped at this (the rows of a batch of 128 tokens), ...
 AOTI_MATMUL_PROBE_ROWS = 128

@@ -57,6 +57,7 @@ from .frozen_weights import (
     matmul_weights_frozen,
 )
 from .names import op_key
+from .onednn_convolutions import onednn_verdict, rewritten
 from .partition.transform import torch_functions
 from .runtime.module import TorchRuntime
 from .tolerances import tolerance
@@ -90,14 +91,22 @@ class Unavailable(Exception):
 class SubgraphProgram:
     """A subgraph as a program AOTInductor compiles: the graph module (constants frozen in as
     buffers), example inputs, torch.export's ``dynamic_shapes`` for them, which of the
-    subgraph's runtime inputs they are (indices), and whether multiplies of one input by
-    frozen matrices are concatenated (:func:`byoc_torch.frozen_weights.concat_multiplies`)."""
+    subgraph's runtime inputs they are (indices), whether multiplies of one input by
+    frozen matrices are concatenated (:func:`byoc_torch.frozen_weights.concat_multiplies`),
+    and whether its convolutions run through the runtime's oneDNN op
+    (:func:`byoc_torch.onednn_convolutions.onednn_verdict`)."""
 
     module: fx.GraphModule
     example: tuple[torch.Tensor, ...]
     dynamic_shapes: tuple | None
     inputs: tuple[int, ...]
     concat_multiplies: bool = False
+    onednn_convolutions: bool = False
+
+    def compiled_module(self) -> fx.GraphModule:
+        """The module its package is compiled from: :attr:`module`, its convolutions
+        rewritten to the runtime's oneDNN op when :attr:`onednn_convolutions`."""
+        return rewritten(self.module) if self.onednn_convolutions else self.module
 
     def inductor_configs(self) -> dict[str, object]:
         """The inductor settings its package is compiled with."""
@@ -244,7 +253,10 @@ def _program(root: torch.nn.Module, graph: fx.Graph, bound, ep) -> SubgraphProgr
     :func:`_bind_inputs` bound them (``bound``), compiled as ``ep``'s multiplies call for."""
     taken, example, dynamic = bound
     module = fx.GraphModule(root, graph)
-    return SubgraphProgram(module, example, dynamic, taken, concat_multiplies(ep)[0])
+    own_convolutions = onednn_verdict(ep.graph)[0]
+    return SubgraphProgram(
+        module, example, dynamic, taken, concat_multiplies(ep)[0], own_convolutions
+    )
 
 
 def _bind_inputs(
@@ -424,7 +436,8 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
     """``program`` as AOTInductor package bytes (parameters frozen), from the process's memory
     or ``cache`` when they hold them; raises what export or AOTInductor raise."""
     configs = program.inductor_configs()
-    key = package_key(program.module, program.example, program.dynamic_shapes, configs)
+    module = program.compiled_module()
+    key = package_key(module, program.example, program.dynamic_shapes, configs)
     for store in (MEMORY, cache):
         cached = store.get_bytes("aoti", key) if store is not None else None
         if cached is not None:
@@ -437,7 +450,7 @@ def compile_package(program: SubgraphProgram, cache: CompileCache | None = None)
     # unfolded batch norms and unpacked convolutions (HF ResNet 0.44x eager instead of 0.33x).
     with torch.no_grad(), tempfile.TemporaryDirectory(prefix="byoc_torch_aoti_") as tmp:
         exported = torch.export.export(
-            program.module, program.example, dynamic_shapes=program.dynamic_shapes, strict=False
+            module, program.example, dynamic_shapes=program.dynamic_shapes, strict=False
         )
         path = Path(tmp) / "subgraph.pt2"
         torch._inductor.aoti_compile_and_package(
@@ -618,7 +631,9 @@ def _choose(
         ts_ms, aoti_ms = _interleaved_ms(modules, run, rounds)
     else:
         aoti_ms = {}
-    weights = _joined(matmul_weights_frozen(ep)[1], concat_multiplies(ep)[1])
+    weights = _joined(
+        matmul_weights_frozen(ep)[1], concat_multiplies(ep)[1], onednn_verdict(ep.graph)[1]
+    )
     for symbol in installed:
         ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
         if mode == AOT_INDUCTOR:

@@ -43,6 +43,9 @@ __all__ = [
     "MATMULS",
     "WEIGHT_VIEWS",
     "concat_multiplies",
+    "example_sizes",
+    "faster_beyond_margin",
+    "frequent_within_budget",
     "frozen_values",
     "matmul_weights_frozen",
 ]
@@ -133,18 +136,27 @@ def _matmul_matrices(
     return found
 
 
+def example_sizes(value: torch.Tensor) -> tuple[int, ...] | None:
+    """The sizes of a traced ``value``, a symbolic size by its example value (its hint);
+    None when one is unknown."""
+    sizes = []
+    for d in value.shape:
+        size = d if isinstance(d, int) else getattr(getattr(d, "node", None), "hint", None)
+        if not isinstance(size, int):
+            return None
+        sizes.append(size)
+    return tuple(sizes)
+
+
 def _gemm_shape(matmul: fx.Node, weight: torch.Tensor) -> tuple[int, int, int] | None:
     """(rows, inner, columns) of ``matmul`` multiplying by ``weight``, from its output's sizes
     (a symbolic size by its example value); None when they are unknown."""
     out = matmul.meta.get("val")
     if not isinstance(out, torch.Tensor) or out.dim() < 1:
         return None
-    sizes = []
-    for d in out.shape:
-        size = d if isinstance(d, int) else getattr(getattr(d, "node", None), "hint", None)
-        if not isinstance(size, int):
-            return None
-        sizes.append(size)
+    sizes = example_sizes(out)
+    if sizes is None:
+        return None
     cols = sizes[-1]
     if cols == 0 or weight.numel() % cols:
         return None
@@ -203,7 +215,7 @@ def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ..
     capped = collections.Counter()
     for shape, count in shapes.items():
         capped[_capped(shape)] += count
-    return _frequent_within_budget(capped)
+    return frequent_within_budget(capped)
 
 
 def _capped(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -218,14 +230,21 @@ def _flops(item) -> float:
     return sum(_flops(shape) for shape in item)
 
 
-def _frequent_within_budget(counts: collections.Counter) -> tuple:
-    """The items of ``counts`` (multiplies or groups of them), most frequent first (ties in
-    sorted order), while their work stays within ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the
-    first always), sorted."""
+def frequent_within_budget(
+    counts: collections.Counter,
+    flops_of: Callable[[object], float] | None = None,
+    budget: float | None = None,
+) -> tuple:
+    """The items of ``counts`` (multiplies or groups of them by default; any shapes whose
+    work ``flops_of`` gives), most frequent first (ties in sorted order), while their work
+    stays within ``budget`` (default ``_defaults.AOTI_MATMUL_PROBE_FLOPS``; the first always),
+    sorted: what a probe times."""
+    flops_of = flops_of or _flops
+    budget = _defaults.AOTI_MATMUL_PROBE_FLOPS if budget is None else budget
     chosen, flops = [], 0.0
     for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        cost = _flops(item)
-        if chosen and flops + cost > _defaults.AOTI_MATMUL_PROBE_FLOPS:
+        cost = flops_of(item)
+        if chosen and flops + cost > budget:
             break
         chosen.append(item)
         flops += cost
@@ -267,7 +286,7 @@ def _sgemm_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
             torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
 
     # packed, inductor's own, is what a tie keeps
-    return _faster_beyond_margin(f"float32 matrix multiplies {shapes}", packed, sgemm)
+    return faster_beyond_margin(f"float32 matrix multiplies {shapes}", packed, sgemm)
 
 
 def concat_multiplies(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
@@ -295,7 +314,7 @@ def concat_multiplies(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
     capped = collections.Counter()
     for group in groups:
         capped[tuple(_capped(shape) for shape in group)] += 1
-    if _concat_faster(_frequent_within_budget(capped)):
+    if _concat_faster(frequent_within_budget(capped)):
         return True, f"{joined}: one wider multiply measured faster here"
     return False, f"{apart}: one wider multiply not measured faster here"
 
@@ -375,10 +394,10 @@ def _concat_faster(groups: tuple[tuple[tuple[int, int, int], ...], ...]) -> bool
             torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "").split(cols, dim=-1)
 
     # apart, inductor's default, is what a tie keeps
-    return _faster_beyond_margin(f"multiplies sharing an input {groups}", apart, joined)
+    return faster_beyond_margin(f"multiplies sharing an input {groups}", apart, joined)
 
 
-def _faster_beyond_margin(subject: str, default: Callable[[], None], challenger) -> bool:
+def faster_beyond_margin(subject: str, default: Callable[[], None], challenger) -> bool:
     """Whether ``challenger`` runs faster than ``default`` beyond
     :func:`byoc_torch.timing.choose`'s margin (the default kept on a tie), both timed on one
     thread, interleaved, by their function names; said at debug level with ``subject``."""

@@ -41,6 +41,7 @@ __all__ = [
     "artifact_of",
     "executable_object",
     "forward_source",
+    "onednn_convolution_available",
     "remember",
     "scripted",
     "signature_of",
@@ -115,6 +116,25 @@ def _execute_fake(executable, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         shape = [_size(dim, sizes) for dim in spec.shape]
         outputs.append(torch.empty(shape, dtype=torch_dtype(spec.dtype), device=signature.device))
     return outputs
+
+
+def onednn_convolution_available() -> bool:
+    """Whether the runtime was built with oneDNN, so that ``torch.ops.byoc_torch.conv2d_onednn``
+    (runtime/onednn_convolution.cc) exists."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("byoc_torch::conv2d_onednn", "CPU")
+
+
+def _conv2d_onednn_fake(input, weight, bias, stride, padding, dilation, groups):
+    """The op's output: (N, O, H', W') in channels-last order, as the kernel makes it."""
+    sizes = [input.shape[0], weight.shape[0]]
+    for k in range(2):
+        span = dilation[k] * (weight.shape[2 + k] - 1) + 1
+        sizes.append((input.shape[2 + k] + 2 * padding[k] - span) // stride[k] + 1)
+    return input.new_empty(sizes).contiguous(memory_format=torch.channels_last)
+
+
+if onednn_convolution_available():
+    torch.library.register_fake("byoc_torch::conv2d_onednn")(_conv2d_onednn_fake)
 
 
 def _size(dim: int | str, sizes: dict[str, object]):

@@ -484,10 +484,12 @@ class ConvBatchNorm(torch.nn.Module):
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="prepacking needs oneDNN")
-def test_packages_are_frozen_even_when_grad_is_enabled():
+def test_packages_are_frozen_even_when_grad_is_enabled(monkeypatch):
     """Inductor freezes only with grad disabled; compile_package must not depend on the
     caller's grad mode. Frozen, the convolution is prepacked for oneDNN (its batch norm folded
-    in): the package's wrapper calls oneDNN's convolution, not ATen's."""
+    in): the package's wrapper calls oneDNN's convolution, not ATen's (convolutions left to
+    ATen's oneDNN ops, which freezing is what prepacks)."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_ONEDNN_CONVOLUTIONS", False)
     model = ConvBatchNorm().eval()
     with torch.no_grad():
         model.bn.running_mean.uniform_(-0.1, 0.1)
