@@ -61,25 +61,25 @@ def _load(data: bytes, workdir: str, name: str):
 def _packages(model, inputs, workdir: str) -> dict[str, tuple]:
     """name -> (runner, its arguments, package bytes)."""
     found = {}
-    saved = (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES)
+    saved = (_defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES)
     try:
-        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = True, math.inf
+        _defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = "packed", math.inf
         program, _, args = whole_program(model, inputs)
         data = aot_inductor.compile_package(program)
         found["frozen"] = (_load(data, workdir, "frozen"), args, len(data))
     finally:
-        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = saved
+        _defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = saved
     program, _, args = whole_program(model, inputs)
     data = aot_inductor.compile_package(program)
     found["byoc"] = (_load(data, workdir, "byoc"), args, len(data))
-    saved = _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
+    saved = _defaults.AOTI_MATMUL_WEIGHTS
     try:
-        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS = False
+        _defaults.AOTI_MATMUL_WEIGHTS = "inputs"
         program, _, args = whole_program(model, inputs)
         data = aot_inductor.compile_package(program)
         found["inputs"] = (_load(data, workdir, "inputs"), args, len(data))
     finally:
-        _defaults.AOTI_FREEZE_MATMUL_WEIGHTS = saved
+        _defaults.AOTI_MATMUL_WEIGHTS = saved
     ep = torch.export.export(model, inputs)
     path = os.path.join(workdir, "not_frozen.pt2")
     with torch.no_grad():

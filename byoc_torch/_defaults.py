@@ -117,25 +117,34 @@ AOTI_MEASURE_ROUNDS = 5
 # least AOTI_MIN_SUBGRAPH_MS) into AOTInductor packages to time them as a third executor: a
 # package costs seconds to compile (cached by key afterwards).
 AOTI_MAX_REGIONS = 2
-# Whether float32 matrices multiplied by mm / addmm / linear are frozen into AOTInductor packages
-# with the other parameters. Frozen, inductor packs them for oneDNN's _linear_pointwise (in AOT
-# mode it cannot use MKL's packed sgemm); left as inputs of the package, the multiplies are MKL's
-# sgemm on the unpacked matrix. Which is faster depends on the CPU (benchmarks/aoti_freezing.py,
-# x eager, interleaved medians): on a Zen 3 host (AVX2) frozen was slower, HF BERT 1.11 frozen
-# against 0.83 as inputs at one thread; on a Zen 4 host (AVX-512) it is faster, HF BERT 0.64
-# against 0.74 at one thread and 0.62 against 0.77 at two, ViT 0.51 against 0.81 at two.
-# None: measured on this CPU on the model's own multiplies (frozen_weights.matmul_weights_frozen);
-# True / False force it. A frozen weight lives once: TVM's copy is dropped from the calls of the
+# What AOTInductor packages make of the float32 matrices multiplied by mm / addmm / linear
+# (frozen_weights.matmul_weights):
+# * "packed": frozen in with the other parameters; inductor packs them for oneDNN's
+#   _linear_pointwise (in AOT mode it cannot use MKL's packed sgemm).
+# * "transposed": frozen in, stored transposed ((in, out), the layout a linear multiplies by), so
+#   MKL's sgemm reads them as they lie instead of transposing a copy of the weight on every
+#   call; inductor's oneDNN weight packing is off in those packages (unless an ATen convolution
+#   there needs it).
+# * "inputs": package inputs, passed by the runtime at each call; MKL's sgemm on the transposed
+#   view of the one copy TVM keeps.
+# Which of oneDNN's packed multiplies and MKL's sgemm is faster depends on the CPU
+# (benchmarks/aoti_freezing.py, x eager, interleaved medians): on a Zen 3 host (AVX2) frozen
+# and packed was slower, HF BERT 1.11 against 0.83 as inputs at one thread; on a Zen 4 host
+# (AVX-512) it is faster, HF BERT 0.64 against 0.74 at one thread and 0.62 against 0.77 at two.
+# MKL's sgemm on transposed matrices against on the transposed view, BERT's 17 multiplies at
+# one thread on the Zen 3 host: 0.95 (GPT 0.93, ViT 0.92).
+# None: measured on this CPU on the model's own multiplies, "packed" against "transposed";
+# a string forces one. A frozen weight lives once: TVM's copy is dropped from the calls of the
 # subgraphs whose packages run (codegen.weights_in_packages_only).
-AOTI_FREEZE_MATMUL_WEIGHTS: bool | None = None
-# Whether multiplies that read the same input (an attention's query, key and value projections)
-# and whose matrices are frozen become one multiply by the concatenated matrices in AOTInductor
-# packages (inductor's cpp.enable_concat_linear, off in inductor by default: not faster for
-# every shape and CPU). One call instead of three saves ATen's per-call setup of a oneDNN
-# multiply (about 14 us a call on the Zen 4 host) and gives oneDNN a wider matrix; HF ViT's
-# package went from 0.65x to 0.63x eager at one thread, 0.51x to 0.48x at two.
-# None: measured on this CPU on the model's own groups (frozen_weights.concat_multiplies);
-# True / False force it.
+AOTI_MATMUL_WEIGHTS: str | None = None
+# Whether multiplies that read the same input (an attention's query, key and value projections) and
+# whose matrices are frozen and packed for oneDNN become one multiply by the concatenated matrices
+# in AOTInductor packages (inductor's cpp.enable_concat_linear, off in inductor by default: not
+# faster for every shape and CPU). One call instead of three saves ATen's per-call setup of a oneDNN
+# multiply (about 14 us a call on the Zen 4 host) and gives oneDNN a wider matrix; HF ViT's package
+# went from 0.65x to 0.63x eager at one thread, 0.51x to 0.48x at two.
+# None: measured on this CPU on the model's own groups (frozen_weights.concat_multiplies); True /
+# False force it.
 AOTI_CONCAT_MULTIPLIES: bool | None = None
 # Whether AOTInductor packages run float32 2-d convolutions through the runtime's own oneDNN op
 # (torch.ops.byoc_torch.conv2d_onednn: primitive and packed weight built once) instead of ATen's

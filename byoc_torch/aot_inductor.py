@@ -51,10 +51,12 @@ from .frontend.torchscript import is_scalar_node, output_metas, script_for_node,
 from .frozen_weights import (
     CONVOLUTIONS,
     MATMULS,
+    TRANSPOSED,
     WEIGHT_VIEWS,
     concat_multiplies,
     frozen_values,
-    matmul_weights_frozen,
+    matmul_weights,
+    transposed,
 )
 from .names import op_key
 from .onednn_convolutions import onednn_verdict, rewritten
@@ -74,7 +76,7 @@ __all__ = [
     "choose_executors",
     "compile_package",
     "compiler_missing",
-    "matmul_weights_frozen",
+    "matmul_weights",
     "nodes_program",
     "nothing_to_gain",
     "subgraph_program",
@@ -93,8 +95,10 @@ class SubgraphProgram:
     buffers), example inputs, torch.export's ``dynamic_shapes`` for them, which of the
     subgraph's runtime inputs they are (indices), whether multiplies of one input by
     frozen matrices are concatenated (:func:`byoc_torch.frozen_weights.concat_multiplies`),
-    and whether its convolutions run through the runtime's oneDNN op
-    (:func:`byoc_torch.onednn_convolutions.onednn_verdict`)."""
+    whether its convolutions run through the runtime's oneDNN op
+    (:func:`byoc_torch.onednn_convolutions.onednn_verdict`), and whether its frozen
+    matrices are stored transposed for MKL's sgemm
+    (:func:`byoc_torch.frozen_weights.matmul_weights`)."""
 
     module: fx.GraphModule
     example: tuple[torch.Tensor, ...]
@@ -102,15 +106,28 @@ class SubgraphProgram:
     inputs: tuple[int, ...]
     concat_multiplies: bool = False
     onednn_convolutions: bool = False
+    transposed_matrices: bool = False
 
     def compiled_module(self) -> fx.GraphModule:
         """The module its package is compiled from: :attr:`module`, its convolutions
-        rewritten to the runtime's oneDNN op when :attr:`onednn_convolutions`."""
-        return rewritten(self.module) if self.onednn_convolutions else self.module
+        rewritten to the runtime's oneDNN op when :attr:`onednn_convolutions`, its matrices
+        stored transposed when :attr:`transposed_matrices`."""
+        module = rewritten(self.module) if self.onednn_convolutions else self.module
+        return transposed(module) if self.transposed_matrices else module
 
     def inductor_configs(self) -> dict[str, object]:
-        """The inductor settings its package is compiled with."""
-        return {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
+        """The inductor settings its package is compiled with. With its matrices transposed
+        for MKL's sgemm, inductor does not freeze the package (its constants stay in it as
+        they are): freezing would pack them for oneDNN's multiplies again, and inductor's
+        ``cpp.weight_prepack`` cannot say otherwise once a package in the process was packed
+        (its patterns are registered once). Unless an ATen convolution is left in it: its
+        weight packing and batch-norm folding matter more."""
+        configs = {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
+        if self.transposed_matrices and not any(
+            n.target in CONVOLUTIONS for n in self.compiled_module().graph.nodes
+        ):
+            configs["freezing"] = False
+        return configs
 
 
 @dataclass(frozen=True)
@@ -149,7 +166,7 @@ def nothing_to_gain(nodes: Sequence[fx.Node]) -> str | None:
     regions, or None when it may be. A package wins by fusing chains of arithmetic into one
     kernel and by prepacking frozen weights. It gains nothing on views and copies or on one op
     alone; on one matrix multiply with at most one op after it, it gains at most the packing of
-    a frozen weight (:func:`matmul_weights_frozen`; 10-20 % of the multiply where oneDNN's
+    a frozen weight (:func:`matmul_weights`; 10-20 % of the multiply where oneDNN's
     packed multiplies win), which does not pay for a compile of seconds per region (HF BERT's
     cold compile took 43-44 s instead of 36 s compiling two such regions), while the whole-model
     candidate and the final subgraphs' packages get it anyway. Unfrozen, such a region runs
@@ -254,8 +271,9 @@ def _program(root: torch.nn.Module, graph: fx.Graph, bound, ep) -> SubgraphProgr
     taken, example, dynamic = bound
     module = fx.GraphModule(root, graph)
     own_convolutions = onednn_verdict(ep.graph)[0]
+    lying = matmul_weights(ep)[0] == TRANSPOSED
     return SubgraphProgram(
-        module, example, dynamic, taken, concat_multiplies(ep)[0], own_convolutions
+        module, example, dynamic, taken, concat_multiplies(ep)[0], own_convolutions, lying
     )
 
 
@@ -631,9 +649,7 @@ def _choose(
         ts_ms, aoti_ms = _interleaved_ms(modules, run, rounds)
     else:
         aoti_ms = {}
-    weights = _joined(
-        matmul_weights_frozen(ep)[1], concat_multiplies(ep)[1], onednn_verdict(ep.graph)[1]
-    )
+    weights = _joined(matmul_weights(ep)[1], concat_multiplies(ep)[1], onednn_verdict(ep.graph)[1])
     for symbol in installed:
         ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
         if mode == AOT_INDUCTOR:

@@ -7,10 +7,11 @@ runtime passes at each call from the one copy the model holds. The decision is p
 class of constant:
 
 * convolution weights are always frozen (oneDNN prepacks them and batch norms fold into them);
-* float32 matrices of matrix multiplies are frozen unless MKL's sgemm is measured faster on
-  this CPU than oneDNN's packed multiplies, which inductor makes of them
-  (:func:`matmul_weights_frozen`, ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``); frozen, TVM keeps
-  no copy of them (:func:`byoc_torch.codegen.weights_in_packages_only`);
+* float32 matrices of matrix multiplies are frozen, either for inductor to pack for oneDNN
+  or stored transposed for MKL's sgemm, whichever is measured faster on this CPU
+  (:func:`matmul_weights`, ``_defaults.AOTI_MATMUL_WEIGHTS``; :func:`transposed` rewrites a
+  program for the second), or, forced, left package inputs; frozen, TVM keeps no copy of
+  them (:func:`byoc_torch.codegen.weights_in_packages_only`);
 * other constants of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (embedding tables) stay
   inputs: freezing gains a gather nothing.
 
@@ -40,15 +41,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONVOLUTIONS",
+    "INPUTS",
     "MATMULS",
+    "PACKED",
+    "TRANSPOSED",
     "WEIGHT_VIEWS",
     "concat_multiplies",
     "example_sizes",
     "faster_beyond_margin",
     "frequent_within_budget",
     "frozen_values",
-    "matmul_weights_frozen",
+    "matmul_weights",
+    "transposed",
 ]
+
+# What packages make of matrix-multiply weights (_defaults.AOTI_MATMUL_WEIGHTS).
+PACKED, TRANSPOSED, INPUTS = "packed", "transposed", "inputs"
+_MATMUL_MODES = (PACKED, TRANSPOSED, INPUTS)
 
 
 def _constant_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
@@ -93,8 +102,9 @@ def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Te
     """The constants of ``values`` (by placeholder name) that packages take as inputs rather
     than frozen in: the runtime passes them at each call from the one copy the model holds.
 
-    * Float32 matrices a matrix multiply reads (directly or through views), unless
-      :func:`matmul_weights_frozen` freezes them (inductor packs them for oneDNN then).
+    * Float32 matrices a matrix multiply reads (directly or through views), where
+      :func:`matmul_weights` says ``INPUTS`` (forced only: frozen, they are packed for oneDNN
+      or transposed for MKL's sgemm).
     * Any other constant of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (an embedding table):
       freezing does nothing for a gather, and an input may be shared with the rest of the
       model (a tied embedding) where a frozen copy would live twice.
@@ -103,15 +113,16 @@ def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Te
     the batch norms folded into them, are what make convolutions fast."""
     matrices = _matmul_matrices(ep, values)
     large = _large_constants(ep, values, matrices)
-    if _matmul_verdict(matrices)[0]:
+    if _matmul_verdict(matrices)[0] != INPUTS:
         return large
     return sorted(set(large) | set(matrices), key=list(values).index)
 
 
-def matmul_weights_frozen(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
-    """Whether packages of ``ep``'s subgraphs freeze the float32 matrices its matrix multiplies
-    read (``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS``; by default measured on this CPU, see
-    :func:`_matmul_verdict`), and why, for the report ("" when it reads none)."""
+def matmul_weights(ep: torch.export.ExportedProgram) -> tuple[str, str]:
+    """What packages of ``ep``'s subgraphs make of the float32 matrices its matrix multiplies
+    read: ``PACKED``, ``TRANSPOSED`` or ``INPUTS`` (``_defaults.AOTI_MATMUL_WEIGHTS``; by
+    default measured on this CPU, see :func:`_matmul_verdict`), and why, for the report (""
+    when it reads none)."""
     return _matmul_verdict(_matmul_matrices(ep, _constant_values(ep)))
 
 
@@ -182,34 +193,41 @@ def _large_constants(
     return found
 
 
-def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[bool, str]:
-    """Whether to freeze the matrix-multiply weights ``matrices`` into packages, and why.
+def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[str, str]:
+    """What to make of the matrix-multiply weights ``matrices`` in packages, and why.
 
-    ``_defaults.AOTI_FREEZE_MATMUL_WEIGHTS`` decides when it is a bool. Otherwise they are
-    frozen unless MKL's sgemm is measured faster on this CPU than oneDNN's packed multiplies,
-    which inductor makes of frozen weights, on the same multiplies (:func:`_sgemm_faster`).
-    Packed is the default a tie keeps: frozen, the package also fuses a multiply's bias and
-    activation into oneDNN's call, which the lone multiplies timed do not show (HF ViT's
-    shapes time as a tie, and the whole frozen model ran 0.64x eager against 0.75x).
-    Frozen, a weight lives once: the driver drops TVM's copy of it from the calls of the
-    subgraphs whose packages run (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
-    frozen_in, inputs = (
-        "matrix-multiply weights frozen in",
-        "matrix-multiply weights package inputs",
-    )
-    setting = _defaults.AOTI_FREEZE_MATMUL_WEIGHTS
+    ``_defaults.AOTI_MATMUL_WEIGHTS`` decides when it is set. Otherwise they are frozen, and
+    stored transposed for MKL's sgemm where that is measured faster on this CPU than oneDNN's
+    packed multiplies, which inductor makes of frozen weights, on the same multiplies
+    (:func:`_transposed_faster`); packed for oneDNN otherwise. Packed is the default a tie
+    keeps: the package also fuses a multiply's bias and activation into oneDNN's call, which
+    the lone multiplies timed do not show (HF ViT's shapes time as a tie, and the whole frozen
+    model ran 0.64x eager against 0.75x). Frozen, a weight lives once: the driver drops TVM's
+    copy of it from the calls of the subgraphs whose packages run
+    (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
+    said = {
+        PACKED: "matrix-multiply weights frozen in, packed for oneDNN",
+        TRANSPOSED: "matrix-multiply weights frozen in, transposed for MKL's sgemm",
+        INPUTS: "matrix-multiply weights package inputs",
+    }
+    setting = _defaults.AOTI_MATMUL_WEIGHTS
+    if setting is not None and setting not in _MATMUL_MODES:
+        raise ValueError(
+            f"AOTI_MATMUL_WEIGHTS must be one of {', '.join(map(repr, _MATMUL_MODES))} or "
+            f"None (measured), got {setting!r}"
+        )
     if not matrices:
-        return (setting is True), ""
-    if isinstance(setting, bool):
-        return setting, f"{frozen_in if setting else inputs} (AOTI_FREEZE_MATMUL_WEIGHTS)"
+        return (setting or PACKED), ""
+    if setting is not None:
+        return setting, f"{said[setting]} (AOTI_MATMUL_WEIGHTS)"
     shapes = collections.Counter(s for found in matrices.values() for s in found)
-    if _sgemm_faster(_timed_shapes(shapes)):
-        return False, f"{inputs}: MKL's sgemm measured faster here than oneDNN's packed multiplies"
-    return True, f"{frozen_in}: MKL's sgemm not measured faster here than oneDNN's packed ones"
+    if _transposed_faster(_timed_shapes(shapes)):
+        return TRANSPOSED, f"{said[TRANSPOSED]}: measured faster here than oneDNN's packed ones"
+    return PACKED, f"{said[PACKED]}: MKL's sgemm not measured faster here"
 
 
 def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ...]:
-    """The multiplies :func:`_sgemm_faster` times for a model: its most frequent
+    """The multiplies :func:`_transposed_faster` times for a model: its most frequent
     shapes, rows capped at ``_defaults.AOTI_MATMUL_PROBE_ROWS``, while their work stays within
     ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the first always), sorted."""
     capped = collections.Counter()
@@ -252,14 +270,14 @@ def frequent_within_budget(
 
 
 @functools.cache
-def _sgemm_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
-    """Whether ``aten.addmm`` on the unpacked matrix (MKL's sgemm) runs ``shapes`` (rows,
-    inner, columns; with a bias) faster on this CPU than oneDNN's packed float32 multiplies
-    (``mkldnn._linear_pointwise`` on a weight ``mkldnn._reorder_linear_weight`` packed, what
-    inductor makes of a frozen linear weight in AOT mode), beyond
-    :func:`byoc_torch.timing.choose`'s margin. Timed on one thread, interleaved; once per
-    process for a set of shapes. Which wins depends on the CPU (docs/performance.md). True
-    when this torch cannot pack (nothing to gain from freezing then)."""
+def _transposed_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
+    """Whether ``aten.addmm`` by the matrix stored transposed (MKL's sgemm reading it as it
+    lies) runs ``shapes`` (rows, inner, columns; with a bias) faster on this CPU than oneDNN's
+    packed float32 multiplies (``mkldnn._linear_pointwise`` on a weight
+    ``mkldnn._reorder_linear_weight`` packed, what inductor makes of a frozen linear weight in
+    AOT mode), beyond :func:`byoc_torch.timing.choose`'s margin. Timed on one thread,
+    interleaved; once per process for a set of shapes. Which wins depends on the CPU
+    (docs/performance.md). True when this torch cannot pack (nothing to gain from packing)."""
     shapes = tuple(s for s in shapes if min(s) > 0)
     if not shapes:
         return False
@@ -272,14 +290,15 @@ def _sgemm_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
             x = torch.randn(rows, inner, generator=gen)
             w = torch.randn(cols, inner, generator=gen)
             b = torch.randn(cols, generator=gen)
-            cases.append((x, w, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
+            w_t = w.t().contiguous()
+            cases.append((x, w_t, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
     except (RuntimeError, AttributeError) as err:  # this build cannot pack: nothing to gain
         logger.debug("oneDNN cannot pack float32 matrices here: %s", err)
         return True
 
     def sgemm() -> None:
-        for x, w, b, _ in cases:
-            torch.addmm(b, x, w.t())
+        for x, w_t, b, _ in cases:
+            torch.addmm(b, x, w_t)
 
     def packed() -> None:
         for x, _, b, p in cases:
@@ -297,12 +316,13 @@ def concat_multiplies(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
     ``_defaults.AOTI_CONCAT_MULTIPLIES`` decides when it is a bool. Otherwise they are
     concatenated when one multiply by the concatenated matrix is measured faster on this CPU
     than the separate ones, on the model's own groups (:func:`_concat_faster`); apart is what a
-    tie keeps (inductor's default). Only frozen matrices concatenate: weights that are package
-    inputs (:func:`matmul_weights_frozen`) are multiplied where they are."""
+    tie keeps (inductor's default). Only matrices packed for oneDNN concatenate (inductor's
+    concatenation packs them): transposed ones and package inputs (:func:`matmul_weights`) are
+    multiplied where they are."""
     values = _constant_values(ep)
     matrices = _matmul_matrices(ep, values)
     groups = _sibling_multiplies(ep, values, matrices)
-    if not groups or not _matmul_verdict(matrices)[0]:
+    if not groups or _matmul_verdict(matrices)[0] != PACKED:
         return False, ""
     joined, apart = (
         "multiplies sharing an input concatenated",
@@ -407,6 +427,77 @@ def faster_beyond_margin(subject: str, default: Callable[[], None], challenger) 
     said = ", ".join(f"{name} {t.describe()}" for name, t in timings.items())
     logger.debug("%s, one thread: %s: %s kept", subject, said, choice.name)
     return choice.name == challenger.__name__
+
+
+def _is_transpose(node: fx.Node) -> bool:
+    """Whether ``node`` transposes a 2-d value: ``t``, ``permute(.., [1, 0])`` or
+    ``transpose(.., 0, 1)``."""
+    if node.op != "call_function":
+        return False
+    if node.target is _aten.t.default:
+        return True
+    if node.target is _aten.permute.default:
+        return list(node.args[1]) in ([1, 0], [-1, -2], [1, -2], [-1, 0])
+    if node.target is _aten.transpose.int:
+        return {d % 2 for d in node.args[1:3]} == {0, 1}
+    return False
+
+
+def _multiplied_from_the_right_only(weight: fx.Node) -> bool:
+    """Whether every use of ``weight`` is a transpose of it that only ``mm`` / ``addmm``
+    read, as the matrix they multiply by (a linear layer's weight in a decomposed program)."""
+    if not weight.users:
+        return False
+    for view in weight.users:
+        if not _is_transpose(view) or not view.users:
+            return False
+        for user in view.users:
+            if user.target not in (_aten.mm.default, _aten.addmm.default):
+                return False
+            if _weight_operand(user) is not view or list(user.args).count(view) != 1:
+                return False
+    return True
+
+
+def transposed(module: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``module`` whose frozen float32 matrices that only matrix multiplies read,
+    through a transpose (``mm(x, w.t())``, ``addmm(b, x, w.t())``), are stored transposed
+    instead, contiguous, and read as they lie: MKL's sgemm multiplies by them without
+    copying the weight into its transposed layout on every call (the ``TRANSPOSED`` of
+    :func:`matmul_weights`). The copy holds the transposed matrices, not the originals; every
+    other constant is shared with ``module``. A matrix anything else reads (a tied embedding
+    table) is left as it is."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(module.graph, {}))
+    attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
+    for node in list(graph.nodes):
+        if node.op != "get_attr" or not _multiplied_from_the_right_only(node):
+            continue
+        weight = attrs[node.target]
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            continue
+        if weight.dtype != torch.float32 or weight.device.type != "cpu":
+            continue
+        name = f"{node.target.replace('.', '_')}_t"
+        while name in attrs:
+            name += "_"
+        attrs[name] = weight.detach().t().contiguous()
+        for view in list(node.users):
+            with graph.inserting_before(view):
+                lying = graph.get_attr(name)
+            lying.meta.update(view.meta)
+            view.replace_all_uses_with(lying)
+            graph.erase_node(view)
+        graph.erase_node(node)
+    return fx.GraphModule(attrs, graph)  # holds only what its get_attr nodes name
+
+
+def _attribute(module: torch.nn.Module, target: str):
+    """The attribute of ``module`` a ``get_attr`` node names (a dotted path)."""
+    value = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def _reader_nodes(node: fx.Node) -> set[fx.Node]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import zipfile
 import pytest
 import torch
 import tvm
+from torch import fx
 from tvm import relax
 
 import byoc_torch
@@ -411,11 +413,11 @@ def _one_aot_inductor_subgraph(model: ConvThenLinear):
 
 
 def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monkeypatch):
-    """Where matrix-multiply weights are not frozen (_defaults.AOTI_FREEZE_MATMUL_WEIGHTS;
-    measured by default), the linear weight and the matrix of ``@`` stay inputs of the
+    """Where matrix-multiply weights are not frozen (_defaults.AOTI_MATMUL_WEIGHTS
+    "inputs"; forced only), the linear weight and the matrix of ``@`` stay inputs of the
     package; the convolution's weight, the biases and the matrix used elementwise are frozen
     in. The program still computes the model."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", False)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "inputs")
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
     program, taken, _ = whole_program(model, (x,))
@@ -427,7 +429,7 @@ def test_matmul_weights_stay_package_inputs_and_other_parameters_are_frozen(monk
     with torch.no_grad():
         torch.testing.assert_close(program.module(*args)[0], model(x))
 
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "packed")
     program, taken, _ = whole_program(model, (x,))
     assert taken == ["x"]
     assert len(list(program.module.buffers())) == 6
@@ -460,7 +462,7 @@ def test_large_constants_stay_package_inputs_unless_a_convolution_reads_them(mon
     once, in the model's constants), except a convolution's weight, which freezing prepacks.
     Here the bound is 64 bytes: the 4x5 elementwise matrix (80 bytes) becomes an input, the
     216-byte convolution weight stays frozen, as do the biases (12 and 24 bytes)."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", False)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "inputs")
     monkeypatch.setattr("byoc_torch._defaults.AOTI_FROZEN_MAX_BYTES", 64)
     model = ConvThenLinear().eval()
     x = torch.randn(2, 2, 4, 4)
@@ -587,40 +589,161 @@ class Mlp(torch.nn.Module):
 
 
 def _probe(monkeypatch, verdict: bool) -> list:
-    """Replaces the timed comparison of packed and unpacked multiplies by ``verdict``; the
-    list records the shapes it was asked about."""
+    """Replaces the timed comparison of oneDNN's packed multiplies and MKL's sgemm on
+    transposed matrices by ``verdict`` (True: packed faster); the list records the shapes it
+    was asked about."""
     asked: list = []
 
     def fake(shapes):
         asked.append(shapes)
         return not verdict
 
-    monkeypatch.setattr(frozen_weights, "_sgemm_faster", fake)
+    monkeypatch.setattr(frozen_weights, "_transposed_faster", fake)
     return asked
 
 
 @pytest.mark.parametrize("packed_faster", [True, False])
-def test_matmul_weights_are_frozen_where_packed_multiplies_are_measured_faster(
-    monkeypatch, packed_faster
-):
-    """By default (AOTI_FREEZE_MATMUL_WEIGHTS None) the measurement decides: frozen when
-    oneDNN's packed multiplies win on this CPU, package inputs when MKL's sgemm does. It is
-    asked about the model's own multiplies (rows, inner, columns: 2x8 tokens, 64 -> 256 and
-    256 -> 64). The embedding table (4000x64, past AOTI_FROZEN_MAX_BYTES) stays an input
-    either way."""
+def test_matmul_weights_are_packed_or_transposed_as_measured_faster(monkeypatch, packed_faster):
+    """By default (AOTI_MATMUL_WEIGHTS None) the matrices are frozen either way and the
+    measurement decides how: packed for oneDNN when its packed multiplies win on this CPU,
+    stored transposed for MKL's sgemm when that does. It is asked about the model's own
+    multiplies (rows, inner, columns: 2x8 tokens, 64 -> 256 and 256 -> 64). The embedding
+    table (4000x64, past AOTI_FROZEN_MAX_BYTES) stays an input either way. The package's
+    module holds the matrices transposed, and not also as they were, and computes the model
+    on another input."""
     asked = _probe(monkeypatch, packed_faster)
     model = Mlp(vocab=4000).eval()
     ids = torch.randint(0, 4000, (2, 8))
     program, taken, _ = whole_program(model, (ids,))
-    assert asked == [((16, 64, 256), (16, 256, 64))]
-    if packed_faster:
-        assert sorted(taken) == ["emb.weight", "ids"]
-    else:
-        assert sorted(taken) == ["down.weight", "emb.weight", "ids", "up.weight"]
-    params = dict(model.named_parameters())
-    args = [ids if name == "ids" else params[name].detach() for name in taken]
+    assert set(asked) == {((16, 64, 256), (16, 256, 64))}  # the real probe runs once
+    assert sorted(taken) == ["emb.weight", "ids"]
+    assert program.transposed_matrices is not packed_faster
+    compiled = program.compiled_module()
+    held = {tuple(b.shape): b for b in compiled.buffers() if b.dim() == 2}
+    up, down = model.up.weight.detach(), model.down.weight.detach()  # (out, in)
+    expected = (
+        {(256, 64): up, (64, 256): down}
+        if packed_faster
+        else {(64, 256): up.t(), (256, 64): down.t()}
+    )
+    assert held.keys() == expected.keys()
+    for shape, value in expected.items():
+        torch.testing.assert_close(held[shape], value, rtol=0, atol=0)
+        assert held[shape].is_contiguous()
+    other = torch.randint(0, 4000, (2, 8))
+    args = [other if name == "ids" else model.emb.weight.detach() for name in taken]
     with torch.no_grad():
-        torch.testing.assert_close(program.module(*args)[0], model(ids))
+        torch.testing.assert_close(compiled(*args)[0], model(other))
+
+
+aten = torch.ops.aten
+
+
+def _graph_of(module: fx.GraphModule) -> list[tuple]:
+    """Each node of ``module``'s graph as (op, target, arguments), in order; an argument that
+    is a node by its position in the graph (names depend on how nodes were made)."""
+    position = {n: k for k, n in enumerate(module.graph.nodes)}
+
+    def arg(a):
+        return position[a] if isinstance(a, fx.Node) else a
+
+    return [(n.op, str(n.target), tuple(map(arg, n.args))) for n in module.graph.nodes]
+
+
+def _linears_before() -> fx.GraphModule:
+    """x (3, 4) -> addmm(b, x, permute(w1)) -> mm(., t(w2)) -> mm(., permute(w3)) * w3[0, 0]:
+    w1 and w2 only multiplied by, w3 also read elementwise."""
+    gen = torch.Generator().manual_seed(0)
+    attrs = {
+        "w1": torch.randn(6, 4, generator=gen),
+        "b": torch.randn(6, generator=gen),
+        "w2": torch.randn(5, 6, generator=gen),
+        "w3": torch.randn(5, 5, generator=gen),
+    }
+    g = fx.Graph()
+    x = g.placeholder("x")
+    w1, b, w2, w3 = (g.get_attr(k) for k in attrs)
+    h = g.call_function(
+        aten.addmm.default, (b, x, g.call_function(aten.permute.default, (w1, [1, 0])))
+    )
+    h = g.call_function(aten.mm.default, (h, g.call_function(aten.t.default, (w2,))))
+    h = g.call_function(aten.mm.default, (h, g.call_function(aten.permute.default, (w3, [1, 0]))))
+    corner = g.call_function(aten.select.int, (g.call_function(aten.select.int, (w3, 0, 0)), 0, 0))
+    g.output(g.call_function(aten.mul.Tensor, (h, corner)))
+    return fx.GraphModule(attrs, g)
+
+
+def test_transposed_stores_what_only_multiplies_read_transposed_and_read_as_it_lies():
+    """Before: w1 and w2 reach their multiplies through a transpose. Expected: those
+    transposes are the stored transposed matrices (w1_t, w2_t: contiguous, (in, out)), the
+    originals are gone from the module, and w3, which an elementwise op also reads, stays
+    as it was. The rewritten module computes what the original does."""
+    before = _linears_before()
+    after = frozen_weights.transposed(before)
+    expected = [
+        ("placeholder", "x", ()),  # 0
+        ("get_attr", "b", ()),
+        ("get_attr", "w3", ()),
+        ("get_attr", "w1_t", ()),
+        ("call_function", "aten.addmm.default", (1, 0, 3)),  # 4
+        ("get_attr", "w2_t", ()),
+        ("call_function", "aten.mm.default", (4, 5)),  # 6
+        ("call_function", "aten.permute.default", (2, [1, 0])),
+        ("call_function", "aten.mm.default", (6, 7)),  # 8
+        ("call_function", "aten.select.int", (2, 0, 0)),
+        ("call_function", "aten.select.int", (9, 0, 0)),
+        ("call_function", "aten.mul.Tensor", (8, 10)),  # 11
+        ("output", "output", (11,)),
+    ]
+    assert _graph_of(after) == expected
+    for name in ("w1", "w2"):
+        assert not hasattr(after, name)
+        lying = getattr(after, f"{name}_t")
+        assert lying.is_contiguous()
+        torch.testing.assert_close(lying, getattr(before, name).t(), rtol=0, atol=0)
+    assert after.w3 is before.w3 and after.b is before.b
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(after(x), before(x))
+
+
+def test_transposed_packages_call_mkls_sgemm_on_the_stored_matrices(monkeypatch):
+    """Mlp with its matrices transposed: the package is not frozen (freezing would pack
+    them for oneDNN again), its two multiplies call ATen's addmm on the stored (in, out)
+    constants as they lie, none oneDNN's, and it agrees with eager on another input. With
+    an ATen convolution left in it (ConvThenLinear, convolutions not given to the runtime's
+    oneDNN op), the package stays frozen for the convolution's sake."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "transposed")
+    model = Mlp(vocab=4000).eval()
+    program, taken, _ = whole_program(model, (torch.randint(0, 4000, (2, 8)),))
+    assert program.transposed_matrices
+    assert program.inductor_configs()["freezing"] is False
+    package = aot_inductor.compile_package(program)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        (wrapper,) = [n for n in archive.namelist() if n.endswith("wrapper.cpp")]
+        source = archive.read(wrapper).decode()
+    assert len(re.findall(r"aoti_torch_cpu_addmm_out\([^;]*, c\d+_t, 1L, 1L\)", source)) == 2
+    assert _linear_calls(package) == 0
+    runner = aot_inductor_runner(package)
+    ids = torch.randint(0, 4000, (2, 8))  # not the example's
+    args = [ids if name == "ids" else model.emb.weight.detach() for name in taken]
+    with torch.no_grad():
+        torch.testing.assert_close(runner(*args)[0], model(ids), rtol=1e-5, atol=1e-5)
+
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_ONEDNN_CONVOLUTIONS", False)
+    program, _, _ = whole_program(ConvThenLinear().eval(), (torch.randn(2, 2, 4, 4),))
+    assert program.transposed_matrices
+    assert program.inductor_configs()["freezing"] is True
+
+
+def test_a_bad_matmul_weights_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "frozen")
+    ep = torch.export.export(Mlp(vocab=10).eval(), (torch.randint(0, 10, (2, 3)),))
+    with pytest.raises(ValueError) as err:
+        frozen_weights.matmul_weights(ep)
+    assert str(err.value) == (
+        "AOTI_MATMUL_WEIGHTS must be one of 'packed', 'transposed', 'inputs' or None "
+        "(measured), got 'frozen'"
+    )
 
 
 class Wide(torch.nn.Module):
@@ -651,11 +774,13 @@ def _constants(mod) -> list:
     return found
 
 
-def test_a_weight_frozen_into_a_package_lives_only_there(monkeypatch, tmp_path):
-    """The package froze the four matrices and biases, so TVM keeps none of them: the lowered
-    module has no constants left, the artifact holds the weights once (1.5x would be a second
-    copy), the report says so, and the artifact runs in a fresh process on another input."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+@pytest.mark.parametrize("how", ["packed", "transposed"])
+def test_a_weight_frozen_into_a_package_lives_only_there(monkeypatch, tmp_path, how):
+    """The package froze the four matrices (packed for oneDNN, or transposed for MKL's
+    sgemm) and biases, so TVM keeps none of them: the lowered module has no constants left,
+    the artifact holds the weights once (1.5x would be a second copy), the report says so,
+    and the artifact runs in a fresh process on another input."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", how)
     model = Wide().eval()
     compiled = byoc_torch.compile(
         model,
@@ -666,6 +791,7 @@ def test_a_weight_frozen_into_a_package_lives_only_there(monkeypatch, tmp_path):
     )
     (entry,) = compiled.report().subgraphs
     assert entry.executor == "aot_inductor"
+    assert f"matrix-multiply weights frozen in, {how} for" in entry.executor_reason
     assert entry.executor_reason.endswith("the weights it froze live only in the package")
     assert _constants(compiled.ir_module) == []
     path = compiled.export(tmp_path / "wide.so")
@@ -713,35 +839,43 @@ def _fake_probe_times(monkeypatch, **ms: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sgemm_ms", "packed_ms", "frozen"),
+    ("sgemm_ms", "packed_ms", "packed"),
     [(1.0, 0.8, True), (1.0, 0.98, True), (1.0, 1.03, True), (1.0, 1.3, False)],
 )
-def test_sgemm_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, frozen):
+def test_sgemm_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, packed):
     """The verdict is timing.choose's over the two timings, oneDNN's packed multiplies (what
-    inductor does with frozen weights) the default: only MKL's sgemm faster beyond the 5 %
-    margin (23 % here) keeps the weights inputs; a tie either way freezes them. Both callables
-    are real: each runs its multiplies once before its timing is faked."""
+    inductor does with frozen weights) the default: only MKL's sgemm on the transposed
+    matrices faster beyond the 5 % margin (23 % here) stores them transposed; a tie either
+    way keeps them packed. Both callables are real: each runs its multiplies once before its
+    timing is faked."""
     _fake_probe_times(monkeypatch, sgemm=sgemm_ms, packed=packed_ms)
-    frozen_weights._sgemm_faster.cache_clear()
+    frozen_weights._transposed_faster.cache_clear()
     try:
-        assert frozen_weights._sgemm_faster(((16, 64, 256),)) is not frozen
+        assert frozen_weights._transposed_faster(((16, 64, 256),)) is not packed
     finally:
-        frozen_weights._sgemm_faster.cache_clear()
+        frozen_weights._transposed_faster.cache_clear()
 
 
 @pytest.mark.parametrize(
     ("packed_faster", "said"),
     [
-        (True, "matrix-multiply weights frozen in: MKL's sgemm not measured faster here"),
-        (False, "matrix-multiply weights package inputs: MKL's sgemm measured faster here"),
+        (
+            True,
+            "matrix-multiply weights frozen in, packed for oneDNN: MKL's sgemm not measured "
+            "faster here",
+        ),
+        (
+            False,
+            "matrix-multiply weights frozen in, transposed for MKL's sgemm: measured faster "
+            "here than oneDNN's packed ones",
+        ),
     ],
 )
-def test_the_report_says_whether_matrix_weights_were_frozen_and_why(
-    monkeypatch, packed_faster, said
-):
-    """The measurement decides whether ConvThenLinear's matrices are frozen; the subgraph's
+def test_the_report_says_how_matrix_weights_were_frozen_and_why(monkeypatch, packed_faster, said):
+    """The measurement decides how ConvThenLinear's matrices are frozen; the subgraph's
     executor reason in the report says which, and that what the package froze lives only
-    there."""
+    there. Transposed, the package keeps the convolution's weight packing (an ATen
+    convolution is left in it)."""
     asked = _probe(monkeypatch, packed_faster)
     model = ConvThenLinear().eval()
     compiled = _one_aot_inductor_subgraph(model)
@@ -896,7 +1030,7 @@ def test_packages_concatenate_multiplies_sharing_an_input_where_measured_faster(
     joined, the package multiplies q, k and v in one oneDNN call (two calls in all, with
     out's), else in three (four in all); the probe is asked about QKV's one group; the
     package agrees with eager on another input either way."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "packed")
     asked: list = []
 
     def fake(groups):
@@ -928,27 +1062,33 @@ def aot_inductor_runner(package: bytes):
 
 
 @pytest.mark.parametrize(
-    ("setting", "frozen", "expected"),
+    ("setting", "matrices", "expected"),
     [
         (
             None,
-            True,
+            "packed",
             (
                 True,
                 "multiplies sharing an input concatenated: one wider multiply measured faster here",
             ),
         ),
-        (False, True, (False, "multiplies sharing an input kept apart (AOTI_CONCAT_MULTIPLIES)")),
-        (True, False, (False, "")),
+        (
+            False,
+            "packed",
+            (False, "multiplies sharing an input kept apart (AOTI_CONCAT_MULTIPLIES)"),
+        ),
+        (True, "inputs", (False, "")),
+        (True, "transposed", (False, "")),
     ],
 )
-def test_only_frozen_matrices_concatenate_and_the_setting_forces_it(
-    monkeypatch, setting, frozen, expected
+def test_only_packed_matrices_concatenate_and_the_setting_forces_it(
+    monkeypatch, setting, matrices, expected
 ):
     """The verdict and the report's words: measured (the probe faked faster), forced apart by
-    the setting, and none at all when the matrices are package inputs (nothing to join)."""
+    the setting, and none at all when the matrices are package inputs or transposed for MKL's
+    sgemm (inductor's concatenation packs them for oneDNN)."""
     monkeypatch.setattr("byoc_torch._defaults.AOTI_CONCAT_MULTIPLIES", setting)
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", frozen)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", matrices)
     monkeypatch.setattr(frozen_weights, "_concat_faster", lambda groups: True)
     ep = torch.export.export(QKV().eval(), (torch.randn(2, 5, 32),)).run_decompositions()
     assert frozen_weights.concat_multiplies(ep) == expected
@@ -976,7 +1116,7 @@ def test_a_concatenated_package_keeps_its_batch_dynamic(monkeypatch):
     """QKV with a dynamic batch, its multiplies concatenated (forced), in one AOTInductor
     subgraph: the report says they were, and the model agrees with eager at batches other than
     the example's 2."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_FREEZE_MATMUL_WEIGHTS", True)
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "packed")
     monkeypatch.setattr("byoc_torch._defaults.AOTI_CONCAT_MULTIPLIES", True)
     model = QKV().eval()
     forced = ["aten.addmm", "aten.view", "aten.permute", "aten.bmm", "aten.expand"]
