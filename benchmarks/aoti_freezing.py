@@ -1,17 +1,18 @@
 """What freezing does to an AOTInductor package of a whole model, weight class by weight class.
 
 For each model (the Hugging Face models of :mod:`byoc_torch.testing.hf_models` or the built-in
-examples), in one process on the CPU, three AOTInductor packages of the same decomposed program
+examples), in one process on the CPU, AOTInductor packages of the same decomposed program
 are timed against eager:
 
 * ``frozen``         every parameter, buffer and constant frozen in (``freezing=True``), as
-                     AOTInductor's users compile it;
+                     AOTInductor's users compile it (matrices packed for oneDNN);
 * ``byoc``           what byoc_torch compiles (:func:`byoc_torch.aot_inductor.nodes_program`
                      over the whole program, then ``compile_package``): frozen too, but the
-                     large constants no convolution reads are inputs of the package, and the
-                     float32 matrices of matrix multiplies unless byoc_torch measures oneDNN's
-                     packed multiplies faster on this CPU within its memory bound (``_defaults``);
-* ``inputs``         as ``byoc`` with the matrices always inputs (MKL's sgemm runs them);
+                     large constants no convolution reads are inputs of the package; float32
+                     matrices of matrix multiplies packed for oneDNN or stored transposed for
+                     MKL's sgemm, as measured on this CPU (``_defaults.AOTI_MATMUL_WEIGHTS``);
+* ``packed``, ``transposed``, ``inputs``: as ``byoc`` with that setting forced (``inputs``: the
+                     matrices are inputs of the package, MKL's sgemm on their transposed view);
 * ``not_frozen``     no freezing: every weight an input, no constant folding or prepacking.
 
 In AOT mode inductor packs a frozen linear weight for oneDNN's ``_linear_pointwise`` (it cannot
@@ -58,28 +59,32 @@ def _load(data: bytes, workdir: str, name: str):
     return torch._inductor.aoti_load_package(path)
 
 
+# name -> (_defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES) it is compiled with;
+# "byoc" keeps the defaults.
+_SETTINGS = {
+    "frozen": ("packed", math.inf),
+    "byoc": (None, None),
+    "packed": ("packed", None),
+    "transposed": ("transposed", None),
+    "inputs": ("inputs", None),
+}
+
+
 def _packages(model, inputs, workdir: str) -> dict[str, tuple]:
     """name -> (runner, its arguments, package bytes)."""
     found = {}
-    saved = (_defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES)
-    try:
-        _defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = "packed", math.inf
-        program, _, args = whole_program(model, inputs)
-        data = aot_inductor.compile_package(program)
-        found["frozen"] = (_load(data, workdir, "frozen"), args, len(data))
-    finally:
-        _defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = saved
-    program, _, args = whole_program(model, inputs)
-    data = aot_inductor.compile_package(program)
-    found["byoc"] = (_load(data, workdir, "byoc"), args, len(data))
-    saved = _defaults.AOTI_MATMUL_WEIGHTS
-    try:
-        _defaults.AOTI_MATMUL_WEIGHTS = "inputs"
-        program, _, args = whole_program(model, inputs)
-        data = aot_inductor.compile_package(program)
-        found["inputs"] = (_load(data, workdir, "inputs"), args, len(data))
-    finally:
-        _defaults.AOTI_MATMUL_WEIGHTS = saved
+    for name, (matrices, max_bytes) in _SETTINGS.items():
+        saved = (_defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES)
+        try:
+            if name != "byoc":
+                _defaults.AOTI_MATMUL_WEIGHTS = matrices
+            if max_bytes is not None:
+                _defaults.AOTI_FROZEN_MAX_BYTES = max_bytes
+            program, _, args = whole_program(model, inputs)
+            data = aot_inductor.compile_package(program)
+            found[name] = (_load(data, workdir, name), args, len(data))
+        finally:
+            _defaults.AOTI_MATMUL_WEIGHTS, _defaults.AOTI_FROZEN_MAX_BYTES = saved
     ep = torch.export.export(model, inputs)
     path = os.path.join(workdir, "not_frozen.pt2")
     with torch.no_grad():
