@@ -95,11 +95,11 @@ class Options:
             ``torch.get_num_threads()`` exactly (Dynamo refuses a change).
         torch_executor: what runs each LibTorch subgraph. ``"torchscript"``: its TorchScript
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
-            subgraph (``torch._inductor.aoti_compile_and_package`` with freezing, parameters
-            frozen in but for large non-convolution constants and, unless oneDNN's packed
-            multiplies are measured faster on this CPU and the copies stay within half the
-            weights, matrix-multiply weights, which the package takes as inputs; dynamic dims
-            kept), compiled at compile time, carried
+            subgraph (``torch._inductor.aoti_compile_and_package``, parameters frozen in but
+            for large non-convolution constants, which the package takes as inputs;
+            matrix-multiply weights packed for oneDNN or stored transposed for MKL's sgemm,
+            whichever is measured faster on this CPU; dynamic dims kept), compiled at compile
+            time, carried
             inside the artifact and run from C++; a subgraph it cannot compile, or whose outputs
             differ from the TorchScript's, keeps the TorchScript and the report says why.
             ``"auto"``: both are timed inside the built model on the example inputs and the
