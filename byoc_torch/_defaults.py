@@ -121,10 +121,10 @@ AOTI_MAX_REGIONS = 2
 # (frozen_weights.matmul_weights):
 # * "packed": frozen in with the other parameters; inductor packs them for oneDNN's
 #   _linear_pointwise (in AOT mode it cannot use MKL's packed sgemm).
-# * "transposed": frozen in, stored transposed ((in, out), the layout a linear multiplies by), so
-#   MKL's sgemm reads them as they lie instead of transposing a copy of the weight on every
-#   call; inductor's oneDNN weight packing is off in those packages (unless an ATen convolution
-#   there needs it).
+# * "transposed": frozen in, stored transposed ((in, out), the layout a linear multiplies by):
+#   MKL's sgemm still copies the weight into its panels on every call, but from this layout
+#   the copy is cheaper (perf: `scopy_down16` in place of `scopy_right16`); inductor's oneDNN
+#   weight packing is off in those packages (unless an ATen convolution there needs it).
 # * "inputs": package inputs, passed by the runtime at each call; MKL's sgemm on the transposed
 #   view of the one copy TVM keeps.
 # Which of oneDNN's packed multiplies and MKL's sgemm is faster depends on the CPU

@@ -462,11 +462,11 @@ def _multiplied_from_the_right_only(weight: fx.Node) -> bool:
 def transposed(module: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``module`` whose frozen float32 matrices that only matrix multiplies read,
     through a transpose (``mm(x, w.t())``, ``addmm(b, x, w.t())``), are stored transposed
-    instead, contiguous, and read as they lie: MKL's sgemm multiplies by them without
-    copying the weight into its transposed layout on every call (the ``TRANSPOSED`` of
-    :func:`matmul_weights`). The copy holds the transposed matrices, not the originals; every
-    other constant is shared with ``module``. A matrix anything else reads (a tied embedding
-    table) is left as it is."""
+    instead, contiguous, and passed to the multiply as they lie, in the layout it multiplies
+    by: MKL's sgemm's per-call copy of the weight into its panels is cheaper from there (the
+    ``TRANSPOSED`` of :func:`matmul_weights`). The copy holds the transposed matrices, not
+    the originals; every other constant is shared with ``module``. A matrix anything else
+    reads (a tied embedding table) is left as it is."""
     graph = fx.Graph()
     graph.output(graph.graph_copy(module.graph, {}))
     attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
