@@ -115,17 +115,20 @@ class SubgraphProgram:
         module = rewritten(self.module) if self.onednn_convolutions else self.module
         return transposed(module) if self.transposed_matrices else module
 
-    def inductor_configs(self) -> dict[str, object]:
-        """The inductor settings its package is compiled with. With its matrices transposed
-        for MKL's sgemm, inductor does not freeze the package (its constants stay in it as
-        they are): freezing would pack them for oneDNN's multiplies again, and inductor's
-        ``cpp.weight_prepack`` cannot say otherwise once a package in the process was packed
-        (its patterns are registered once). Unless an ATen convolution is left in it: its
-        weight packing and batch-norm folding matter more."""
+    def inductor_configs(self, compiled: fx.GraphModule | None = None) -> dict[str, object]:
+        """The inductor settings its package is compiled with (``compiled``: its
+        :meth:`compiled_module` when the caller holds it already, so the program is not
+        rewritten twice). With its matrices transposed for MKL's sgemm, inductor does not
+        freeze the package (its constants stay in it as they are): freezing would pack them
+        for oneDNN's multiplies again, and inductor's ``cpp.weight_prepack`` cannot say
+        otherwise once a package in the process was packed (its patterns are registered
+        once). Unless an ATen convolution is left in it: its weight packing and batch-norm
+        folding matter more."""
         configs = {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
-        if self.transposed_matrices and not any(
-            n.target in CONVOLUTIONS for n in self.compiled_module().graph.nodes
-        ):
+        if not self.transposed_matrices:
+            return configs
+        compiled = self.compiled_module() if compiled is None else compiled
+        if not any(n.target in CONVOLUTIONS for n in compiled.graph.nodes):
             configs["freezing"] = False
         return configs
 
@@ -453,8 +456,8 @@ _INDUCTOR_CONFIGS = {
 def compile_package(program: SubgraphProgram, cache: CompileCache | None = None) -> bytes:
     """``program`` as AOTInductor package bytes (parameters frozen), from the process's memory
     or ``cache`` when they hold them; raises what export or AOTInductor raise."""
-    configs = program.inductor_configs()
     module = program.compiled_module()
+    configs = program.inductor_configs(module)
     key = package_key(module, program.example, program.dynamic_shapes, configs)
     for store in (MEMORY, cache):
         cached = store.get_bytes("aoti", key) if store is not None else None
