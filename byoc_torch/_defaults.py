@@ -96,7 +96,8 @@ PLACEMENT_CHECK_FIRST_CALL_FACTOR = 10.0
 PLACEMENT_CHECK_SLOW_MS = 100.0
 
 # -- LibTorch subgraph executors (byoc_torch.aot_inductor) -----------------------------------------
-# "auto": a subgraph runs its AOTInductor package when it measured faster than its TorchScript;
+# "auto": a subgraph runs its AOTInductor package when it measured faster than its TorchScript
+# beyond the timing margin;
 # "aot_inductor": whenever the package compiles and agrees; "torchscript": never.
 TORCH_EXECUTOR = "auto"
 TORCH_EXECUTORS = ("auto", "aot_inductor", "torchscript")
@@ -111,8 +112,10 @@ AOTI_MIN_SUBGRAPH_MS = 0.5
 # (modelled 0.089 ms on a quiet Zen 4 host): all-tvm, 0.61x eager, when quiet; all-aot-inductor,
 # 0.42x, in two of three busy compiles. Below 0.02 ms a model is mostly call overhead.
 AOTI_MIN_MODEL_MS = 0.02
-# Runs of the built model per executor when "auto" compares them (the least per-call time).
-AOTI_MEASURE_ROUNDS = 5
+# Runs of the built model per executor when "auto" compares them, in alternating rounds (the
+# package kept only when faster beyond TIMING_MARGIN in both halves of the rounds, or beyond its
+# spread: byoc_torch.timing.choose).
+AOTI_MEASURE_ROUNDS = 6
 # Measured placement compiles at most this many regions (the slowest in LibTorch, each at
 # least AOTI_MIN_SUBGRAPH_MS) into AOTInductor packages to time them as a third executor: a
 # package costs seconds to compile (cached by key afterwards).

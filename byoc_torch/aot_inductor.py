@@ -20,7 +20,9 @@ instead of its TorchScript. For every such subgraph this module
 TorchScript; ``"aot_inductor"`` uses every package that compiles and agrees with the
 TorchScript on the example inputs; ``"auto"`` also times both executors inside the built model
 (the runtime's per-subgraph counters, the two executors in alternating rounds) and keeps the
-faster, and does not compile subgraphs whose
+package only when it is faster beyond the margin and the noise of
+:func:`byoc_torch.timing.choose` (a tie keeps the TorchScript, so a difference of a few % does
+not flip the executor from compile to compile), and does not compile subgraphs whose
 TorchScript takes less than ``_defaults.AOTI_MIN_SUBGRAPH_MS`` (a compile costs seconds). Every
 subgraph that keeps its TorchScript gets a reason in the report.
 """
@@ -62,6 +64,7 @@ from .names import op_key
 from .onednn_convolutions import onednn_verdict, rewritten
 from .partition.transform import torch_functions
 from .runtime.module import TorchRuntime
+from .timing import Timing, choose, summarize
 from .tolerances import tolerance
 
 logger = logging.getLogger(__name__)
@@ -535,25 +538,54 @@ def _per_call_ms(modules: Sequence, run: Callable[[], object], rounds: int) -> d
     return best
 
 
-def _interleaved_ms(
+def _interleaved_timings(
     modules: Sequence, run: Callable[[], object], rounds: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Each subgraph's time per call (ms) with its TorchScript and with its installed package,
-    measured in alternating rounds (the packages suspended in every other round, so load that
-    comes and goes weighs on both alike): the least of ``rounds`` rounds each."""
+) -> dict[str, dict[str, Timing]]:
+    """Each subgraph's time per call with its TorchScript and with its installed package (by
+    symbol, then executor), measured in alternating rounds (the packages suspended in every
+    other round, so load that comes and goes weighs on both alike), one sample a round,
+    summarized as :func:`byoc_torch.timing.summarize` does (low quantile, spread, the best of
+    either half of the rounds)."""
     runtimes = [TorchRuntime(m) for m in modules]
-    best: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    samples: dict[str, dict[str, list[float]]] = {}
     try:
         for _ in range(rounds):
-            for side, suspended in ((0, True), (1, False)):
+            for executor, suspended in ((TORCHSCRIPT, True), (AOT_INDUCTOR, False)):
                 for m in runtimes:
                     m.suspend_aoti(suspended)
                 for symbol, ms in _per_call_ms(modules, run, 1).items():
-                    best[side][symbol] = min(best[side].get(symbol, ms), ms)
+                    samples.setdefault(symbol, {}).setdefault(executor, []).append(ms)
     finally:
         for m in runtimes:
             m.suspend_aoti(False)
-    return best
+    return {
+        symbol: {executor: summarize(ms) for executor, ms in sides.items()}
+        for symbol, sides in samples.items()
+    }
+
+
+def _measured_choice(symbol: str, timings: dict[str, Timing], weights: str) -> ExecutorChoice:
+    """TorchScript or the package for ``symbol`` by ``timings`` (by executor): the package
+    only when it is faster beyond :func:`byoc_torch.timing.choose`'s margin and the noise;
+    TorchScript, the executor every subgraph carries, is what a tie keeps."""
+    ts, ai = timings.get(TORCHSCRIPT), timings.get(AOT_INDUCTOR)
+    ts_ms = ts.ms if ts is not None else None
+    ai_ms = ai.ms if ai is not None else None
+    if ts is None or ai is None:
+        return ExecutorChoice(symbol, TORCHSCRIPT, "not timed with both executors", ts_ms, ai_ms)
+    choice = choose(timings, [TORCHSCRIPT, AOT_INDUCTOR])
+    if choice.name == AOT_INDUCTOR:
+        return ExecutorChoice(
+            symbol, AOT_INDUCTOR, _joined(f"measured faster: {choice.why}", weights), ts_ms, ai_ms
+        )
+    if ai.ms < ts.ms:
+        why = (
+            f"measured faster by {1 - ai.ms / ts.ms:.0%}, not beyond the "
+            f"{_defaults.TIMING_MARGIN:.0%} margin and the noise: the TorchScript kept"
+        )
+    else:
+        why = "measured slower"
+    return ExecutorChoice(symbol, TORCHSCRIPT, why, ts_ms, ai_ms)
 
 
 def choose_executors(
@@ -564,25 +596,27 @@ def choose_executors(
     mode: str,
     cache: CompileCache | None = None,
     device: str = "cpu",
-    why_aot_inductor: str = "torch_executor='aot_inductor'",
+    why_forced: str | None = None,
 ) -> dict[str, ExecutorChoice]:
     """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
     packages chosen in the torch runtime ``modules`` (every module holding a symbol gets it:
     the executable's own, which it exports, and the copy its VM runs, when TVM's ``jit`` made
-    one). ``run`` runs the
-    built model once on the example inputs (None: there are none, so nothing is measured or
-    checked, and ``"auto"`` keeps the TorchScript). ``device`` is the model's device type:
-    packages are made for the CPU only. ``why_aot_inductor`` is the report's reason for a
-    package used in ``"aot_inductor"`` mode. The modules' counters are zero afterwards."""
+    one). ``run`` runs the built model once on the example inputs (None: there are none, so
+    nothing is measured or checked, and ``"auto"`` keeps the TorchScript). In ``"auto"`` a
+    package replaces the TorchScript only when faster beyond the timing margin
+    (:func:`_measured_choice`). ``device`` is the model's device type: packages are made for
+    the CPU only. ``why_forced`` is the report's reason for the executor of a mode other than
+    ``"auto"`` (None: the ``torch_executor`` setting). The modules' counters are zero
+    afterwards."""
     try:
-        return _choose(modules, partitioned, ep, run, mode, cache, device, why_aot_inductor)
+        return _choose(modules, partitioned, ep, run, mode, cache, device, why_forced)
     finally:
         for m in modules:
             TorchRuntime(m).reset_stats()
 
 
 def _choose(
-    modules, partitioned, ep, run, mode, cache, device, why_aot_inductor
+    modules, partitioned, ep, run, mode, cache, device, why_forced
 ) -> dict[str, ExecutorChoice]:
     """:func:`choose_executors` (counters left as the last measurement left them)."""
     funcs = torch_functions(partitioned)
@@ -598,7 +632,7 @@ def _choose(
             m.set_aoti(symbol, package, inputs)
 
     if mode == TORCHSCRIPT:
-        why = "torch_executor='torchscript'"
+        why = why_forced or f"torch_executor={TORCHSCRIPT!r}"
         return {s: ExecutorChoice(s, TORCHSCRIPT, why) for s in funcs}
     if device != "cpu":  # packages are compiled from CPU example tensors
         why = f"AOTInductor packages are compiled for the CPU here; the model runs on {device}"
@@ -648,20 +682,22 @@ def _choose(
             why = "AOTInductor's outputs differ from the TorchScript's on the example inputs"
             choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, why, ts_ms.get(symbol))
         return dict(sorted(choices.items()))
-    if run is not None:  # both executors timed in turns, the packages staying loaded
-        ts_ms, aoti_ms = _interleaved_ms(modules, run, rounds)
-    else:
-        aoti_ms = {}
+    # both executors timed in turns, the packages staying loaded
+    timed = _interleaved_timings(modules, run, rounds) if run is not None else {}
     weights = _joined(matmul_weights(ep)[1], concat_multiplies(ep)[1], onednn_verdict(ep.graph)[1])
     for symbol in installed:
-        ts, ai = ts_ms.get(symbol), aoti_ms.get(symbol)
+        timings = timed.get(symbol, {})
         if mode == AOT_INDUCTOR:
-            why = _joined(why_aot_inductor, weights)
-            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
-        elif ts is not None and ai is not None and ai < ts:
-            why = _joined("measured faster", weights)
-            choices[symbol] = ExecutorChoice(symbol, AOT_INDUCTOR, why, ts, ai)
-        else:
+            ts, ai = timings.get(TORCHSCRIPT), timings.get(AOT_INDUCTOR)
+            choices[symbol] = ExecutorChoice(
+                symbol,
+                AOT_INDUCTOR,
+                _joined(why_forced or f"torch_executor={AOT_INDUCTOR!r}", weights),
+                ts.ms if ts is not None else ts_ms.get(symbol),
+                ai.ms if ai is not None else None,
+            )
+            continue
+        choices[symbol] = _measured_choice(symbol, timings, weights)
+        if choices[symbol].executor == TORCHSCRIPT:
             install(symbol, b"", [])
-            choices[symbol] = ExecutorChoice(symbol, TORCHSCRIPT, "measured slower", ts, ai)
     return dict(sorted(choices.items()))

@@ -334,14 +334,19 @@ def _aoti_candidate_skipped(
 def _choose_executors(pipeline: Pipeline, built: Built, inputs, placement=None) -> dict:
     """Each LibTorch subgraph's executor, TorchScript or AOTInductor (``Options.torch_executor``,
     :mod:`byoc_torch.aot_inductor`); the packages chosen are installed in the built module.
-    When the whole-model check kept "all-aot-inductor", timed end to end, its subgraphs run
-    AOTInductor (still checked against the TorchScript), not timed again one by one."""
-    from .aot_inductor import AOT_INDUCTOR
-    from .placement.end_to_end import ALL_AOTI
+    When the whole-model check timed "all-aot-inductor" end to end, its verdict stands: kept,
+    the subgraphs run AOTInductor (still checked against the TorchScript); beaten by
+    "all-libtorch", whose one subgraph is the same program, the TorchScript stays (timing the
+    two again one by one could only flip a choice the check made with its margin)."""
+    from .aot_inductor import AOT_INDUCTOR, TORCHSCRIPT
+    from .placement.end_to_end import ALL_AOTI, ALL_TORCH
 
-    mode, why = pipeline.opts.torch_executor, "torch_executor='aot_inductor'"
-    if placement is not None and placement.chosen == ALL_AOTI and mode == "auto":
-        mode, why = AOT_INDUCTOR, f"the whole-model check kept {ALL_AOTI}"
+    mode, why = pipeline.opts.torch_executor, None
+    if placement is not None and mode == "auto":
+        if placement.chosen == ALL_AOTI:
+            mode, why = AOT_INDUCTOR, f"the whole-model check kept {ALL_AOTI}"
+        elif placement.chosen == ALL_TORCH and placement.checked_ms.get(ALL_AOTI) is not None:
+            mode, why = TORCHSCRIPT, f"the whole-model check kept {ALL_TORCH} over {ALL_AOTI}"
     return pipeline.choose_executors(built, inputs, mode, why)
 
 

@@ -102,10 +102,11 @@ class Options:
             time, carried
             inside the artifact and run from C++; a subgraph it cannot compile, or whose outputs
             differ from the TorchScript's, keeps the TorchScript and the report says why.
-            ``"auto"``: both are timed inside the built model on the example inputs and the
-            faster runs; subgraphs whose TorchScript takes less than 0.5 ms are not compiled (a
-            compile costs seconds). Needs a C++ compiler at compile time (not at load). Default:
-            ``"auto"``.
+            ``"auto"``: both are timed inside the built model on the example inputs, in turns,
+            and the package runs only when faster beyond a 5 % margin and the timing noise
+            (a tie keeps the TorchScript); subgraphs whose TorchScript takes less than 0.5 ms
+            are not compiled (a compile costs seconds). Needs a C++ compiler at compile time
+            (not at load). Default: ``"auto"``.
         cache_dir: a directory for the content-addressed compile cache
             (:mod:`byoc_torch.compile_cache`): whole compiled models (a compile of the same
             exported program with the same options, target and byoc_torch loads the stored

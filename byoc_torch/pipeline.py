@@ -132,12 +132,13 @@ class Pipeline:
         built: Built,
         inputs: tuple | None,
         mode: str,
-        why: str = "torch_executor='aot_inductor'",
+        why: str | None = None,
     ) -> dict:
         """Each LibTorch subgraph's executor in ``built``, TorchScript or AOTInductor, chosen
         as ``mode`` says (``Options.torch_executor``, :func:`byoc_torch.aot_inductor.
         choose_executors`; "auto" times both on ``inputs``); the packages chosen are installed
-        in the built module. ``why``: the reason an AOTInductor choice is reported with."""
+        in the built module. ``why``: the reason the executor of a mode other than "auto" is
+        reported with (None: the ``torch_executor`` setting)."""
         from .aot_inductor import choose_executors
         from .compile_cache import CompileCache
 

@@ -195,6 +195,99 @@ def test_auto_does_not_compile_small_subgraphs(monkeypatch):
     assert entry.torchscript_ms is not None and entry.torchscript_ms > 0
 
 
+def _fake_executor_times(monkeypatch, torchscript: list[float], package: list[float]):
+    """Make "auto" read the given per-round times (ms; cycled) of every subgraph: the
+    TorchScript's while the packages are suspended (and in the size threshold's rounds), the
+    package's otherwise. The model still runs each round."""
+    from byoc_torch.runtime import TorchRuntime
+
+    real = aot_inductor._per_call_ms
+    turns = {"torchscript": 0, "aot_inductor": 0}
+
+    def fake(modules, run, rounds):
+        measured = real(modules, run, rounds)
+        runtime = TorchRuntime(modules[0])
+        suspended = runtime.suspend_aoti(True)
+        runtime.suspend_aoti(suspended)
+        side = "torchscript" if rounds != 1 or suspended else "aot_inductor"
+        times = torchscript if side == "torchscript" else package
+        ms = times[turns[side] % len(times)]
+        turns[side] += 1
+        return dict.fromkeys(measured, ms)
+
+    monkeypatch.setattr(aot_inductor, "_per_call_ms", fake)
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+
+
+@pytest.mark.parametrize(
+    "package, executor, said",
+    [
+        # 20 % faster in every round: beyond the 5 % margin in both halves of the rounds
+        (
+            [0.8],
+            "aot_inductor",
+            "measured faster: aot_inductor faster than torchscript by 20% in its best samples, "
+            "beyond the 5% margin in both halves of the rounds",
+        ),
+        # 3 % faster: inside the margin, the TorchScript kept
+        (
+            [0.97],
+            "torchscript",
+            "measured faster by 3%, not beyond the 5% margin and the noise: the TorchScript kept",
+        ),
+        # 10 % faster in every other round, 50 % slower in the rest: noise, not a win
+        (
+            [0.9, 1.5],
+            "torchscript",
+            "measured faster by 10%, not beyond the 5% margin and the noise: the TorchScript kept",
+        ),
+        ([1.2], "torchscript", "measured slower"),
+    ],
+)
+def test_auto_keeps_the_torchscript_unless_the_package_wins_beyond_the_margin(
+    monkeypatch, package, executor, said
+):
+    """The executor choice of "auto" is the timing module's: a difference inside the margin or
+    the noise keeps the TorchScript (so the executor does not flip between compiles), and the
+    report says how much faster the package measured."""
+    _fake_executor_times(monkeypatch, [1.0], package)
+    model = Net().eval()
+    compiled = byoc_torch.compile(model, (torch.randn(8, 16),), placement="tvm")
+    (entry,) = compiled.report().subgraphs
+    # (a package's reason goes on with how its weights were frozen, which this CPU decides)
+    assert (entry.executor, entry.executor_reason.split("; ")[0]) == (executor, said)
+    assert set(_executors(compiled).values()) == {executor}
+    assert entry.torchscript_ms == pytest.approx(1.0)
+    x2 = torch.randn(8, 16)
+    torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-4, atol=1e-4)
+
+
+def test_a_whole_model_check_that_kept_all_libtorch_over_the_package_stands(monkeypatch):
+    """When the whole-model check timed the model as one AOTInductor package and kept
+    all-LibTorch, the subgraph runs its TorchScript, even where timing the two one by one
+    would favour the package (the check already compared the same program, with its
+    margin)."""
+    from byoc_torch.placement import end_to_end, measure
+
+    _fake_executor_times(monkeypatch, [1.0], [0.5])
+    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_MODEL_MS", 0.0)
+    times = {"searched": 3.0, "all-libtorch": 1.0, "all-aot-inductor": 1.2, "all-tvm": 5.0}
+    monkeypatch.setattr(
+        end_to_end, "time_candidates", lambda runs, options, rounds: {k: times[k] for k in runs}
+    )
+    measure.MeasurementCache.forget()
+    model = Net().eval()
+    compiled = byoc_torch.compile(model, (torch.randn(8, 16),))
+    placement = compiled.report().placement
+    assert (placement.chosen, placement.checked_ms["all-aot-inductor"]) == ("all-libtorch", 1.2)
+    (entry,) = compiled.report().subgraphs
+    assert (entry.executor, entry.executor_reason) == (
+        "torchscript",
+        "the whole-model check kept all-libtorch over all-aot-inductor",
+    )
+    assert set(_executors(compiled).values()) == {"torchscript"}
+
+
 def test_unknown_executor_is_an_option_error():
     with pytest.raises(byoc_torch.errors.OptionError, match=r"torch_executor must be one of"):
         byoc_torch.Options(torch_executor="inductor")
