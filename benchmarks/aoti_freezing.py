@@ -9,10 +9,12 @@ are timed against eager:
 * ``byoc``           what byoc_torch compiles (:func:`byoc_torch.aot_inductor.nodes_program`
                      over the whole program, then ``compile_package``): frozen too, but the
                      large constants no convolution reads are inputs of the package; float32
-                     matrices of matrix multiplies packed for oneDNN or stored transposed for
-                     MKL's sgemm, as measured on this CPU (``_defaults.AOTI_MATMUL_WEIGHTS``);
-* ``packed``, ``transposed``, ``inputs``: as ``byoc`` with that setting forced (``inputs``: the
-                     matrices are inputs of the package, MKL's sgemm on their transposed view);
+                     matrices of matrix multiplies packed for oneDNN, stored transposed for
+                     MKL's sgemm or in panels for the runtime's multiply, as measured on this
+                     CPU (``_defaults.AOTI_MATMUL_WEIGHTS``);
+* ``packed``, ``transposed``, ``panels``, ``inputs``: as ``byoc`` with that setting forced
+                     (``inputs``: the matrices are inputs of the package, MKL's sgemm on their
+                     transposed view);
 * ``not_frozen``     no freezing: every weight an input, no constant folding or prepacking.
 
 In AOT mode inductor packs a frozen linear weight for oneDNN's ``_linear_pointwise`` (it cannot
@@ -66,6 +68,7 @@ _SETTINGS = {
     "byoc": (None, None),
     "packed": ("packed", None),
     "transposed": ("transposed", None),
+    "panels": ("panels", None),
     "inputs": ("inputs", None),
 }
 

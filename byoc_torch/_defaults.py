@@ -128,6 +128,9 @@ AOTI_MAX_REGIONS = 2
 #   MKL's sgemm still copies the weight into its panels on every call, but from this layout
 #   the copy is cheaper (perf: `scopy_down16` in place of `scopy_right16`); inductor's oneDNN
 #   weight packing is off in those packages (unless an ATen convolution there needs it).
+# * "panels": frozen in, in 16-column panels for the runtime's own multiply
+#   (torch.ops.byoc_torch.linear_panels, runtime/linear_panels.cc), which reads them as they
+#   lie: no per-call copy of the weight, and its own split of the work over the threads.
 # * "inputs": package inputs, passed by the runtime at each call; MKL's sgemm on the transposed
 #   view of the one copy TVM keeps.
 # Which of oneDNN's packed multiplies and MKL's sgemm is faster depends on the CPU
@@ -135,8 +138,10 @@ AOTI_MAX_REGIONS = 2
 # and packed was slower, HF BERT 1.11 against 0.83 as inputs at one thread; on a Zen 4 host
 # (AVX-512) it is faster, HF BERT 0.64 against 0.74 at one thread and 0.62 against 0.77 at two.
 # MKL's sgemm on transposed matrices against on the transposed view, BERT's 17 multiplies at
-# one thread on the Zen 3 host: 0.95 (GPT 0.93, ViT 0.92).
-# None: measured on this CPU on the model's own multiplies, "packed" against "transposed";
+# one thread on the Zen 3 host: 0.95 (GPT 0.93, ViT 0.92). The panels against sgemm on
+# transposed matrices, same multiplies and host: 0.95 / 0.96 / 0.85 at one thread, 0.87 / 0.74 /
+# 0.67 at two.
+# None: measured on this CPU on the model's own multiplies, "packed", "transposed" and "panels";
 # a string forces one. A frozen weight lives once: TVM's copy is dropped from the calls of the
 # subgraphs whose packages run (codegen.weights_in_packages_only).
 AOTI_MATMUL_WEIGHTS: str | None = None

@@ -53,11 +53,14 @@ from .frontend.torchscript import is_scalar_node, output_metas, script_for_node,
 from .frozen_weights import (
     CONVOLUTIONS,
     MATMULS,
+    PACKED,
+    PANELS,
     TRANSPOSED,
     WEIGHT_VIEWS,
     concat_multiplies,
     frozen_values,
     matmul_weights,
+    panels,
     transposed,
 )
 from .names import op_key
@@ -99,9 +102,9 @@ class SubgraphProgram:
     subgraph's runtime inputs they are (indices), whether multiplies of one input by
     frozen matrices are concatenated (:func:`byoc_torch.frozen_weights.concat_multiplies`),
     whether its convolutions run through the runtime's oneDNN op
-    (:func:`byoc_torch.onednn_convolutions.onednn_verdict`), and whether its frozen
-    matrices are stored transposed for MKL's sgemm
-    (:func:`byoc_torch.frozen_weights.matmul_weights`)."""
+    (:func:`byoc_torch.onednn_convolutions.onednn_verdict`), and the form of its frozen
+    matrices (:func:`byoc_torch.frozen_weights.matmul_weights`: ``"packed"`` for oneDNN by
+    inductor, ``"transposed"`` for MKL's sgemm, ``"panels"`` for the runtime's multiply)."""
 
     module: fx.GraphModule
     example: tuple[torch.Tensor, ...]
@@ -109,26 +112,27 @@ class SubgraphProgram:
     inputs: tuple[int, ...]
     concat_multiplies: bool = False
     onednn_convolutions: bool = False
-    transposed_matrices: bool = False
+    matrices: str = PACKED
 
     def compiled_module(self) -> fx.GraphModule:
         """The module its package is compiled from: :attr:`module`, its convolutions
         rewritten to the runtime's oneDNN op when :attr:`onednn_convolutions`, its matrices
-        stored transposed when :attr:`transposed_matrices`."""
+        stored transposed or in panels as :attr:`matrices` says."""
         module = rewritten(self.module) if self.onednn_convolutions else self.module
-        return transposed(module) if self.transposed_matrices else module
+        rewrite = {TRANSPOSED: transposed, PANELS: panels}.get(self.matrices)
+        return rewrite(module) if rewrite is not None else module
 
     def inductor_configs(self, compiled: fx.GraphModule | None = None) -> dict[str, object]:
         """The inductor settings its package is compiled with (``compiled``: its
         :meth:`compiled_module` when the caller holds it already, so the program is not
-        rewritten twice). With its matrices transposed for MKL's sgemm, inductor does not
-        freeze the package (its constants stay in it as they are): freezing would pack them
-        for oneDNN's multiplies again, and inductor's ``cpp.weight_prepack`` cannot say
-        otherwise once a package in the process was packed (its patterns are registered
-        once). Unless an ATen convolution is left in it: its weight packing and batch-norm
-        folding matter more."""
+        rewritten twice). With its matrices transposed for MKL's sgemm or in panels, inductor
+        does not freeze the package (its constants stay in it as they are): freezing would
+        pack the multiplies left to ATen for oneDNN, and inductor's ``cpp.weight_prepack``
+        cannot say otherwise once a package in the process was packed (its patterns are
+        registered once). Unless an ATen convolution is left in it: its weight packing and
+        batch-norm folding matter more."""
         configs = {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
-        if not self.transposed_matrices:
+        if self.matrices not in (TRANSPOSED, PANELS):
             return configs
         compiled = self.compiled_module() if compiled is None else compiled
         if not any(n.target in CONVOLUTIONS for n in compiled.graph.nodes):
@@ -277,9 +281,14 @@ def _program(root: torch.nn.Module, graph: fx.Graph, bound, ep) -> SubgraphProgr
     taken, example, dynamic = bound
     module = fx.GraphModule(root, graph)
     own_convolutions = onednn_verdict(ep.graph)[0]
-    lying = matmul_weights(ep)[0] == TRANSPOSED
     return SubgraphProgram(
-        module, example, dynamic, taken, concat_multiplies(ep)[0], own_convolutions, lying
+        module,
+        example,
+        dynamic,
+        taken,
+        concat_multiplies(ep)[0],
+        own_convolutions,
+        matmul_weights(ep)[0],
     )
 
 

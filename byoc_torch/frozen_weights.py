@@ -7,11 +7,14 @@ runtime passes at each call from the one copy the model holds. The decision is p
 class of constant:
 
 * convolution weights are always frozen (oneDNN prepacks them and batch norms fold into them);
-* float32 matrices of matrix multiplies are frozen, either for inductor to pack for oneDNN
-  or stored transposed for MKL's sgemm, whichever is measured faster on this CPU
-  (:func:`matmul_weights`, ``_defaults.AOTI_MATMUL_WEIGHTS``; :func:`transposed` rewrites a
-  program for the second), or, forced, left package inputs; frozen, TVM keeps no copy of
-  them (:func:`byoc_torch.codegen.weights_in_packages_only`);
+* float32 matrices of matrix multiplies are frozen in one of three forms, whichever is
+  measured fastest on this CPU (:func:`matmul_weights`, ``_defaults.AOTI_MATMUL_WEIGHTS``):
+  for inductor to pack for oneDNN; stored transposed for MKL's sgemm (:func:`transposed`
+  rewrites a program for it); or in 16-column panels for the runtime's own multiply,
+  ``torch.ops.byoc_torch.linear_panels`` (runtime/linear_panels.cc; :func:`panels` rewrites
+  a program for it), which reads them without copying them on every call as sgemm does.
+  Forced, they may be left package inputs. Frozen, TVM keeps no copy of them
+  (:func:`byoc_torch.codegen.weights_in_packages_only`);
 * other constants of ``_defaults.AOTI_FROZEN_MAX_BYTES`` or more (embedding tables) stay
   inputs: freezing gains a gather nothing.
 
@@ -44,20 +47,23 @@ __all__ = [
     "INPUTS",
     "MATMULS",
     "PACKED",
+    "PANELS",
     "TRANSPOSED",
     "WEIGHT_VIEWS",
     "concat_multiplies",
     "example_sizes",
     "faster_beyond_margin",
+    "fastest",
     "frequent_within_budget",
     "frozen_values",
     "matmul_weights",
+    "panels",
     "transposed",
 ]
 
 # What packages make of matrix-multiply weights (_defaults.AOTI_MATMUL_WEIGHTS).
-PACKED, TRANSPOSED, INPUTS = "packed", "transposed", "inputs"
-_MATMUL_MODES = (PACKED, TRANSPOSED, INPUTS)
+PACKED, TRANSPOSED, PANELS, INPUTS = "packed", "transposed", "panels", "inputs"
+_MATMUL_MODES = (PACKED, TRANSPOSED, PANELS, INPUTS)
 
 
 def _constant_values(ep: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
@@ -120,9 +126,9 @@ def _package_inputs(ep: torch.export.ExportedProgram, values: dict[str, torch.Te
 
 def matmul_weights(ep: torch.export.ExportedProgram) -> tuple[str, str]:
     """What packages of ``ep``'s subgraphs make of the float32 matrices its matrix multiplies
-    read: ``PACKED``, ``TRANSPOSED`` or ``INPUTS`` (``_defaults.AOTI_MATMUL_WEIGHTS``; by
-    default measured on this CPU, see :func:`_matmul_verdict`), and why, for the report (""
-    when it reads none)."""
+    read: ``PACKED``, ``TRANSPOSED``, ``PANELS`` or ``INPUTS``
+    (``_defaults.AOTI_MATMUL_WEIGHTS``; by default measured on this CPU, see
+    :func:`_matmul_verdict`), and why, for the report ("" when it reads none)."""
     return _matmul_verdict(_matmul_matrices(ep, _constant_values(ep)))
 
 
@@ -196,18 +202,19 @@ def _large_constants(
 def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[str, str]:
     """What to make of the matrix-multiply weights ``matrices`` in packages, and why.
 
-    ``_defaults.AOTI_MATMUL_WEIGHTS`` decides when it is set. Otherwise they are frozen, and
-    stored transposed for MKL's sgemm where that is measured faster on this CPU than oneDNN's
-    packed multiplies, which inductor makes of frozen weights, on the same multiplies
-    (:func:`_transposed_faster`); packed for oneDNN otherwise. Packed is the default a tie
-    keeps: the package also fuses a multiply's bias and activation into oneDNN's call, which
-    the lone multiplies timed do not show (HF ViT's shapes time as a tie, and the whole frozen
-    model ran 0.64x eager against 0.75x). Frozen, a weight lives once: the driver drops TVM's
-    copy of it from the calls of the subgraphs whose packages run
+    ``_defaults.AOTI_MATMUL_WEIGHTS`` decides when it is set. Otherwise they are frozen, in
+    the form whose multiplies are measured fastest on this CPU on the model's own shapes
+    (:func:`_fastest_form`): packed for oneDNN (what inductor makes of frozen weights), stored
+    transposed for MKL's sgemm, or in panels for the runtime's own multiply. Packed is the
+    default a tie keeps: the package also fuses a multiply's bias and activation into oneDNN's
+    call, which the lone multiplies timed do not show (HF ViT's shapes time as a tie, and the
+    whole frozen model ran 0.64x eager against 0.75x). Frozen, a weight lives once: the driver
+    drops TVM's copy of it from the calls of the subgraphs whose packages run
     (:func:`byoc_torch.codegen.weights_in_packages_only`)."""
     said = {
         PACKED: "matrix-multiply weights frozen in, packed for oneDNN",
         TRANSPOSED: "matrix-multiply weights frozen in, transposed for MKL's sgemm",
+        PANELS: "matrix-multiply weights frozen in, panels for byoc_torch's multiply",
         INPUTS: "matrix-multiply weights package inputs",
     }
     setting = _defaults.AOTI_MATMUL_WEIGHTS
@@ -221,13 +228,14 @@ def _matmul_verdict(matrices: dict[str, list[tuple[int, int, int]]]) -> tuple[st
     if setting is not None:
         return setting, f"{said[setting]} (AOTI_MATMUL_WEIGHTS)"
     shapes = collections.Counter(s for found in matrices.values() for s in found)
-    if _transposed_faster(_timed_shapes(shapes)):
-        return TRANSPOSED, f"{said[TRANSPOSED]}: measured faster here than oneDNN's packed ones"
-    return PACKED, f"{said[PACKED]}: MKL's sgemm not measured faster here"
+    form = _fastest_form(_timed_shapes(shapes))
+    if form == PACKED:
+        return PACKED, f"{said[PACKED]}: no other form measured faster here"
+    return form, f"{said[form]}: measured fastest here"
 
 
 def _timed_shapes(shapes: collections.Counter) -> tuple[tuple[int, int, int], ...]:
-    """The multiplies :func:`_transposed_faster` times for a model: its most frequent
+    """The multiplies :func:`_fastest_form` times for a model: its most frequent
     shapes, rows capped at ``_defaults.AOTI_MATMUL_PROBE_ROWS``, while their work stays within
     ``_defaults.AOTI_MATMUL_PROBE_FLOPS`` (the first always), sorted."""
     capped = collections.Counter()
@@ -270,42 +278,51 @@ def frequent_within_budget(
 
 
 @functools.cache
-def _transposed_faster(shapes: tuple[tuple[int, int, int], ...]) -> bool:
-    """Whether ``aten.addmm`` by the matrix stored transposed (MKL's sgemm reading it as it
-    lies) runs ``shapes`` (rows, inner, columns; with a bias) faster on this CPU than oneDNN's
-    packed float32 multiplies (``mkldnn._linear_pointwise`` on a weight
+def _fastest_form(shapes: tuple[tuple[int, int, int], ...]) -> str:
+    """Which form of frozen matrices multiplies ``shapes`` (rows, inner, columns; with a bias)
+    fastest on this CPU: ``PACKED`` (oneDNN's ``mkldnn._linear_pointwise`` on a weight
     ``mkldnn._reorder_linear_weight`` packed, what inductor makes of a frozen linear weight in
-    AOT mode), beyond :func:`byoc_torch.timing.choose`'s margin. Timed on one thread,
+    AOT mode), ``TRANSPOSED`` (``aten.addmm`` by the matrix stored transposed: MKL's sgemm
+    reading it as it lies) or ``PANELS`` (``byoc_torch.linear_panels``), by
+    :func:`byoc_torch.timing.choose` (packed, then transposed, then panels: a form replaces
+    the ones before it only when faster beyond the margin). Timed on one thread,
     interleaved; once per process for a set of shapes. Which wins depends on the CPU
-    (docs/performance.md). True when this torch cannot pack (nothing to gain from packing)."""
+    (docs/performance.md). Without oneDNN packing in this torch, packed is not a contestant."""
     shapes = tuple(s for s in shapes if min(s) > 0)
     if not shapes:
-        return False
-    if not torch.backends.mkldnn.is_available():
-        return True
+        return PACKED
     gen = torch.Generator().manual_seed(0)
     cases = []
-    try:
-        for rows, inner, cols in shapes:
-            x = torch.randn(rows, inner, generator=gen)
-            w = torch.randn(cols, inner, generator=gen)
-            b = torch.randn(cols, generator=gen)
-            w_t = w.t().contiguous()
-            cases.append((x, w_t, b, torch.ops.mkldnn._reorder_linear_weight(w, rows)))
-    except (RuntimeError, AttributeError) as err:  # this build cannot pack: nothing to gain
-        logger.debug("oneDNN cannot pack float32 matrices here: %s", err)
-        return True
-
-    def sgemm() -> None:
-        for x, w_t, b, _ in cases:
-            torch.addmm(b, x, w_t)
+    for rows, inner, cols in shapes:
+        x = torch.randn(rows, inner, generator=gen)
+        w = torch.randn(cols, inner, generator=gen)
+        b = torch.randn(cols, generator=gen)
+        cases.append((x, w, b, w.t().contiguous(), torch.ops.byoc_torch.pack_linear_panels(w)))
+    packed_weights = []
+    if torch.backends.mkldnn.is_available():
+        try:
+            packed_weights = [
+                torch.ops.mkldnn._reorder_linear_weight(w, x.shape[0]) for x, w, *_ in cases
+            ]
+        except (RuntimeError, AttributeError) as err:  # this build cannot pack
+            logger.debug("oneDNN cannot pack float32 matrices here: %s", err)
 
     def packed() -> None:
-        for x, _, b, p in cases:
+        for (x, _, b, _, _), p in zip(cases, packed_weights, strict=True):
             torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
 
-    # packed, inductor's own, is what a tie keeps
-    return faster_beyond_margin(f"float32 matrix multiplies {shapes}", packed, sgemm)
+    def transposed() -> None:
+        for x, _, b, w_t, _ in cases:
+            torch.addmm(b, x, w_t)
+
+    def panels() -> None:
+        for x, w, b, _, p in cases:
+            torch.ops.byoc_torch.linear_panels(x, p, b, w.shape[0])
+
+    forms = {PACKED: packed, TRANSPOSED: transposed, PANELS: panels}
+    if not packed_weights:
+        del forms[PACKED]
+    return fastest(f"float32 matrix multiplies {shapes}", forms)
 
 
 def concat_multiplies(ep: torch.export.ExportedProgram) -> tuple[bool, str]:
@@ -421,12 +438,19 @@ def faster_beyond_margin(subject: str, default: Callable[[], None], challenger) 
     """Whether ``challenger`` runs faster than ``default`` beyond
     :func:`byoc_torch.timing.choose`'s margin (the default kept on a tie), both timed on one
     thread, interleaved, by their function names; said at debug level with ``subject``."""
+    contestants = {default.__name__: default, challenger.__name__: challenger}
+    return fastest(subject, contestants) == challenger.__name__
+
+
+def fastest(subject: str, contestants: dict[str, Callable[[], None]]) -> str:
+    """The name of ``contestants`` (simplest first) :func:`byoc_torch.timing.choose` keeps,
+    all timed on one thread, interleaved; said at debug level with ``subject``."""
     with torch.no_grad(), one_thread():
-        timings = robust_times({default.__name__: default, challenger.__name__: challenger})
-    choice = choose(timings, [default.__name__, challenger.__name__])
+        timings = robust_times(contestants)
+    choice = choose(timings, list(contestants))
     said = ", ".join(f"{name} {t.describe()}" for name, t in timings.items())
     logger.debug("%s, one thread: %s: %s kept", subject, said, choice.name)
-    return choice.name == challenger.__name__
+    return choice.name
 
 
 def _is_transpose(node: fx.Node) -> bool:
@@ -467,20 +491,9 @@ def transposed(module: fx.GraphModule) -> fx.GraphModule:
     ``TRANSPOSED`` of :func:`matmul_weights`). The copy holds the transposed matrices, not
     the originals; every other constant is shared with ``module``. A matrix anything else
     reads (a tied embedding table) is left as it is."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(module.graph, {}))
-    attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
-    for node in list(graph.nodes):
-        if node.op != "get_attr" or not _multiplied_from_the_right_only(node):
-            continue
-        weight = attrs[node.target]
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-            continue
-        if weight.dtype != torch.float32 or weight.device.type != "cpu":
-            continue
-        name = f"{node.target.replace('.', '_')}_t"
-        while name in attrs:
-            name += "_"
+    graph, attrs, found = _right_multiplied(module)
+    for node, weight in found:
+        name = _new_name(attrs, f"{node.target.replace('.', '_')}_t")
         attrs[name] = weight.detach().t().contiguous()
         for view in list(node.users):
             with graph.inserting_before(view):
@@ -490,6 +503,81 @@ def transposed(module: fx.GraphModule) -> fx.GraphModule:
             graph.erase_node(view)
         graph.erase_node(node)
     return fx.GraphModule(attrs, graph)  # holds only what its get_attr nodes name
+
+
+def panels(module: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``module`` whose frozen float32 matrices that only matrix multiplies read,
+    through a transpose (``mm(x, w.t())``, ``addmm(b, x, w.t())`` with a bias of one value per
+    column), are stored in 16-column panels (``torch.ops.byoc_torch.pack_linear_panels``),
+    and whose multiplies by them call ``torch.ops.byoc_torch.linear_panels``, which reads the
+    panels as they lie (the ``PANELS`` of :func:`matmul_weights`). The copy holds the panels,
+    not the originals; every other constant is shared with ``module``. A matrix anything else
+    reads, or one an ``addmm`` with another bias or scale multiplies by, is left as it is."""
+    graph, attrs, found = _right_multiplied(module)
+    op = torch.ops.byoc_torch.linear_panels.default
+    for node, weight in found:
+        multiplies = [m for view in node.users for m in view.users]
+        if not all(_column_bias_or_none(m, weight.shape[0], attrs) for m in multiplies):
+            continue
+        name = _new_name(attrs, f"{node.target.replace('.', '_')}_panels")
+        attrs[name] = torch.ops.byoc_torch.pack_linear_panels(weight.detach())
+        for multiply in multiplies:
+            x = multiply.args[0] if multiply.target is _aten.mm.default else multiply.args[1]
+            bias = multiply.args[0] if multiply.target is _aten.addmm.default else None
+            with graph.inserting_before(multiply):
+                held = graph.get_attr(name)
+                call = graph.call_function(op, (x, held, bias, weight.shape[0]))
+            call.meta.update(multiply.meta)
+            multiply.replace_all_uses_with(call)
+            graph.erase_node(multiply)
+        for view in list(node.users):
+            graph.erase_node(view)
+        graph.erase_node(node)
+    return fx.GraphModule(attrs, graph)  # holds only what its get_attr nodes name
+
+
+def _right_multiplied(
+    module: fx.GraphModule,
+) -> tuple[fx.Graph, dict[str, object], list[tuple[fx.Node, torch.Tensor]]]:
+    """A copy of ``module``'s graph, its attributes by ``get_attr`` target, and the
+    ``get_attr`` nodes of the copy (with their values) that are float32 CPU matrices only
+    multiplied by, from the right, through a transpose, in graph order."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(module.graph, {}))
+    attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
+    found = []
+    for node in graph.nodes:
+        if node.op != "get_attr" or not _multiplied_from_the_right_only(node):
+            continue
+        weight = attrs[node.target]
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            continue
+        if weight.dtype == torch.float32 and weight.device.type == "cpu":
+            found.append((node, weight))
+    return graph, attrs, found
+
+
+def _new_name(attrs: dict[str, object], name: str) -> str:
+    while name in attrs:
+        name += "_"
+    return name
+
+
+def _column_bias_or_none(multiply: fx.Node, columns: int, attrs: dict[str, object]) -> bool:
+    """Whether ``multiply`` is an ``mm``, or an ``addmm`` adding a float32 bias of one value
+    per column (``columns``) at unit scale: what ``linear_panels`` computes (``attrs``: the
+    module's attributes, for a bias without a traced value)."""
+    if multiply.target is _aten.mm.default:
+        return True
+    if len(multiply.args) != 3 or multiply.kwargs or not isinstance(multiply.args[0], fx.Node):
+        return False
+    given = multiply.args[0]
+    bias = given.meta.get("val", attrs.get(given.target) if given.op == "get_attr" else None)
+    return (
+        isinstance(bias, torch.Tensor)
+        and bias.dtype == torch.float32
+        and tuple(bias.shape) == (columns,)
+    )
 
 
 def _attribute(module: torch.nn.Module, target: str):

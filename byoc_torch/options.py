@@ -97,8 +97,9 @@ class Options:
             (which every subgraph carries). ``"aot_inductor"``: an AOTInductor package of the
             subgraph (``torch._inductor.aoti_compile_and_package``, parameters frozen in but
             for large non-convolution constants, which the package takes as inputs;
-            matrix-multiply weights packed for oneDNN or stored transposed for MKL's sgemm,
-            whichever is measured faster on this CPU; dynamic dims kept), compiled at compile
+            matrix-multiply weights packed for oneDNN, stored transposed for MKL's sgemm or
+            in panels for the runtime's own multiply, whichever is measured fastest on this
+            CPU; dynamic dims kept), compiled at compile
             time, carried
             inside the artifact and run from C++; a subgraph it cannot compile, or whose outputs
             differ from the TorchScript's, keeps the TorchScript and the report says why.

@@ -137,6 +137,20 @@ if onednn_convolution_available():
     torch.library.register_fake("byoc_torch::conv2d_onednn")(_conv2d_onednn_fake)
 
 
+# The panel multiply (runtime/linear_panels.cc): panels are (ceil(out / 16), in, 16).
+_PANEL = 16
+
+
+@torch.library.register_fake("byoc_torch::pack_linear_panels")
+def _pack_linear_panels_fake(weight):
+    return weight.new_empty((-(-weight.shape[0] // _PANEL), weight.shape[1], _PANEL))
+
+
+@torch.library.register_fake("byoc_torch::linear_panels")
+def _linear_panels_fake(input, panels, bias, out_features):
+    return input.new_empty((input.shape[0], out_features))
+
+
 def _size(dim: int | str, sizes: dict[str, object]):
     """An output dim from the input sizes; a fresh unbacked size when it depends on data."""
     if isinstance(dim, int):

@@ -682,16 +682,16 @@ class Mlp(torch.nn.Module):
 
 
 def _probe(monkeypatch, verdict: bool) -> list:
-    """Replaces the timed comparison of oneDNN's packed multiplies and MKL's sgemm on
-    transposed matrices by ``verdict`` (True: packed faster); the list records the shapes it
-    was asked about."""
+    """Replaces the timed comparison of the forms of frozen matrices by ``verdict`` (True:
+    oneDNN's packed multiplies fastest, False: MKL's sgemm on transposed matrices); the list
+    records the shapes it was asked about."""
     asked: list = []
 
     def fake(shapes):
         asked.append(shapes)
-        return not verdict
+        return "packed" if verdict else "transposed"
 
-    monkeypatch.setattr(frozen_weights, "_transposed_faster", fake)
+    monkeypatch.setattr(frozen_weights, "_fastest_form", fake)
     return asked
 
 
@@ -710,7 +710,7 @@ def test_matmul_weights_are_packed_or_transposed_as_measured_faster(monkeypatch,
     program, taken, _ = whole_program(model, (ids,))
     assert set(asked) == {((16, 64, 256), (16, 256, 64))}  # the real probe runs once
     assert sorted(taken) == ["emb.weight", "ids"]
-    assert program.transposed_matrices is not packed_faster
+    assert program.matrices == ("packed" if packed_faster else "transposed")
     compiled = program.compiled_module()
     held = {tuple(b.shape): b for b in compiled.buffers() if b.dim() == 2}
     up, down = model.up.weight.detach(), model.down.weight.detach()  # (out, in)
@@ -766,6 +766,18 @@ def _linears_before() -> fx.GraphModule:
     return fx.GraphModule(attrs, g)
 
 
+# The end of _linears_before's graph after either rewrite: w3, which an elementwise op also
+# reads, multiplied by as it was (node 6 is the rewritten second multiply).
+_W3_AS_IT_WAS = [
+    ("call_function", "aten.permute.default", (2, [1, 0])),
+    ("call_function", "aten.mm.default", (6, 7)),  # 8
+    ("call_function", "aten.select.int", (2, 0, 0)),
+    ("call_function", "aten.select.int", (9, 0, 0)),
+    ("call_function", "aten.mul.Tensor", (8, 10)),  # 11
+    ("output", "output", (11,)),
+]
+
+
 def test_transposed_stores_what_only_multiplies_read_transposed_and_read_as_it_lies():
     """Before: w1 and w2 reach their multiplies through a transpose. Expected: those
     transposes are the stored transposed matrices (w1_t, w2_t: contiguous, (in, out)), the
@@ -781,12 +793,7 @@ def test_transposed_stores_what_only_multiplies_read_transposed_and_read_as_it_l
         ("call_function", "aten.addmm.default", (1, 0, 3)),  # 4
         ("get_attr", "w2_t", ()),
         ("call_function", "aten.mm.default", (4, 5)),  # 6
-        ("call_function", "aten.permute.default", (2, [1, 0])),
-        ("call_function", "aten.mm.default", (6, 7)),  # 8
-        ("call_function", "aten.select.int", (2, 0, 0)),
-        ("call_function", "aten.select.int", (9, 0, 0)),
-        ("call_function", "aten.mul.Tensor", (8, 10)),  # 11
-        ("output", "output", (11,)),
+        *_W3_AS_IT_WAS,
     ]
     assert _graph_of(after) == expected
     for name in ("w1", "w2"):
@@ -799,32 +806,104 @@ def test_transposed_stores_what_only_multiplies_read_transposed_and_read_as_it_l
     torch.testing.assert_close(after(x), before(x))
 
 
+def test_panels_store_what_only_multiplies_read_and_the_multiplies_read_them():
+    """Before: w1 (addmm with a bias per column) and w2 (mm) reach their multiplies through a
+    transpose. Expected: those multiplies are ``byoc_torch.linear_panels`` calls on the
+    stored panels of w1 and w2 (with the bias, and without), the originals and their
+    transposes are gone, and w3, which an elementwise op also reads, stays as it was. The
+    rewritten module computes what the original does."""
+    before = _linears_before()
+    after = frozen_weights.panels(before)
+    expected = [
+        ("placeholder", "x", ()),  # 0
+        ("get_attr", "b", ()),
+        ("get_attr", "w3", ()),
+        ("get_attr", "w1_panels", ()),
+        ("call_function", "byoc_torch.linear_panels.default", (0, 3, 1, 6)),  # 4
+        ("get_attr", "w2_panels", ()),
+        ("call_function", "byoc_torch.linear_panels.default", (4, 5, None, 5)),  # 6
+        *_W3_AS_IT_WAS,
+    ]
+    assert _graph_of(after) == expected
+    for name in ("w1", "w2"):
+        assert not hasattr(after, name)
+        held = getattr(after, f"{name}_panels")
+        packed = torch.ops.byoc_torch.pack_linear_panels(getattr(before, name))
+        torch.testing.assert_close(held, packed, rtol=0, atol=0)
+    assert after.w3 is before.w3 and after.b is before.b
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(after(x), before(x))
+
+
+def test_panels_leave_a_matrix_an_addmm_scales_or_adds_a_matrix_to():
+    """``linear_panels`` adds one bias value per column at unit scale; a matrix one of whose
+    multiplies adds a whole matrix, or scales, keeps its original form."""
+    gen = torch.Generator().manual_seed(0)
+    attrs = {"w": torch.randn(6, 4, generator=gen), "c": torch.randn(3, 6, generator=gen)}
+    for kwargs in ({}, {"beta": 0.5}):
+        g = fx.Graph()
+        x = g.placeholder("x")
+        w, c = g.get_attr("w"), g.get_attr("c")
+        bias = c if not kwargs else g.call_function(aten.select.int, (c, 0, 0))
+        view = g.call_function(aten.t.default, (w,))
+        g.output(g.call_function(aten.addmm.default, (bias, x, view), kwargs))
+        before = fx.GraphModule(attrs, g)
+        after = frozen_weights.panels(before)
+        assert _graph_of(after) == _graph_of(before)
+        x = torch.randn(3, 4)
+        torch.testing.assert_close(after(x), before(x))
+
+
+def _mlp_package(monkeypatch, form: str) -> tuple[bytes, dict[str, str]]:
+    """Mlp's whole program compiled with its matrices in ``form`` (AOTI_MATMUL_WEIGHTS), not
+    frozen, checked to agree with eager on another input; the package and its C++ and JSON
+    files' text by name."""
+    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", form)
+    model = Mlp(vocab=4000).eval()
+    program, taken, _ = whole_program(model, (torch.randint(0, 4000, (2, 8)),))
+    assert program.matrices == form
+    assert program.inductor_configs()["freezing"] is False
+    package = aot_inductor.compile_package(program)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        files = {
+            n: archive.read(n).decode(errors="replace")
+            for n in archive.namelist()
+            if n.endswith((".cpp", ".json"))
+        }
+    runner = aot_inductor_runner(package)
+    ids = torch.randint(0, 4000, (2, 8))  # not the example's
+    args = [ids if name == "ids" else model.emb.weight.detach() for name in taken]
+    with torch.no_grad():
+        torch.testing.assert_close(runner(*args)[0], model(ids), rtol=1e-5, atol=1e-5)
+    return package, files
+
+
+def test_panel_packages_call_the_runtime_multiply(monkeypatch):
+    """Mlp with its matrices in panels: the package is not frozen, calls the runtime's
+    ``linear_panels`` for both multiplies (through AOTInductor's proxy executor) and no ATen
+    or oneDNN multiply, and agrees with eager on another input."""
+    package, files = _mlp_package(monkeypatch, "panels")
+    (wrapper,) = [text for name, text in files.items() if name.endswith("wrapper.cpp")]
+    specs = "".join(text for name, text in files.items() if name.endswith(".json"))
+    assert specs.count("byoc_torch::linear_panels") == 2
+    assert "aoti_torch_cpu_addmm_out" not in wrapper and "aoti_torch_cpu_mm_out" not in wrapper
+    assert _linear_calls(package) == 0
+
+
 def test_transposed_packages_call_mkls_sgemm_on_the_stored_matrices(monkeypatch):
     """Mlp with its matrices transposed: the package is not frozen (freezing would pack
     them for oneDNN again), its two multiplies call ATen's addmm on the stored (in, out)
     constants as they lie, none oneDNN's, and it agrees with eager on another input. With
     an ATen convolution left in it (ConvThenLinear, convolutions not given to the runtime's
     oneDNN op), the package stays frozen for the convolution's sake."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "transposed")
-    model = Mlp(vocab=4000).eval()
-    program, taken, _ = whole_program(model, (torch.randint(0, 4000, (2, 8)),))
-    assert program.transposed_matrices
-    assert program.inductor_configs()["freezing"] is False
-    package = aot_inductor.compile_package(program)
-    with zipfile.ZipFile(io.BytesIO(package)) as archive:
-        (wrapper,) = [n for n in archive.namelist() if n.endswith("wrapper.cpp")]
-        source = archive.read(wrapper).decode()
-    assert len(re.findall(r"aoti_torch_cpu_addmm_out\([^;]*, c\d+_t, 1L, 1L\)", source)) == 2
+    package, files = _mlp_package(monkeypatch, "transposed")
+    (wrapper,) = [text for name, text in files.items() if name.endswith("wrapper.cpp")]
+    assert len(re.findall(r"aoti_torch_cpu_addmm_out\([^;]*, c\d+_t, 1L, 1L\)", wrapper)) == 2
     assert _linear_calls(package) == 0
-    runner = aot_inductor_runner(package)
-    ids = torch.randint(0, 4000, (2, 8))  # not the example's
-    args = [ids if name == "ids" else model.emb.weight.detach() for name in taken]
-    with torch.no_grad():
-        torch.testing.assert_close(runner(*args)[0], model(ids), rtol=1e-5, atol=1e-5)
 
     monkeypatch.setattr("byoc_torch._defaults.AOTI_ONEDNN_CONVOLUTIONS", False)
     program, _, _ = whole_program(ConvThenLinear().eval(), (torch.randn(2, 2, 4, 4),))
-    assert program.transposed_matrices
+    assert program.matrices == "transposed"
     assert program.inductor_configs()["freezing"] is True
 
 
@@ -834,7 +913,7 @@ def test_a_bad_matmul_weights_setting_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError) as err:
         frozen_weights.matmul_weights(ep)
     assert str(err.value) == (
-        "AOTI_MATMUL_WEIGHTS must be one of 'packed', 'transposed', 'inputs' or None "
+        "AOTI_MATMUL_WEIGHTS must be one of 'packed', 'transposed', 'panels', 'inputs' or None "
         "(measured), got 'frozen'"
     )
 
@@ -867,12 +946,13 @@ def _constants(mod) -> list:
     return found
 
 
-@pytest.mark.parametrize("how", ["packed", "transposed"])
+@pytest.mark.parametrize("how", ["packed", "transposed", "panels"])
 def test_a_weight_frozen_into_a_package_lives_only_there(monkeypatch, tmp_path, how):
-    """The package froze the four matrices (packed for oneDNN, or transposed for MKL's
-    sgemm) and biases, so TVM keeps none of them: the lowered module has no constants left,
-    the artifact holds the weights once (1.5x would be a second copy), the report says so,
-    and the artifact runs in a fresh process on another input."""
+    """The package froze the four matrices (packed for oneDNN, transposed for MKL's sgemm,
+    or in panels for the runtime's multiply) and biases, so TVM keeps none of them: the
+    lowered module has no constants left, the artifact holds the weights once (1.5x would be
+    a second copy), the report says so, and the artifact runs in a fresh process on another
+    input."""
     monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", how)
     model = Wide().eval()
     compiled = byoc_torch.compile(
@@ -932,21 +1012,29 @@ def _fake_probe_times(monkeypatch, **ms: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sgemm_ms", "packed_ms", "packed"),
-    [(1.0, 0.8, True), (1.0, 0.98, True), (1.0, 1.03, True), (1.0, 1.3, False)],
+    ("packed_ms", "transposed_ms", "panels_ms", "form"),
+    [
+        (1.0, 1.3, 1.3, "packed"),
+        (1.0, 0.98, 0.97, "packed"),  # within the 5 % margin: a tie keeps packed
+        (1.0, 0.8, 0.97, "transposed"),
+        (1.0, 0.8, 0.6, "panels"),
+        (1.0, 1.03, 0.8, "panels"),
+        (1.0, 0.8, 0.78, "panels"),  # both beyond the margin: the fastest
+    ],
 )
-def test_sgemm_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, packed):
-    """The verdict is timing.choose's over the two timings, oneDNN's packed multiplies (what
-    inductor does with frozen weights) the default: only MKL's sgemm on the transposed
-    matrices faster beyond the 5 % margin (23 % here) stores them transposed; a tie either
-    way keeps them packed. Both callables are real: each runs its multiplies once before its
-    timing is faked."""
-    _fake_probe_times(monkeypatch, sgemm=sgemm_ms, packed=packed_ms)
-    frozen_weights._transposed_faster.cache_clear()
+def test_the_fastest_form_must_win_beyond_the_margin(
+    monkeypatch, packed_ms, transposed_ms, panels_ms, form
+):
+    """The verdict is timing.choose's over the three timings, oneDNN's packed multiplies (what
+    inductor does with frozen weights) the default: another form is chosen only when it is
+    faster than packed beyond the 5 % margin. All three callables are real: each runs its
+    multiplies once before its timing is faked."""
+    _fake_probe_times(monkeypatch, packed=packed_ms, transposed=transposed_ms, panels=panels_ms)
+    frozen_weights._fastest_form.cache_clear()
     try:
-        assert frozen_weights._transposed_faster(((16, 64, 256),)) is not packed
+        assert frozen_weights._fastest_form(((16, 64, 256),)) == form
     finally:
-        frozen_weights._transposed_faster.cache_clear()
+        frozen_weights._fastest_form.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -954,13 +1042,12 @@ def test_sgemm_must_win_beyond_the_margin(monkeypatch, sgemm_ms, packed_ms, pack
     [
         (
             True,
-            "matrix-multiply weights frozen in, packed for oneDNN: MKL's sgemm not measured "
+            "matrix-multiply weights frozen in, packed for oneDNN: no other form measured "
             "faster here",
         ),
         (
             False,
-            "matrix-multiply weights frozen in, transposed for MKL's sgemm: measured faster "
-            "here than oneDNN's packed ones",
+            "matrix-multiply weights frozen in, transposed for MKL's sgemm: measured fastest here",
         ),
     ],
 )
