@@ -45,43 +45,65 @@ constexpr int64_t kRows = 6;            // output rows per kernel call (twelve a
 constexpr int64_t kInnerBlock = 512;    // inner indices per pass over a panel
 constexpr int64_t kPanelsPerTask = 4;   // panels one parallel task covers
 
-// One kernel call: tile (kRows x kPanel, row-major, 32-byte aligned) += A[rows, k0:k0+kc] times
-// the panel slice B (kc x kPanel), for the first `rows` rows.
-using TileKernel = void (*)(const float* a, int64_t lda, const float* b, int64_t kc, float* tile,
-                            int rows);
+// One kernel call computes a block of up to kRows x kPanel outputs over inner indices [k0, k0+kc):
+// out[r, :] = from[r, :] + A[r, k0:k0+kc] times the panel slice B (kc x kPanel). `from` is the
+// row the block starts from: the partial sums in `out` itself (from_ld = ldc), the bias (from_ld
+// = 0, every row reads it), or null (zeros). Only the first `cols` columns are read from `from`
+// and written to `out` (cols < kPanel only at the last panel).
+struct Block {
+  const float* a;
+  int64_t lda;
+  const float* b;
+  int64_t kc;
+  const float* from;
+  int64_t from_ld;
+  float* out;
+  int64_t ldc;
+  int rows;
+  int64_t cols;
+};
+using BlockKernel = void (*)(const Block& block);
 
-void GenericTile(const float* a, int64_t lda, const float* b, int64_t kc, float* tile, int rows) {
-  for (int r = 0; r < rows; ++r) {
-    float* out = tile + r * kPanel;
-    const float* row = a + r * lda;
-    for (int64_t k = 0; k < kc; ++k) {
-      const float v = row[k];
-      const float* bk = b + k * kPanel;
-      for (int64_t j = 0; j < kPanel; ++j) out[j] += v * bk[j];
+void GenericBlock(const Block& k) {
+  for (int r = 0; r < k.rows; ++r) {
+    float acc[kPanel] = {};
+    for (int64_t j = 0; j < k.cols && k.from != nullptr; ++j) acc[j] = k.from[r * k.from_ld + j];
+    const float* row = k.a + r * k.lda;
+    for (int64_t i = 0; i < k.kc; ++i) {
+      const float* bi = k.b + i * kPanel;
+      for (int64_t j = 0; j < kPanel; ++j) acc[j] += row[i] * bi[j];
     }
+    std::copy(acc, acc + k.cols, k.out + r * k.ldc);
   }
 }
 
 #ifdef BYOC_TORCH_X86
 // ROWS accumulator pairs held in registers through the whole inner loop (named, not an array:
-// GCC kept an array of them on the stack, 2.5x slower). The panels are read unaligned: a
-// package's constants need not start on a 32-byte boundary.
+// GCC kept an array of them on the stack, 2.5x slower), loaded from and stored to whole rows of
+// 16 (`from` null: zeros). The panels and rows are read unaligned: a package's constants and a
+// row of the output need not start on a 32-byte boundary.
 template <int ROWS>
-__attribute__((target("avx2,fma"))) void Avx2Tile(const float* a, int64_t lda, const float* b,
-                                                  int64_t kc, float* tile) {
-  __m256 c00 = _mm256_load_ps(tile), c01 = _mm256_load_ps(tile + 8);
-  __m256 c10 = _mm256_setzero_ps(), c11 = c10, c20 = c10, c21 = c10, c30 = c10, c31 = c10;
-  __m256 c40 = c10, c41 = c10, c50 = c10, c51 = c10;
-  if (ROWS > 1) c10 = _mm256_load_ps(tile + 16), c11 = _mm256_load_ps(tile + 24);
-  if (ROWS > 2) c20 = _mm256_load_ps(tile + 32), c21 = _mm256_load_ps(tile + 40);
-  if (ROWS > 3) c30 = _mm256_load_ps(tile + 48), c31 = _mm256_load_ps(tile + 56);
-  if (ROWS > 4) c40 = _mm256_load_ps(tile + 64), c41 = _mm256_load_ps(tile + 72);
-  if (ROWS > 5) c50 = _mm256_load_ps(tile + 80), c51 = _mm256_load_ps(tile + 88);
-// One row's two multiply-adds of an inner index k, when the tile has that row.
-#define BYOC_TORCH_ROW(R, C0, C1)                                          \
-  if (ROWS > R) {                                                          \
-    const __m256 v = _mm256_broadcast_ss(a + R * lda + k);                 \
-    C0 = _mm256_fmadd_ps(v, b0, C0), C1 = _mm256_fmadd_ps(v, b1, C1);      \
+__attribute__((target("avx2,fma"))) void Avx2Rows(const float* a, int64_t lda, const float* b,
+                                                  int64_t kc, const float* from,
+                                                  int64_t from_ld, float* out, int64_t ldc) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+// The accumulators of row R from `from`, when the block has that row.
+#define BYOC_TORCH_LOAD(R, C0, C1)                                                       \
+  if (ROWS > R && from != nullptr)                                                       \
+    C0 = _mm256_loadu_ps(from + R * from_ld), C1 = _mm256_loadu_ps(from + R * from_ld + 8);
+  BYOC_TORCH_LOAD(0, c00, c01)
+  BYOC_TORCH_LOAD(1, c10, c11)
+  BYOC_TORCH_LOAD(2, c20, c21)
+  BYOC_TORCH_LOAD(3, c30, c31)
+  BYOC_TORCH_LOAD(4, c40, c41)
+  BYOC_TORCH_LOAD(5, c50, c51)
+#undef BYOC_TORCH_LOAD
+// Row R's two multiply-adds of inner index k, when the block has that row.
+#define BYOC_TORCH_ROW(R, C0, C1)                                     \
+  if (ROWS > R) {                                                     \
+    const __m256 v = _mm256_broadcast_ss(a + R * lda + k);            \
+    C0 = _mm256_fmadd_ps(v, b0, C0), C1 = _mm256_fmadd_ps(v, b1, C1); \
   }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * kPanel), b1 = _mm256_loadu_ps(b + k * kPanel + 8);
@@ -93,33 +115,40 @@ __attribute__((target("avx2,fma"))) void Avx2Tile(const float* a, int64_t lda, c
     BYOC_TORCH_ROW(5, c50, c51)
   }
 #undef BYOC_TORCH_ROW
-  _mm256_store_ps(tile, c00), _mm256_store_ps(tile + 8, c01);
-  if (ROWS > 1) _mm256_store_ps(tile + 16, c10), _mm256_store_ps(tile + 24, c11);
-  if (ROWS > 2) _mm256_store_ps(tile + 32, c20), _mm256_store_ps(tile + 40, c21);
-  if (ROWS > 3) _mm256_store_ps(tile + 48, c30), _mm256_store_ps(tile + 56, c31);
-  if (ROWS > 4) _mm256_store_ps(tile + 64, c40), _mm256_store_ps(tile + 72, c41);
-  if (ROWS > 5) _mm256_store_ps(tile + 80, c50), _mm256_store_ps(tile + 88, c51);
+// Row R's accumulators to `out`, when the block has that row.
+#define BYOC_TORCH_STORE(R, C0, C1) \
+  if (ROWS > R) _mm256_storeu_ps(out + R * ldc, C0), _mm256_storeu_ps(out + R * ldc + 8, C1);
+  BYOC_TORCH_STORE(0, c00, c01)
+  BYOC_TORCH_STORE(1, c10, c11)
+  BYOC_TORCH_STORE(2, c20, c21)
+  BYOC_TORCH_STORE(3, c30, c31)
+  BYOC_TORCH_STORE(4, c40, c41)
+  BYOC_TORCH_STORE(5, c50, c51)
+#undef BYOC_TORCH_STORE
 }
 
-void Avx2AnyRows(const float* a, int64_t lda, const float* b, int64_t kc, float* tile,
-                 int rows) {
-  switch (rows) {
-    case 6: return Avx2Tile<6>(a, lda, b, kc, tile);
-    case 5: return Avx2Tile<5>(a, lda, b, kc, tile);
-    case 4: return Avx2Tile<4>(a, lda, b, kc, tile);
-    case 3: return Avx2Tile<3>(a, lda, b, kc, tile);
-    case 2: return Avx2Tile<2>(a, lda, b, kc, tile);
-    default: return Avx2Tile<1>(a, lda, b, kc, tile);
-  }
+__attribute__((target("avx2,fma"))) void Avx2Block(const Block& k) {
+  using Rows = void (*)(const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                        float*, int64_t);
+  static constexpr Rows kByRows[kRows + 1] = {nullptr,     Avx2Rows<1>, Avx2Rows<2>, Avx2Rows<3>,
+                                              Avx2Rows<4>, Avx2Rows<5>, Avx2Rows<6>};
+  if (k.cols == kPanel) return kByRows[k.rows](k.a, k.lda, k.b, k.kc, k.from, k.from_ld, k.out, k.ldc);
+  // The last panel, narrower: through a whole-width tile (padding columns start at zero).
+  alignas(32) float tile[kRows * kPanel] = {};
+  for (int r = 0; r < k.rows && k.from != nullptr; ++r)
+    std::copy(k.from + r * k.from_ld, k.from + r * k.from_ld + k.cols, tile + r * kPanel);
+  kByRows[k.rows](k.a, k.lda, k.b, k.kc, tile, kPanel, tile, kPanel);
+  for (int r = 0; r < k.rows; ++r)
+    std::copy(tile + r * kPanel, tile + r * kPanel + k.cols, k.out + r * k.ldc);
 }
 #endif
 
-TileKernel ChosenKernel() {
+BlockKernel ChosenKernel() {
 #ifdef BYOC_TORCH_X86
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return Avx2AnyRows;
+  if (avx2) return Avx2Block;
 #endif
-  return GenericTile;
+  return GenericBlock;
 }
 
 at::Tensor PackLinearPanels(const at::Tensor& weight) {
@@ -166,10 +195,9 @@ at::Tensor LinearPanels(const at::Tensor& input, const at::Tensor& panels,
   float* c_data = result.data_ptr<float>();
   const int64_t row_blocks = (rows + kRows - 1) / kRows;
   const int64_t panel_groups = (count + kPanelsPerTask - 1) / kPanelsPerTask;
-  const TileKernel kernel = ChosenKernel();
+  const BlockKernel kernel = ChosenKernel();
 
   at::parallel_for(0, panel_groups * row_blocks, 1, [&](int64_t begin, int64_t end) {
-    alignas(32) float tile[kRows * kPanel];
     for (int64_t k0 = 0; k0 < inner; k0 += kInnerBlock) {
       const int64_t kc = std::min(kInnerBlock, inner - k0);
       for (int64_t task = begin; task < end; ++task) {
@@ -177,18 +205,13 @@ at::Tensor LinearPanels(const at::Tensor& input, const at::Tensor& panels,
         const int n_rows = static_cast<int>(std::min(kRows, rows - r0));
         const int64_t last = std::min(count, (group + 1) * kPanelsPerTask);
         for (int64_t p = group * kPanelsPerTask; p < last; ++p) {
-          const int64_t c0 = p * kPanel, cols = std::min(kPanel, out_features - c0);
-          float* c = c_data + r0 * out_features + c0;
-          for (int r = 0; r < n_rows; ++r) {  // the tile starts from the bias or the partial sum
-            const float* from = k0 ? c + r * out_features : bias_data ? bias_data + c0 : nullptr;
-            float* to = tile + r * kPanel;
-            std::fill(to, to + kPanel, 0.0f);
-            if (from != nullptr) std::copy(from, from + cols, to);
-          }
-          kernel(a_data + r0 * lda + k0, lda, b_data + (p * inner + k0) * kPanel, kc, tile,
-                 n_rows);
-          for (int r = 0; r < n_rows; ++r)
-            std::copy(tile + r * kPanel, tile + r * kPanel + cols, c + r * out_features);
+          const int64_t c0 = p * kPanel;
+          float* out = c_data + r0 * out_features + c0;
+          // the first inner block starts from the bias, the others from the partial sums
+          const float* from = k0 ? out : bias_data ? bias_data + c0 : nullptr;
+          kernel({a_data + r0 * lda + k0, lda, b_data + (p * inner + k0) * kPanel, kc, from,
+                  k0 ? out_features : 0, out, out_features, n_rows,
+                  std::min(kPanel, out_features - c0)});
         }
       }
     }
