@@ -88,16 +88,14 @@ __attribute__((target("avx2,fma"))) void Avx2Rows(const float* a, int64_t lda, c
                                                   int64_t from_ld, float* out, int64_t ldc) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+// M applied to each row's number and accumulator pair.
+#define BYOC_TORCH_EACH_ROW(M) \
+  M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)
 // The accumulators of row R from `from`, when the block has that row.
 #define BYOC_TORCH_LOAD(R, C0, C1)                                                       \
   if (ROWS > R && from != nullptr)                                                       \
     C0 = _mm256_loadu_ps(from + R * from_ld), C1 = _mm256_loadu_ps(from + R * from_ld + 8);
-  BYOC_TORCH_LOAD(0, c00, c01)
-  BYOC_TORCH_LOAD(1, c10, c11)
-  BYOC_TORCH_LOAD(2, c20, c21)
-  BYOC_TORCH_LOAD(3, c30, c31)
-  BYOC_TORCH_LOAD(4, c40, c41)
-  BYOC_TORCH_LOAD(5, c50, c51)
+  BYOC_TORCH_EACH_ROW(BYOC_TORCH_LOAD)
 #undef BYOC_TORCH_LOAD
 // Row R's two multiply-adds of inner index k, when the block has that row.
 #define BYOC_TORCH_ROW(R, C0, C1)                                     \
@@ -107,24 +105,15 @@ __attribute__((target("avx2,fma"))) void Avx2Rows(const float* a, int64_t lda, c
   }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * kPanel), b1 = _mm256_loadu_ps(b + k * kPanel + 8);
-    BYOC_TORCH_ROW(0, c00, c01)
-    BYOC_TORCH_ROW(1, c10, c11)
-    BYOC_TORCH_ROW(2, c20, c21)
-    BYOC_TORCH_ROW(3, c30, c31)
-    BYOC_TORCH_ROW(4, c40, c41)
-    BYOC_TORCH_ROW(5, c50, c51)
+    BYOC_TORCH_EACH_ROW(BYOC_TORCH_ROW)
   }
 #undef BYOC_TORCH_ROW
 // Row R's accumulators to `out`, when the block has that row.
 #define BYOC_TORCH_STORE(R, C0, C1) \
   if (ROWS > R) _mm256_storeu_ps(out + R * ldc, C0), _mm256_storeu_ps(out + R * ldc + 8, C1);
-  BYOC_TORCH_STORE(0, c00, c01)
-  BYOC_TORCH_STORE(1, c10, c11)
-  BYOC_TORCH_STORE(2, c20, c21)
-  BYOC_TORCH_STORE(3, c30, c31)
-  BYOC_TORCH_STORE(4, c40, c41)
-  BYOC_TORCH_STORE(5, c50, c51)
+  BYOC_TORCH_EACH_ROW(BYOC_TORCH_STORE)
 #undef BYOC_TORCH_STORE
+#undef BYOC_TORCH_EACH_ROW
 }
 
 __attribute__((target("avx2,fma"))) void Avx2Block(const Block& k) {
