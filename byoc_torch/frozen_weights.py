@@ -491,8 +491,10 @@ def transposed(module: fx.GraphModule) -> fx.GraphModule:
     ``TRANSPOSED`` of :func:`matmul_weights`). The copy holds the transposed matrices, not
     the originals; every other constant is shared with ``module``. A matrix anything else
     reads (a tied embedding table) is left as it is."""
-    graph, attrs, found = _right_multiplied(module)
+    graph, attrs, found = _float_matrices(module)
     for node, weight in found:
+        if not _multiplied_from_the_right_only(node):
+            continue
         name = _new_name(attrs, f"{node.target.replace('.', '_')}_t")
         attrs[name] = weight.detach().t().contiguous()
         for view in list(node.users):
@@ -506,27 +508,35 @@ def transposed(module: fx.GraphModule) -> fx.GraphModule:
 
 
 def panels(module: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``module`` whose frozen float32 matrices that only matrix multiplies read,
-    through a transpose (``mm(x, w.t())``, ``addmm(b, x, w.t())`` with a bias of one value per
-    column), are stored in 16-column panels (``torch.ops.byoc_torch.pack_linear_panels``),
-    and whose multiplies by them call ``torch.ops.byoc_torch.linear_panels``, which reads the
-    panels as they lie (the ``PANELS`` of :func:`matmul_weights`). The copy holds the panels,
-    not the originals; every other constant is shared with ``module``. A matrix anything else
-    reads, or one an ``addmm`` with another bias or scale multiplies by, is left as it is."""
-    graph, attrs, found = _right_multiplied(module)
+    """A copy of ``module`` whose frozen float32 matrices that only matrix multiplies read, as
+    the matrix they multiply by (``mm(x, w)``, ``addmm(b, x, w)`` with a bias of one value per
+    column), either all through a transpose (a linear layer's (out, in) weight) or all as
+    they lie (an (in, out) weight, HF GPT-2's ``Conv1D``), are stored in 16-column panels
+    (``torch.ops.byoc_torch.pack_linear_panels``), and whose multiplies by them call
+    ``torch.ops.byoc_torch.linear_panels``, which reads the panels as they lie (the
+    ``PANELS`` of :func:`matmul_weights`). The copy holds the panels, not the originals;
+    every other constant is shared with ``module``. A matrix anything else reads, or one an
+    ``addmm`` with another bias or scale multiplies by, is left as it is."""
+    graph, attrs, found = _float_matrices(module)
     op = torch.ops.byoc_torch.linear_panels.default
     for node, weight in found:
-        multiplies = [m for view in node.users for m in view.users]
-        if not all(_column_bias_or_none(m, weight.shape[0], attrs) for m in multiplies):
+        if _multiplied_from_the_right_only(node):
+            out_in, multiplies = weight, [m for view in node.users for m in view.users]
+        elif node.users and all(_multiplies_by(user, node) for user in node.users):
+            out_in, multiplies = weight.t(), list(node.users)
+        else:
+            continue
+        columns = out_in.shape[0]
+        if not all(_column_bias_or_none(m, columns, attrs) for m in multiplies):
             continue
         name = _new_name(attrs, f"{node.target.replace('.', '_')}_panels")
-        attrs[name] = torch.ops.byoc_torch.pack_linear_panels(weight.detach())
+        attrs[name] = torch.ops.byoc_torch.pack_linear_panels(out_in.detach().contiguous())
         for multiply in multiplies:
             x = multiply.args[0] if multiply.target is _aten.mm.default else multiply.args[1]
             bias = multiply.args[0] if multiply.target is _aten.addmm.default else None
             with graph.inserting_before(multiply):
                 held = graph.get_attr(name)
-                call = graph.call_function(op, (x, held, bias, weight.shape[0]))
+                call = graph.call_function(op, (x, held, bias, columns))
             call.meta.update(multiply.meta)
             multiply.replace_all_uses_with(call)
             graph.erase_node(multiply)
@@ -536,20 +546,26 @@ def panels(module: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(attrs, graph)  # holds only what its get_attr nodes name
 
 
-def _right_multiplied(
+def _multiplies_by(user: fx.Node, weight: fx.Node) -> bool:
+    """Whether ``user`` is an ``mm`` / ``addmm`` multiplying by ``weight`` as it lies (the
+    matrix on the right, read once)."""
+    if user.target not in (_aten.mm.default, _aten.addmm.default):
+        return False
+    return _weight_operand(user) is weight and list(user.args).count(weight) == 1
+
+
+def _float_matrices(
     module: fx.GraphModule,
 ) -> tuple[fx.Graph, dict[str, object], list[tuple[fx.Node, torch.Tensor]]]:
     """A copy of ``module``'s graph, its attributes by ``get_attr`` target, and the
-    ``get_attr`` nodes of the copy (with their values) that are float32 CPU matrices only
-    multiplied by, from the right, through a transpose, in graph order."""
+    ``get_attr`` nodes of the copy whose values are float32 CPU matrices (with the values),
+    in graph order."""
     graph = fx.Graph()
     graph.output(graph.graph_copy(module.graph, {}))
     attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
     found = []
     for node in graph.nodes:
-        if node.op != "get_attr" or not _multiplied_from_the_right_only(node):
-            continue
-        weight = attrs[node.target]
+        weight = attrs.get(node.target) if node.op == "get_attr" else None
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             continue
         if weight.dtype == torch.float32 and weight.device.type == "cpu":

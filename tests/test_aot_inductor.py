@@ -835,6 +835,47 @@ def test_panels_store_what_only_multiplies_read_and_the_multiplies_read_them():
     torch.testing.assert_close(after(x), before(x))
 
 
+def test_panels_also_store_matrices_multiplied_by_as_they_lie():
+    """Before: w (in, out), as HF GPT-2's Conv1D holds it, multiplied by directly by addmm
+    and mm; v read both directly and through a transpose. Expected: w's multiplies are
+    ``linear_panels`` calls on the panels of w's transpose, and v stays as it was."""
+    gen = torch.Generator().manual_seed(0)
+    attrs = {
+        "w": torch.randn(4, 6, generator=gen),
+        "b": torch.randn(6, generator=gen),
+        "v": torch.randn(6, 6, generator=gen),
+    }
+    g = fx.Graph()
+    x = g.placeholder("x")
+    w, b, v = (g.get_attr(k) for k in attrs)
+    h = g.call_function(aten.addmm.default, (b, x, w))
+    h2 = g.call_function(aten.mm.default, (x, w))
+    h = g.call_function(aten.mm.default, (h, v))
+    h = g.call_function(aten.mm.default, (h, g.call_function(aten.t.default, (v,))))
+    g.output(g.call_function(aten.add.Tensor, (h, h2)))
+    before = fx.GraphModule(attrs, g)
+    after = frozen_weights.panels(before)
+    assert _graph_of(after) == [
+        ("placeholder", "x", ()),  # 0
+        ("get_attr", "b", ()),
+        ("get_attr", "v", ()),
+        ("get_attr", "w_panels", ()),
+        ("call_function", "byoc_torch.linear_panels.default", (0, 3, 1, 6)),  # 4
+        ("get_attr", "w_panels", ()),
+        ("call_function", "byoc_torch.linear_panels.default", (0, 5, None, 6)),  # 6
+        ("call_function", "aten.mm.default", (4, 2)),
+        ("call_function", "aten.t.default", (2,)),
+        ("call_function", "aten.mm.default", (7, 8)),
+        ("call_function", "aten.add.Tensor", (9, 6)),
+        ("output", "output", (10,)),
+    ]
+    packed = torch.ops.byoc_torch.pack_linear_panels(attrs["w"].t().contiguous())
+    torch.testing.assert_close(after.w_panels, packed, rtol=0, atol=0)
+    assert not hasattr(after, "w") and after.v is before.v
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(after(x), before(x))
+
+
 def test_panels_leave_a_matrix_an_addmm_scales_or_adds_a_matrix_to():
     """``linear_panels`` adds one bias value per column at unit scale; a matrix one of whose
     multiplies adds a whole matrix, or scales, keeps its original form."""
