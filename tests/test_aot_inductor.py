@@ -1333,12 +1333,12 @@ def test_a_concatenated_multiply_must_win_beyond_the_margin(
         frozen_weights._concat_faster.cache_clear()
 
 
-def test_a_concatenated_package_keeps_its_batch_dynamic(monkeypatch):
-    """QKV with a dynamic batch, its multiplies concatenated (forced), in one AOTInductor
-    subgraph: the report says they were, and the model agrees with eager at batches other than
-    the example's 2."""
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_MATMUL_WEIGHTS", "packed")
-    monkeypatch.setattr("byoc_torch._defaults.AOTI_CONCAT_MULTIPLIES", True)
+def _qkv_with_a_dynamic_batch(monkeypatch, **settings) -> tuple[object, bytes]:
+    """QKV compiled with a dynamic batch into one AOTInductor subgraph, ``settings`` (names of
+    ``_defaults``) in force; checked against eager at batches other than the example's 2.
+    Returns its report entry and its package."""
+    for name, value in settings.items():
+        monkeypatch.setattr(f"byoc_torch._defaults.{name}", value)
     model = QKV().eval()
     forced = ["aten.addmm", "aten.view", "aten.permute", "aten.bmm", "aten.expand"]
     forced += ["aten.clone", "aten._softmax", "aten._unsafe_view", "aten.transpose", "aten.t"]
@@ -1350,16 +1350,37 @@ def test_a_concatenated_package_keeps_its_batch_dynamic(monkeypatch):
         torch_executor="aot_inductor",
         placement="tvm",
     )
-    (entry,) = compiled.report().subgraphs
-    assert entry.executor == "aot_inductor"
-    assert "multiplies sharing an input concatenated (AOTI_CONCAT_MULTIPLIES)" in (
-        entry.executor_reason
-    )
-    from byoc_torch.runtime import TorchRuntime
-
-    (spec,) = TorchRuntime(running_torch_modules(compiled.executable)[0]).specs()
-    assert _linear_calls(bytes(spec.aoti_package)) == 2  # q, k, v as one; out
     for batch in (1, 3, 7):
         x = torch.linspace(-2, 2, batch * 5 * 32).reshape(batch, 5, 32)
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    from byoc_torch.runtime import TorchRuntime
+
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "aot_inductor"
+    (spec,) = TorchRuntime(running_torch_modules(compiled.executable)[0]).specs()
+    return entry, bytes(spec.aoti_package)
+
+
+def test_a_concatenated_package_keeps_its_batch_dynamic(monkeypatch):
+    """QKV with a dynamic batch, its multiplies concatenated (forced), in one AOTInductor
+    subgraph: the report says they were, and the model agrees with eager at batches other than
+    the example's 2."""
+    entry, package = _qkv_with_a_dynamic_batch(
+        monkeypatch, AOTI_MATMUL_WEIGHTS="packed", AOTI_CONCAT_MULTIPLIES=True
+    )
+    assert "multiplies sharing an input concatenated (AOTI_CONCAT_MULTIPLIES)" in (
+        entry.executor_reason
+    )
+    assert _linear_calls(package) == 2  # q, k, v as one; out
+
+
+def test_a_package_of_panels_keeps_its_batch_dynamic(monkeypatch):
+    """QKV with a dynamic batch and its matrices in panels, in one AOTInductor subgraph: the
+    report says so, its four multiplies are the runtime's, and the model agrees with eager at
+    batches other than the example's 2 (the op's row count follows the symbolic batch)."""
+    entry, package = _qkv_with_a_dynamic_batch(monkeypatch, AOTI_MATMUL_WEIGHTS="panels")
+    assert "panels for byoc_torch's multiply (AOTI_MATMUL_WEIGHTS)" in entry.executor_reason
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        specs = [archive.read(n).decode() for n in archive.namelist() if n.endswith(".json")]
+    assert "".join(specs).count("byoc_torch::linear_panels") == 4
