@@ -4,8 +4,9 @@
  * stored in 16-column panels, the layout its kernel reads, so no call copies the weight.
  *
  * Place in the data flow: AOTInductor packages whose frozen matrices byoc_torch stores this way
- * (byoc_torch/frozen_weights.py's ``panels`` rewrites ``mm`` / ``addmm`` by a transposed frozen
- * weight before the package is compiled, the ``PANELS`` of ``matmul_weights``) call it through
+ * (byoc_torch/frozen_weights.py's ``panels`` rewrites ``mm`` / ``addmm`` by a frozen weight,
+ * transposed or as it lies, before the package is compiled, the ``PANELS`` of
+ * ``matmul_weights``) call it through
  * AOTInductor's proxy executor, from Python or from a LibTorch app alike.
  * ``torch.ops.byoc_torch.pack_linear_panels`` makes the panels of an (out, in) weight at compile
  * time.
