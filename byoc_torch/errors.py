@@ -141,3 +141,10 @@ class UnregisteredOpError(ByocTorchError, ValueError):
 class CPUFeatureError(ByocTorchError, RuntimeError):
     """An artifact was compiled for a CPU with instruction-set features this CPU lacks
     (byoc_torch.cpu)."""
+
+
+def first_line(error: BaseException) -> str:
+    """``error``'s type and the first line of its message (at most 300 characters): how a
+    report names a failure it recovered from."""
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return text[0][:300] if text else type(error).__name__

@@ -135,12 +135,12 @@ class Pipeline:
         why: str | None = None,
     ) -> dict:
         """Each LibTorch subgraph's executor in ``built``, TorchScript or AOTInductor, chosen
-        as ``mode`` says (``Options.torch_executor``, :func:`byoc_torch.aot_inductor.
+        as ``mode`` says (``Options.torch_executor``, :func:`byoc_torch.executor_choice.
         choose_executors`; "auto" times both on ``inputs``); the packages chosen are installed
         in the built module. ``why``: the reason the executor of a mode other than "auto" is
         reported with (None: the ``torch_executor`` setting)."""
-        from .aot_inductor import choose_executors
         from .compile_cache import CompileCache
+        from .executor_choice import choose_executors
 
         run = None
         if inputs is not None:

@@ -67,7 +67,7 @@ class SubgraphEntry:
         return len(self.inputs) + len(self.outputs)
 
     def with_executor(self, choice) -> SubgraphEntry:
-        """This entry with an :class:`~byoc_torch.aot_inductor.ExecutorChoice` (None: as is)."""
+        """This entry with an :class:`~byoc_torch.executor_choice.ExecutorChoice` (None: as is)."""
         if choice is None:
             return self
         return replace(

@@ -35,7 +35,7 @@ from tvm import relax
 from . import schedules
 from .bisection import minimal_subset
 from .codegen import LowerTorchFunctions
-from .errors import BuildFailure
+from .errors import BuildFailure, first_line
 from .frontend import ImportResult
 from .frontend.random import random_dependent
 from .names import op_key
@@ -459,17 +459,13 @@ def find_build_culprits(
                 lo = mid
         hi -= 1
         blamed.append(names[hi])
-    detail = _first_line(error)
+    detail = first_line(error)
     by_name = {n.name: n for n in candidates}
     return [
         FallbackRecord(name, op_key(by_name[name].target), Reason.BUILD, detail)
         for name in names
         if name in blamed
     ]
-
-
-def _first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
 
 
 def _unexplained(error: BaseException, why: str) -> BuildFailure:

@@ -22,7 +22,7 @@ from torch import fx
 from tvm import relax
 
 import byoc_torch
-from byoc_torch import aot_inductor, compile_cache, frozen_weights
+from byoc_torch import _defaults, aot_inductor, compile_cache, executor_choice, frozen_weights
 from byoc_torch.compiled import running_torch_modules
 from byoc_torch.testing.packages import whole_program
 from byoc_torch.testing.processes import fresh_python
@@ -185,7 +185,7 @@ def test_auto_does_not_compile_small_subgraphs(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a subgraph under the threshold was compiled")
 
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 1e9)
+    monkeypatch.setattr(_defaults, "AOTI_MIN_SUBGRAPH_MS", 1e9)
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", refuse)
     model = Net().eval()
     compiled = byoc_torch.compile(model, (torch.randn(8, 16),), placement="tvm")
@@ -201,7 +201,7 @@ def _fake_executor_times(monkeypatch, torchscript: list[float], package: list[fl
     package's otherwise. The model still runs each round."""
     from byoc_torch.runtime import TorchRuntime
 
-    real = aot_inductor._per_call_ms
+    real = executor_choice._per_call_ms
     turns = {"torchscript": 0, "aot_inductor": 0}
 
     def fake(modules, run, rounds):
@@ -215,8 +215,8 @@ def _fake_executor_times(monkeypatch, torchscript: list[float], package: list[fl
         turns[side] += 1
         return dict.fromkeys(measured, ms)
 
-    monkeypatch.setattr(aot_inductor, "_per_call_ms", fake)
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+    monkeypatch.setattr(executor_choice, "_per_call_ms", fake)
+    monkeypatch.setattr(_defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_a_whole_model_check_that_kept_all_libtorch_over_the_package_stands(monk
     from byoc_torch.placement import end_to_end, measure
 
     _fake_executor_times(monkeypatch, [1.0], [0.5])
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_MODEL_MS", 0.0)
+    monkeypatch.setattr(_defaults, "AOTI_MIN_MODEL_MS", 0.0)
     times = {"searched": 3.0, "all-libtorch": 1.0, "all-aot-inductor": 1.2, "all-tvm": 5.0}
     monkeypatch.setattr(
         end_to_end, "time_candidates", lambda runs, options, rounds: {k: times[k] for k in runs}
@@ -357,8 +357,8 @@ def test_placement_times_regions_as_aot_inductor_packages_too(monkeypatch):
     region has no AOTInductor time), and the search costs the LibTorch side at the faster."""
     from byoc_torch.placement import measure
 
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MAX_REGIONS", 1)
+    monkeypatch.setattr(_defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+    monkeypatch.setattr(_defaults, "AOTI_MAX_REGIONS", 1)
     measure.MeasurementCache.forget()
     model = Net().eval()
     x = torch.randn(8, 16)
@@ -410,18 +410,18 @@ def test_suspended_packages_run_the_torchscript_and_auto_times_both_in_turns(mon
     from byoc_torch.runtime import TorchRuntime
 
     turns = []
-    real = aot_inductor._per_call_ms
+    real = executor_choice._per_call_ms
 
     def spy(modules, run, rounds):
         turns.append(TorchRuntime(modules[0]).suspend_aoti(True))  # reads, then restores
         TorchRuntime(modules[0]).suspend_aoti(turns[-1])
         return real(modules, run, rounds)
 
-    monkeypatch.setattr(aot_inductor, "_per_call_ms", spy)
-    monkeypatch.setattr(aot_inductor._defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
+    monkeypatch.setattr(executor_choice, "_per_call_ms", spy)
+    monkeypatch.setattr(_defaults, "AOTI_MIN_SUBGRAPH_MS", 0.0)
     model = Bag().eval()
     compiled = byoc_torch.compile(model, (torch.randint(0, 10, (2, 3)),), placement="tvm")
-    rounds = aot_inductor._defaults.AOTI_MEASURE_ROUNDS
+    rounds = _defaults.AOTI_MEASURE_ROUNDS
     # First the TorchScript alone (the size threshold), then TorchScript / package in turns.
     assert turns == [False] + [True, False] * rounds
     (entry,) = compiled.report().subgraphs
