@@ -6,9 +6,11 @@
  * AOTInductor package (torch._inductor.aoti_compile_and_package, its parameters frozen in as
  * constants); the package bytes travel in the subgraph's spec (subgraph_spec.h) and so inside
  * the artifact (serialization.h). The module (torch_runtime_module.cc) builds one AotiExecutor
- * per spec with a package: the bytes are written to a private directory (mkdtemp, mode 0700),
- * handed to torch::inductor::AOTIModelPackageLoader (which extracts the package into a
- * directory of its own and removes it when destroyed), and removed again at once. A call runs
+ * per spec with a package: the package's files are extracted from its bytes (LibTorch's own
+ * archive reader, reading them where they lie) into a private directory (mkdtemp, mode 0700),
+ * loaded from there by torch::inductor::AOTIModelPackageLoader, and removed again at once (a
+ * loader given the package file extracts it into a directory of its own, removed only when the
+ * loader is destroyed, so a module kept until the process ends left a copy behind). A call runs
  * the package on the ATen tensors the bridge made (tensor_bridge.h), without copies.
  *
  * Thread safety: Run may be called from several threads at once; AOTInductor's model container

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -106,6 +107,9 @@ def test_torchscript_subgraph_agrees_with_eager():
 
 
 def test_artifact_with_aot_inductor_subgraph_loads_in_a_fresh_process(net, tmp_path):
+    """... and leaves no files behind: the package's files, extracted to load it, are removed
+    at once, although the loaded module (remembered by byoc_torch.load) lives until the
+    process ends."""
     model, compiled, _ = net
     path = compiled.export(tmp_path / "net.so")
     x = torch.randn(21, 16)  # not the example input, and another batch size
@@ -123,12 +127,19 @@ def test_artifact_with_aot_inductor_subgraph_loads_in_a_fresh_process(net, tmp_p
             print(dict(mod["__byoc_torch_executors__"]()))
         """
     )
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(private_tmp)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "{'torch_main_0': 'aot_inductor'}" in proc.stdout
     torch.testing.assert_close(torch.load(tmp_path / "got.pt"), expected, rtol=1e-4, atol=1e-4)
+    assert sorted(p.name for p in private_tmp.iterdir()) == []
 
 
 def test_second_compile_takes_the_package_from_the_cache(net, monkeypatch):

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -123,6 +124,26 @@ def test_package_only_copy_takes_the_package_inputs_alone():
 def test_a_package_that_does_not_load_is_a_value_error():
     with pytest.raises(ValueError, match=r"subgraph 'f': its AOTInductor package does not load"):
         make_runtime_module([SubgraphSpec("f", CLONE, 1, aoti_package=b"not a zip")])
+
+
+def test_a_package_naming_a_file_outside_its_folder_is_refused(tmp_path, monkeypatch):
+    """A package's files are extracted to load it; a name that would land outside the private
+    directory (a crafted archive) is refused before anything is written."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("pkg/.data/version", "3\n")
+        z.writestr("pkg/../escaped", "x")
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    with pytest.raises(
+        ValueError,
+        match=r"^byoc_torch subgraph 'f': its AOTInductor package does not load: it names a "
+        r"file outside its own folder: \.\./escaped$",
+    ):
+        make_runtime_module([SubgraphSpec("f", CLONE, 1, aoti_package=archive.getvalue())])
+    assert list(private_tmp.iterdir()) == []  # the private directory removed again
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_duplicate_symbols_are_refused():
