@@ -176,6 +176,10 @@ AOTI_MATMUL_PROBE_FLOPS = 1e9
 # convolutions and prepacks weights; it does nothing to a gather), and one shared with the rest of
 # the model (a tied embedding) would live twice. HF BERT's word embeddings are 31 MB.
 AOTI_FROZEN_MAX_BYTES = 256 << 10
+# Largest value a package's program computes from no input that is computed once at compile time
+# and stored in the package (byoc_torch.constant_folding): an attention mask of 128x128 floats is
+# 64 KB; past this a value is recomputed on every call rather than read from memory.
+AOTI_FOLD_MAX_BYTES = 4 << 20
 # Bytes of AOTInductor packages kept in memory for the process (byoc_torch.compile_cache.MEMORY).
 AOTI_MEMORY_CACHE_BYTES = 256 << 20
 

@@ -37,6 +37,7 @@ from tvm import relax
 import relay_ext
 
 from .compile_cache import MEMORY, CompileCache, package_key
+from .constant_folding import folded
 from .frontend.higher_order import HIGHER_ORDER_SCRIPTS
 from .frontend.modules import forced_module_for_op
 from .frontend.torchscript import is_scalar_node, output_metas, script_for_node, script_for_nodes
@@ -100,10 +101,12 @@ class SubgraphProgram:
     matrices: str = PACKED
 
     def compiled_module(self) -> fx.GraphModule:
-        """The module its package is compiled from: :attr:`module`, its convolutions
+        """The module its package is compiled from: :attr:`module`, the values it computes
+        from no input computed (:func:`byoc_torch.constant_folding.folded`), its convolutions
         rewritten to the runtime's oneDNN op when :attr:`onednn_convolutions`, its matrices
         stored transposed or in panels as :attr:`matrices` says."""
-        module = rewritten(self.module) if self.onednn_convolutions else self.module
+        module = folded(self.module)
+        module = rewritten(module) if self.onednn_convolutions else module
         rewrite = {TRANSPOSED: transposed, PANELS: panels}.get(self.matrices)
         return rewrite(module) if rewrite is not None else module
 

@@ -144,7 +144,7 @@ def _matmul_matrices(
         value = values.get(node.name) if node.op == "placeholder" else None
         if value is None or value.dim() != 2 or value.dtype != torch.float32:
             continue
-        readers = _reader_nodes(node)
+        readers = reader_nodes(node)
         if any(r.target in CONVOLUTIONS for r in readers):
             continue
         matmuls = [r for r in readers if r.target in MATMULS]
@@ -192,7 +192,7 @@ def _large_constants(
         value = values.get(node.name) if node.op == "placeholder" else None
         if value is None or node.name in matrices:
             continue
-        if any(r.target in CONVOLUTIONS for r in _reader_nodes(node)):
+        if any(r.target in CONVOLUTIONS for r in reader_nodes(node)):
             continue
         if value.numel() * value.element_size() >= _defaults.AOTI_FROZEN_MAX_BYTES:
             found.append(node.name)
@@ -369,7 +369,7 @@ def _sibling_multiplies(
     for node in ep.graph.nodes:
         if node.op != "placeholder" or node.name not in matrices:
             continue
-        path = _reader_nodes(node) | {node}
+        path = reader_nodes(node) | {node}
         for reader in path:
             if reader.target in MATMULS and _weight_operand(reader) in path:
                 weight_of[reader] = values[node.name]
@@ -495,7 +495,7 @@ def transposed(module: fx.GraphModule) -> fx.GraphModule:
     for node, weight in found:
         if not _multiplied_from_the_right_only(node):
             continue
-        name = _new_name(attrs, f"{node.target.replace('.', '_')}_t")
+        name = unused_name(attrs, f"{node.target.replace('.', '_')}_t")
         attrs[name] = weight.detach().t().contiguous()
         for view in list(node.users):
             with graph.inserting_before(view):
@@ -529,7 +529,7 @@ def panels(module: fx.GraphModule) -> fx.GraphModule:
         columns = out_in.shape[0]
         if not all(_column_bias_or_none(m, columns, attrs) for m in multiplies):
             continue
-        name = _new_name(attrs, f"{node.target.replace('.', '_')}_panels")
+        name = unused_name(attrs, f"{node.target.replace('.', '_')}_panels")
         attrs[name] = torch.ops.byoc_torch.pack_linear_panels(out_in.detach().contiguous())
         for multiply in multiplies:
             x = multiply.args[0] if multiply.target is _aten.mm.default else multiply.args[1]
@@ -562,7 +562,7 @@ def _float_matrices(
     in graph order."""
     graph = fx.Graph()
     graph.output(graph.graph_copy(module.graph, {}))
-    attrs = {n.target: _attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
+    attrs = {n.target: attribute(module, n.target) for n in graph.nodes if n.op == "get_attr"}
     found = []
     for node in graph.nodes:
         weight = attrs.get(node.target) if node.op == "get_attr" else None
@@ -573,7 +573,7 @@ def _float_matrices(
     return graph, attrs, found
 
 
-def _new_name(attrs: dict[str, object], name: str) -> str:
+def unused_name(attrs: dict[str, object], name: str) -> str:
     while name in attrs:
         name += "_"
     return name
@@ -596,7 +596,7 @@ def _column_bias_or_none(multiply: fx.Node, columns: int, attrs: dict[str, objec
     )
 
 
-def _attribute(module: torch.nn.Module, target: str):
+def attribute(module: torch.nn.Module, target: str):
     """The attribute of ``module`` a ``get_attr`` node names (a dotted path)."""
     value = module
     for part in target.split("."):
@@ -604,7 +604,7 @@ def _attribute(module: torch.nn.Module, target: str):
     return value
 
 
-def _reader_nodes(node: fx.Node) -> set[fx.Node]:
+def reader_nodes(node: fx.Node) -> set[fx.Node]:
     """The ops that read ``node``'s value, directly or through views."""
     readers, stack = set(), [node]
     while stack:

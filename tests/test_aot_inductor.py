@@ -25,6 +25,7 @@ from tvm import relax
 import byoc_torch
 from byoc_torch import _defaults, aot_inductor, compile_cache, executor_choice, frozen_weights
 from byoc_torch.compiled import running_torch_modules
+from byoc_torch.testing.fx_graphs import graph_of
 from byoc_torch.testing.packages import whole_program
 from byoc_torch.testing.processes import fresh_python
 
@@ -743,17 +744,6 @@ def test_matmul_weights_are_packed_or_transposed_as_measured_faster(monkeypatch,
 aten = torch.ops.aten
 
 
-def _graph_of(module: fx.GraphModule) -> list[tuple]:
-    """Each node of ``module``'s graph as (op, target, arguments), in order; an argument that
-    is a node by its position in the graph (names depend on how nodes were made)."""
-    position = {n: k for k, n in enumerate(module.graph.nodes)}
-
-    def arg(a):
-        return position[a] if isinstance(a, fx.Node) else a
-
-    return [(n.op, str(n.target), tuple(map(arg, n.args))) for n in module.graph.nodes]
-
-
 def _linears_before() -> fx.GraphModule:
     """x (3, 4) -> addmm(b, x, permute(w1)) -> mm(., t(w2)) -> mm(., permute(w3)) * w3[0, 0]:
     w1 and w2 only multiplied by, w3 also read elementwise."""
@@ -806,7 +796,7 @@ def test_transposed_stores_what_only_multiplies_read_transposed_and_read_as_it_l
         ("call_function", "aten.mm.default", (4, 5)),  # 6
         *_W3_AS_IT_WAS,
     ]
-    assert _graph_of(after) == expected
+    assert graph_of(after) == expected
     for name in ("w1", "w2"):
         assert not hasattr(after, name)
         lying = getattr(after, f"{name}_t")
@@ -835,7 +825,7 @@ def test_panels_store_what_only_multiplies_read_and_the_multiplies_read_them():
         ("call_function", "byoc_torch.linear_panels.default", (4, 5, None, 5)),  # 6
         *_W3_AS_IT_WAS,
     ]
-    assert _graph_of(after) == expected
+    assert graph_of(after) == expected
     for name in ("w1", "w2"):
         assert not hasattr(after, name)
         held = getattr(after, f"{name}_panels")
@@ -866,7 +856,7 @@ def test_panels_also_store_matrices_multiplied_by_as_they_lie():
     g.output(g.call_function(aten.add.Tensor, (h, h2)))
     before = fx.GraphModule(attrs, g)
     after = frozen_weights.panels(before)
-    assert _graph_of(after) == [
+    assert graph_of(after) == [
         ("placeholder", "x", ()),  # 0
         ("get_attr", "b", ()),
         ("get_attr", "v", ()),
@@ -901,7 +891,7 @@ def test_panels_leave_a_matrix_an_addmm_scales_or_adds_a_matrix_to():
         g.output(g.call_function(aten.addmm.default, (bias, x, view), kwargs))
         before = fx.GraphModule(attrs, g)
         after = frozen_weights.panels(before)
-        assert _graph_of(after) == _graph_of(before)
+        assert graph_of(after) == graph_of(before)
         x = torch.randn(3, 4)
         torch.testing.assert_close(after(x), before(x))
 
