@@ -28,7 +28,7 @@ from tvm import relax
 from . import _defaults
 from .compile_cache import CompileCache, artifact_key
 from .compiled import CompiledModule, load_bytes, set_metadata
-from .errors import VerificationError
+from .errors import VerificationError, first_line
 from .frontend.modules import forced_module_for_op
 from .names import is_relax_op_name
 from .options import Options
@@ -199,7 +199,7 @@ def _compile_program(program: Program, opts: Options) -> CompiledModule:
                     raise
                 warnings.warn(
                     "byoc_torch.compile: the model does not run on the derived inputs "
-                    f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); verification "
+                    f"({first_line(err)}); verification "
                     "skipped -- pass example inputs",
                     stacklevel=2,
                 )
@@ -255,8 +255,7 @@ def _measured_placement(pipeline: Pipeline, inputs):
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)
-        first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        return {}, PlacementResult(error=first)
+        return {}, PlacementResult(error=first_line(err))
     if not result.regions:
         return records, result
     return _whole_model_check(pipeline, records, result, inputs), result

@@ -54,7 +54,7 @@ from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils._python_dispatch import _disable_current_modes
 
 from . import _defaults
-from .errors import FallbackError, InputError, OptionError
+from .errors import FallbackError, InputError, OptionError, first_line
 from .options import Options
 from .quiet import quietly
 from .tensors import random_tensor
@@ -177,7 +177,7 @@ def compile_graph(
 def _eager(gm: fx.GraphModule, err: BaseException) -> Callable:
     """The graph as Dynamo captured it, run by PyTorch, after a one-line warning (once per
     reason and process)."""
-    first = f"{type(err).__name__}: {err}".strip().splitlines()[0][:300]
+    first = first_line(err)
     message = f"byoc_torch: a graph torch.compile captured runs in PyTorch instead ({first})"
     if message not in _warned:
         _warned.add(message)

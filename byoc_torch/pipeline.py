@@ -28,6 +28,7 @@ from . import schedules
 from .codegen import LowerTorchFunctions, weights_in_packages_only
 from .compiled import running_torch_modules
 from .cpu import requirements
+from .errors import first_line
 from .frontend import ImportResult, import_with_records
 from .names import is_relax_op_name
 from .options import Options
@@ -188,9 +189,9 @@ class Pipeline:
         try:
             return tune_with_options(lowered, self.opts, self.tuning_budget)
         except Exception as err:  # a MetaSchedule failure must not fail the compile
-            first = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             warnings.warn(
-                f"byoc_torch.compile: tuning failed ({first}); the TVM kernels are built untuned",
+                f"byoc_torch.compile: tuning failed ({first_line(err)}); the TVM kernels are "
+                "built untuned",
                 stacklevel=2,
             )
             return lowered

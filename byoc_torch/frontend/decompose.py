@@ -13,7 +13,7 @@ import torch
 from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
 from ..bisection import minimal_subset
-from ..errors import FallbackError
+from ..errors import FallbackError, first_line
 from .random import draws
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _run(ep, table: dict, kept: set) -> torch.export.ExportedProgram:
 
 
 def _decompose_around_failure(ep, table: dict, kept: set, err: BaseException):
-    first = f"{type(err).__name__}: {err}".strip().splitlines()[0][:200]
+    first = first_line(err)
     candidates = sorted(
         {
             n.target

@@ -59,7 +59,7 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 
 import relay_ext
 
-from ..errors import FallbackError, FullCompilationError
+from ..errors import FallbackError, FullCompilationError, first_line
 from ..ir import close_blocks
 from ..names import dtype_name, op_key
 from ..options import Options
@@ -472,7 +472,7 @@ def import_with_records(
             if err.reason == Reason.WRONG_TYPE:
                 detail = str(err.error)
             else:
-                detail = f"{type(err.error).__name__}: {err.error}".splitlines()[0][:300]
+                detail = first_line(err.error)
             forced[node.name] = FallbackRecord(node.name, op_key(node.target), err.reason, detail)
             logger.debug("TVM's converter raised on %s; importing again: %s", node.name, detail)
             continue

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .. import _defaults
+from ..errors import first_line
 from ..records import FallbackRecord, Reason
 from ..reporting import PlacementResult, format_ms
 from ..timing import Timing, robust_times
@@ -152,7 +153,7 @@ def choose(
             run()  # first call: lazy initialization, and errors surface here
             first_ms[c.name] = (time.perf_counter() - t0) * 1e3
         except Exception as err:  # a candidate that does not build or run just loses
-            skipped[c.name] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            skipped[c.name] = first_line(err)
             logger.debug("placement check: candidate %s failed: %s", c.name, err)
             continue
         runs[c.name] = run

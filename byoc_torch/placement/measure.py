@@ -41,6 +41,7 @@ from tvm import relax
 
 from .. import _defaults, schedules
 from ..compile_cache import CompileCache
+from ..errors import first_line
 from ..names import op_key
 from ..tensors import to_tvm
 from ..threads import one_thread
@@ -291,8 +292,7 @@ def time_aot_inductor(
             why[s.index] = f"AOTInductor cannot run it: {err}"
             continue
         except Exception as err:  # export, inductor or the loader refused it
-            text = f"{type(err).__name__}: {err}".strip().splitlines()
-            why[s.index] = f"AOTInductor cannot compile it: {text[0][:200] if text else err}"
+            why[s.index] = f"AOTInductor cannot compile it: {first_line(err)}"
             logger.debug("placement: region %d as AOTInductor: %s", s.index, why[s.index])
             continue
         out[s.index] = max(t - floor, 0.0)
