@@ -17,7 +17,8 @@ of the module. Their sources are such nodes and the module's constants that no m
 multiply or convolution reads (a lifted ``torch.tensor(-inf)``, a buffer of rotary angles);
 a weight is never a source, so it is never copied into a folded value and its multiplies
 stay what the matrix rewrites look for. A value the program returns as it is stays computed
-(a returned constant could be changed by the caller). The folded values of one program hold
+(a returned constant could be changed by the caller), and so does one an in-place op writes
+to or an ``empty`` (uninitialized memory). The folded values of one program hold
 at most ``_defaults.AOTI_FOLD_MAX_BYTES`` in all (each value, and each value computed on the
 way, too): a value past the budget is computed on every call, from its folded sources.
 """
@@ -37,6 +38,16 @@ __all__ = ["folded"]
 # What reads a constant as a weight: its constants are left to the matrix and convolution
 # rewrites (byoc_torch.frozen_weights, byoc_torch.onednn_convolutions) and to inductor.
 _WEIGHT_READERS = MATMULS | CONVOLUTIONS | {torch.ops.aten.bmm.default}
+# Ops whose value is memory left as it was found: not a value to store.
+_UNINITIALIZED = frozenset(
+    {
+        torch.ops.aten.empty.memory_format,
+        torch.ops.aten.empty_like.default,
+        torch.ops.aten.empty_strided.default,
+        torch.ops.aten.new_empty.default,
+        torch.ops.aten.new_empty_strided.default,
+    }
+)
 
 
 def folded(module: fx.GraphModule) -> fx.GraphModule:
@@ -50,7 +61,7 @@ def folded(module: fx.GraphModule) -> fx.GraphModule:
         value = values.get(node)
         if node.op != "call_function" or not isinstance(value, torch.Tensor):
             continue
-        if all(user in values for user in node.users):
+        if all(user in values for user in node.users) or any(map(_writes, node.users)):
             continue
         held += value.numel() * value.element_size()
         if held > _defaults.AOTI_FOLD_MAX_BYTES:
@@ -104,9 +115,15 @@ def _pure(node: fx.Node) -> bool:
     if node.target is operator.getitem:
         return True
     op = node.target
-    if not isinstance(op, torch._ops.OpOverload):
+    if not isinstance(op, torch._ops.OpOverload) or op in _UNINITIALIZED or _writes(node):
         return False
-    return not op._schema.is_mutable and torch.Tag.nondeterministic_seeded not in op.tags
+    return torch.Tag.nondeterministic_seeded not in op.tags
+
+
+def _writes(node: fx.Node) -> bool:
+    """Whether ``node`` is an op that writes to one of its arguments (a stored constant it
+    wrote to would change from call to call)."""
+    return isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
 
 
 def _small_static(value: object) -> bool:

@@ -62,8 +62,9 @@ def _graph_with(build) -> fx.GraphModule:
 
 def test_what_reads_an_input_a_weight_or_chance_or_is_returned_is_not_folded():
     """Nothing to fold: a size read from the input (arange(x.size(0))), a transposed weight
-    (its multiplies stay what the matrix rewrites look for), random values, and a mask the
-    program returns as it is. The module itself comes back."""
+    (its multiplies stay what the matrix rewrites look for), random values, a mask the
+    program returns as it is, ones an in-place add writes to, and uninitialized memory. The
+    module itself comes back."""
 
     def from_input(g, x, w):
         n = g.call_function(aten.sym_size.int, (x, 0))
@@ -79,7 +80,15 @@ def test_what_reads_an_input_a_weight_or_chance_or_is_returned_is_not_folded():
     def returned(g, x, w):
         return (x, g.call_function(aten.arange.default, (8,)))
 
-    for build in (from_input, weight, chance, returned):
+    def written(g, x, w):
+        ones = g.call_function(aten.ones.default, ([8],))
+        return g.call_function(aten.add_.Tensor, (ones, x))
+
+    def uninitialized(g, x, w):
+        space = g.call_function(aten.empty.memory_format, ([8],))
+        return g.call_function(aten.add.Tensor, (x, g.call_function(aten.abs.default, (space,))))
+
+    for build in (from_input, weight, chance, returned, written, uninitialized):
         module = _graph_with(build)
         assert constant_folding.folded(module) is module, build.__name__
 
