@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AOT_INDUCTOR",
+    "AUTO",
     "TORCHSCRIPT",
     "SubgraphProgram",
     "Unavailable",
@@ -74,7 +75,8 @@ __all__ = [
     "subgraph_program",
 ]
 
-AOT_INDUCTOR, TORCHSCRIPT = "aot_inductor", "torchscript"
+# The settings of ``Options.torch_executor`` (_defaults.TORCH_EXECUTORS).
+AUTO, AOT_INDUCTOR, TORCHSCRIPT = "auto", "aot_inductor", "torchscript"
 
 
 class Unavailable(Exception):

@@ -171,6 +171,70 @@ def test_a_region_libtorch_is_slower_on_stays_in_tvm(monkeypatch):
     torch.testing.assert_close(compiled(x + 1), model(x + 1))
 
 
+class _Placed(Exception):
+    """Raised in place of the whole-model check: carries what the region search measured."""
+
+
+def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float):
+    """Compile ``_MatmulTanh`` under a fake cost model in which LibTorch runs both regions in
+    1 ms and TVM the matrix multiply in 10 ms, the tanh region in ``tvm_tanh_ms``; return the
+    regions compiled into packages and the placement result (the compile stops before the
+    whole-model check)."""
+    from byoc_torch import placement
+
+    _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else tvm_tanh_ms,
+        torch_ms=lambda src: 1.0,
+    )
+    compiled: list[list[int]] = []
+
+    def fake_packages(worth, keys, region_values, ep, cache, compile_cache):
+        compiled.append([r.index for r in worth])
+        return {r.index: 0.25 for r in worth}, {}
+
+    monkeypatch.setattr(placement, "_time_aot_inductor_regions", fake_packages)
+
+    def stop(pipeline, records, result, inputs):
+        raise _Placed(result)
+
+    monkeypatch.setattr(driver, "_whole_model_check", stop)
+    with pytest.raises(_Placed) as placed:
+        byoc_torch.compile(_MatmulTanh().eval(), (torch.randn(4, 16),), torch_executor=executor)
+    return compiled, placed.value.args[0]
+
+
+def test_no_region_package_is_compiled_when_libtorch_takes_every_region_anyway(monkeypatch):
+    """Under "auto" a package can only make LibTorch cheaper: when the search on TorchScript
+    times alone already puts every region in LibTorch, no package can change the placement,
+    and none is compiled (each costs seconds); the report says why."""
+    from byoc_torch.placement import _NO_REGION_PACKAGE
+
+    compiled, result = _region_packages(monkeypatch, "auto", tvm_tanh_ms=5.0)
+    assert compiled == []
+    assert {r.side for r in result.regions} == {TORCH}
+    notes = {r.ops[0]: r.aot_inductor_note for r in result.regions}
+    # The tanh region was worth a package until the search; the others never are.
+    assert notes == {
+        "aten.tanh.default": _NO_REGION_PACKAGE,
+        "aten.permute.default": "not compiled: only views and copies",
+        "aten.addmm.default": "not compiled: one matrix multiply (aten.addmm.default), "
+        "nothing to fuse into it",
+    }
+    assert all(r.aot_inductor_ms is None for r in result.regions)
+
+
+def test_region_packages_are_compiled_where_they_can_change_the_placement(monkeypatch):
+    """A mixed placement (the tanh region in TVM), and the forced "aot_inductor" executor
+    (which costs LibTorch at the package even when slower): the region worth a package is
+    compiled and its time is what the search sees."""
+    for executor, tvm_tanh_ms, side in (("auto", 0.5, TORCH), ("aot_inductor", 5.0, TORCH)):
+        compiled, result = _region_packages(monkeypatch, executor, tvm_tanh_ms)
+        (tanh,) = [r for r in result.regions if "aten.tanh.default" in r.ops]
+        assert compiled == [[tanh.index]], executor
+        assert tanh.aot_inductor_ms == 0.25 and tanh.side == side, executor
+
+
 def test_the_report_shows_every_region_and_survives_export(monkeypatch, tmp_path):
     _fake_costs(
         monkeypatch,

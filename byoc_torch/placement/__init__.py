@@ -35,7 +35,7 @@ import tvm
 from torch import fx
 
 from .. import _defaults
-from ..aot_inductor import AOT_INDUCTOR, TORCHSCRIPT, compiler_missing, nothing_to_gain
+from ..aot_inductor import AOT_INDUCTOR, AUTO, TORCHSCRIPT, compiler_missing, nothing_to_gain
 from ..compile_cache import CompileCache
 from ..frontend import ImportResult
 from ..frontend.torchscript import output_metas
@@ -57,7 +57,7 @@ from .measure import (
     time_tvm,
 )
 from .regions import Region, form_regions, region_module, region_scripts
-from .search import TORCH, TVM, Unit, assignment_cost, best_assignment
+from .search import TORCH, TVM, Assignment, Unit, assignment_cost, best_assignment
 
 if TYPE_CHECKING:  # tuning imports MetaSchedule: only when a compile tunes
     from ..tuning import TrialBudget
@@ -106,7 +106,9 @@ def place(
     (:func:`byoc_torch.aot_inductor.nothing_to_gain`), the slowest
     ``_defaults.AOTI_MAX_REGIONS`` first, are
     compiled (through the compile cache of ``opts.cache_dir``) and timed, and the LibTorch side
-    costs the faster of the two (``"auto"``) or the package's (``"aot_inductor"``).
+    costs the faster of the two (``"auto"``) or the package's (``"aot_inductor"``). Under
+    ``"auto"`` the search runs first on the TorchScript times; when it already places every
+    region in LibTorch no package can change that, and none is compiled.
     """
     tuned = bool(opts.tune_trials or opts.tuning_database)
     target = opts.tvm_target()
@@ -150,42 +152,49 @@ def place(
                 if not tuned:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
 
-        def region_values() -> dict:
-            if values is not None:
-                return values
-            if references is not None:
-                return references()
-            return reference_values(imported.ep, inputs)
+    crossing = crossing_ms(target, cache, compile_model)
+    torch_executor = opts.torch_executor
+    aoti_ms: dict[int, float] = {}
+    aoti_why: dict[int, str] = {}
+    if torch_executor != TORCHSCRIPT:
+        worth, aoti_why = _worth_a_package(regions, torch_ms, device)
+        if (
+            torch_executor == AUTO
+            and worth
+            and _all_in_libtorch(_search(imported, regions, tvm_ms, torch_ms, crossing))
+        ):
+            # Under "auto" a package can only make a region's LibTorch side cheaper, and a
+            # search that already puts every region in LibTorch keeps doing so when LibTorch
+            # gets cheaper: no region package can change the placement. The whole-model
+            # check's all-aot-inductor candidate decides from one package of the whole model.
+            aoti_why.update({r.index: _NO_REGION_PACKAGE for r in worth})
+            worth = []
+        if worth:
 
-        torch_executor = opts.torch_executor
-        compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
-        aoti_ms, aoti_why = _time_aot_inductor_regions(
-            regions,
-            keys,
-            torch_ms,
-            region_values,
-            imported.ep,
-            cache,
-            torch_executor,
-            compile_cache,
-            device,
-        )
+            def region_values() -> dict:
+                if values is not None:
+                    return values
+                if references is not None:
+                    return references()
+                return reference_values(imported.ep, inputs)
+
+            compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
+            with one_thread() if not tuned else contextlib.nullcontext():
+                timed, failed = _time_aot_inductor_regions(
+                    worth, keys, region_values, imported.ep, cache, compile_cache
+                )
+            aoti_ms.update(timed)
+            aoti_why.update(failed)
     libtorch_ms = {
         r.index: _libtorch_side(torch_ms[r.index], aoti_ms.get(r.index), torch_executor)
         for r in regions
     }
-    crossing = crossing_ms(target, cache, compile_model)
     cache.save()
 
-    units, edges = _units_and_edges(imported, regions, tvm_ms, libtorch_ms, crossing)
-    movable = [
-        r for r in regions if not (math.isinf(tvm_ms[r.index]) and math.isinf(libtorch_ms[r.index]))
-    ]
-    index_of = {r.index: k for k, r in enumerate(movable)}
-    unit_list = [units[r.index] for r in movable]
-    edge_list = [(index_of[a], index_of[b]) for a, b in edges if a in index_of and b in index_of]
-    choice = best_assignment(unit_list, edge_list, crossing)
-    side_of = {r.index: choice.sides[index_of[r.index]] for r in movable}
+    movable, unit_list, edge_list, choice = _search(
+        imported, regions, tvm_ms, libtorch_ms, crossing
+    )
+    side_of = {r.index: side for r, side in zip(movable, choice.sides, strict=True)}
     records: dict[str, FallbackRecord] = {}
     decisions = []
     for r in regions:
@@ -243,16 +252,19 @@ def _libtorch_side(torchscript: float, aot_inductor: float | None, executor: str
     return aot_inductor if executor == AOT_INDUCTOR else min(torchscript, aot_inductor)
 
 
-def _time_aot_inductor_regions(
-    regions, keys, torch_ms, region_values, ep, cache, executor, compile_cache, device
-) -> tuple[dict[int, float], dict[int, str]]:
-    """AOTInductor times (ms) of the regions worth a package, from ``cache`` or measured on
-    ``region_values()`` (every node's value on the example inputs), and why each other region
-    has none."""
-    if executor == TORCHSCRIPT:
-        return {}, {}
+_NO_REGION_PACKAGE = (
+    "not compiled: the search places every region in LibTorch without packages, so none can "
+    "change it (the whole model is tried as one package)"
+)
+
+
+def _worth_a_package(
+    regions: list[Region], torch_ms: dict[int, float], device
+) -> tuple[list[Region], dict[int, str]]:
+    """The regions worth compiling into an AOTInductor package to time, slowest first (at
+    most ``_defaults.AOTI_MAX_REGIONS``), and why each other region is not."""
     if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
-        return {}, {r.index: "packages are compiled for the CPU" for r in regions}
+        return [], {r.index: "packages are compiled for the CPU" for r in regions}
     why: dict[int, str] = {}
     for r in regions:
         pointless = nothing_to_gain(r.nodes)
@@ -267,6 +279,15 @@ def _time_aot_inductor_regions(
     for r in regions:
         if r not in worth and r.index not in why:
             why[r.index] = f"not compiled: {_defaults.AOTI_MAX_REGIONS} slower regions were"
+    return worth, why
+
+
+def _time_aot_inductor_regions(
+    worth, keys, region_values, ep, cache, compile_cache
+) -> tuple[dict[int, float], dict[int, str]]:
+    """AOTInductor times (ms) of the ``worth`` regions, from ``cache`` or compiled and measured
+    on ``region_values()`` (every node's value on the example inputs), and why a region has
+    none."""
     out: dict[int, float] = {}
     todo = []
     for r in worth:
@@ -275,20 +296,44 @@ def _time_aot_inductor_regions(
             out[r.index] = cached
         else:
             todo.append(r)
-    missing = compiler_missing() if todo else None
+    if not todo:
+        return out, {}
+    missing = compiler_missing()
     if missing is not None:
-        why.update({r.index: missing for r in todo})
-        return out, why
-    if todo:
-        scripts = region_scripts(todo)
-        measured, failed = time_aot_inductor(scripts, region_values(), ep, compile_cache)
-        for r in todo:
-            if r.index in measured:
-                out[r.index] = measured[r.index]
-                cache.put(keys[r.index], AOT_INDUCTOR, measured[r.index])
-            else:
-                why[r.index] = failed.get(r.index, "no AOTInductor form")
+        return out, {r.index: missing for r in todo}
+    why: dict[int, str] = {}
+    measured, failed = time_aot_inductor(region_scripts(todo), region_values(), ep, compile_cache)
+    for r in todo:
+        if r.index in measured:
+            out[r.index] = measured[r.index]
+            cache.put(keys[r.index], AOT_INDUCTOR, measured[r.index])
+        else:
+            why[r.index] = failed.get(r.index, "no AOTInductor form")
     return out, why
+
+
+def _search(
+    imported: ImportResult,
+    regions: list[Region],
+    tvm_ms: dict[int, float],
+    libtorch_ms: dict[int, float],
+    crossing: float,
+) -> tuple[list[Region], list[Unit], list[tuple[int, int]], Assignment]:
+    """The least-time assignment of the regions that can run on some side (``movable``, in
+    order), with the units and edges it was searched over."""
+    units, edges = _units_and_edges(imported, regions, tvm_ms, libtorch_ms, crossing)
+    movable = [
+        r for r in regions if not (math.isinf(tvm_ms[r.index]) and math.isinf(libtorch_ms[r.index]))
+    ]
+    index_of = {r.index: k for k, r in enumerate(movable)}
+    unit_list = [units[r.index] for r in movable]
+    edge_list = [(index_of[a], index_of[b]) for a, b in edges if a in index_of and b in index_of]
+    return movable, unit_list, edge_list, best_assignment(unit_list, edge_list, crossing)
+
+
+def _all_in_libtorch(searched: tuple[list[Region], list, list, Assignment]) -> bool:
+    movable, _, _, choice = searched
+    return bool(movable) and all(side == TORCH for side in choice.sides)
 
 
 def _finite(x: float) -> float | None:
