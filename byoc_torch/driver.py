@@ -252,6 +252,7 @@ def _measured_placement(pipeline: Pipeline, inputs):
             compile_model=functools.partial(_compile_for_crossing, target=pipeline.target),
             tuning_budget=pipeline.tuning_budget,
             references=pipeline.references,
+            whole_models_ms=functools.partial(_whole_models_ms, pipeline, inputs),
         )
     except Exception as err:  # an optimization must not break a model that compiles
         logger.debug("measured placement failed; keeping TVM's placement: %s", err)
@@ -278,13 +279,7 @@ def _whole_model_check(pipeline: Pipeline, searched: dict, result, inputs):
     from .placement.end_to_end import ALL_AOTI, candidates, choose
     from .placement.measure import MeasurementCache, one_thread
 
-    device = tvm.device(pipeline.device)
-
-    def build(records: dict, executor: str = "torchscript"):
-        main = relax.VirtualMachine(pipeline.build(records, executor).executable, device)["main"]
-        args = [tvm_ready(x.contiguous()) for x in inputs]
-        return lambda: main(*args)
-
+    build = functools.partial(_runner, pipeline, inputs)
     aoti_skipped = _aoti_candidate_skipped(pipeline.opts, pipeline.device, result, compiler_missing)
     options = candidates(searched, result, aot_inductor=aoti_skipped is None)
     cache = MeasurementCache(pipeline.opts.placement_cache)
@@ -310,6 +305,45 @@ def _whole_model_check(pipeline: Pipeline, searched: dict, result, inputs):
         skipped = {**skipped, ALL_AOTI: aoti_skipped}
     result.choose(chosen.name, set(chosen.records), measured, skipped)
     return chosen.records
+
+
+def _runner(pipeline: Pipeline, inputs, records: dict, executor: str = "torchscript"):
+    """The model built with ``records`` moved to LibTorch (run by ``executor``), as a function
+    that runs it once on ``inputs``."""
+    device = tvm.device(pipeline.device)
+    main = relax.VirtualMachine(pipeline.build(records, executor).executable, device)["main"]
+    args = [tvm_ready(x.contiguous()) for x in inputs]
+    return lambda: main(*args)
+
+
+def _whole_models_ms(pipeline: Pipeline, inputs, result) -> tuple[float, float] | None:
+    """The whole-model check's "all-libtorch" and "all-aot-inductor" candidates built (the
+    check reuses the builds) and timed in turns on ``inputs`` for placement (ms; :func:`byoc_
+    torch.placement.place`), or their times from the placement cache when the check filed
+    them; None when the check has no "all-aot-inductor" or a candidate does not build."""
+    from .aot_inductor import AOT_INDUCTOR, compiler_missing
+    from .placement.end_to_end import ALL_AOTI, ALL_TORCH, all_aot_inductor, all_libtorch
+    from .placement.measure import MeasurementCache
+    from .timing import robust_times
+
+    if _aoti_candidate_skipped(pipeline.opts, pipeline.device, result, compiler_missing):
+        return None
+    if result.model_key:
+        cache = MeasurementCache(pipeline.opts.placement_cache)
+        cached = [cache.get(result.model_key, f"whole:{n}") for n in (ALL_TORCH, ALL_AOTI)]
+        if None not in cached:
+            return None if math.inf in cached else (cached[0], cached[1])
+    try:
+        runs = {
+            ALL_TORCH: _runner(pipeline, inputs, all_libtorch(result).records),
+            ALL_AOTI: _runner(pipeline, inputs, all_aot_inductor(result).records, AOT_INDUCTOR),
+        }
+        with torch.no_grad():
+            timed = robust_times(runs)
+    except Exception as err:  # the check will say why; placement just compiles region packages
+        logger.debug("placement: a whole-model candidate failed: %s", err)
+        return None
+    return timed[ALL_TORCH].ms, timed[ALL_AOTI].ms
 
 
 def _aoti_candidate_skipped(

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import byoc_torch
 from byoc_torch import FallbackRecord, Reason, driver
+from byoc_torch.pipeline import Pipeline
 from byoc_torch.placement import end_to_end, measure
 from byoc_torch.placement.search import TORCH, TVM, Unit, assignment_cost, best_assignment
 from byoc_torch.reporting import PlacementResult, RegionDecision
@@ -104,15 +106,17 @@ def _fake_costs(monkeypatch, tvm_ms, torch_ms, crossing=0.001):
     from byoc_torch import placement
     from byoc_torch.placement.regions import form_regions  # noqa: F401  (same module state)
 
-    calls = {"tvm": 0, "torch": 0}
+    calls = {"tvm": 0, "torch": 0, "tvm regions": 0, "torch regions": 0}
     measure.MeasurementCache.forget()
 
     def fake_tvm(imported, regions, var_node, values, target, device, tuning=None, torch_ms=None):
         calls["tvm"] += 1
+        calls["tvm regions"] += len(regions)
         return {r.index: tvm_ms([str(n.target) for n in r.nodes]) for r in regions}
 
     def fake_torch(scripts, values):
         calls["torch"] += 1
+        calls["torch regions"] += len(scripts)
         return {s.index: torch_ms(s.source) for s in scripts}
 
     monkeypatch.setattr(placement, "_time_tvm_regions", fake_tvm)
@@ -171,15 +175,47 @@ def test_a_region_libtorch_is_slower_on_stays_in_tvm(monkeypatch):
     torch.testing.assert_close(compiled(x + 1), model(x + 1))
 
 
+class _TwoBlocks(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.second(torch.tanh(self.first(x)) * 3.0)) * 3.0
+
+
+def test_regions_of_one_kind_are_timed_once_and_share_the_times(monkeypatch):
+    """Two blocks of the same shapes: two kinds of region (the weight's transpose; the
+    multiply with tanh*3 after it), each timed once on each side; the second block's regions
+    get the times of the first's."""
+    calls = _fake_costs(
+        monkeypatch,
+        tvm_ms=lambda ops: 10.0 if _is_matmul(ops) else 0.01,
+        torch_ms=lambda src: 1.0 if "mm" in src else 0.5,
+    )
+    model, x = _TwoBlocks().eval(), torch.randn(4, 16)
+    compiled = byoc_torch.compile(model, (x,))
+    regions = compiled.report().placement.regions
+    assert len(regions) == 4
+    assert (calls["torch regions"], calls["tvm regions"]) == (2, 2)
+    by_ops: dict[tuple, set] = {}
+    for r in regions:
+        by_ops.setdefault(tuple(r.ops), set()).add((r.tvm_ms, r.torch_ms))
+    assert len(by_ops) == 2 and all(len(times) == 1 for times in by_ops.values()), by_ops
+    other = torch.randn(4, 16)
+    torch.testing.assert_close(compiled(other), model(other))
+
+
 class _Placed(Exception):
     """Raised in place of the whole-model check: carries what the region search measured."""
 
 
-def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float):
-    """Compile ``_MatmulTanh`` under a fake cost model in which LibTorch runs both regions in
-    1 ms and TVM the matrix multiply in 10 ms, the tanh region in ``tvm_tanh_ms``; return the
+def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float, whole=None):
+    """Compile ``_MatmulTanh`` under a fake cost model in which LibTorch runs every region in
+    1 ms and TVM the matrix multiply in 10 ms, the others in ``tvm_tanh_ms``; return the
     regions compiled into packages and the placement result (the compile stops before the
-    whole-model check)."""
+    whole-model check). ``whole``: the whole model's measured (all-LibTorch, one package)
+    times placement sees (None: the check has no package candidate)."""
     from byoc_torch import placement
 
     _fake_costs(
@@ -194,6 +230,13 @@ def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float):
         return {r.index: 0.25 for r in worth}, {}
 
     monkeypatch.setattr(placement, "_time_aot_inductor_regions", fake_packages)
+    seen: list[PlacementResult] = []  # what placement asked the whole-model times for
+
+    def whole_models_ms(pipeline, inputs, result):
+        seen.append(result)
+        return whole
+
+    monkeypatch.setattr(driver, "_whole_models_ms", whole_models_ms)
 
     def stop(pipeline, records, result, inputs):
         raise _Placed(result)
@@ -201,6 +244,7 @@ def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float):
     monkeypatch.setattr(driver, "_whole_model_check", stop)
     with pytest.raises(_Placed) as placed:
         byoc_torch.compile(_MatmulTanh().eval(), (torch.randn(4, 16),), torch_executor=executor)
+    _region_packages.seen = seen
     return compiled, placed.value.args[0]
 
 
@@ -222,6 +266,42 @@ def test_no_region_package_is_compiled_when_libtorch_takes_every_region_anyway(m
         "nothing to fuse into it",
     }
     assert all(r.aot_inductor_ms is None for r in result.regions)
+
+
+def test_no_region_package_is_compiled_when_the_whole_model_package_beats_any_they_give(
+    monkeypatch,
+):
+    """The search without packages puts the tanh and permute regions in TVM (0.5 ms each
+    against LibTorch's 1 ms) and the multiply in LibTorch: modelled about 2 ms, all-LibTorch
+    about 3 ms. A package can save at most the tanh region's 1 ms, so the search could reach
+    about 1 ms modelled, a third of all-LibTorch's. All-LibTorch measured 3 ms, so that is
+    about 1 ms measured: a whole-model package at 0.5 ms beats it (nothing compiled), one at
+    2 ms does not (the region is compiled)."""
+    compiled, result = _region_packages(monkeypatch, "auto", 0.5, whole=(3.0, 0.5))
+    assert compiled == []
+    (tanh,) = [r for r in result.regions if "aten.tanh.default" in r.ops]
+    assert tanh.aot_inductor_ms is None
+    note = re.fullmatch(
+        r"not compiled: the whole model as one package \(0\.5000 ms\) is faster than region "
+        r"packages could make the search \(at best (\d+\.\d+) ms, scaled to measured time\)",
+        tanh.aot_inductor_note,
+    )
+    assert note is not None, tanh.aot_inductor_note
+    assert 1.0 < float(note.group(1)) < 1.5  # about 1 ms, and the margins and crossings
+    assert tanh.side == TVM
+    # The whole model placement built for it is the check's candidate: the same records, so
+    # the check reuses the build (the package is compiled once).
+    (first,) = _region_packages.seen
+    assert all(r.aot_inductor_ms is None and r.aot_inductor_note == "" for r in first.regions)
+    checked = {c.name: c for c in end_to_end.candidates({}, result, aot_inductor=True)}
+    for early in (end_to_end.all_aot_inductor(first), end_to_end.all_libtorch(first)):
+        assert early.records, early.name
+        assert Pipeline._key(early.records) == Pipeline._key(checked[early.name].records)
+    compiled, result = _region_packages(monkeypatch, "auto", 0.5, whole=(3.0, 2.0))
+    assert compiled == [[tanh.index]]
+    # Measured all-LibTorch at a third of its modelled time scales the bound down with it.
+    compiled, result = _region_packages(monkeypatch, "auto", 0.5, whole=(1.0, 0.5))
+    assert compiled == [[tanh.index]]
 
 
 def test_region_packages_are_compiled_where_they_can_change_the_placement(monkeypatch):
@@ -263,18 +343,18 @@ def test_measurements_are_cached_on_disk(monkeypatch, tmp_path):
     cache = tmp_path / "placement.json"
     model, x = _MatmulTanh().eval(), torch.randn(4, 16)
     byoc_torch.compile(model, (x,), placement_cache=cache)
-    assert calls == {"tvm": 1, "torch": 1}
+    assert (calls["tvm"], calls["torch"]) == (1, 1)
     assert cache.is_file()
     measure.MeasurementCache.forget()  # as a new process would start
     again = byoc_torch.compile(model, (x,), placement_cache=cache)
-    assert calls == {"tvm": 1, "torch": 1}  # nothing measured again
+    assert (calls["tvm"], calls["torch"]) == (1, 1)  # nothing measured again
     assert again.report().placement.cache_misses == 0
 
 
 def test_placement_tvm_measures_nothing(monkeypatch):
     calls = _fake_costs(monkeypatch, tvm_ms=lambda ops: 99.0, torch_ms=lambda src: 0.0)
     compiled = byoc_torch.compile(_MatmulTanh().eval(), (torch.randn(4, 16),), placement="tvm")
-    assert calls == {"tvm": 0, "torch": 0}
+    assert (calls["tvm"], calls["torch"]) == (0, 0)
     assert compiled.fallbacks == () and compiled.report().placement is None
 
 

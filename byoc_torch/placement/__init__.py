@@ -87,6 +87,7 @@ def place(
     compile_model: CompileModel,
     tuning_budget: TrialBudget | None = None,
     references: Callable[[], dict] | None = None,
+    whole_models_ms: Callable[[PlacementResult], tuple[float, float] | None] | None = None,
 ) -> tuple[dict[str, FallbackRecord], PlacementResult]:
     """Measure every region of ``imported`` on both sides and choose; return the records of
     the nodes that go to LibTorch and what was measured.
@@ -100,15 +101,27 @@ def place(
     builds the small model the crossing cost is timed on (:data:`.measure.CompileModel`).
     ``references``: PyTorch's value of every node on ``inputs`` (computed here without it).
 
+    Regions of one kind (the same :func:`.measure.region_key`: ops, shapes, dtypes, target;
+    a model's repeated layers) are measured once, on the first of them, and share the times.
+
     ``opts.torch_executor``: unless ``"torchscript"``, a region's LibTorch side may also be an
-    AOTInductor package — the regions whose TorchScript takes at least
+    AOTInductor package: the regions whose TorchScript takes at least
     ``_defaults.AOTI_MIN_SUBGRAPH_MS`` and with something a package can gain
-    (:func:`byoc_torch.aot_inductor.nothing_to_gain`), the slowest
-    ``_defaults.AOTI_MAX_REGIONS`` first, are
-    compiled (through the compile cache of ``opts.cache_dir``) and timed, and the LibTorch side
-    costs the faster of the two (``"auto"``) or the package's (``"aot_inductor"``). Under
-    ``"auto"`` the search runs first on the TorchScript times; when it already places every
-    region in LibTorch no package can change that, and none is compiled.
+    (:func:`byoc_torch.aot_inductor.nothing_to_gain`), of the slowest
+    ``_defaults.AOTI_MAX_REGIONS`` kinds, are compiled (through the compile cache of
+    ``opts.cache_dir``) and timed, and the LibTorch side costs the faster of the two
+    (``"auto"``) or the package's (``"aot_inductor"``). Under ``"auto"`` the search runs
+    first on the TorchScript times, and no region package is compiled when none can matter:
+
+    * that search places every region in LibTorch (a package only makes LibTorch cheaper);
+    * the whole model as one package is faster than region packages could make the search:
+      ``whole_models_ms(first)`` gives the whole model measured all-LibTorch and as one
+      package (the whole-model check builds both anyway; None: it has no package candidate;
+      ``first``: the placement of the search on TorchScript times); that search's modelled
+      time less the whole TorchScript time of every region worth a package bounds what
+      packages could give it from below, in the search's model; scaled by all-LibTorch's
+      measured over its modelled time (regions timed alone overstate a whole model's time:
+      4x on HF GPT-2), it is compared with the package's measured time.
     """
     tuned = bool(opts.tune_trials or opts.tuning_database)
     target = opts.tvm_target()
@@ -137,18 +150,28 @@ def place(
         var_node = {v: name for name, v in imported.native_vars.items()}
     # One thread on every side while regions are timed (measure.one_thread), except when
     # tuning: MetaSchedule tunes for the target's cores and must measure with them.
+    # Regions of the same key (a model's repeated layers) are timed once, the first of them.
     with one_thread() if not tuned else contextlib.nullcontext():
         if todo_torch:
-            measured = time_torch(region_scripts(todo_torch), values)
+            first = _first_of_each_key(todo_torch, keys)
+            measured = time_torch(region_scripts(list(first.values())), values)
             for r in todo_torch:
-                torch_ms[r.index] = measured.get(r.index, math.inf)
+                torch_ms[r.index] = measured.get(first[keys[r.index]].index, math.inf)
                 cache.put(keys[r.index], TORCH, torch_ms[r.index])
         if todo_tvm:
+            first = _first_of_each_key(todo_tvm, keys)
             measured = _time_tvm_regions(
-                imported, todo_tvm, var_node, values, opts, device, tuning_budget, torch_ms
+                imported,
+                list(first.values()),
+                var_node,
+                values,
+                opts,
+                device,
+                tuning_budget,
+                torch_ms,
             )
             for r in todo_tvm:
-                tvm_ms[r.index] = measured.get(r.index, math.inf)
+                tvm_ms[r.index] = measured.get(first[keys[r.index]].index, math.inf)
                 if not tuned:
                     cache.put(keys[r.index], TVM, tvm_ms[r.index])
 
@@ -157,18 +180,23 @@ def place(
     aoti_ms: dict[int, float] = {}
     aoti_why: dict[int, str] = {}
     if torch_executor != TORCHSCRIPT:
-        worth, aoti_why = _worth_a_package(regions, torch_ms, device)
-        if (
-            torch_executor == AUTO
-            and worth
-            and _all_in_libtorch(_search(imported, regions, tvm_ms, torch_ms, crossing))
-        ):
-            # Under "auto" a package can only make a region's LibTorch side cheaper, and a
-            # search that already puts every region in LibTorch keeps doing so when LibTorch
-            # gets cheaper: no region package can change the placement. The whole-model
-            # check's all-aot-inductor candidate decides from one package of the whole model.
-            aoti_why.update({r.index: _NO_REGION_PACKAGE for r in worth})
-            worth = []
+        worth, aoti_why = _worth_a_package(regions, keys, torch_ms, device)
+        why_none = None
+        if worth and torch_executor == AUTO:
+            scripts_only = _search(imported, regions, tvm_ms, torch_ms, crossing)
+            why_none = _no_region_package(
+                scripts_only,
+                [r for r in regions if keys[r.index] in worth],
+                torch_ms,
+                whole_models_ms,
+                lambda: _outcome(
+                    imported, regions, keys, tvm_ms, torch_ms, {}, {}, scripts_only, crossing, tuned
+                )[1],
+                tuned,
+            )
+        if why_none is not None:
+            aoti_why.update({r.index: why_none for r in regions if keys[r.index] in worth})
+            worth = {}
         if worth:
 
             def region_values() -> dict:
@@ -181,19 +209,46 @@ def place(
             compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
             with one_thread() if not tuned else contextlib.nullcontext():
                 timed, failed = _time_aot_inductor_regions(
-                    worth, keys, region_values, imported.ep, cache, compile_cache
+                    list(worth.values()), keys, region_values, imported.ep, cache, compile_cache
                 )
-            aoti_ms.update(timed)
-            aoti_why.update(failed)
+            for r in regions:  # every region of a kind compiled has its first one's outcome
+                rep = worth.get(keys[r.index])
+                if rep is not None and rep.index in timed:
+                    aoti_ms[r.index] = timed[rep.index]
+                elif rep is not None and rep.index in failed:
+                    aoti_why[r.index] = failed[rep.index]
     libtorch_ms = {
         r.index: _libtorch_side(torch_ms[r.index], aoti_ms.get(r.index), torch_executor)
         for r in regions
     }
     cache.save()
 
-    movable, unit_list, edge_list, choice = _search(
-        imported, regions, tvm_ms, libtorch_ms, crossing
+    searched = _search(imported, regions, tvm_ms, libtorch_ms, crossing)
+    records, result = _outcome(
+        imported, regions, keys, tvm_ms, torch_ms, aoti_ms, aoti_why, searched, crossing, tuned
     )
+    result.cache_hits, result.cache_misses = cache.hits, cache.misses
+    result.seconds = time.perf_counter() - t0
+    moved = sum(1 for r in result.regions if r.side == TORCH)
+    logger.debug("placement: %d of %d region(s) to LibTorch", moved, len(regions))
+    return records, result
+
+
+def _outcome(
+    imported: ImportResult,
+    regions: list[Region],
+    keys: dict[int, str],
+    tvm_ms: dict[int, float],
+    torch_ms: dict[int, float],
+    aoti_ms: dict[int, float],
+    aoti_why: dict[int, str],
+    searched: tuple[list[Region], list[Unit], list[tuple[int, int]], Assignment],
+    crossing: float,
+    tuned: bool,
+) -> tuple[dict[str, FallbackRecord], PlacementResult]:
+    """The records of the nodes a searched assignment moves to LibTorch, and the result that
+    reports it (its cache counts and seconds left to the caller)."""
+    movable, unit_list, edge_list, choice = searched
     side_of = {r.index: side for r, side in zip(movable, choice.sides, strict=True)}
     records: dict[str, FallbackRecord] = {}
     decisions = []
@@ -232,15 +287,11 @@ def place(
         choice.total_ms,
         _total(unit_list, edge_list, crossing, TVM),
         _total(unit_list, edge_list, crossing, TORCH),
-        cache.hits,
-        cache.misses,
-        time.perf_counter() - t0,
     )
     # Tuned TVM timings are never cached (the database decides them), so neither is the
     # whole-model check that follows: no key.
     if not tuned:
         result.model_key = model_key([keys[r.index] for r in regions], imported.records)
-    logger.debug("placement: %d of %d region(s) to LibTorch", len(records), len(regions))
     return records, result
 
 
@@ -258,13 +309,66 @@ _NO_REGION_PACKAGE = (
 )
 
 
+def _no_region_package(
+    first: tuple[list[Region], list[Unit], list[tuple[int, int]], Assignment],
+    worth: list[Region],
+    torch_ms: dict[int, float],
+    whole_models_ms: Callable[[PlacementResult], tuple[float, float] | None] | None,
+    first_result: Callable[[], PlacementResult],
+    tuned: bool,
+) -> str | None:
+    """Why no region package can change what placement keeps (see :func:`place`), or None.
+    ``first``: the search on TorchScript times; ``worth``: every region of the kinds worth a
+    package."""
+    if _all_in_libtorch(first):
+        return _NO_REGION_PACKAGE
+    if whole_models_ms is None:
+        return None
+    result = first_result()
+    if not result.all_torch_ms:
+        return None
+    # Cheaper LibTorch sides lower every assignment's modelled time by at most the sum of
+    # what they save, so the search's least time by at most that too.
+    bound = first[3].total_ms - sum(torch_ms[r.index] for r in worth)
+    with one_thread() if not tuned else contextlib.nullcontext():
+        measured = whole_models_ms(result)
+    if measured is None:
+        return None
+    all_libtorch, package = measured
+    scaled = bound * all_libtorch / result.all_torch_ms
+    logger.debug(
+        "placement: whole model as one package %.4f ms; region packages could give the search "
+        "%.4f ms modelled, %.4f ms scaled by all-LibTorch's %.4f ms measured / %.4f modelled",
+        package,
+        bound,
+        scaled,
+        all_libtorch,
+        result.all_torch_ms,
+    )
+    if package >= scaled:
+        return None
+    return (
+        f"not compiled: the whole model as one package ({package:.4f} ms) is faster than region "
+        f"packages could make the search (at best {scaled:.4f} ms, scaled to measured time)"
+    )
+
+
+def _first_of_each_key(regions: list[Region], keys: dict[int, str]) -> dict[str, Region]:
+    """The first of ``regions`` with each key, by key (in order): the one timed for all."""
+    first: dict[str, Region] = {}
+    for r in regions:
+        first.setdefault(keys[r.index], r)
+    return first
+
+
 def _worth_a_package(
-    regions: list[Region], torch_ms: dict[int, float], device
-) -> tuple[list[Region], dict[int, str]]:
-    """The regions worth compiling into an AOTInductor package to time, slowest first (at
-    most ``_defaults.AOTI_MAX_REGIONS``), and why each other region is not."""
+    regions: list[Region], keys: dict[int, str], torch_ms: dict[int, float], device
+) -> tuple[dict[str, Region], dict[int, str]]:
+    """The kinds of region (keys) worth compiling into an AOTInductor package to time, each
+    with the first region of its kind, slowest first (at most ``_defaults.AOTI_MAX_REGIONS``
+    kinds), and why each region of another kind is not."""
     if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
-        return [], {r.index: "packages are compiled for the CPU" for r in regions}
+        return {}, {r.index: "packages are compiled for the CPU" for r in regions}
     why: dict[int, str] = {}
     for r in regions:
         pointless = nothing_to_gain(r.nodes)
@@ -272,12 +376,16 @@ def _worth_a_package(
             why[r.index] = f"not compiled: LibTorch under {_defaults.AOTI_MIN_SUBGRAPH_MS} ms"
         elif pointless is not None:
             why[r.index] = f"not compiled: {pointless}"
-    worth = sorted(
+    slowest_first = sorted(
         (r for r in regions if r.index not in why and torch_ms[r.index] < math.inf),
         key=lambda r: (-torch_ms[r.index], r.index),
-    )[: _defaults.AOTI_MAX_REGIONS]
+    )
+    worth: dict[str, Region] = {}
+    for r in slowest_first:
+        if len(worth) < _defaults.AOTI_MAX_REGIONS or keys[r.index] in worth:
+            worth.setdefault(keys[r.index], r)
     for r in regions:
-        if r not in worth and r.index not in why:
+        if keys[r.index] not in worth and r.index not in why:
             why[r.index] = f"not compiled: {_defaults.AOTI_MAX_REGIONS} slower regions were"
     return worth, why
 

@@ -41,7 +41,15 @@ from .search import TORCH, TVM
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CANDIDATES", "Candidate", "candidates", "choose", "time_candidates"]
+__all__ = [
+    "CANDIDATES",
+    "Candidate",
+    "all_aot_inductor",
+    "all_libtorch",
+    "candidates",
+    "choose",
+    "time_candidates",
+]
 
 SEARCHED, ALL_TORCH, ALL_AOTI, ALL_TVM = "searched", "all-libtorch", "all-aot-inductor", "all-tvm"
 CANDIDATES = (SEARCHED, ALL_TORCH, ALL_AOTI, ALL_TVM)
@@ -92,14 +100,9 @@ def candidates(
     """The searched assignment, all regions LibTorch can run in LibTorch, with ``aot_inductor``
     the same as AOTInductor packages, and none moved; a candidate equal to an earlier one is
     dropped."""
-    all_torch = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_TORCH)
-    found = [
-        Candidate(SEARCHED, searched, result.modelled_ms),
-        Candidate(ALL_TORCH, all_torch, result.all_torch_ms),
-    ]
+    found = [Candidate(SEARCHED, searched, result.modelled_ms), all_libtorch(result)]
     if aot_inductor:  # no region timing models it: always built and timed
-        all_aoti = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_AOTI)
-        found.append(Candidate(ALL_AOTI, all_aoti, None, AOT_INDUCTOR))
+        found.append(all_aot_inductor(result))
     # Some region cannot be timed in TVM alone (so no estimate); those that can bound it.
     tvm_times = [r.tvm_ms for r in result.regions if r.tvm_ms is not None]
     floor = sum(tvm_times) if result.all_tvm_ms is None and tvm_times else None
@@ -109,6 +112,19 @@ def candidates(
         if all((set(c.records), c.executor) != (set(u.records), u.executor) for u in unique):
             unique.append(c)
     return unique
+
+
+def all_libtorch(result: PlacementResult) -> Candidate:
+    """Every region LibTorch can run in LibTorch (placement may build it before the check:
+    the same records make the same build)."""
+    records = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_TORCH)
+    return Candidate(ALL_TORCH, records, result.all_torch_ms)
+
+
+def all_aot_inductor(result: PlacementResult) -> Candidate:
+    """:func:`all_libtorch` with its LibTorch subgraph (all of them) as AOTInductor packages."""
+    records = _records(result, lambda r: TORCH if r.torch_ms is not None else TVM, ALL_AOTI)
+    return Candidate(ALL_AOTI, records, None, AOT_INDUCTOR)
 
 
 def choose(
