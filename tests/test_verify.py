@@ -75,6 +75,26 @@ def test_consumers_of_a_wrong_node_are_not_blamed(monkeypatch):
     assert [r.op for r in compiled.fallbacks] == ["aten.elu.default"]
 
 
+def test_an_op_that_returns_nothing_does_not_hide_the_value_it_checks(monkeypatch):
+    """``.to(float64)`` exports as ``_assert_tensor_metadata(elu)`` (returns nothing; TVM
+    converts it to elu's own var) and a copy. Verification compares elu itself and blames it
+    alone: the assertion is not a TVM value (before, it took elu's place in verification, and
+    elu's consumers were blamed with it)."""
+    monkeypatch.setattr("byoc_torch.frontend.importer.deny_list_match", lambda node: None)
+    model = Lambda(lambda x: nn.functional.selu(x).to(torch.float64) * 2.0)
+    compiled = compile_and_check(model, (torch.randn(24),))
+    assert [(r.op, r.reason) for r in compiled.fallbacks] == [
+        ("aten.elu.default", "TVM result differs from PyTorch")
+    ]
+    assert compiled.fallbacks[0].detail.startswith("max abs err")
+    imported = byoc_torch.frontend.importer.import_with_records(
+        torch.export.export(model, (torch.randn(24),)), byoc_torch.Options()
+    )
+    asserts = [n.name for n in imported.graph.nodes if "assert" in n.name]
+    assert asserts and not set(asserts) & set(imported.native_vars)
+    assert "elu" in imported.native_vars
+
+
 def test_values_tvm_cannot_return_do_not_blind_verification(monkeypatch, caplog):
     """Returning an intermediate value moves the boundaries of TVM's fused kernels, and TVM
     may fail to build the new kernels (a boolean multiply as a kernel's output did, from

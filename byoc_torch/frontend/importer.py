@@ -190,7 +190,12 @@ class _FallbackImporter(ExportedProgramImporter):
             while culprit.target is operator.getitem and isinstance(culprit.args[0], fx.Node):
                 culprit = culprit.args[0]
             raise _ConverterRaised(culprit, TypeError(mismatch), Reason.WRONG_TYPE)
-        if isinstance(value, relax.Var) and isinstance(value.ty, relax.TensorType):
+        # An op that returns nothing (``_assert_tensor_metadata``, which TVM converts to its
+        # input's var) computes nothing in TVM: nothing to verify or blame. As a native var
+        # it would also take its input's place in verification (same var, another name).
+        schema = getattr(node.target, "_schema", None)
+        no_value = schema is not None and not schema.returns
+        if isinstance(value, relax.Var) and isinstance(value.ty, relax.TensorType) and not no_value:
             self.native_vars[node.name] = value
         return value
 
