@@ -95,6 +95,20 @@ def test_an_op_that_returns_nothing_does_not_hide_the_value_it_checks(monkeypatc
     assert "elu" in imported.native_vars
 
 
+def test_elements_of_a_libtorch_tuple_are_not_tvm_values():
+    """TVM takes an element out of a LibTorch op's tuple, computing nothing: not a value to
+    verify (a model whose TVM side is only such elements is not verified at all)."""
+    model = Lambda(lambda x: [t * 2.0 for t in torch.split(x, 2)])
+    ep = torch.export.export(model, (torch.randn(6),))
+    imported = byoc_torch.frontend.importer.import_with_records(
+        ep, byoc_torch.Options(torch_executed_ops=["aten.split_with_sizes"])
+    )
+    elements = [n.name for n in imported.graph.nodes if n.name.startswith("getitem")]
+    products = [n.name for n in imported.graph.nodes if n.name.startswith("mul")]
+    assert len(elements) == len(products) == 3
+    assert sorted(imported.native_vars) == sorted(products)
+
+
 def test_values_tvm_cannot_return_do_not_blind_verification(monkeypatch, caplog):
     """Returning an intermediate value moves the boundaries of TVM's fused kernels, and TVM
     may fail to build the new kernels (a boolean multiply as a kernel's output did, from

@@ -190,14 +190,21 @@ class _FallbackImporter(ExportedProgramImporter):
             while culprit.target is operator.getitem and isinstance(culprit.args[0], fx.Node):
                 culprit = culprit.args[0]
             raise _ConverterRaised(culprit, TypeError(mismatch), Reason.WRONG_TYPE)
-        # An op that returns nothing (``_assert_tensor_metadata``, which TVM converts to its
-        # input's var) computes nothing in TVM: nothing to verify or blame. As a native var
-        # it would also take its input's place in verification (same var, another name).
-        schema = getattr(node.target, "_schema", None)
-        no_value = schema is not None and not schema.returns
-        if isinstance(value, relax.Var) and isinstance(value.ty, relax.TensorType) and not no_value:
-            self.native_vars[node.name] = value
+        if isinstance(value, relax.Var) and isinstance(value.ty, relax.TensorType):
+            if not self._computes_nothing(node):
+                self.native_vars[node.name] = value
         return value
+
+    def _computes_nothing(self, node: fx.Node) -> bool:
+        """Whether TVM's value of ``node`` is no computation of TVM's, so nothing to verify
+        or blame: an op that returns nothing (``_assert_tensor_metadata``, which TVM converts
+        to its input's var: as a native var it would take that input's place in verification,
+        the same var under another name), or an element of a LibTorch op's tuple."""
+        schema = getattr(node.target, "_schema", None)
+        if schema is not None and not schema.returns:
+            return True
+        source = node.args[0] if node.target is operator.getitem and node.args else None
+        return isinstance(source, fx.Node) and source.name in self.records
 
     # -- emitting torchops -----------------------------------------------------------------------
     def _emit_cluster(self, members: list[fx.Node]) -> relax.Expr:
