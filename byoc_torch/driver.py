@@ -334,11 +334,12 @@ def _whole_models_ms(pipeline: Pipeline, inputs, result) -> tuple[float, float] 
         if None not in cached:
             return None if math.inf in cached else (cached[0], cached[1])
     try:
-        runs = {
-            ALL_TORCH: _runner(pipeline, inputs, all_libtorch(result).records),
-            ALL_AOTI: _runner(pipeline, inputs, all_aot_inductor(result).records, AOT_INDUCTOR),
-        }
+        # Built under no_grad too, as the check builds them: the builds are reused by it.
         with torch.no_grad():
+            runs = {
+                ALL_TORCH: _runner(pipeline, inputs, all_libtorch(result).records),
+                ALL_AOTI: _runner(pipeline, inputs, all_aot_inductor(result).records, AOT_INDUCTOR),
+            }
             timed = robust_times(runs)
     except Exception as err:  # the check will say why; placement just compiles region packages
         logger.debug("placement: a whole-model candidate failed: %s", err)

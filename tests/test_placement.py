@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import types
 
 import pytest
 import torch
@@ -304,6 +305,21 @@ def test_no_region_package_is_compiled_when_the_whole_model_package_beats_any_th
     assert compiled == [[tanh.index]]
 
 
+def test_the_early_whole_model_candidates_are_built_without_grad(monkeypatch):
+    """The check reuses these builds, and inductor freezes a package only with grad off."""
+    grad = []
+
+    def runner(pipeline, inputs, records, executor="torchscript"):
+        grad.append((executor, torch.is_grad_enabled()))
+        return lambda: None
+
+    monkeypatch.setattr(driver, "_runner", runner)
+    monkeypatch.setattr(driver, "_aoti_candidate_skipped", lambda *args: None)
+    pipeline = types.SimpleNamespace(opts=byoc_torch.Options(), device="cpu")
+    assert driver._whole_models_ms(pipeline, (), PlacementResult()) is not None
+    assert grad == [("torchscript", False), ("aot_inductor", False)]
+
+
 def test_region_packages_are_compiled_where_they_can_change_the_placement(monkeypatch):
     """A mixed placement (the tanh region in TVM), and the forced "aot_inductor" executor
     (which costs LibTorch at the package even when slower): the region worth a package is
@@ -457,6 +473,54 @@ def test_ties_keep_the_simplest_placement(monkeypatch):
         monkeypatch, {"searched": 4.0, "all-libtorch": 5.0, "all-tvm": 5.2}
     )
     assert end_to_end.choose(_options(), build)[0].name == "searched"
+
+
+def test_one_placement_under_two_executors_keeps_the_faster_without_a_margin(monkeypatch):
+    """All-aot-inductor moves what all-libtorch moves: one placement, as simple under either
+    executor, so the faster measured stands for it even inside the margin (the built-in
+    `gpt`'s package 6 % faster flipped to its TorchScript between compiles); other candidates
+    still need to beat it beyond the margin."""
+    options = [
+        *_options(),
+        end_to_end.Candidate("all-aot-inductor", {"a": None, "b": None}, None, "aot_inductor"),
+    ]
+
+    def build(records, executor="torchscript"):
+        return lambda: None
+
+    def chosen(**times):
+        times = {k.replace("_", "-"): v for k, v in times.items()}
+        monkeypatch.setattr(
+            end_to_end, "time_candidates", lambda runs, options, rounds: {k: times[k] for k in runs}
+        )
+        return end_to_end.choose(options, build)[0].name
+
+    assert chosen(searched=9, all_libtorch=5.0, all_aot_inductor=4.8, all_tvm=9) == (
+        "all-aot-inductor"
+    )
+    assert chosen(searched=9, all_libtorch=5.0, all_aot_inductor=5.1, all_tvm=9) == "all-libtorch"
+    # The simpler placement keeps its rank: all-tvm is modelled slower than all-libtorch and
+    # within the margin of the package, so the package stays; 5 % below it, all-tvm wins.
+    assert chosen(searched=9, all_libtorch=5.0, all_aot_inductor=4.8, all_tvm=4.7) == (
+        "all-aot-inductor"
+    )
+    assert chosen(searched=9, all_libtorch=5.0, all_aot_inductor=4.8, all_tvm=4.5) == "all-tvm"
+    # And the searched mix, last, within the margin of the package does not replace it.
+    assert chosen(searched=4.7, all_libtorch=5.0, all_aot_inductor=4.8, all_tvm=9) == (
+        "all-aot-inductor"
+    )
+    assert [c.name for c in end_to_end.simplest_first(options, {"all-aot-inductor": 1.0})] == [
+        "all-aot-inductor",
+        "all-libtorch",
+        "all-tvm",
+        "searched",
+    ]
+    assert [c.name for c in end_to_end.simplest_first(options)] == [
+        "all-libtorch",
+        "all-aot-inductor",
+        "all-tvm",
+        "searched",
+    ]
 
 
 def test_a_candidate_modelled_far_slower_is_not_built_except_all_libtorch(monkeypatch):
