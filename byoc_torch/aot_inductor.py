@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AOT_INDUCTOR",
     "AUTO",
+    "SERIAL_KERNELS",
     "TORCHSCRIPT",
     "SubgraphProgram",
     "Unavailable",
@@ -112,16 +113,21 @@ class SubgraphProgram:
         rewrite = {TRANSPOSED: transposed, PANELS: panels}.get(self.matrices)
         return rewrite(module) if rewrite is not None else module
 
-    def inductor_configs(self, compiled: fx.GraphModule | None = None) -> dict[str, object]:
+    def inductor_configs(
+        self, compiled: fx.GraphModule | None = None, serial: bool = False
+    ) -> dict[str, object]:
         """The inductor settings its package is compiled with (``compiled``: its
         :meth:`compiled_module` when the caller holds it already, so the program is not
-        rewritten twice). With its matrices transposed for MKL's sgemm or in panels, inductor
-        does not freeze the package (its constants stay in it as they are): freezing would
-        pack the multiplies left to ATen for oneDNN, and inductor's ``cpp.weight_prepack``
-        cannot say otherwise once a package in the process was packed (its patterns are
-        registered once). Unless an ATen convolution is left in it: its weight packing and
-        batch-norm folding matter more."""
+        rewritten twice; ``serial``: kernels without OpenMP parallel regions, for a model
+        whose thread budget is one thread, :data:`_SERIAL_CONFIGS`). With its matrices
+        transposed for MKL's sgemm or in panels, inductor does not freeze the package (its
+        constants stay in it as they are): freezing would pack the multiplies left to ATen
+        for oneDNN, and inductor's ``cpp.weight_prepack`` cannot say otherwise once a package
+        in the process was packed (its patterns are registered once). Unless an ATen
+        convolution is left in it: its weight packing and batch-norm folding matter more."""
         configs = {**_INDUCTOR_CONFIGS, "cpp.enable_concat_linear": self.concat_multiplies}
+        if serial:
+            configs.update(_SERIAL_CONFIGS)
         if self.matrices not in (TRANSPOSED, PANELS):
             return configs
         compiled = self.compiled_module() if compiled is None else compiled
@@ -442,12 +448,26 @@ _INDUCTOR_CONFIGS = {
     "cpp.use_decompose_tanh": True,
 }
 
+# A package for a model whose thread budget is one thread (byoc_torch.threads.budget_threads):
+# kernels compiled for one thread have no OpenMP parallel region. A dynamic-threads kernel
+# opens one at every call even on one thread, and libgomp's barrier at its end makes a futex
+# system call each time (strace: about three a call of the built-in demo). Measured at one
+# thread, in turns (benchmark command in docs/performance.md): demo 0.232 -> 0.193x eager, cnn
+# 0.141 -> 0.119x, HF ResNet 0.223 -> 0.218x, vit 0.629 -> 0.621x. Such a package runs on one
+# thread wherever the model is loaded.
+_SERIAL_CONFIGS = {"cpp.dynamic_threads": False, "cpp.threads": 1}
+# What the report says of such a package (its subgraph's executor reason).
+SERIAL_KERNELS = "its kernels compiled for one thread, the model's thread budget"
 
-def compile_package(program: SubgraphProgram, cache: CompileCache | None = None) -> bytes:
+
+def compile_package(
+    program: SubgraphProgram, cache: CompileCache | None = None, serial: bool = False
+) -> bytes:
     """``program`` as AOTInductor package bytes (parameters frozen), from the process's memory
-    or ``cache`` when they hold them; raises what export or AOTInductor raise."""
+    or ``cache`` when they hold them; ``serial``: its kernels compiled for one thread
+    (:meth:`SubgraphProgram.inductor_configs`). Raises what export or AOTInductor raise."""
     module = program.compiled_module()
-    configs = program.inductor_configs(module)
+    configs = program.inductor_configs(module, serial)
     key = package_key(module, program.example, program.dynamic_shapes, configs)
     for store in (MEMORY, cache):
         cached = store.get_bytes("aoti", key) if store is not None else None

@@ -112,8 +112,9 @@ class CompileCache:
 
 def _environment() -> str:
     """What a package's code depends on besides the graph: the torch version and the CPU
-    capability inductor compiles for (not the thread count: packages are compiled with
-    inductor's ``cpp.dynamic_threads``, :func:`byoc_torch.aot_inductor.compile_package`)."""
+    capability inductor compiles for (not the process's thread count: a package's kernels
+    take theirs at run time or are serial, as its inductor settings say,
+    :func:`byoc_torch.aot_inductor.compile_package`)."""
     capability = torch.backends.cpu.get_cpu_capability()
     return f"torch {torch.__version__}; cpu {capability}"
 

@@ -29,6 +29,7 @@ import tvm_ffi
 from . import _defaults
 from .aot_inductor import (
     AOT_INDUCTOR,
+    SERIAL_KERNELS,
     TORCHSCRIPT,
     Unavailable,
     agree,
@@ -149,6 +150,7 @@ def choose_executors(
     cache: CompileCache | None = None,
     device: str = "cpu",
     why_forced: str | None = None,
+    serial: bool = False,
 ) -> dict[str, ExecutorChoice]:
     """Decide, per subgraph of ``partitioned``, TorchScript or AOTInductor, and install the
     packages chosen in the torch runtime ``modules`` (every module holding a symbol gets it:
@@ -158,17 +160,18 @@ def choose_executors(
     package replaces the TorchScript only when faster beyond the timing margin
     (:func:`_measured_choice`). ``device`` is the model's device type: packages are made for
     the CPU only. ``why_forced`` is the report's reason for the executor of a mode other than
-    ``"auto"`` (None: the ``torch_executor`` setting). The modules' counters are zero
-    afterwards."""
+    ``"auto"`` (None: the ``torch_executor`` setting). ``serial``: the packages' kernels are
+    compiled for one thread (the model's budget is one thread). The modules' counters are
+    zero afterwards."""
     try:
-        return _choose(modules, partitioned, ep, run, mode, cache, device, why_forced)
+        return _choose(modules, partitioned, ep, run, mode, cache, device, why_forced, serial)
     finally:
         for m in modules:
             TorchRuntime(m).reset_stats()
 
 
 def _choose(
-    modules, partitioned, ep, run, mode, cache, device, why_forced
+    modules, partitioned, ep, run, mode, cache, device, why_forced, serial
 ) -> dict[str, ExecutorChoice]:
     """:func:`choose_executors` (counters left as the last measurement left them)."""
     funcs = torch_functions(partitioned)
@@ -214,7 +217,7 @@ def _choose(
             continue
         try:
             program = subgraph_program(func, ep)
-            package = compile_package(program, cache)
+            package = compile_package(program, cache, serial)
             install(symbol, package, list(program.inputs))
         except Unavailable as err:
             why = f"AOTInductor cannot run it: {err}"
@@ -236,7 +239,12 @@ def _choose(
         return dict(sorted(choices.items()))
     # both executors timed in turns, the packages staying loaded
     timed = _interleaved_timings(modules, run, rounds) if run is not None else {}
-    weights = _joined(matmul_weights(ep)[1], concat_multiplies(ep)[1], onednn_verdict(ep.graph)[1])
+    weights = _joined(
+        matmul_weights(ep)[1],
+        concat_multiplies(ep)[1],
+        onednn_verdict(ep.graph)[1],
+        SERIAL_KERNELS if serial else "",
+    )
     for symbol in installed:
         timings = timed.get(symbol, {})
         if mode == AOT_INDUCTOR:

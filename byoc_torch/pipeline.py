@@ -39,6 +39,7 @@ from .reporting import Report, build_report
 from .runtime.module import TorchRuntime
 from .signature import Signature
 from .tensors import target_device_type, tvm_ready
+from .threads import budget_threads
 from .verify import diverging_nodes, outputs_agree, seeded_references
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class Pipeline:
         self.device = target_device_type(self.target)
         self.checked = checked  # the inputs verification runs on (see Program.checked_inputs)
         self.tuning_budget = tuning_budget  # tune_trials, in total for this compile
+        # AOTInductor packages for a one-thread budget have serial kernels (resolved now: the
+        # compile times its candidates on one thread whatever the budget, threads.one_thread).
+        self.serial_kernels = budget_threads(opts.num_threads) == 1
         # The ATen names act in the frontend; the pass takes the Relax ones.
         relax_ops = [n for n in opts.torch_executed_ops if is_relax_op_name(n)]
         self._partition = PartitionForTorch(torch_executed_ops=relax_ops)
@@ -162,6 +166,7 @@ class Pipeline:
             CompileCache(cache_dir) if cache_dir is not None else None,
             self.device,
             why,
+            self.serial_kernels,
         )
 
     def weights_once(self, built: Built) -> tuple[Built, list[str]]:

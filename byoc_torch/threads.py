@@ -58,6 +58,7 @@ __all__ = [
     "ENV_DEFAULTS",
     "ThreadBudget",
     "apply_thread_budget",
+    "budget_threads",
     "check_num_threads",
     "last_applied",
     "one_thread",
@@ -138,14 +139,19 @@ def cgroup_cpu_quota(path: str) -> float | None:
         return None
 
 
+def budget_threads(num_threads: int | None) -> int:
+    """The threads ``num_threads`` (``Options.num_threads``) gives each pool in this process:
+    itself, or :func:`default_threads` for None."""
+    n = check_num_threads(num_threads)
+    return default_threads() if n is None else n
+
+
 def apply_thread_budget(num_threads: int | None) -> ThreadBudget:
     """Give LibTorch and TVM ``num_threads`` threads each (None: :func:`default_threads`).
 
     Process-wide and not undone (see the module docstring).
     """
-    n = check_num_threads(num_threads)
-    if n is None:
-        n = default_threads()
+    n = budget_threads(num_threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     os.environ["TVM_NUM_THREADS"] = str(n)

@@ -651,6 +651,66 @@ def test_packages_compute_tanh_from_exp_and_still_agree_with_eager(tmp_path):
         torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
 
 
+def _kernel_source(package: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        cpp = [n for n in archive.namelist() if n.endswith(".cpp")]
+        return "".join(archive.read(n).decode(errors="replace") for n in cpp)
+
+
+def test_serial_packages_have_no_parallel_region_and_agree_with_eager():
+    """``serial``: the package's kernels are compiled for one thread, with no OpenMP parallel
+    region (a dynamic-threads kernel opens one at every call, even on one thread); without it
+    Net's kernel has one. Both agree with eager on another input."""
+    model = Net().eval()
+    program, names, args = whole_program(model, (torch.randn(8, 16),))
+    x = torch.randn(8, 16)  # not the example
+    args = [x if name == "x" else a for name, a in zip(names, args, strict=True)]
+    with torch.no_grad():
+        expected = model(x)
+    for serial, regions in ((False, 1), (True, 0)):
+        package = aot_inductor.compile_package(program, serial=serial)
+        assert _kernel_source(package).count("#pragma omp parallel") == regions
+        with torch.no_grad():
+            got = aot_inductor_runner(package)(*args)
+        torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_one_thread_budget_compiles_serial_packages(tmp_path, monkeypatch):
+    """A model compiled with ``num_threads=1`` gets packages with serial kernels (placement's
+    region packages too: every package in the cache), the report says so, and it agrees with
+    eager on other batch sizes."""
+    monkeypatch.setenv("TVM_NUM_THREADS", os.environ.get("TVM_NUM_THREADS", "1"))
+    before = torch.get_num_threads()
+    model = Net().eval()
+    try:
+        compiled = _compile_net(model, tmp_path, num_threads=1)
+    finally:
+        torch.set_num_threads(before)
+    (entry,) = compiled.report().subgraphs
+    assert entry.executor == "aot_inductor"
+    assert entry.executor_reason.endswith(aot_inductor.SERIAL_KERNELS)
+    packages = sorted((tmp_path / "aoti").glob("*.pt2"))
+    assert packages
+    for path in packages:
+        assert "#pragma omp parallel" not in _kernel_source(path.read_bytes())
+    for batch in (3, 33):
+        x = torch.randn(batch, 16)
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_budget_of_more_threads_keeps_the_kernels_parallel(net):
+    """The fixture's budget is the process's threads: its package's kernels take their thread
+    count at run time, and its report says nothing of serial kernels."""
+    _, compiled, cache = net
+    (entry,) = compiled.report().subgraphs
+    serial = compiled.thread_budget.torch_threads == 1
+    assert entry.executor_reason.endswith(aot_inductor.SERIAL_KERNELS) == serial
+    (path,) = (cache / "aoti").glob("*.pt2")
+    assert ("#pragma omp parallel" in _kernel_source(path.read_bytes())) != serial
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -226,7 +226,7 @@ def _region_packages(monkeypatch, executor: str, tvm_tanh_ms: float, whole=None)
     )
     compiled: list[list[int]] = []
 
-    def fake_packages(worth, keys, region_values, ep, cache, compile_cache):
+    def fake_packages(worth, keys, region_values, ep, cache, compile_cache, serial):
         compiled.append([r.index for r in worth])
         return {r.index: 0.25 for r in worth}, {}
 

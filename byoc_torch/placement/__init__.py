@@ -44,6 +44,7 @@ from ..options import Options
 from ..records import FallbackRecord, Reason
 from ..reporting import PlacementResult, RegionDecision
 from ..tensors import target_device_type
+from ..threads import budget_threads
 from ..verify import reference_values
 from .measure import (
     CompileModel,
@@ -124,6 +125,7 @@ def place(
       4x on HF GPT-2), it is compared with the package's measured time.
     """
     tuned = bool(opts.tune_trials or opts.tuning_database)
+    serial = budget_threads(opts.num_threads) == 1  # packages as the model's (Pipeline)
     target = opts.tvm_target()
     device = tvm.device(target_device_type(target))
     t0 = time.perf_counter()
@@ -132,7 +134,7 @@ def place(
     regions = form_regions(graph, _native_nodes(imported))
     if not regions:
         return {}, PlacementResult(seconds=time.perf_counter() - t0)
-    keys = {r.index: region_key(r, target) for r in regions}
+    keys = {r.index: region_key(r, target, serial) for r in regions}
     tvm_ms: dict[int, float] = {}
     torch_ms: dict[int, float] = {}
     for r in regions:
@@ -209,7 +211,13 @@ def place(
             compile_cache = CompileCache(opts.cache_dir) if opts.cache_dir is not None else None
             with one_thread() if not tuned else contextlib.nullcontext():
                 timed, failed = _time_aot_inductor_regions(
-                    list(worth.values()), keys, region_values, imported.ep, cache, compile_cache
+                    list(worth.values()),
+                    keys,
+                    region_values,
+                    imported.ep,
+                    cache,
+                    compile_cache,
+                    serial,
                 )
             for r in regions:  # every region of a kind compiled has its first one's outcome
                 rep = worth.get(keys[r.index])
@@ -391,11 +399,11 @@ def _worth_a_package(
 
 
 def _time_aot_inductor_regions(
-    worth, keys, region_values, ep, cache, compile_cache
+    worth, keys, region_values, ep, cache, compile_cache, serial
 ) -> tuple[dict[int, float], dict[int, str]]:
-    """AOTInductor times (ms) of the ``worth`` regions, from ``cache`` or compiled and measured
-    on ``region_values()`` (every node's value on the example inputs), and why a region has
-    none."""
+    """AOTInductor times (ms) of the ``worth`` regions, from ``cache`` or compiled (kernels
+    for one thread when ``serial``) and measured on ``region_values()`` (every node's value on
+    the example inputs), and why a region has none."""
     out: dict[int, float] = {}
     todo = []
     for r in worth:
@@ -410,7 +418,9 @@ def _time_aot_inductor_regions(
     if missing is not None:
         return out, {r.index: missing for r in todo}
     why: dict[int, str] = {}
-    measured, failed = time_aot_inductor(region_scripts(todo), region_values(), ep, compile_cache)
+    measured, failed = time_aot_inductor(
+        region_scripts(todo), region_values(), ep, compile_cache, serial
+    )
     for r in todo:
         if r.index in measured:
             out[r.index] = measured[r.index]

@@ -76,8 +76,9 @@ def _describe(value: object) -> object:
     return repr(value)
 
 
-def region_key(region: Region, target: object) -> str:
-    """What a region's measurement depends on, as a hex digest."""
+def region_key(region: Region, target: object, serial: bool = False) -> str:
+    """What a region's measurement depends on, as a hex digest (``serial``: its package's
+    kernels are compiled for one thread, :func:`time_aot_inductor`)."""
     inside = set(region.nodes)
     ops = []
     for n in region.nodes:
@@ -90,6 +91,7 @@ def region_key(region: Region, target: object) -> str:
         "target": str(target),
         "versions": [torch.__version__, tvm.__version__, CACHE_VERSION],
         "threads": "one (measure.one_thread)",
+        "serial packages": serial,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -257,9 +259,11 @@ def time_aot_inductor(
     values: Mapping[str, object],
     ep: torch.export.ExportedProgram,
     cache: CompileCache | None = None,
+    serial: bool = False,
 ) -> tuple[dict[int, float], dict[int, str]]:
     """Each region's time (ms) as an AOTInductor package (its nodes compiled by
-    :func:`byoc_torch.aot_inductor.compile_package`, parameters frozen in) run by byoc_torch's
+    :func:`byoc_torch.aot_inductor.compile_package`, parameters frozen in, kernels for one
+    thread when ``serial``) run by byoc_torch's
     C++ runtime in place of its TorchScript (the path an AOTInductor subgraph takes), minus the
     runtime's own cost of the call (:func:`_dispatch_ms`); and, for each region without a time,
     why. A package
@@ -276,7 +280,7 @@ def time_aot_inductor(
             continue
         try:
             program = nodes_program(s.nodes, s.inputs, s.outputs, ep)
-            package = compile_package(program, cache)
+            package = compile_package(program, cache, serial)
             spec = SubgraphSpec(s.name, s.source, len(args), s.num_outputs, True)
             module = make_runtime_module([spec])
             func = module[s.name]
