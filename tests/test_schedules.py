@@ -291,3 +291,50 @@ def test_a_boolean_product_as_an_output_builds_in_tvm():
     assert compiled.fallbacks == ()
     for got, want in zip(compiled(a * -1), model(a * -1), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_a_module_without_kernels_is_given_an_empty_one():
+    """Every op in LibTorch (the usual placement now) leaves no kernel: TVM then links an
+    empty C source module that the C compiler must compile at every VM creation and export
+    (0.8-1.0 s each). :func:`schedules.with_host_kernel` adds an empty PrimFunc instead; a
+    module that has a kernel is left as it is."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+    from tvm.script import tirx as T
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((4,), "float32")):
+            return x
+
+    @I.ir_module
+    class Expected:
+        @T.prim_func
+        def byoc_torch_no_kernel():
+            T.func_attr({"global_symbol": "byoc_torch_no_kernel"})
+            T.evaluate(0)
+
+        @R.function
+        def main(x: R.Tensor((4,), "float32")):
+            return x
+
+    tvm.ir.assert_structural_equal(schedules.with_host_kernel(Before), Expected)
+    assert schedules.NO_KERNEL == "byoc_torch_no_kernel"
+    assert schedules.with_host_kernel(Expected) is Expected
+
+
+def _module_kinds(module) -> list[str]:
+    return [module.kind] + [k for m in module.imports for k in _module_kinds(m)]
+
+
+def test_a_model_all_in_libtorch_builds_no_c_source_module():
+    """... so a VM of it is made without the C compiler, and it still runs its LibTorch ops."""
+    model = Lambda(lambda t: torch.special.erfinv(t))
+    x = torch.rand(3, 5)
+    compiled = byoc_torch.compile(model, (x,), placement="tvm", torch_executor="torchscript")
+    assert [r.op for r in compiled.fallbacks] == ["aten.erfinv.default"]
+    kinds = _module_kinds(compiled.executable.mod)
+    assert "llvm" in kinds and "c" not in kinds, kinds
+    other = torch.rand(3, 5) - 0.5
+    torch.testing.assert_close(compiled(other), model(other))
