@@ -451,10 +451,11 @@ _INDUCTOR_CONFIGS = {
 # A package for a model whose thread budget is one thread (byoc_torch.threads.budget_threads):
 # kernels compiled for one thread have no OpenMP parallel region. A dynamic-threads kernel
 # opens one at every call even on one thread, and libgomp's barrier at its end makes a futex
-# system call each time (strace: about three a call of the built-in demo). Measured at one
-# thread, in turns (benchmark command in docs/performance.md): demo 0.232 -> 0.193x eager, cnn
-# 0.141 -> 0.119x, HF ResNet 0.223 -> 0.218x, vit 0.629 -> 0.621x. Such a package runs on one
-# thread wherever the model is loaded.
+# system call each time (strace: about three a call of the built-in demo). byoc_torch at one
+# thread, compiled both ways and timed in turns: demo 0.232 -> 0.193x eager, cnn 0.141 ->
+# 0.119x, HF ResNet 0.223 -> 0.218x, vit 0.629 -> 0.621x, transformers within the noise
+# (benchmarks/serial_kernels.py, docs/performance.md). Such a package runs on one thread
+# wherever the model is loaded.
 _SERIAL_CONFIGS = {"cpp.dynamic_threads": False, "cpp.threads": 1}
 # What the report says of such a package (its subgraph's executor reason).
 SERIAL_KERNELS = "its kernels compiled for one thread, the model's thread budget"
